@@ -1,0 +1,301 @@
+"""The ``irisbench`` command line (Typer + rich).
+
+Every command imports its heavy libraries (torch, transformers) inside its body, so ``irisbench --help``
+and listing commands stay instant. Expected failures (bad input, unknown names, locked runs) print one
+clear message and exit with code 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="irisbench: RL of autoregressive text-to-image models from intrinsic rewards.")
+suites_app = typer.Typer(no_args_is_help=True, help="List, show, validate and build evaluation suites.")
+app.add_typer(suites_app, name="suites")
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body, turning expected errors into one clear message and a non-zero exit."""
+    from irisbench.runs import NotARunError, RunLockedError
+
+    try:
+        return fn()
+    except (ValueError, FileNotFoundError, NotImplementedError, RunLockedError, NotARunError,
+            UnicodeDecodeError) as e:
+        _fail(str(e))
+        raise  # unreachable
+
+
+def _default_out(prefix: str) -> Path:
+    from irisbench.runs import new_run_path
+
+    return new_run_path("results", prefix)
+
+
+@app.command("eval")
+def eval_cmd(
+    suite: str = typer.Option("geneval", help="Suite name (see `irisbench suites ls`) or a suite YAML file."),
+    policy: str = typer.Option("shapes-base", help="Policy name (see `irisbench ls`) or a checkpoint folder."),
+    model: str = typer.Option(None, help="Model id or local folder for policies that need one."),
+    split: str = typer.Option(None, help="Prompt split (shapes world: val or test; default: the suite's)."),
+    prompts: Path = typer.Option(None, help="An official-format GenEval metadata JSONL replacing the suite's."),
+    images_per_prompt: int = typer.Option(None, "--images-per-prompt", "-n", help="Default: the suite's."),
+    seed: int = typer.Option(0, help="Base seed; each image's seed derives from it, the prompt and sample."),
+    batch_size: int = typer.Option(64, help="Images generated per batch (does not change results)."),
+    cfg: float = typer.Option(None, help="Classifier-free guidance scale (default: the policy's)."),
+    temperature: float = typer.Option(None, help="Sampling temperature (default: the policy's)."),
+    top_k: int = typer.Option(None, help="Top-k sampling (default: the policy's)."),
+    limit: int = typer.Option(None, help="Only the first N prompts (smoke runs)."),
+    save_images: bool = typer.Option(True, help="Write every image as PNG into the run folder."),
+    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
+                                        "Re-running into the same folder resumes."),
+) -> None:
+    """Generate images for a suite's prompts, score them and write per-image records and results."""
+    from irisbench.evaluate import EvalOptions, evaluate
+
+    opts = EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
+                       seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
+                       limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images)
+    target = out or _default_out(f"eval-{suite}-{Path(policy).name}")
+    results = _guard(lambda: evaluate(opts, target))
+    print_scores(results, title=f"{results['suite']} ({results['world']} world, {results['split']}) — "
+                                f"{results['policy']['name']}")
+    console.print(f"run folder: {target}")
+
+
+def print_scores(results: dict[str, Any], title: str) -> None:
+    scores = results["scores"]
+    table = Table(title=title)
+    table.add_column("tag")
+    table.add_column("score", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("images", justify="right")
+    for tag, s in scores["tags"].items():
+        table.add_row(tag, f"{s['score']:.3f}", f"[{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]", str(s["n_images"]))
+    o = scores["overall"]
+    table.add_row("[bold]overall", f"[bold]{o['score']:.3f}", f"[{o['ci'][0]:.3f}, {o['ci'][1]:.3f}]",
+                  str(results["counts"]["actual"]))
+    console.print(table)
+    c = results["counts"]
+    status = "[green]complete" if c["complete"] else "[red]INCOMPLETE"
+    console.print(f"images: expected {c['expected']}, actual {c['actual']} ({status}[/])")
+
+
+@app.command("experiment")
+def experiment_cmd(
+    out: Path = typer.Option(Path("results/experiment"), help="Experiment folder (re-running resumes)."),
+    split: list[str] = typer.Option(["val", "test"], help="Shapes-world splits to evaluate."),
+    seed: int = typer.Option(0, help="Base seed."),
+) -> None:
+    """The main job on the embedded default: evaluate the shapes-world policies on GenEval (val and test)."""
+    from irisbench.experiment import run_experiment
+
+    _guard(lambda: run_experiment(out, splits=list(split), seed=seed, console=console))
+
+
+@suites_app.command("ls")
+def suites_ls() -> None:
+    """List the registered suites."""
+    from irisbench.suites import load_suite, suite_names
+
+    table = Table(title="suites")
+    for col in ("name", "protocol", "images/prompt", "worlds", "description"):
+        table.add_column(col)
+    for name in suite_names():
+        s = load_suite(name)
+        table.add_row(s.name, s.protocol, str(s.images_per_prompt), ", ".join(s.prompts), s.description)
+    console.print(table)
+
+
+@suites_app.command("show")
+def suites_show(name: str, world: str = typer.Option("shapes", help="shapes or open"),
+                split: str = typer.Option(None, help="Split to summarise (default: the suite's).")) -> None:
+    """Show a suite: its spec and the resolved prompt set (counts per tag, split kinds, sha256)."""
+
+    def body() -> None:
+        from collections import Counter
+
+        from irisbench.suites import load_suite, resolve_prompts
+
+        s = load_suite(name)
+        items, prov = resolve_prompts(s, world, split)
+        console.print(f"[bold]{s.name}[/]: {s.description}")
+        console.print(f"protocol {s.protocol}, {s.images_per_prompt} images per prompt, "
+                      f"scorer {s.scorer.get(world)}")
+        console.print_json(json.dumps(prov))
+        table = Table(title=f"prompts per tag ({world} world, {prov['split']})")
+        table.add_column("tag")
+        table.add_column("entries", justify="right")
+        table.add_column("distinct prompts", justify="right")
+        if world == "shapes":
+            table.add_column("split kind")
+            from irisbench.world.prompts import SPLIT_KIND
+        by_tag = Counter(it["tag"] for it in items)
+        for tag, count in by_tag.items():
+            distinct = len({it["prompt"] for it in items if it["tag"] == tag})
+            row = [tag, str(count), str(distinct)]
+            if world == "shapes":
+                row.append(SPLIT_KIND.get(tag, "?"))
+            table.add_row(*row)
+        console.print(table)
+
+    _guard(body)
+
+
+@suites_app.command("validate")
+def suites_validate(
+    file: Path,
+    world: str = typer.Option("open", help="Vocabulary to check classes against: open (COCO) or shapes."),
+) -> None:
+    """Check a suite YAML or an official-format GenEval metadata JSONL; report the first error precisely."""
+
+    def body() -> None:
+        if file.suffix in (".yaml", ".yml"):
+            from irisbench.suites import load_suite
+
+            s = load_suite(file)
+            console.print(f"[green]ok[/]: suite {s.name!r} ({s.protocol})")
+            return
+        from collections import Counter
+
+        from irisbench.protocols.geneval import load_metadata
+        from irisbench.suites import world_classes
+
+        items = load_metadata(file, classes=world_classes(world))
+        tags = Counter(it["tag"] for it in items)
+        console.print(f"[green]ok[/]: {len(items)} prompts in {file} ({dict(tags)})")
+
+    _guard(body)
+
+
+@suites_app.command("build")
+def suites_build(
+    name: str = typer.Argument("geneval"),
+    world: str = typer.Option("open", help="open: the official prompts; shapes: the shapes-world splits."),
+    out: Path = typer.Option(None, help="Output file (open) or folder (shapes). Default: results/prompts/."),
+) -> None:
+    """Regenerate a suite's prompt files with the project's own generator (GenEval: sha256-checked)."""
+
+    def body() -> None:
+        import hashlib
+
+        from irisbench.suites import load_suite
+
+        s = load_suite(name)
+        if s.protocol != "geneval":
+            raise ValueError(f"suite {name!r}: building is implemented for GenEval suites")
+        if world == "open":
+            from irisbench.protocols.geneval_prompts import generate_official_metadata, write_metadata_jsonl
+
+            src = s.source("open")
+            path = out or Path("results/prompts/evaluation_metadata.jsonl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            items = generate_official_metadata(seed=src.seed)
+            write_metadata_jsonl(items, path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            ok = digest == src.sha256
+            console.print(f"wrote {len(items)} prompts to {path}\nsha256 {digest} "
+                          + ("[green](matches the official file)" if ok else f"[red](expected {src.sha256})"))
+            if not ok:
+                raise typer.Exit(1)
+        elif world == "shapes":
+            from irisbench.protocols.geneval_prompts import write_metadata_jsonl
+            from irisbench.world.prompts import build_splits
+
+            folder = out or Path("results/prompts/shapes")
+            folder.mkdir(parents=True, exist_ok=True)
+            for split, items in build_splits(seed=s.source("shapes").seed).items():
+                write_metadata_jsonl(items, folder / f"{split}.jsonl")
+                console.print(f"{split}: {len(items)} prompts -> {folder / f'{split}.jsonl'}")
+        else:
+            raise ValueError(f"unknown world {world!r} (shapes or open)")
+
+    _guard(body)
+
+
+@app.command("ls")
+def ls_cmd() -> None:
+    """List registered policies, suites, scorers and metrics."""
+    from irisbench.registry import METRICS, POLICIES, SCORERS
+    from irisbench.suites import suite_names
+
+    for reg in (POLICIES, SCORERS, METRICS):
+        table = Table(title=f"{reg.kind}s")
+        table.add_column("name")
+        table.add_column("status")
+        table.add_column("what")
+        for e in reg.entries():
+            table.add_row(e.name, "ready" if e.available else "[yellow]planned", e.summary)
+        console.print(table)
+    console.print(f"suites: {', '.join(suite_names())}")
+
+
+@app.command("env")
+def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Versions, devices and the git hash: what a run records as provenance."""
+    import torch  # noqa: F401  (so env_info can report devices)
+
+    from irisbench.runs import env_info
+
+    info = env_info()
+    info["torch_threads"] = torch.get_num_threads()
+    info["cuda_available"] = torch.cuda.is_available()
+    info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if as_json:
+        console.print_json(json.dumps(info, default=str))
+        return
+    table = Table(title="irisbench environment")
+    table.add_column("key")
+    table.add_column("value")
+    for k, v in info.items():
+        table.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+    console.print(table)
+
+
+def _planned(command: str, issue: str) -> None:
+    _fail(f"`irisbench {command}` is not built yet ({issue}); nothing was run.")
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_cmd() -> None:
+    """(planned) GRPO training with intrinsic or external rewards."""
+    _planned("train", "the IRIS training stage")
+
+
+@app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def analyze_cmd() -> None:
+    """(planned) Self-uncertainty vs quality analyses."""
+    _planned("analyze", "the analysis stage")
+
+
+@app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def report_cmd() -> None:
+    """(planned) Comparison tables, plots and the HTML report."""
+    _planned("report", "the report stage")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Generate -> score -> per-image records -> aggregates, resumable at image granularity.
+
+One record per generated image is written (and fsynced) as soon as it is scored, so a crash loses at
+most the batch in flight; re-running the same command skips every (prompt, sample) pair already
+recorded. Each image's seed derives from (base seed, suite/world/split, prompt index, sample index),
+never from its batch, so an interrupted-and-resumed run gives the same records as an uninterrupted one,
+whatever the batch size.
+
+Run folder::
+
+    <out>/run.json, config.yaml, env.json   identity and provenance
+    <out>/records.jsonl                      one JSON line per image, appended as produced
+    <out>/records.parquet                    the same, written once complete
+    <out>/images/<prompt:05d>/<sample:02d>.png
+    <out>/results.json                       per-tag scores, overall, bootstrap CIs, expected vs actual counts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irisbench.policies.base import derive_seed
+
+
+@dataclass
+class EvalOptions:
+    policy: str = "shapes-base"
+    model: str | None = None
+    suite: str = "geneval"
+    split: str | None = None
+    images_per_prompt: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    cfg: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    limit: int | None = None
+    prompts_file: str | None = None
+    save_images: bool = True
+    n_resamples: int = 2000
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as asked (the message says why and what to do)."""
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    """Write a PNG atomically (tmp file + rename), so a crash never leaves a truncated image."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def image_relpath(prompt_index: int, sample_index: int) -> str:
+    return f"images/{prompt_index:05d}/{sample_index:02d}.png"
+
+
+def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True) -> dict:
+    """Run (or resume) one evaluation into ``out``; returns the results dict written to results.json."""
+    from irisbench.policies import load_policy
+    from irisbench.registry import SCORERS
+    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, write_parquet
+    from irisbench.stats import count_check, geneval_summary
+    from irisbench.suites import load_suite, resolve_prompts
+
+    suite = load_suite(opts.suite)
+    if policy is None:
+        policy = load_policy(opts.policy, opts.model)
+    world = policy.world
+    scorer_name = suite.scorer.get(world)
+    if scorer_name is None:
+        raise EvalError(f"suite {suite.name!r} has no scorer for the {world!r} world")
+    scorer_entry = SCORERS.get(scorer_name)
+    if not scorer_entry.available:
+        raise EvalError(
+            f"suite {suite.name!r} on the {world!r} world needs the scorer {scorer_name!r} "
+            f"({scorer_entry.summary}), which is not built yet. Shapes-world policies (oracle, random, "
+            "shapes-base) can be evaluated now."
+        )
+    items, prompt_prov = resolve_prompts(suite, world, opts.split, opts.prompts_file)
+    if opts.limit is not None:
+        if opts.limit < 1:
+            raise EvalError(f"--limit must be >= 1, got {opts.limit}")
+        items = items[: opts.limit]
+        prompt_prov["limit"] = opts.limit
+    n = opts.images_per_prompt or suite.images_per_prompt
+    if n < 1:
+        raise EvalError(f"images per prompt must be >= 1, got {n}")
+    if opts.batch_size < 1:
+        raise EvalError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    prompts = [it["prompt"] for it in items]
+    check = getattr(policy, "check_prompts", None)
+    if check is not None:
+        check(prompts)
+    split = prompt_prov["split"]
+    seed_key = f"{suite.name}/{world}/{split}"
+
+    config = {
+        "command": "eval",
+        "policy": policy.describe(),
+        "suite": suite.name,
+        "world": world,
+        "split": split,
+        "prompts": prompt_prov,
+        "images_per_prompt": n,
+        "seed": opts.seed,
+        "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k},
+        "scorer": scorer_name,
+        "save_images": opts.save_images,
+    }
+    run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+    scorer = scorer_entry.load()()
+    started = time.perf_counter()
+    with run.lock():
+        writer = RecordWriter(run.path / "records.jsonl", key_fields=("prompt_index", "sample_index"))
+        pending = [(i, j) for i in range(len(items)) for j in range(n) if not writer.done((i, j))]
+        resumed = len(items) * n - len(pending)
+        _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key, progress, resumed)
+        records = _read_records(run.path / "records.jsonl")
+        expected = len(items) * n
+        counts = count_check(expected, len(records))
+        if counts["complete"]:
+            write_parquet(run.path / "records.jsonl", run.path / "records.parquet")
+        elapsed = time.perf_counter() - started
+        generated = len(pending)
+        results = {
+            "suite": suite.name,
+            "protocol": suite.protocol,
+            "world": world,
+            "split": split,
+            "policy": policy.describe(),
+            "scorer": scorer.describe(),
+            "prompts": prompt_prov,
+            "images_per_prompt": n,
+            "seed": opts.seed,
+            "counts": {**counts, "resumed": resumed, "generated_now": generated},
+            "scores": geneval_summary(records, n_resamples=opts.n_resamples, seed=opts.seed),
+            "timing": {"seconds": round(elapsed, 3),
+                       "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
+        }
+        atomic_write_json(run.path / "results.json", results)
+    return results
+
+
+def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOptions, seed_key: str,
+              progress: bool, resumed: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = len(pending) + resumed
+    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not progress, transient=False) as bar:
+        task = bar.add_task("eval", total=total, completed=resumed)
+        for start in range(0, len(pending), opts.batch_size):
+            batch = pending[start : start + opts.batch_size]
+            seeds = [derive_seed(opts.seed, seed_key, i, j) for i, j in batch]
+            rollout = policy.sample([items[i]["prompt"] for i, _ in batch], n=1, seed=seeds,
+                                    cfg=opts.cfg, temperature=opts.temperature, top_k=opts.top_k)
+            if len(rollout) != len(batch):
+                raise EvalError(f"policy returned {len(rollout)} samples for {len(batch)} requests")
+            scores = scorer.score(rollout.images, [items[i] for i, _ in batch])
+            records = []
+            for row, ((i, j), s) in enumerate(zip(batch, scores, strict=True)):
+                rel = None
+                if opts.save_images:
+                    rel = image_relpath(i, j)
+                    save_png(rollout.images[row], root / rel)
+                meta = {k: v for k, v in items[i].items()}
+                records.append({
+                    "prompt_index": i,
+                    "sample_index": j,
+                    "seed": seeds[row],
+                    "tag": meta["tag"],
+                    "prompt": meta["prompt"],
+                    "metadata": json.dumps(meta),
+                    "correct": s["correct"],
+                    "reason": s["reason"],
+                    "detections": json.dumps(s["detections"]),
+                    "image": rel,
+                    "plan": rollout.plans[row] if rollout.plans else "",
+                    **rollout.token_summary(row),
+                })
+            writer.append(records)
+            bar.advance(task, len(batch))
+
+
+def _read_records(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

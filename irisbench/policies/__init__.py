@@ -1,0 +1,27 @@
+"""Text-to-image policies behind one contract (``irisbench.policies.base``), loaded by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irisbench.registry import POLICIES
+
+NEEDS_MODEL = {"shapes-lm", "janus-pro"}
+
+
+def load_policy(name: str, model: str | None = None, **kwargs: Any) -> Any:
+    """A policy object from a registered name (``--policy``) and, where needed, a model id/path.
+
+    A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``.
+    """
+    if name not in POLICIES and Path(name).is_dir():
+        name, model = "shapes-lm", name
+    factory = POLICIES.load(name)  # unknown names raise with did-you-mean
+    if name in NEEDS_MODEL:
+        if not model:
+            raise ValueError(f"policy {name!r} needs --model (a model id or a local folder)")
+        return factory(model, **kwargs)
+    if model:
+        raise ValueError(f"policy {name!r} takes no --model (got {model!r})")
+    return factory(**kwargs)

@@ -1,0 +1,1 @@
+"""Scoring rules as pure functions of plain data (no models, no I/O)."""

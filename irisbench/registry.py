@@ -1,0 +1,99 @@
+"""Name -> implementation registries (policies, suites, scorers, metrics, rewards), resolved lazily.
+
+Entries are ``"module:attr"`` strings so that listing them (``irisbench ls``) imports nothing heavy;
+an unknown name raises ``UnknownNameError`` with "did you mean" suggestions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+class UnknownNameError(ValueError):
+    """A name that is not registered; the message lists close matches and the valid names."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "package.module:attribute"
+    summary: str
+    available: bool = True  # False: planned, not built yet (resolving it says so)
+
+    def load(self) -> Any:
+        if not self.available:
+            raise NotImplementedError(f"{self.name!r} is registered but not built yet: {self.summary}")
+        module, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+class Registry:
+    def __init__(self, kind: str, entries: list[Entry]):
+        self.kind = kind
+        self._entries = {e.name: e for e in entries}
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
+        return self._entries[name]
+
+    def load(self, name: str) -> Any:
+        return self.get(name).load()
+
+
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}."
+
+
+POLICIES = Registry(
+    "policy",
+    [
+        Entry("shapes-base", "irisbench.policies.shapes_lm_assets:load_shipped_base",
+              "the shipped shapes-world base model (a ~2M-parameter Llama writing a plan, then 64 image codes)"),
+        Entry("shapes-lm", "irisbench.policies.shapes_lm:ShapesLMPolicy.load",
+              "a shapes-world model from a checkpoint folder (--model PATH)"),
+        Entry("oracle", "irisbench.policies.reference:OraclePolicy",
+              "renders a ground-truth scene for the prompt (shapes world; sanity upper bound)"),
+        Entry("random", "irisbench.policies.reference:RandomPolicy",
+              "renders a random scene ignoring the prompt (shapes world; sanity lower bound)"),
+        Entry("janus-pro", "irisbench.policies.janus:JanusPolicy.from_pretrained",
+              "Janus-Pro through transformers (--model deepseek-ai/Janus-Pro-1B or a local folder)"),
+    ],
+)
+
+SCORERS = Registry(
+    "scorer",
+    [
+        Entry("shapes-exact", "irisbench.scorers.shapes:ShapesGenEvalScorer",
+              "exact detector + GenEval judge for shapes-world images"),
+        Entry("geneval-mask2former", "irisbench.scorers.geneval_real:Mask2FormerScorer",
+              "Mask2Former instance segmentation + CLIP color classifier for real images", available=False),
+    ],
+)
+
+METRICS = Registry(
+    "metric",
+    [
+        Entry("geneval", "irisbench.stats:geneval_summary",
+              "per-tag accuracy, overall = unweighted mean of tags, cluster-bootstrap 95% CIs"),
+        Entry("clip", "irisbench.metrics.clip_score:clip_score", "CLIP score (open_clip)", available=False),
+        Entry("fid", "irisbench.metrics.fid:fid", "FID / KID (torchmetrics)", available=False),
+    ],
+)

@@ -1,0 +1,1 @@
+"""Perception layers: turn images into the plain data the protocol rules judge."""

@@ -1,0 +1,193 @@
+"""Declarative evaluation suites: which prompts, which protocol, which scorer, how many images.
+
+A suite is a YAML file in this folder (``geneval.yaml``, ...). It names a protocol and, per *world*
+(``shapes`` for the embedded shapes world, ``open`` for real open-vocabulary models), where the prompts
+come from and which scorer perceives the images. ``--suite geneval`` therefore follows the policy: a
+shapes-world policy gets the GenEval protocol over the shapes vocabulary, an open-vocabulary policy the
+official 553 prompts. The resolved prompt set (source, count, sha256 of its canonical JSONL) goes into
+the run's provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from irisbench.registry import SCORERS, unknown_name_message
+
+WORLDS = ("shapes", "open")
+_SPEC_KEYS = {"name", "protocol", "description", "images_per_prompt", "prompts", "scorer", "metrics"}
+_PROMPT_KEYS = {"generator", "seed", "sha256", "splits", "default_split", "file"}
+GENERATORS = ("shapes-geneval", "geneval-official")
+
+
+class SuiteError(ValueError):
+    """A suite file or name that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    generator: str | None
+    seed: int
+    splits: tuple[str, ...]
+    default_split: str
+    sha256: str | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    protocol: str
+    description: str
+    images_per_prompt: int
+    prompts: dict[str, PromptSource]
+    scorer: dict[str, str]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    path: str = ""
+
+    def source(self, world: str) -> PromptSource:
+        if world not in self.prompts:
+            raise SuiteError(f"suite {self.name!r} has no prompts for the {world!r} world "
+                             f"(it has: {', '.join(self.prompts)})")
+        return self.prompts[world]
+
+
+def suite_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".yaml"))
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A suite by registered name or from a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SuiteError(f"{path}: no such suite file")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        name = str(name_or_path)
+        if name not in suite_names():
+            raise SuiteError(unknown_name_message("suite", name, suite_names()))
+        res = resources.files(__package__) / f"{name}.yaml"
+        text, where = res.read_text(encoding="utf-8"), f"{name}.yaml"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{where}: not valid YAML: {e}") from None
+    return parse_suite(raw, where)
+
+
+def parse_suite(raw: object, where: str) -> Suite:
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: a suite file must hold a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - _SPEC_KEYS
+    if unknown:
+        raise SuiteError(f"{where}: unknown field(s) {sorted(unknown)}; valid: {sorted(_SPEC_KEYS)}")
+    for key in ("name", "protocol", "prompts", "scorer"):
+        if key not in raw:
+            raise SuiteError(f"{where}: missing field {key!r}")
+    if raw["protocol"] != "geneval":
+        raise SuiteError(f"{where}: field 'protocol': unknown protocol {raw['protocol']!r} (known: geneval)")
+    ipp = raw.get("images_per_prompt", 4)
+    if not isinstance(ipp, int) or isinstance(ipp, bool) or ipp < 1:
+        raise SuiteError(f"{where}: field 'images_per_prompt' must be a positive integer, got {ipp!r}")
+    prompts: dict[str, PromptSource] = {}
+    for world, src in (raw["prompts"] or {}).items():
+        w = f"{where}: prompts.{world}"
+        if world not in WORLDS:
+            raise SuiteError(f"{w}: unknown world (known: {', '.join(WORLDS)})")
+        if not isinstance(src, dict) or set(src) - _PROMPT_KEYS:
+            raise SuiteError(f"{w}: expected a mapping with keys among {sorted(_PROMPT_KEYS)}")
+        gen = src.get("generator")
+        if gen is None and "file" not in src:
+            raise SuiteError(f"{w}: needs 'generator' or 'file'")
+        if gen is not None and gen not in GENERATORS:
+            raise SuiteError(f"{w}.generator: unknown generator {gen!r} (known: {', '.join(GENERATORS)})")
+        splits = tuple(src.get("splits", ["test"]))
+        default = src.get("default_split", splits[-1])
+        if default not in splits:
+            raise SuiteError(f"{w}.default_split: {default!r} is not one of the splits {list(splits)}")
+        prompts[world] = PromptSource(gen, int(src.get("seed", 0)), splits, default,
+                                      src.get("sha256"), src.get("file"))
+    scorer = dict(raw["scorer"] or {})
+    for world, name in scorer.items():
+        if name not in SCORERS:
+            raise SuiteError(f"{where}: scorer.{world}: " + unknown_name_message("scorer", name, SCORERS.names()))
+    return Suite(str(raw["name"]), str(raw["protocol"]), str(raw.get("description", "")), ipp, prompts,
+                 scorer, list(raw.get("metrics", [])), where)
+
+
+def canonical_jsonl(items: list[dict]) -> str:
+    return "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items)
+
+
+def prompt_set_sha256(items: list[dict]) -> str:
+    return hashlib.sha256(canonical_jsonl(items).encode("utf-8")).hexdigest()
+
+
+def world_classes(world: str) -> tuple[str, ...]:
+    if world == "shapes":
+        from irisbench.world.vocab import SHAPES
+
+        return SHAPES
+    from irisbench.protocols.geneval_prompts import COCO_CLASSES
+
+    return tuple(COCO_CLASSES)
+
+
+def resolve_prompts(suite: Suite, world: str, split: str | None = None,
+                    prompts_file: str | Path | None = None) -> tuple[list[dict], dict[str, Any]]:
+    """The suite's prompt metadata for a world and split, and its provenance record.
+
+    ``prompts_file`` (an official-format metadata JSONL) replaces the suite's own prompts.
+    """
+    from irisbench.protocols.geneval import load_metadata
+
+    if prompts_file is not None:
+        items = load_metadata(prompts_file, classes=world_classes(world))
+        prov = {"source": "file", "file": str(prompts_file), "split": split or "file"}
+    else:
+        src = suite.source(world)
+        split = split or src.default_split
+        if split not in src.splits:
+            raise SuiteError(f"suite {suite.name!r} ({world} world) has no split {split!r}; "
+                             f"splits: {', '.join(src.splits)}")
+        if src.generator == "shapes-geneval":
+            from irisbench.world.prompts import build_splits
+
+            items = build_splits(seed=src.seed)[split]
+        elif src.generator == "geneval-official":
+            from irisbench.protocols.geneval_prompts import generate_official_metadata
+
+            items = generate_official_metadata(seed=src.seed)
+        else:
+            items = load_metadata(src.file, classes=world_classes(world))
+        prov = {"source": src.generator or src.file, "seed": src.seed, "split": split}
+        if src.sha256:
+            actual = official_format_sha256(items)
+            if actual != src.sha256:
+                raise SuiteError(f"suite {suite.name!r}: regenerated prompts have sha256 {actual}, "
+                                 f"expected {src.sha256}")
+            prov["official_sha256"] = actual
+    prov["world"] = world
+    prov["n_prompts"] = len(items)
+    prov["sha256"] = prompt_set_sha256(items)
+    return items, prov
+
+
+def official_format_sha256(items: list[dict]) -> str:
+    """sha256 of the items written exactly as the official evaluation_metadata.jsonl is."""
+    import tempfile
+
+    from irisbench.protocols.geneval_prompts import write_metadata_jsonl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "evaluation_metadata.jsonl"
+        write_metadata_jsonl(items, path)
+        return hashlib.sha256(path.read_bytes()).hexdigest()

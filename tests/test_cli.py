@@ -1,0 +1,92 @@
+"""The command line: fast start-up, listings, suites, env, and honest stubs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from irisbench.cli import app
+
+runner = CliRunner()
+
+
+def test_cli_import_pulls_in_no_heavy_library() -> None:
+    code = ("import sys, irisbench.cli\n"
+            "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'pandas', 'scipy') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("eval", "suites", "ls", "env", "experiment", "train"):
+        assert cmd in result.output
+
+
+def test_ls_lists_registries() -> None:
+    result = runner.invoke(app, ["ls"])
+    assert result.exit_code == 0
+    for name in ("oracle", "random", "shapes-base", "janus-pro", "shapes-exact", "geneval"):
+        assert name in result.output
+
+
+def test_suites_ls_and_show() -> None:
+    result = runner.invoke(app, ["suites", "ls"])
+    assert result.exit_code == 0 and "geneval" in result.output
+    result = runner.invoke(app, ["suites", "show", "geneval", "--split", "val"])
+    assert result.exit_code == 0, result.output
+    for word in ("color_attr", "disjoint", "shared", "sha256"):
+        assert word in result.output
+
+
+def test_suites_build_regenerates_official_geneval_prompts(tmp_path: Path) -> None:
+    out = tmp_path / "evaluation_metadata.jsonl"
+    result = runner.invoke(app, ["suites", "build", "geneval", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == (
+        "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13")
+    assert len(out.read_text().splitlines()) == 553
+
+
+def test_suites_build_shapes_splits_validate(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["suites", "build", "geneval", "--world", "shapes", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for split in ("train", "val", "test"):
+        check = runner.invoke(app, ["suites", "validate", str(tmp_path / f"{split}.jsonl"), "--world", "shapes"])
+        assert check.exit_code == 0, check.output
+    # shapes prompts are not COCO classes: validating against the open vocabulary names the class
+    check = runner.invoke(app, ["suites", "validate", str(tmp_path / "test.jsonl")])
+    assert check.exit_code != 0 and "circle" in check.output
+
+
+def test_suites_validate_official_reference(reference: Path) -> None:
+    result = runner.invoke(app, ["suites", "validate", str(reference / "geneval" / "evaluation_metadata.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "553" in result.output
+
+
+def test_suites_validate_bad_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: x\nprotocol: geneval\nprompts: {}\nscorer: {shapes: shapes-exakt}\nwat: 1\n")
+    result = runner.invoke(app, ["suites", "validate", str(bad)])
+    assert result.exit_code != 0 and "wat" in result.output
+
+
+def test_env_reports_versions_and_git() -> None:
+    result = runner.invoke(app, ["env", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert "python" in json.dumps(info) and "cuda_available" in info
+
+
+def test_planned_commands_exit_nonzero() -> None:
+    for cmd in ("train", "analyze", "report"):
+        result = runner.invoke(app, [cmd])
+        assert result.exit_code != 0 and "not built yet" in result.output

@@ -1,0 +1,214 @@
+"""End-to-end evaluation: records, results, resume after kill -9, batch-size invariance, locks, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from irisbench.cli import app
+from irisbench.evaluate import EvalError, EvalOptions, evaluate
+
+runner = CliRunner()
+
+
+def _records(run: Path) -> list[dict]:
+    lines = (run / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    return sorted((json.loads(x) for x in lines if x.strip()),
+                  key=lambda r: (r["prompt_index"], r["sample_index"]))
+
+
+def _strip(results: dict) -> dict:
+    out = dict(results)
+    out.pop("timing")
+    out["counts"] = {k: v for k, v in out["counts"].items() if k not in ("resumed", "generated_now")}
+    return out
+
+
+@pytest.mark.slow
+def test_oracle_and_random_bounds_on_full_test_split(tmp_path: Path) -> None:
+    oracle = evaluate(EvalOptions(policy="oracle", save_images=False), tmp_path / "oracle", progress=False)
+    assert oracle["counts"]["complete"] and oracle["counts"]["expected"] == oracle["counts"]["actual"]
+    assert oracle["scores"]["overall"]["score"] >= 0.99
+    rnd = evaluate(EvalOptions(policy="random", save_images=False), tmp_path / "random", progress=False)
+    assert rnd["scores"]["overall"]["score"] <= 0.15
+    lo, hi = rnd["scores"]["overall"]["ci"]
+    assert lo <= rnd["scores"]["overall"]["score"] <= hi
+
+
+def test_records_and_results_schema(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    res = evaluate(EvalOptions(policy="oracle", limit=6, images_per_prompt=2), run, progress=False)
+    recs = _records(run)
+    assert len(recs) == 12 == res["counts"]["actual"] == res["counts"]["expected"]
+    assert {(r["prompt_index"], r["sample_index"]) for r in recs} == {(i, j) for i in range(6) for j in range(2)}
+    for r in recs:
+        assert (run / r["image"]).is_file()
+        assert json.loads(r["metadata"])["prompt"] == r["prompt"]
+        assert isinstance(r["correct"], bool)
+    assert (run / "records.parquet").is_file()
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["prompts"]["n_prompts"] == 6 and saved["prompts"]["limit"] == 6
+    assert saved["prompts"]["world"] == "shapes" and len(saved["prompts"]["sha256"]) == 64
+    import pandas as pd
+
+    df = pd.read_parquet(run / "records.parquet")
+    assert len(df) == 12 and df["correct"].sum() == sum(r["correct"] for r in recs)
+
+
+def test_records_do_not_depend_on_batch_size(tmp_path: Path) -> None:
+    a = evaluate(EvalOptions(policy="random", limit=10, batch_size=3, save_images=False), tmp_path / "a",
+                 progress=False)
+    b = evaluate(EvalOptions(policy="random", limit=10, batch_size=64, save_images=False), tmp_path / "b",
+                 progress=False)
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    assert _strip(a) == _strip(b)
+
+
+def test_val_and_test_splits_never_share_seeds(tmp_path: Path) -> None:
+    evaluate(EvalOptions(policy="random", split="val", limit=5, save_images=False), tmp_path / "v", progress=False)
+    evaluate(EvalOptions(policy="random", split="test", limit=5, save_images=False), tmp_path / "t", progress=False)
+    assert not {r["seed"] for r in _records(tmp_path / "v")} & {r["seed"] for r in _records(tmp_path / "t")}
+
+
+_CHILD = """
+import sys
+from irisbench.evaluate import EvalOptions, evaluate
+evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), sys.argv[1], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path: Path) -> None:
+    ref = evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), tmp_path / "ref", progress=False)
+    run = tmp_path / "crashy"
+    for delay in (1.5, 2.0, 2.5):
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run)])
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    res = evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), run, progress=False)
+    assert _records(run) == _records(tmp_path / "ref")
+    assert _strip(res) == _strip(ref)
+    assert res["counts"]["complete"]
+
+
+def test_second_process_on_same_run_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    evaluate(EvalOptions(policy="oracle", limit=1, images_per_prompt=1), run, progress=False)
+    from irisbench.runs import RunDir, RunLockedError
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom irisbench.runs import RunDir\n"
+        "with RunDir.open(sys.argv[1]).lock():\n    print('locked', flush=True)\n    time.sleep(30)\n"
+    ), str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError):
+            evaluate(EvalOptions(policy="oracle", limit=1, images_per_prompt=1), run, progress=False)
+        result = runner.invoke(app, ["eval", "--policy", "oracle", "--limit", "1", "-n", "1", "--out", str(run)])
+        assert result.exit_code != 0 and "lock" in result.output.lower()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert RunDir.open(run)
+
+
+def test_open_world_policy_needs_the_real_detector(tmp_path: Path) -> None:
+    class OpenPolicy:
+        name, world = "fake-open", "open"
+
+        def describe(self) -> dict:
+            return {"name": self.name}
+
+    with pytest.raises(EvalError, match="not built yet"):
+        evaluate(EvalOptions(suite="geneval"), tmp_path / "x", policy=OpenPolicy(), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = '{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}'
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (GOOD + "\n{not json\n", ["prompts.jsonl:2"]),
+        ('{"include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}\n',
+         ["prompts.jsonl:1", "tag"]),
+        ('{"tag": "single_object", "prompt": "a photo of a circle"}\n', ["prompts.jsonl:1", "include"]),
+        ('{"tag": "single_object", "include": [{"class": "circle", "count": 1}]}\n', ["prompts.jsonl:1", "prompt"]),
+        ('{"tag": "bogus", "include": [{"class": "circle", "count": 1}], "prompt": "x"}\n',
+         ["prompts.jsonl:1", "bogus"]),
+        ('{"tag": "counting", "include": [{"class": "circle", "count": 0}], "prompt": "x"}\n',
+         ["prompts.jsonl:1", "count"]),
+        ('{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "teal"}], "prompt": "x"}\n',
+         ["prompts.jsonl:1", "teal"]),
+        ('{"tag": "position", "include": [{"class": "circle", "count": 1, "position": ["left of", 3]}], '
+         '"prompt": "x"}\n', ["prompts.jsonl:1", "position"]),
+        ("", ["prompts.jsonl", "empty"]),
+        (b"\xff\xfe\x00garbage\n", ["prompts.jsonl", "UTF-8"]),
+    ],
+)
+def test_bad_prompt_files_fail_clearly(tmp_path: Path, content: str | bytes, expected: list[str]) -> None:
+    bad = _write(tmp_path / "prompts.jsonl", content)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["eval", "--policy", "oracle", "--prompts", str(bad), "--out", str(out)])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    for word in expected:
+        assert word.lower() in result.output.lower(), result.output
+    assert not (out / "results.json").exists()
+
+
+def test_good_prompt_file_evaluates(tmp_path: Path) -> None:
+    good = _write(tmp_path / "prompts.jsonl", GOOD + "\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["eval", "--policy", "oracle", "--prompts", str(good), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["counts"]["actual"] == 4 and res["scores"]["overall"]["score"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["eval", "--suite", "genevla"], "did you mean 'geneval'"),
+        (["eval", "--policy", "orcale"], "did you mean 'oracle'"),
+        (["eval", "--policy", "oracle", "--split", "train"], "no split 'train'"),
+        (["eval", "--policy", "janus-pro"], "needs --model"),
+        (["eval", "--policy", "oracle", "-n", "0"], ">= 1"),
+        (["train"], "not built yet"),
+        (["suites", "show", "nope"], "unknown suite"),
+    ],
+)
+def test_bad_names_and_options_fail_clearly(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = runner.invoke(app, [*args, *(["--out", str(tmp_path / "o")] if args[0] == "eval" else [])])
+    assert result.exit_code != 0
+    assert needle.lower() in result.output.lower(), result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("my thesis")
+    result = runner.invoke(app, ["eval", "--policy", "oracle", "--limit", "1", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "not" in result.output.lower() and "run" in result.output.lower()
+    assert (tmp_path / "notes.txt").read_text() == "my thesis"
