@@ -29,7 +29,7 @@ EXIT_USAGE = 2
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -82,6 +82,10 @@ def eval_cmd(
     console.print(f"run folder: {target}")
 
 
+def _ci(s: dict[str, Any]) -> str:
+    return f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s.get("ci_low") is not None else "-"
+
+
 def print_scores(results: dict[str, Any], title: str) -> None:
     scores = results["scores"]
     table = Table(title=title)
@@ -90,9 +94,9 @@ def print_scores(results: dict[str, Any], title: str) -> None:
     table.add_column("95% CI", justify="right")
     table.add_column("images", justify="right")
     for tag, s in scores["tags"].items():
-        table.add_row(tag, f"{s['score']:.3f}", f"[{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]", str(s["n_images"]))
+        table.add_row(tag, f"{s['score']:.3f}", _ci(s), str(s["n_images"]))
     o = scores["overall"]
-    table.add_row("[bold]overall", f"[bold]{o['score']:.3f}", f"[{o['ci'][0]:.3f}, {o['ci'][1]:.3f}]",
+    table.add_row("[bold]overall", f"[bold]{o['score']:.3f}", _ci(o),
                   str(results["counts"]["actual"]))
     console.print(table)
     c = results["counts"]

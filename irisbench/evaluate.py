@@ -69,7 +69,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     """Run (or resume) one evaluation into ``out``; returns the results dict written to results.json."""
     from irisbench.policies import load_policy
     from irisbench.registry import SCORERS
-    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, write_parquet
+    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, read_records, write_parquet
     from irisbench.stats import count_check, geneval_summary
     from irisbench.suites import load_suite, resolve_prompts
 
@@ -91,9 +91,13 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     if opts.limit is not None:
         if opts.limit < 1:
             raise EvalError(f"--limit must be >= 1, got {opts.limit}")
+        from irisbench.suites import prompt_set_sha256
+
         items = items[: opts.limit]
-        prompt_prov["limit"] = opts.limit
-    n = opts.images_per_prompt or suite.images_per_prompt
+        prompt_prov.update(limit=opts.limit, n_prompts_source=prompt_prov["n_prompts"],
+                           sha256_source=prompt_prov["sha256"], n_prompts=len(items),
+                           sha256=prompt_set_sha256(items))
+    n = suite.images_per_prompt if opts.images_per_prompt is None else opts.images_per_prompt
     if n < 1:
         raise EvalError(f"images per prompt must be >= 1, got {n}")
     if opts.batch_size < 1:
@@ -122,11 +126,11 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     scorer = scorer_entry.load()()
     started = time.perf_counter()
     with run.lock():
-        writer = RecordWriter(run.path / "records.jsonl", key_fields=("prompt_index", "sample_index"))
-        pending = [(i, j) for i in range(len(items)) for j in range(n) if not writer.done((i, j))]
-        resumed = len(items) * n - len(pending)
-        _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key, progress, resumed)
-        records = _read_records(run.path / "records.jsonl")
+        with RecordWriter(run.path / "records.jsonl", key_fields=("prompt_index", "sample_index")) as writer:
+            pending = [(i, j) for i in range(len(items)) for j in range(n) if not writer.done((i, j))]
+            resumed = len(items) * n - len(pending)
+            _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key, progress, resumed)
+        records = read_records(run.path / "records.jsonl")
         expected = len(items) * n
         counts = count_check(expected, len(records))
         if counts["complete"]:
@@ -191,8 +195,3 @@ def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOpti
                 })
             writer.append(records)
             bar.advance(task, len(batch))
-
-
-def _read_records(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

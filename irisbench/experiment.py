@@ -39,7 +39,7 @@ def run_experiment(out: str | Path, *, splits: list[str], seed: int = 0,
                            out / policy / split)
             s = res["scores"]
             rows.append({"policy": policy, "split": split,
-                         "overall": s["overall"]["score"], "overall_ci": s["overall"]["ci"],
+                         "overall": s["overall"]["score"], "overall_ci": [s["overall"]["ci_low"], s["overall"]["ci_high"]],
                          "tags": {t: v["score"] for t, v in s["tags"].items()},
                          "images": res["counts"]["actual"], "expected": res["counts"]["expected"],
                          "images_per_s": res["timing"]["images_per_s"]})

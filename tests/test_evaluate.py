@@ -39,7 +39,7 @@ def test_oracle_and_random_bounds_on_full_test_split(tmp_path: Path) -> None:
     assert oracle["scores"]["overall"]["score"] >= 0.99
     rnd = evaluate(EvalOptions(policy="random", save_images=False), tmp_path / "random", progress=False)
     assert rnd["scores"]["overall"]["score"] <= 0.15
-    lo, hi = rnd["scores"]["overall"]["ci"]
+    lo, hi = rnd["scores"]["overall"]["ci_low"], rnd["scores"]["overall"]["ci_high"]
     assert lo <= rnd["scores"]["overall"]["score"] <= hi
 
 
