@@ -1,0 +1,198 @@
+"""Cluster bootstrap (checked against scipy and a naive loop) and the GenEval summary on hand-made records."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from irisbench.stats import bootstrap_ci, bootstrap_replicates, count_check, geneval_summary
+
+
+def test_one_image_per_prompt_matches_scipy_percentile_bootstrap():
+    rng = np.random.default_rng(0)
+    values = (rng.random(300) < 0.62).astype(float)
+    ours = bootstrap_ci([[v] for v in values], n_resamples=20000, seed=1)
+    ref = sps.bootstrap((values,), np.mean, n_resamples=20000, method="percentile", rng=2, vectorized=True)
+    lo, hi = ref.confidence_interval
+    # Monte-Carlo error of a 2.5% quantile with 20k resamples here is ~0.002; the CI half-width is ~0.055.
+    assert abs(ours[0] - lo) < 0.008 and abs(ours[1] - hi) < 0.008
+    assert ours[0] < values.mean() < ours[1]
+
+
+def test_cluster_resampling_matches_a_naive_loop():
+    rng = np.random.default_rng(3)
+    clusters = [rng.normal(rng.normal(), 1.0, size=rng.integers(1, 6)) for _ in range(80)]
+    naive = []
+    r = np.random.default_rng(99)
+    for _ in range(4000):
+        pick = r.integers(0, len(clusters), len(clusters))
+        naive.append(np.concatenate([clusters[j] for j in pick]).mean())
+    lo, hi = np.percentile(naive, [2.5, 97.5])
+    ours = bootstrap_ci(clusters, n_resamples=4000, seed=5)
+    width = hi - lo
+    assert abs(ours[0] - lo) < 0.06 * width and abs(ours[1] - hi) < 0.06 * width
+    # the callable path does the same computation with a loop
+    slow = bootstrap_ci(clusters, statistic=np.mean, n_resamples=4000, seed=5)
+    assert abs(slow[0] - lo) < 0.06 * width and abs(slow[1] - hi) < 0.06 * width
+
+
+def test_statistics_mean_vs_cluster_mean():
+    clusters = {"p0": [1.0, 1.0, 1.0, 1.0], "p1": [0.0]}
+    reps = bootstrap_replicates(clusters, "mean", n_resamples=3000, seed=0)
+    # possible resamples: {p0,p0} -> 1, {p1,p1} -> 0, {p0,p1} -> 4/5 (pooled images)
+    assert set(np.round(reps, 6)) == {0.0, 0.8, 1.0}
+    reps = bootstrap_replicates(clusters, "cluster_mean", n_resamples=3000, seed=0)
+    assert set(np.round(reps, 6)) == {0.0, 0.5, 1.0}
+    assert abs(np.mean(reps == 0.5) - 0.5) < 0.05
+
+
+def test_correlated_images_widen_the_interval_like_the_design_effect():
+    """4 identical images per prompt carry the information of 1: the CI is ~2x the naive per-image one."""
+    rng = np.random.default_rng(7)
+    per_prompt = (rng.random(400) < 0.5).astype(float)
+    clustered = bootstrap_ci([[v] * 4 for v in per_prompt], n_resamples=4000, seed=1)
+    as_if_independent = bootstrap_ci([[v] for v in np.repeat(per_prompt, 4)], n_resamples=4000, seed=1)
+    ratio = (clustered[1] - clustered[0]) / (as_if_independent[1] - as_if_independent[0])
+    assert 1.8 < ratio < 2.2
+
+
+def test_bootstrap_is_seeded_and_degenerate_cases():
+    v = [[0.0, 1.0], [1.0], [0.0, 0.0, 1.0]]
+    assert bootstrap_ci(v, seed=4) == bootstrap_ci(v, seed=4)
+    assert bootstrap_ci([[0.3, 0.3]] * 5) == (0.3, 0.3)
+    for bad, msg in [([], "no clusters"), ([[1.0], []], "cluster 1 has no values"),
+                     ([[1.0], [np.nan]], "non-finite")]:
+        with pytest.raises(ValueError, match=msg):
+            bootstrap_ci(bad)
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci(v, confidence=95)
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ci(v, n_resamples=0)
+    with pytest.raises(ValueError, match="statistic"):
+        bootstrap_ci(v, statistic="median")
+
+
+def test_bootstrap_speed_600_prompts_x_4_images():
+    rng = np.random.default_rng(0)
+    clusters = [(rng.random(4) < 0.6).astype(float) for _ in range(600)]
+    bootstrap_ci(clusters, n_resamples=50)
+    t0 = time.perf_counter()
+    bootstrap_ci(clusters, n_resamples=2000)
+    assert time.perf_counter() - t0 < 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# GenEval summary
+# ------------------------------------------------------------------------------------------------
+
+def _records(spec: dict[str, dict[int, list[bool]]]) -> list[dict]:
+    out = []
+    for tag, prompts in spec.items():
+        for p, correct in prompts.items():
+            out += [{"tag": tag, "prompt_index": p, "sample_index": s, "correct": c}
+                    for s, c in enumerate(correct)]
+    return out
+
+
+HAND = {
+    "single_object": {0: [True, False], 1: [True, True]},            # 3/4 = 0.75, both prompts any-correct
+    "counting": {2: [False, False], 3: [False, False, False, True]},  # 1/6, one prompt any-correct
+    "position": {4: [False]},                                         # 0/1 = 0
+}
+
+
+def test_summary_hand_computed():
+    s = geneval_summary(_records(HAND), n_resamples=500, seed=0)
+    t = s["tags"]
+    assert list(t) == ["single_object", "counting", "position"]  # first-appearance order
+    assert t["single_object"]["score"] == pytest.approx(0.75)
+    assert t["counting"]["score"] == pytest.approx(1 / 6)
+    assert t["position"]["score"] == 0.0
+    assert s["overall"]["score"] == pytest.approx((0.75 + 1 / 6 + 0.0) / 3)  # unweighted tag mean
+    assert s["overall"]["score"] != pytest.approx(4 / 11)  # ... not the per-image mean
+    assert [t[k]["n_images"] for k in t] == [4, 6, 1] and [t[k]["n_prompts"] for k in t] == [2, 2, 1]
+    assert [t[k]["correct_prompts_fraction"] for k in t] == [1.0, 0.5, 0.0]
+    assert s["n_images"] == s["overall"]["n_images"] == 11 and s["n_prompts"] == 5
+    assert s["correct_images_fraction"] == pytest.approx(4 / 11)
+    assert s["correct_prompts_fraction"] == pytest.approx(3 / 5)
+    assert s["n_images_excluded"] == 0 and s["ci"]["n_resamples"] == 500
+    # position has one prompt: its bootstrap cannot vary
+    assert (t["position"]["ci_low"], t["position"]["ci_high"]) == (0.0, 0.0)
+    # single_object resamples {p0,p0}=0.5, {p0,p1}=0.75, {p1,p1}=1.0
+    assert (t["single_object"]["ci_low"], t["single_object"]["ci_high"]) == (0.5, 1.0)
+    for entry in [*t.values(), s["overall"]]:
+        assert entry["ci_low"] <= entry["score"] <= entry["ci_high"]
+
+
+def test_summary_overall_ci_is_the_stratified_replicate_mean():
+    """Overall CI from the same replicates, checked by recomputing tag means replicate by replicate."""
+    s = geneval_summary(_records(HAND), n_resamples=4000, seed=3)
+    rng = np.random.default_rng(11)
+    reps = []
+    for _ in range(4000):
+        tag_means = []
+        for prompts in HAND.values():
+            keys = list(prompts)
+            pick = rng.integers(0, len(keys), len(keys))
+            imgs = np.concatenate([np.asarray(prompts[keys[j]], float) for j in pick])
+            tag_means.append(imgs.mean())
+        reps.append(np.mean(tag_means))
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    assert s["overall"]["ci_low"] == pytest.approx(lo, abs=0.03)
+    assert s["overall"]["ci_high"] == pytest.approx(hi, abs=0.03)
+
+
+def test_summary_accepts_dataframe_and_tag_selection():
+    recs = _records(HAND)
+    a = geneval_summary(pd.DataFrame(recs), n_resamples=200, seed=1)
+    b = geneval_summary(recs, n_resamples=200, seed=1)
+    assert a == b
+    sel = geneval_summary(recs, ["counting", "single_object"], n_resamples=200, seed=1)
+    assert list(sel["tags"]) == ["counting", "single_object"] and sel["n_images_excluded"] == 1
+    assert sel["overall"]["score"] == pytest.approx((1 / 6 + 0.75) / 2)
+    none = geneval_summary(recs, n_resamples=0)
+    assert none["overall"]["ci_low"] is None and none["tags"]["counting"]["ci_high"] is None
+
+
+def test_summary_ci_shrinks_with_more_prompts():
+    rng = np.random.default_rng(5)
+
+    def make(n_prompts):
+        spec = {tag: {f"{tag}{i}": list(rng.random(4) < p) for i in range(n_prompts)}
+                for tag, p in (("a", 0.8), ("b", 0.4), ("c", 0.6))}
+        return geneval_summary(_records(spec), n_resamples=1000, seed=0)["overall"]
+
+    small, large = make(25), make(400)
+    for o in (small, large):
+        assert o["ci_low"] < o["score"] < o["ci_high"]
+    w_small, w_large = small["ci_high"] - small["ci_low"], large["ci_high"] - large["ci_low"]
+    assert 2.5 < w_small / w_large < 6.0  # ~sqrt(16) = 4
+
+
+def test_summary_bad_input_is_refused():
+    recs = _records(HAND)
+    with pytest.raises(ValueError, match="no records for tag"):
+        geneval_summary(recs, ["colors"])
+    with pytest.raises(ValueError, match=r"record 1 .*'correct' must be a bool"):
+        geneval_summary([recs[0], dict(recs[1], correct=float("nan"))])
+    with pytest.raises(ValueError, match="missing field 'tag'"):
+        geneval_summary([{"prompt_index": 0, "correct": True}])
+    clash = [recs[0], dict(recs[1], tag="counting")]
+    with pytest.raises(ValueError, match="prompt_index 0 has tag 'counting'"):
+        geneval_summary(clash)
+    with pytest.raises(ValueError, match="no records"):
+        geneval_summary([])
+    assert geneval_summary([dict(r, correct=int(r["correct"])) for r in recs], n_resamples=0)["overall"][
+        "score"] == pytest.approx((0.75 + 1 / 6) / 3)
+
+
+def test_count_check():
+    assert count_check(2212, 2212) == {"expected": 2212, "actual": 2212, "complete": True}
+    assert count_check(2212, 2200) == {"expected": 2212, "actual": 2200, "complete": False}
+    assert count_check(4, 5)["complete"] is False
+    with pytest.raises(ValueError, match="actual"):
+        count_check(4, -1)
