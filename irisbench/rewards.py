@@ -1,0 +1,405 @@
+"""Rewards for GRPO, by name: intrinsic (self-certainty, entropy) and external (verifier, CLIP).
+
+A reward is a callable ``reward(rollout, context) -> np.ndarray`` of shape (B,), float64, one value
+per rollout row. ``context`` is a mapping the trainer fills: ``"metadata"`` (one prompt-metadata
+object per row), ``"judge"`` (``judge(metadata, image) -> bool``), ``"clip_score"``
+(``clip_score(images, prompts) -> B floats``). Intrinsic rewards only read the per-token arrays the
+policy recorded while sampling (``Rollout.self_certainty`` = ``logsumexp(z) - mean(z)``, offset by
+``log|V|`` as in the IRIS code; ``Rollout.entropy``): no model call.
+
+Signs (a GRPO reward is maximised):
+
+- ``TokenStatReward(stat, text_weight, image_weight, ...)`` returns ``sum_m w_m * mean_m(stat)``;
+  a positive weight **maximises** the statistic on that modality, a negative one **minimises** it.
+- IRIS minimises self-certainty: ``nsc`` = ``-mean(SC)``. Intuitor maximises it: ``sc`` = ``+mean(SC)``.
+- ``entropy`` rewards higher entropy (the "backward KL" alternative IRIS ablates: maximising
+  ``H = log|V| - KL(pi || U)`` also pushes towards uncertainty); ``neg-entropy`` rewards lower entropy.
+
+Pooling: ``"tokens"`` averages ``w_{m(t)} * s_t`` over every real token of the modalities with a
+non-zero weight (IRIS's as-coded NSC: CoT length shifts it, since text and image offsets differ);
+``"modality"`` averages each modality separately and combines the means with the weights (the
+``-balanced`` forms and the text/image ablations). ``subtract_log_vocab=True`` removes ``log|V|`` per
+token (vocabulary sizes from ``rollout.settings["vocab_size"] = {"text": Vt, "image": Vi}``), giving
+``KL(U || pi)`` for self-certainty and ``H - log|V| = -KL(pi || U)`` for entropy.
+
+Departures from the IRIS code: the as-coded NSC is one preset (``nsc``) among several; the
+balanced/ablation forms are not in the released code (only "all tokens" runs there). A row without
+tokens of a modality whose weight is non-zero raises ``RewardInputError`` instead of contributing 0;
+non-finite rewards raise ``NonFiniteRewardError`` naming the rows.
+
+This module imports numpy only (``irisbench ls`` lists ``REWARDS`` without torch).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from irisbench.policies.base import IMAGE, TEXT, Rollout
+
+Stat = Literal["self_certainty", "entropy"]
+Pooling = Literal["tokens", "modality"]
+_MODALITIES: tuple[tuple[str, int], ...] = (("text", TEXT), ("image", IMAGE))
+
+
+class RewardError(ValueError):
+    """Base class of reward errors."""
+
+
+class UnknownRewardError(RewardError):
+    """A reward name that is not in ``REWARDS``."""
+
+
+class RewardInputError(RewardError):
+    """A rollout or context that cannot give the requested reward (missing arrays, parts, callables)."""
+
+
+class NonFiniteRewardError(RewardError):
+    """A reward produced NaN or inf for some rows."""
+
+
+class Reward(Protocol):
+    """What the trainer calls: one float64 value per rollout row."""
+
+    name: str
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray: ...
+
+
+def _rows(bad: np.ndarray, limit: int = 10) -> str:
+    idx = np.flatnonzero(bad)
+    shown = ", ".join(str(i) for i in idx[:limit])
+    return shown + (f", ... ({len(idx)} rows)" if len(idx) > limit else "")
+
+
+def check_finite(values: np.ndarray, name: str) -> np.ndarray:
+    """Return ``values`` as float64; raise ``NonFiniteRewardError`` naming the non-finite rows."""
+    arr = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise NonFiniteRewardError(
+            f"reward {name!r} is not finite in rows {_rows(bad)} (values: {arr[bad][:5].tolist()})"
+        )
+    return arr
+
+
+def _vocab_sizes(rollout: Rollout, needed: Sequence[str], reward: str) -> dict[str, int]:
+    vs = rollout.settings.get("vocab_size")
+    if not isinstance(vs, Mapping):
+        raise RewardInputError(
+            f"reward {reward!r} removes the log|V| offset and needs rollout.settings['vocab_size'] = "
+            f"{{'text': Vt, 'image': Vi}}; the policy did not set it (got {vs!r}). Set it in the policy, "
+            "or use subtract_log_vocab=False"
+        )
+    out: dict[str, int] = {}
+    for part in needed:
+        v = vs.get(part)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise RewardInputError(
+                f"reward {reward!r}: rollout.settings['vocab_size'][{part!r}] must be a positive integer, "
+                f"got {v!r}"
+            )
+        out[part] = int(v)
+    return out
+
+
+def _token_arrays(rollout: Rollout, stat: Stat, reward: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values float64, mask bool, modality) (B, T), validated."""
+    values = np.asarray(getattr(rollout, stat))
+    mask = np.asarray(rollout.token_mask, dtype=bool)
+    modality = np.asarray(rollout.modality)
+    b = len(rollout)
+    if values.size == 0 or mask.size == 0:
+        raise RewardInputError(
+            f"reward {reward!r} needs per-token statistics, but the rollout carries none (T = 0): "
+            "this policy draws no tokens (reference policies); use an external reward"
+        )
+    if values.ndim != 2 or values.shape[0] != b:
+        raise RewardInputError(f"rollout.{stat} must be (B={b}, T), got shape {values.shape}")
+    if mask.shape != values.shape or modality.shape != values.shape:
+        raise RewardInputError(
+            f"rollout.{stat} {values.shape}, token_mask {mask.shape} and modality {modality.shape} "
+            "must have the same shape"
+        )
+    return values.astype(np.float64), mask, modality
+
+
+@dataclass(frozen=True)
+class TokenStatReward:
+    """Weighted per-modality self-certainty or entropy; the sign of each weight says max (+) / min (-).
+
+    ``pooling="modality"``: ``r = sum_m w_m * mean_{t in m}(s_t)``.
+    ``pooling="tokens"``: ``r = mean_{t in active modalities}(w_{m(t)} * s_t)`` (``nsc`` is
+    ``w_text = w_image = -1``, offsets kept). ``s_t`` has ``log|V_m|`` removed when
+    ``subtract_log_vocab``. A modality with weight 0 is ignored entirely.
+    """
+
+    stat: Stat = "self_certainty"
+    text_weight: float = -1.0
+    image_weight: float = -1.0
+    subtract_log_vocab: bool = True
+    pooling: Pooling = "modality"
+    name: str = "token-stat"
+
+    def __post_init__(self) -> None:
+        if self.stat not in ("self_certainty", "entropy"):
+            raise RewardError(f"stat must be 'self_certainty' or 'entropy', got {self.stat!r}")
+        if self.pooling not in ("tokens", "modality"):
+            raise RewardError(f"pooling must be 'tokens' or 'modality', got {self.pooling!r}")
+        for field_name in ("text_weight", "image_weight"):
+            w = getattr(self, field_name)
+            if not math.isfinite(float(w)):
+                raise RewardError(f"{self.name}: {field_name} must be finite, got {w!r}")
+        if self.text_weight == 0 and self.image_weight == 0:
+            raise RewardError(f"{self.name}: text_weight and image_weight are both 0 (a constant reward)")
+
+    def weights(self) -> dict[str, float]:
+        """Non-zero weights by modality name."""
+        ws = {"text": float(self.text_weight), "image": float(self.image_weight)}
+        return {k: w for k, w in ws.items() if w != 0}
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any] | None = None) -> np.ndarray:
+        values, mask, modality = _token_arrays(rollout, self.stat, self.name)
+        weights = self.weights()
+        offsets = {part: 0.0 for part in weights}
+        if self.subtract_log_vocab:
+            offsets = {p: math.log(v) for p, v in _vocab_sizes(rollout, list(weights), self.name).items()}
+        codes = dict(_MODALITIES)
+        part_masks = {part: mask & (modality == codes[part]) for part in weights}
+        for part, pm in part_masks.items():
+            bad = ~pm.any(axis=1)
+            if self.pooling == "modality" and bad.any():
+                raise RewardInputError(
+                    f"reward {self.name!r}: rows {_rows(bad)} have no {part} tokens but the {part} weight is "
+                    f"{weights[part]}; use a preset without the {part} part (its weight 0)"
+                )
+        if self.pooling == "modality":
+            out = np.zeros(len(rollout), dtype=np.float64)
+            for part, w in weights.items():
+                pm = part_masks[part]
+                total = np.where(pm, values, 0.0).sum(axis=1)
+                out += w * (total / pm.sum(axis=1) - offsets[part])
+            return check_finite(out, self.name)
+        weighted = np.zeros_like(values)
+        active = np.zeros_like(mask)
+        for part, w in weights.items():
+            pm = part_masks[part]
+            weighted = np.where(pm, w * (values - offsets[part]), weighted)
+            active |= pm
+        empty = ~active.any(axis=1)
+        if empty.any():
+            raise RewardInputError(
+                f"reward {self.name!r}: rows {_rows(empty)} have no {' or '.join(weights)} tokens"
+            )
+        out = np.where(active, weighted, 0.0).sum(axis=1) / active.sum(axis=1)
+        return check_finite(out, self.name)
+
+
+def SelfCertaintyReward(
+    text_weight: float,
+    image_weight: float,
+    subtract_log_vocab: bool = True,
+    *,
+    pooling: Pooling = "modality",
+    name: str = "self-certainty",
+) -> TokenStatReward:
+    """Self-certainty reward ``w_text * SC_text + w_image * SC_image``: + maximises, - minimises SC."""
+    return TokenStatReward("self_certainty", text_weight, image_weight, subtract_log_vocab, pooling, name)
+
+
+def EntropyReward(
+    text_weight: float,
+    image_weight: float,
+    subtract_log_vocab: bool = False,
+    *,
+    pooling: Pooling = "tokens",
+    name: str = "entropy",
+) -> TokenStatReward:
+    """Entropy reward ``w_text * H_text + w_image * H_image``: + rewards higher entropy, - lower."""
+    return TokenStatReward("entropy", text_weight, image_weight, subtract_log_vocab, pooling, name)
+
+
+def _judge_correct(out: Any, row: int) -> bool:
+    if hasattr(out, "correct"):  # a protocols.geneval.Verdict
+        out = out.correct
+    if isinstance(out, (bool, np.bool_)):
+        return bool(out)
+    raise RewardInputError(
+        f"verifier: judge returned {type(out).__name__} for row {row}, expected bool or Verdict"
+    )
+
+
+@dataclass(frozen=True)
+class VerifierReward:
+    """1.0 where ``context["judge"](metadata, image)`` says the image is correct, else 0.0.
+
+    The trainer plugs in the shapes world's exact GenEval judgement; ``context["metadata"]`` holds one
+    metadata object per row (prompt-major, like the rollout).
+    """
+
+    name: str = "verifier"
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
+        judge = context.get("judge")
+        if not callable(judge):
+            raise RewardInputError(
+                "reward 'verifier' needs context['judge'] = judge(metadata, image) -> bool; none was given"
+            )
+        metadata = context.get("metadata")
+        if metadata is None or len(metadata) != len(rollout):
+            got = "none" if metadata is None else f"{len(metadata)} entries"
+            raise RewardInputError(
+                f"reward 'verifier' needs context['metadata'] with one entry per rollout row "
+                f"({len(rollout)}), got {got}"
+            )
+        if len(rollout.images) != len(rollout):
+            raise RewardInputError(f"rollout has {len(rollout.images)} images for {len(rollout)} rows")
+        pairs = enumerate(zip(metadata, rollout.images, strict=True))
+        out = [_judge_correct(judge(md, img), i) for i, (md, img) in pairs]
+        return np.asarray(out, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ClipReward:
+    """``context["clip_score"](images, prompts)`` per row, with the rollout's (original) prompts."""
+
+    name: str = "clip"
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
+        scorer = context.get("clip_score")
+        if not callable(scorer):
+            raise RewardInputError(
+                "reward 'clip' needs context['clip_score'] = clip_score(images, prompts) -> floats; "
+                "none was given"
+            )
+        out = np.asarray(scorer(rollout.images, rollout.prompts), dtype=np.float64).reshape(-1)
+        if out.shape != (len(rollout),):
+            raise RewardInputError(f"clip_score returned {out.size} values for {len(rollout)} rows")
+        return check_finite(out, self.name)
+
+
+@dataclass(frozen=True)
+class CompositeReward:
+    """``sum_k weight_k * reward_k``; ``evaluate`` also returns each term (for per-reward logging).
+
+    Every term is checked for shape (B,) and finiteness, including terms of weight 0 (log-only).
+    """
+
+    terms: tuple[Reward, ...]
+    weights: tuple[float, ...]
+    name: str
+
+    def evaluate(
+        self, rollout: Rollout, context: Mapping[str, Any]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        parts: dict[str, np.ndarray] = {}
+        total = np.zeros(len(rollout), dtype=np.float64)
+        for term, w in zip(self.terms, self.weights, strict=True):
+            values = np.asarray(term(rollout, context), dtype=np.float64)
+            if values.shape != (len(rollout),):
+                raise RewardInputError(
+                    f"reward {term.name!r} returned shape {values.shape}, expected ({len(rollout)},)"
+                )
+            parts[term.name] = check_finite(values, term.name)
+            total += w * parts[term.name]
+        return check_finite(total, self.name), parts
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
+        return self.evaluate(rollout, context)[0]
+
+
+RewardFactory = Callable[..., Reward]
+
+
+def _preset(stat: Stat, tw: float, iw: float, sub: bool, pooling: Pooling, name: str) -> RewardFactory:
+    def factory(**kw: Any) -> Reward:
+        args = {"text_weight": tw, "image_weight": iw, "subtract_log_vocab": sub, "pooling": pooling}
+        args.update(kw)
+        return TokenStatReward(stat=stat, name=name, **args)
+
+    factory.__name__ = f"make_{name.replace('-', '_')}"
+    return factory
+
+
+# name -> (factory, one-line description). Factories take keyword overrides (e.g. text_weight=...).
+REWARDS: dict[str, tuple[RewardFactory, str]] = {
+    "nsc": (_preset("self_certainty", -1, -1, False, "tokens", "nsc"),
+            "IRIS as coded: -mean over all text+image tokens of (logsumexp - mean), log|V| offsets kept"),
+    "nsc-balanced": (_preset("self_certainty", -0.5, -0.5, True, "modality", "nsc-balanced"),
+                     "-(0.5*SC_text + 0.5*SC_image): per-modality means, log|V| removed (CoT-length free)"),
+    "sc": (_preset("self_certainty", 1, 1, False, "tokens", "sc"),
+           "Intuitor's sign: +mean over all tokens of (logsumexp - mean) (= -nsc)"),
+    "sc-balanced": (_preset("self_certainty", 0.5, 0.5, True, "modality", "sc-balanced"),
+                    "+(0.5*SC_text + 0.5*SC_image), per-modality means, log|V| removed"),
+    "min-sc-text": (_preset("self_certainty", -1, 0, True, "modality", "min-sc-text"),
+                    "ablation: minimise self-certainty of the text (CoT) tokens only"),
+    "max-sc-text": (_preset("self_certainty", 1, 0, True, "modality", "max-sc-text"),
+                    "ablation: maximise self-certainty of the text (CoT) tokens only"),
+    "min-sc-image": (_preset("self_certainty", 0, -1, True, "modality", "min-sc-image"),
+                     "ablation: minimise self-certainty of the image tokens only"),
+    "max-sc-image": (_preset("self_certainty", 0, 1, True, "modality", "max-sc-image"),
+                     "ablation: maximise self-certainty of the image tokens only (collapses in the paper)"),
+    "entropy": (_preset("entropy", 1, 1, False, "tokens", "entropy"),
+                "backward-KL alternative: +mean token entropy over all tokens (rewards higher entropy)"),
+    "neg-entropy": (_preset("entropy", -1, -1, False, "tokens", "neg-entropy"),
+                    "-mean token entropy over all tokens (rewards lower entropy)"),
+    "verifier": (lambda **kw: VerifierReward(**kw),
+                 "1 if context['judge'](metadata, image) accepts the image, else 0 (exact GenEval, shapes)"),
+    "clip": (lambda **kw: ClipReward(**kw), "context['clip_score'](images, prompts) per image"),
+}
+
+
+def make_reward(name: str, **options: Any) -> Reward:
+    """One reward by registry name; ``options`` override the preset's fields."""
+    if name not in REWARDS:
+        close = difflib.get_close_matches(name, list(REWARDS), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownRewardError(f"unknown reward {name!r}.{hint} Valid rewards: {', '.join(REWARDS)}")
+    factory = REWARDS[name][0]
+    try:
+        return factory(**options)
+    except TypeError as e:
+        raise RewardError(f"reward {name!r}: bad options {sorted(options)}: {e}") from e
+
+
+def build_reward(
+    spec: str | Sequence[str],
+    weights: Sequence[float] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CompositeReward:
+    """A reward from a name or a list of names with matching weights (default 1.0 each).
+
+    ``options`` maps a name to keyword overrides for its factory, e.g.
+    ``{"nsc-balanced": {"text_weight": -0.2, "image_weight": -0.8}}``. Always returns a
+    ``CompositeReward`` (one term for a single name), whose ``evaluate`` gives per-term values too.
+    """
+    names = [spec] if isinstance(spec, str) else list(spec)
+    if not names:
+        raise RewardError("reward spec is empty: give a reward name or a list of names")
+    for n in names:
+        if not isinstance(n, str):
+            raise RewardError(f"reward names must be strings, got {n!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise RewardError(f"reward names repeated in spec: {', '.join(dup)} (give each once with one weight)")
+    ws = [1.0] * len(names) if weights is None else [float(w) for w in weights]
+    if len(ws) != len(names):
+        raise RewardError(
+            f"reward weights have length {len(ws)} but the spec names {len(names)} rewards "
+            f"({', '.join(names)})"
+        )
+    bad = [w for w in ws if not math.isfinite(w)]
+    if bad:
+        raise RewardError(f"reward weights must be finite, got {bad}")
+    options = options or {}
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise RewardError(f"options given for rewards not in the spec: {', '.join(stray)}")
+    terms = tuple(make_reward(n, **dict(options.get(n, {}))) for n in names)
+    label = "+".join(n if w == 1.0 else f"{w:g}*{n}" for n, w in zip(names, ws, strict=True))
+    return CompositeReward(terms=terms, weights=tuple(ws), name=label)

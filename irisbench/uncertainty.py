@@ -1,0 +1,130 @@
+"""Self-certainty and entropy of next-token distributions, from logits, in fp32 (IRIS.md §2).
+
+For logits ``z`` over a vocabulary ``V`` at one position, with ``pi = softmax(z)``::
+
+    SC(z) = KL(U || pi) = logsumexp(z) - mean(z) - log|V|      (>= 0, = 0 only for the uniform pi)
+    H(z)  = -sum_v pi(v) log pi(v) = log|V| - KL(pi || U)      (the "backward KL" alternative)
+
+Both are computed from logits cast to float32 inside the functions (bf16/fp16 inputs are fine) and
+shifted by the row maximum first, so no overflow occurs and SC never materialises a softmax. The
+IRIS code keeps the ``+log|V|`` offset inside each token's value (``logsumexp - mean``); that "raw"
+form is ``self_certainty(z, subtract_log_vocab=False)`` and is what ``Rollout.self_certainty``
+stores (see ``irisbench/policies/base.py``).
+
+Masked aggregation: ``masked_mean`` returns NaN (not 0) for an empty mask, so an absent part (e.g. a
+sample with no chain-of-thought text) can never pass for a zero reward; callers that need a value
+must check for it (``irisbench.rewards`` raises).
+
+Logits of ``-inf`` (a top-k or banned-token mask applied before the statistics) make ``mean(z)``
+infinite, so SC is ``+inf`` (KL(U || pi) really is infinite when pi has zeros): compute the
+statistics from the unmasked logits. Entropy treats ``-inf`` logits as zero-probability tokens.
+
+This module imports torch at import time: import it only from code that needs it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from irisbench.policies.base import IMAGE, TEXT
+
+Part = Literal["text", "image", "all"]
+PARTS: tuple[str, ...] = ("text", "image", "all")
+
+
+def _shifted(logits: torch.Tensor) -> torch.Tensor:
+    """``z - max(z)`` in fp32 along the last dim (the max is detached; it cancels analytically)."""
+    if logits.dim() == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits need a non-empty last (vocabulary) dim, got shape {tuple(logits.shape)}")
+    z = logits.float()
+    m = z.amax(dim=-1, keepdim=True).detach()
+    # an all -inf row would give nan; leave it to surface as nan rather than invent a value
+    return z - m
+
+
+def self_certainty(logits: torch.Tensor, *, subtract_log_vocab: bool = True) -> torch.Tensor:
+    """Per-position self-certainty ``KL(U || softmax(z))`` over the last dim, float32.
+
+    ``subtract_log_vocab=False`` returns IRIS's as-coded ``logsumexp(z) - mean(z)`` (offset by
+    ``log|V|``). Output shape: ``logits.shape[:-1]``.
+    """
+    d = _shifted(logits)
+    sc = torch.logsumexp(d, dim=-1) - d.mean(dim=-1)
+    if subtract_log_vocab:
+        sc = sc - math.log(d.shape[-1])
+    return sc
+
+
+def _entropy_from_shifted(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, entropy) from max-shifted fp32 logits."""
+    logp = d - torch.logsumexp(d, dim=-1, keepdim=True)
+    p = logp.exp()
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
+    return logp, -plogp.sum(dim=-1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-position entropy ``-sum p log p`` (nats) over the last dim, float32."""
+    return _entropy_from_shifted(_shifted(logits))[1]
+
+
+def token_stats(
+    logits: torch.Tensor, chosen: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Statistics a sampling loop records per drawn token, from one pass over the logits.
+
+    ``logits`` (..., V), ``chosen`` (...) integer token ids. Returns float32 tensors of shape
+    ``chosen.shape``: ``(logp, sc_raw, entropy)`` with ``logp = log softmax(z)[chosen]``,
+    ``sc_raw = logsumexp(z) - mean(z)`` (the offset kept, as ``Rollout.self_certainty`` stores it)
+    and the entropy.
+    """
+    if tuple(chosen.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"chosen has shape {tuple(chosen.shape)}, expected logits.shape[:-1] = {tuple(logits.shape[:-1])}"
+        )
+    if chosen.dtype.is_floating_point or chosen.dtype == torch.bool:
+        raise ValueError(f"chosen must hold integer token ids, got dtype {chosen.dtype}")
+    d = _shifted(logits)
+    logp_all, ent = _entropy_from_shifted(d)
+    logp = logp_all.gather(-1, chosen.long().unsqueeze(-1)).squeeze(-1)
+    sc_raw = torch.logsumexp(d, dim=-1) - d.mean(dim=-1)
+    return logp, sc_raw, ent
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is true along ``dim``; NaN where the mask is empty.
+
+    Values at masked-out positions are ignored even if they are inf/NaN (padding). Computed in
+    float64 for float64 input, else float32.
+    """
+    if values.shape != mask.shape:
+        raise ValueError(f"values shape {tuple(values.shape)} != mask shape {tuple(mask.shape)}")
+    m = mask.bool()
+    dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
+    v = torch.where(m, values.to(dtype), torch.zeros((), dtype=dtype, device=values.device))
+    count = m.sum(dim=dim).to(dtype)
+    total = v.sum(dim=dim)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+
+
+def part_mask(modality: torch.Tensor, mask: torch.Tensor, part: Part) -> torch.Tensor:
+    """Boolean mask of the real tokens of one part: ``"text"``, ``"image"`` or ``"all"``."""
+    if part == "text":
+        return mask.bool() & (modality == TEXT)
+    if part == "image":
+        return mask.bool() & (modality == IMAGE)
+    if part == "all":
+        return mask.bool()
+    raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
+
+
+def per_sample(values: torch.Tensor, modality: torch.Tensor, mask: torch.Tensor, part: Part) -> torch.Tensor:
+    """Per-row (B,) mean of (B, T) token ``values`` over one part; NaN for rows without such tokens."""
+    if values.dim() != 2:
+        raise ValueError(f"values must be (B, T), got shape {tuple(values.shape)}")
+    if modality.shape != values.shape:
+        raise ValueError(f"modality shape {tuple(modality.shape)} != values shape {tuple(values.shape)}")
+    return masked_mean(values, part_mask(modality, mask, part), dim=-1)
