@@ -39,7 +39,8 @@ def run_experiment(out: str | Path, *, splits: list[str], seed: int = 0,
                            out / policy / split)
             s = res["scores"]
             rows.append({"policy": policy, "split": split,
-                         "overall": s["overall"]["score"], "overall_ci": [s["overall"]["ci_low"], s["overall"]["ci_high"]],
+                         "overall": s["overall"]["score"],
+                         "overall_ci": [s["overall"]["ci_low"], s["overall"]["ci_high"]],
                          "tags": {t: v["score"] for t, v in s["tags"].items()},
                          "images": res["counts"]["actual"], "expected": res["counts"]["expected"],
                          "images_per_s": res["timing"]["images_per_s"]})
@@ -67,15 +68,22 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHORT_TAGS = {"single_object": "single", "two_object": "two", "counting": "count", "colors": "colors",
+              "position": "pos", "color_attr": "attr"}
+
+
 def summary_table(rows: list[dict[str, Any]]) -> Table:
     tags = _tags(rows)
     table = Table(title="GenEval (shapes world)")
-    for col in ("policy", "split", "overall", "95% CI", *tags):
-        table.add_column(col, justify="right" if col not in ("policy", "split") else "left")
+    table.add_column("policy", no_wrap=True)
+    table.add_column("split")
+    table.add_column("overall [95% CI]", justify="right", no_wrap=True)
+    for t in tags:
+        table.add_column(SHORT_TAGS.get(t, t), justify="right")
     for r in rows:
         lo, hi = r["overall_ci"]
-        table.add_row(r["policy"], r["split"], f"{r['overall']:.3f}", f"[{lo:.3f}, {hi:.3f}]",
-                      *(f"{r['tags'][t]:.3f}" for t in tags))
+        table.add_row(r["policy"], r["split"], f"{r['overall']:.3f} [{lo:.2f}, {hi:.2f}]",
+                      *(f"{r['tags'][t]:.2f}" for t in tags))
     return table
 
 
