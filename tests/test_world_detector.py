@@ -145,3 +145,17 @@ def test_detect_batch_and_errors() -> None:
     with pytest.raises(ImageError, match="batch"):
         detect_batch(imgs[0])
     assert detect(np.full((CANVAS, CANVAS, 3), 135, dtype=np.uint8)) == []
+
+
+def test_patch_sized_fragments_are_not_objects() -> None:
+    """A lone 4x4 or 4x8 block of color (one or two tokenizer patches) is not an object of this world."""
+    from irisbench.world.detector import detect
+    from irisbench.world.vocab import BACKGROUNDS, PALETTE
+
+    img = np.zeros((32, 32, 3), dtype=np.uint8) + np.array(BACKGROUNDS[1], dtype=np.uint8)
+    img[4:8, 4:8] = PALETTE["red"]
+    img[16:20, 16:24] = PALETTE["blue"]
+    assert detect(img) == []
+    img[24:32, 0:8] = PALETTE["green"]  # a real 8-px square is still found
+    dets = detect(img)
+    assert [(d.label, d.color, d.box) for d in dets] == [("square", "green", (0.0, 24.0, 8.0, 32.0))]

@@ -27,7 +27,8 @@ from irisbench.world.scene import shape_mask
 from irisbench.world.vocab import BACKGROUNDS, COLORS, PALETTE, SHAPES
 
 COLOR_CAP = 40.0  # max RGB distance to a palette entry (colors are >= 89 apart, grays 52)
-MIN_AREA = 12  # smallest component kept, in pixels (the smallest rendered object has 40)
+MIN_AREA = 24  # smallest component kept, in pixels (the smallest rendered object has 40)
+MIN_SIDE = 6  # both bbox sides must reach this: objects are 8 or 12 px, a lone 4x4 patch is not one
 MIN_IOU = 0.5  # smallest template IoU kept
 
 _ENTRIES = np.array([PALETTE[c] for c in COLORS] + list(BACKGROUNDS), dtype=np.int32)  # (13, 3)
@@ -122,10 +123,12 @@ def _detect_indexed(idx: np.ndarray) -> list[Detection]:
         for k, sl in enumerate(ndimage.find_objects(lab), start=1):
             if sl is None or areas[k] < MIN_AREA:
                 continue
+            ys, xs = sl
+            if min(ys.stop - ys.start, xs.stop - xs.start) < MIN_SIDE:
+                continue
             shape, iou = classify_shape(lab[sl] == k)
             if iou < MIN_IOU:
                 continue
-            ys, xs = sl
             box = (float(xs.start), float(ys.start), float(xs.stop), float(ys.stop))
             dets.append(Detection(label=shape, box=box, score=iou, color=COLORS[int(c)]))
     dets.sort(key=lambda d: (-d.score, d.box[1], d.box[0]))
