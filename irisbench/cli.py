@@ -40,7 +40,7 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (ValueError, FileNotFoundError, NotImplementedError, RunLockedError, NotARunError,
-            UnicodeDecodeError) as e:
+            UnicodeDecodeError, RuntimeError) as e:
         _fail(str(e))
         raise  # unreachable
 
@@ -279,10 +279,47 @@ def _planned(command: str, issue: str) -> None:
     _fail(f"`irisbench {command}` is not built yet ({issue}); nothing was run.")
 
 
-@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train_cmd() -> None:
-    """(planned) GRPO training with intrinsic or external rewards."""
-    _planned("train", "the IRIS training stage")
+@app.command("train")
+def train_cmd(
+    config: str = typer.Option("iris-shapes", "--config", "-c",
+                               help="A preset name (see --list-presets) or a YAML config file."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable)."),
+    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
+                                        "Re-running into it resumes from the last checkpoint."),
+    allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards."""
+    from irisbench.train_config import load_preset, preset_names, resolve_config
+
+    if list_presets:
+        table = Table(title="training presets")
+        table.add_column("preset")
+        table.add_column("reward")
+        table.add_column("description")
+        for name in preset_names():
+            raw = load_preset(name)
+            table.add_row(name, str(raw.get("reward", "nsc")), _preset_description(name))
+        console.print(table)
+        return
+
+    def body() -> Path:
+        from irisbench.trainer import GRPOTrainer
+
+        cfg = resolve_config(config, set_)
+        target = out or _default_out(f"train-{Path(config).stem}")
+        last = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change).train()
+        console.print(f"run folder: {target}\nlast checkpoint: {last}")
+        return last
+
+    _guard(body)
+
+
+def _preset_description(name: str) -> str:
+    from irisbench.train_config import _read_yaml
+
+    return str(_read_yaml(name)[0].get("description", ""))
 
 
 @app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

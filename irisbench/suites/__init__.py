@@ -141,11 +141,12 @@ def world_classes(world: str) -> tuple[str, ...]:
     return tuple(COCO_CLASSES)
 
 
-def resolve_prompts(suite: Suite, world: str, split: str | None = None,
-                    prompts_file: str | Path | None = None) -> tuple[list[dict], dict[str, Any]]:
+def resolve_prompts(suite: Suite, world: str, split: str | None = None, prompts_file: str | Path | None = None,
+                    *, training: bool = False) -> tuple[list[dict], dict[str, Any]]:
     """The suite's prompt metadata for a world and split, and its provenance record.
 
-    ``prompts_file`` (an official-format metadata JSONL) replaces the suite's own prompts.
+    ``prompts_file`` (an official-format metadata JSONL) replaces the suite's own prompts. Only training
+    (``training=True``) may ask for the shapes world's ``train`` split; evaluation never sees it.
     """
     from irisbench.protocols.geneval import load_metadata
 
@@ -155,7 +156,8 @@ def resolve_prompts(suite: Suite, world: str, split: str | None = None,
     else:
         src = suite.source(world)
         split = split or src.default_split
-        if split not in src.splits:
+        train_ok = training and split == "train" and src.generator == "shapes-geneval"
+        if split not in src.splits and not train_ok:
             raise SuiteError(f"suite {suite.name!r} ({world} world) has no split {split!r}; "
                              f"splits: {', '.join(src.splits)}")
         if src.generator == "shapes-geneval":

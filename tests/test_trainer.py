@@ -1,0 +1,248 @@
+"""The GRPO trainer: configs and their errors, exact resume after kill -9, divergence guard,
+gradient accumulation and 2-process data parallelism equal to one process, reward signs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from irisbench.cli import app
+from irisbench.train_config import ConfigError, resolve_config
+from irisbench.trainer import TIMING_KEYS, GRPOTrainer, TrainingDivergedError, read_metrics
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from irisbench.policies.shapes_lm import ShapesLMPolicy
+    from irisbench.world.tokenizer import fit_patch_tokenizer
+
+    tok = fit_patch_tokenizer(n_scenes=1500, seed=0)
+    pol = ShapesLMPolicy.create(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=0)
+    path = tmp_path_factory.mktemp("tiny") / "policy"
+    pol.save(path)
+    return path
+
+
+def _cfg(policy: Path, *extra: str):
+    return resolve_config("iris-shapes", [f"policy={policy}", "steps=3", "prompts_per_step=2", "num_generations=4",
+                                          "eval_every=0", "checkpoint_every=1", "lr=1e-3", *extra])
+
+
+def _no_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def _weights(run: Path, step: int) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(run / "checkpoints" / f"step-{step}" / "model.safetensors"))
+
+
+# ---- configs -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["num_generations=1"], "num_generations must be an integer >= 2"),
+        (["gradient_accumulation_steps=3"], "valid: [1, 2, 4, 8]"),
+        (["reward=nsk"], "did you mean 'nsc'"),
+        (["reward=[nsc, verifier]", "reward_weights=[1.0]"], "reward_weights has 1"),
+        (["num_generation=4"], "did you mean 'num_generations'"),
+        (["loss_type=ppo"], "loss_type must be one of"),
+        (["cfg=-1"], "cfg must be >= 0"),
+    ],
+)
+def test_bad_configs_are_refused_clearly(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ValueError) as e:
+        resolve_config("iris-shapes", overrides)
+    assert needle.lower() in str(e.value).lower()
+
+
+def test_config_file_with_unknown_keys_names_them(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("base: iris-shapes\nsteps: 5\nnum_generation: 4\nwarmup: 3\n")
+    with pytest.raises(ConfigError) as e:
+        resolve_config(f)
+    assert "num_generation" in str(e.value) and "warmup" in str(e.value) and str(f) in str(e.value)
+    result = runner.invoke(app, ["train", "--config", str(f)])
+    assert result.exit_code != 0 and "num_generation" in result.output
+
+
+def test_every_preset_resolves() -> None:
+    from irisbench.train_config import preset_names
+
+    for name in preset_names():
+        cfg = resolve_config(name)
+        assert cfg.num_generations >= 2
+
+
+# ---- training ------------------------------------------------------------------------------------------
+
+
+def test_train_writes_metrics_checkpoints_and_learns_direction(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    last = GRPOTrainer(_cfg(tiny_policy_dir), run, progress=False).train()
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("reward_mean", "reward_std", "sc_text", "sc_image", "entropy_image", "kl", "loss", "lr",
+                "frac_reward_zero_std", "plan_len", "t_sample", "t_forward", "t_backward", "t_optimizer"):
+        assert key in rows[0], key
+    assert last.name == "step-3" and (run / "train" / "metrics.parquet").is_file()
+    # the update moved the weights
+    before = _weights(run, 1)
+    after = _weights(run, 3)
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_resume_with_a_different_config_is_refused(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    GRPOTrainer(_cfg(tiny_policy_dir, "steps=1"), run, progress=False).train()
+    with pytest.raises(ValueError) as e:
+        GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", "lr=5e-4"), run, progress=False).train()
+    assert "lr" in str(e.value) and "0.001" in str(e.value)
+    GRPOTrainer(_cfg(tiny_policy_dir, "steps=2", "lr=5e-4"), run, progress=False, allow_config_change=True).train()
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]
+
+
+_CHILD = """
+import sys
+from irisbench.train_config import resolve_config
+from irisbench.trainer import GRPOTrainer
+cfg = resolve_config("iris-shapes", sys.argv[2:])
+GRPOTrainer(cfg, sys.argv[1], progress=False).train()
+"""
+
+
+@pytest.mark.slow
+def test_exact_resume_after_kill_9(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    args = [f"policy={tiny_policy_dir}", "steps=4", "prompts_per_step=2", "num_generations=4", "eval_every=0",
+            "checkpoint_every=1", "lr=1e-3"]
+    ref = tmp_path / "ref"
+    GRPOTrainer(resolve_config("iris-shapes", args), ref, progress=False).train()
+    run = tmp_path / "crash"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run), *args])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "step-2" / "trainer_state.json").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoints" / "step-2").is_dir()
+    GRPOTrainer(resolve_config("iris-shapes", args), run, progress=False).train()
+    a, b = _no_timing(read_metrics(ref)), _no_timing(read_metrics(run))
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k] == pytest.approx(y[k], rel=1e-6, abs=1e-9), k
+    wa, wb = _weights(ref, 4), _weights(run, 4)
+    assert all(np.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_policy_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    import torch
+
+    from irisbench.policies import load_policy
+
+    policy = load_policy(str(tiny_policy_dir))
+    real = policy.token_logits
+    calls = {"n": 0}
+
+    def poisoned(rollout, **kw):
+        calls["n"] += 1
+        out = real(rollout, **kw)
+        if calls["n"] >= 2:
+            out["logp"] = out["logp"] + torch.tensor(float("nan"))
+        return out
+
+    policy.token_logits = poisoned
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="step 2"):
+        GRPOTrainer(_cfg(tiny_policy_dir), run, progress=False, policy=policy).train()
+    assert (run / "checkpoints" / "step-1" / "trainer_state.json").is_file()
+    assert not (run / "checkpoints" / "step-2").exists()
+
+
+def _grads(trainer: GRPOTrainer) -> np.ndarray:
+    """The last step's (synchronised) gradient, flattened: it stays on the parameters after the step."""
+    return np.concatenate([p.grad.detach().numpy().ravel() for p in trainer.policy.model.parameters()
+                           if p.grad is not None])
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-5 * float(np.abs(a).max())
+
+
+def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    a = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1"), tmp_path / "a", progress=False)
+    a.train()
+    b = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", "gradient_accumulation_steps=2"), tmp_path / "b",
+                    progress=False)
+    b.train()
+    assert _close(_grads(a), _grads(b))
+    ma, mb = read_metrics(tmp_path / "a")[0], read_metrics(tmp_path / "b")[0]
+    assert ma["loss"] == pytest.approx(mb["loss"], abs=1e-6)
+    assert ma["reward_mean"] == pytest.approx(mb["reward_mean"], rel=1e-6)
+
+
+_RANK = """
+import os, sys
+import numpy as np
+from irisbench.train_config import resolve_config
+from irisbench.trainer import GRPOTrainer
+cfg = resolve_config("iris-shapes", sys.argv[2:])
+t = GRPOTrainer(cfg, sys.argv[1], progress=False)
+t.train()
+params = list(t.policy.model.parameters())
+np.save(os.path.join(sys.argv[1], f"w{t.dist.rank}.npy"), np.concatenate([p.detach().numpy().ravel() for p in params]))
+np.save(os.path.join(sys.argv[1], f"g{t.dist.rank}.npy"),
+        np.concatenate([p.grad.detach().numpy().ravel() for p in params if p.grad is not None]))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_ranks_stay_identical(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    args = [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2", "num_generations=4", "eval_every=0",
+            "checkpoint_every=1", "lr=1e-3"]
+    one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
+    one.train()
+    script = tmp_path / "child.py"
+    script.write_text(_RANK)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tmp_path / "two"),
+                           *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = tmp_path / "two"
+    # after the step both ranks hold exactly the same weights and gradient
+    assert np.array_equal(np.load(two / "w0.npy"), np.load(two / "w1.npy"))
+    assert np.array_equal(np.load(two / "g0.npy"), np.load(two / "g1.npy"))
+    # and the gradient equals the one-process gradient for the same global batch
+    assert _close(_grads(one), np.load(two / "g0.npy"))
+    m1, m2 = read_metrics(tmp_path / "one")[0], read_metrics(two)[0]
+    for k in ("reward_mean", "reward_std", "loss", "frac_reward_zero_std", "train_correct", "plan_len"):
+        assert m1[k] == pytest.approx(m2[k], rel=1e-5, abs=1e-7), k
+
+
+def test_cli_train_runs_and_resumes(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--no-progress", "--set", f"policy={tiny_policy_dir}", "--set", "steps=1",
+            "--set", "prompts_per_step=2", "--set", "num_generations=2", "--set", "eval_every=0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
+    assert saved["num_generations"] == 2 and saved["reward"] == "nsc"
+    result = runner.invoke(app, [*args[:-4], "--set", "num_generations=4", "--set", "eval_every=0"])
+    assert result.exit_code != 0 and "num_generations" in result.output
