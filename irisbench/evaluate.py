@@ -67,26 +67,24 @@ def image_relpath(prompt_index: int, sample_index: int) -> str:
 
 def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True) -> dict:
     """Run (or resume) one evaluation into ``out``; returns the results dict written to results.json."""
-    from irisbench.policies import load_policy
-    from irisbench.registry import SCORERS
+    from irisbench.policies import NEEDS_MODEL, load_policy
+    from irisbench.registry import POLICIES
     from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, read_records, write_parquet
-    from irisbench.stats import count_check, geneval_summary
+    from irisbench.stats import count_check
     from irisbench.suites import load_suite, resolve_prompts
 
     suite = load_suite(opts.suite)
     if policy is None:
+        # check the scorer before loading a (possibly large) model
+        entry = POLICIES.get(opts.policy) if opts.policy in POLICIES else None
+        if opts.policy in NEEDS_MODEL and not opts.model:
+            raise EvalError(f"policy {opts.policy!r} needs --model (a model id or a local folder)")
+        if entry is not None and entry.world is not None:
+            _scorer_entry(suite, entry.world)
         policy = load_policy(opts.policy, opts.model)
     world = policy.world
-    scorer_name = suite.scorer.get(world)
-    if scorer_name is None:
-        raise EvalError(f"suite {suite.name!r} has no scorer for the {world!r} world")
-    scorer_entry = SCORERS.get(scorer_name)
-    if not scorer_entry.available:
-        raise EvalError(
-            f"suite {suite.name!r} on the {world!r} world needs the scorer {scorer_name!r} "
-            f"({scorer_entry.summary}), which is not built yet. Shapes-world policies (oracle, random, "
-            "shapes-base) can be evaluated now."
-        )
+    scorer_entry = _scorer_entry(suite, world)
+    scorer_name = scorer_entry.name
     items, prompt_prov = resolve_prompts(suite, world, opts.split, opts.prompts_file)
     if opts.limit is not None:
         if opts.limit < 1:
@@ -148,12 +146,28 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             "images_per_prompt": n,
             "seed": opts.seed,
             "counts": {**counts, "resumed": resumed, "generated_now": generated},
-            "scores": geneval_summary(records, n_resamples=opts.n_resamples, seed=opts.seed),
+            "scores": summarize(suite.protocol, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "timing": {"seconds": round(elapsed, 3),
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
         }
         atomic_write_json(run.path / "results.json", results)
     return results
+
+
+def _scorer_entry(suite: Any, world: str) -> Any:
+    from irisbench.registry import SCORERS
+
+    scorer_name = suite.scorer.get(world)
+    if scorer_name is None:
+        raise EvalError(f"suite {suite.name!r} has no scorer for the {world!r} world")
+    entry = SCORERS.get(scorer_name)
+    if not entry.available:
+        raise EvalError(
+            f"suite {suite.name!r} on the {world!r} world needs the scorer {scorer_name!r} "
+            f"({entry.summary}), which is not built yet. Shapes-world policies (oracle, random, "
+            "shapes-base) can be evaluated now."
+        )
+    return entry
 
 
 def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOptions, seed_key: str,
@@ -178,20 +192,39 @@ def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOpti
                 if opts.save_images:
                     rel = image_relpath(i, j)
                     save_png(rollout.images[row], root / rel)
-                meta = {k: v for k, v in items[i].items()}
+                item = items[i]
+                extra = {k: v for k, v in s.items() if k not in ("detections", "reason", "correct", "score")}
                 records.append({
                     "prompt_index": i,
                     "sample_index": j,
                     "seed": seeds[row],
-                    "tag": meta["tag"],
-                    "prompt": meta["prompt"],
-                    "metadata": json.dumps(meta),
-                    "correct": s["correct"],
-                    "reason": s["reason"],
-                    "detections": json.dumps(s["detections"]),
+                    "tag": item["tag"],
+                    "prompt": item["prompt"],
+                    "metadata": json.dumps(item),
+                    "correct": s.get("correct"),
+                    "score": float(s["score"]) if "score" in s else float(bool(s.get("correct"))),
+                    "reason": s.get("reason", ""),
+                    "detections": json.dumps(s.get("detections", [])),
                     "image": rel,
                     "plan": rollout.plans[row] if rollout.plans else "",
                     **rollout.token_summary(row),
+                    **extra,
                 })
             writer.append(records)
             bar.advance(task, len(batch))
+
+
+def summarize(protocol: str, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
+    """Aggregate per-image records by the protocol's rule (GenEval: accuracy; CompBench: mean score)."""
+    from irisbench.stats import geneval_summary, score_summary
+
+    if protocol == "geneval":
+        return geneval_summary(records, n_resamples=n_resamples, seed=seed)
+    out = score_summary(records, n_resamples=n_resamples, seed=seed)
+    from irisbench.protocols.compbench import MEAN_OF_6, MEAN_OF_6_LABEL
+
+    missing = [c for c in MEAN_OF_6 if c not in out["tags"]]
+    out["overall_label"] = "mean of categories present"
+    out[MEAN_OF_6_LABEL] = None if missing else float(np.mean([out["tags"][c]["score"] for c in MEAN_OF_6]))
+    out["mean_of_6_missing"] = missing
+    return out

@@ -22,6 +22,7 @@ class Entry:
     target: str  # "package.module:attribute"
     summary: str
     available: bool = True  # False: planned, not built yet (resolving it says so)
+    world: str | None = None  # policies: the world they draw in ("shapes" or "open")
 
     def load(self) -> Any:
         if not self.available:
@@ -66,15 +67,16 @@ POLICIES = Registry(
     "policy",
     [
         Entry("shapes-base", "irisbench.policies.shapes_lm_assets:load_shipped_base",
-              "the shipped shapes-world base model (a ~2M-parameter Llama writing a plan, then 64 image codes)"),
+              "the shipped shapes-world base model (a ~2M-parameter Llama writing a plan, then 64 image codes)",
+              world="shapes"),
         Entry("shapes-lm", "irisbench.policies.shapes_lm:ShapesLMPolicy.load",
-              "a shapes-world model from a checkpoint folder (--model PATH)"),
+              "a shapes-world model from a checkpoint folder (--model PATH)", world="shapes"),
         Entry("oracle", "irisbench.policies.reference:OraclePolicy",
-              "renders a ground-truth scene for the prompt (shapes world; sanity upper bound)"),
+              "renders a ground-truth scene for the prompt (shapes world; sanity upper bound)", world="shapes"),
         Entry("random", "irisbench.policies.reference:RandomPolicy",
-              "renders a random scene ignoring the prompt (shapes world; sanity lower bound)"),
+              "renders a random scene ignoring the prompt (shapes world; sanity lower bound)", world="shapes"),
         Entry("janus-pro", "irisbench.policies.janus:JanusPolicy.from_pretrained",
-              "Janus-Pro through transformers (--model deepseek-ai/Janus-Pro-1B or a local folder)"),
+              "Janus-Pro through transformers (--model deepseek-ai/Janus-Pro-1B or a local folder)", world="open"),
     ],
 )
 
@@ -83,8 +85,12 @@ SCORERS = Registry(
     [
         Entry("shapes-exact", "irisbench.scorers.shapes:ShapesGenEvalScorer",
               "exact detector + GenEval judge for shapes-world images"),
+        Entry("shapes-compbench", "irisbench.scorers.shapes_compbench:ShapesCompBenchScorer",
+              "exact detector and VQA oracle feeding the T2I-CompBench rules (shapes world)"),
         Entry("geneval-mask2former", "irisbench.scorers.geneval_real:Mask2FormerScorer",
               "Mask2Former instance segmentation + CLIP color classifier for real images", available=False),
+        Entry("compbench-real", "irisbench.scorers.compbench_real:CompBenchScorer",
+              "BLIP-VQA, an open-vocabulary detector and CLIP feeding the T2I-CompBench rules", available=False),
     ],
 )
 
@@ -93,6 +99,8 @@ METRICS = Registry(
     [
         Entry("geneval", "irisbench.stats:geneval_summary",
               "per-tag accuracy, overall = unweighted mean of tags, cluster-bootstrap 95% CIs"),
+        Entry("compbench", "irisbench.stats:score_summary",
+              "per-category mean score, cluster-bootstrap 95% CIs; 'mean of 6 (IRIS-style)' when all six exist"),
         Entry("clip", "irisbench.metrics.clip_score:clip_score", "CLIP score (open_clip)", available=False),
         Entry("fid", "irisbench.metrics.fid:fid", "FID / KID (torchmetrics)", available=False),
     ],

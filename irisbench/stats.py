@@ -121,9 +121,26 @@ def _columns(records: Any) -> list[dict]:
     return list(records)
 
 
+def _as_score(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) <= 1:
+        raise ValueError(f"{where}: 'score' must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
+def score_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamples: int = 2000,
+                  seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Like ``geneval_summary`` for a continuous per-image ``score`` in [0, 1] (T2I-CompBench-style):
+    per-tag mean over images, overall = unweighted mean of tags, the same stratified cluster bootstrap."""
+    return geneval_summary(records, tags, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                           value="score")
+
+
 def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamples: int = 2000,
-                    seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+                    seed: int = 0, confidence: float = 0.95, value: str = "correct") -> dict[str, Any]:
     """GenEval scores with stratified cluster-bootstrap intervals from per-image records.
+
+    ``value="score"`` summarises a continuous per-image score in [0, 1] instead of the boolean ``correct``
+    (the "correct" fractions then count a prompt or image as correct when its score is > 0).
 
     ``records``: a DataFrame or a list of dicts with ``tag``, ``prompt_index`` and ``correct`` (bool).
     ``tags``: the tags to score, in this order (each must have records; records of other tags are left out
@@ -150,7 +167,7 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
                                  f"{r.get('sample_index')!r})" if isinstance(r, Mapping) else "")
         if not isinstance(r, Mapping):
             raise ValueError(f"{where}: a record must be a dict, got {type(r).__name__}")
-        for field in ("tag", "prompt_index", "correct"):
+        for field in ("tag", "prompt_index", value):
             if field not in r:
                 raise ValueError(f"{where}: missing field {field!r}")
         tag, prompt = r["tag"], r["prompt_index"]
@@ -160,7 +177,7 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
             prompt = int(prompt)
         if not isinstance(prompt, (int, str)) or isinstance(prompt, bool):
             raise ValueError(f"{where}: 'prompt_index' must be an int or a string, got {prompt!r}")
-        correct = _as_correct(r["correct"], where)
+        correct = _as_correct(r["correct"], where) if value == "correct" else _as_score(r[value], where)
         if prompt in tag_of_prompt and tag_of_prompt[prompt][0] != tag:
             raise ValueError(f"{where}: prompt_index {prompt!r} has tag {tag!r} but record "
                              f"{tag_of_prompt[prompt][1]} gives it tag {tag_of_prompt[prompt][0]!r}")
@@ -179,7 +196,8 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
     rng = np.random.default_rng(seed)
     tag_out: dict[str, dict[str, Any]] = {}
     tag_reps = []
-    all_images = all_correct = all_prompts = all_prompts_correct = 0
+    all_images = all_prompts = all_prompts_correct = 0
+    all_correct = 0.0
     for t in order:
         clusters = [np.asarray(v) for v in by_tag[t].values()]
         sums = np.array([c.sum() for c in clusters])
@@ -195,7 +213,7 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
             tag_reps.append(reps)
         tag_out[t] = entry
         all_images += n_img
-        all_correct += int(n_correct)
+        all_correct += n_correct
         all_prompts += len(clusters)
         all_prompts_correct += any_correct
     overall: dict[str, Any] = {"score": float(np.mean([tag_out[t]["score"] for t in order])),

@@ -87,6 +87,6 @@ def test_env_reports_versions_and_git() -> None:
 
 
 def test_planned_commands_exit_nonzero() -> None:
-    for cmd in ("train", "analyze", "report"):
+    for cmd in ("analyze", "report"):
         result = runner.invoke(app, [cmd])
         assert result.exit_code != 0 and "not built yet" in result.output

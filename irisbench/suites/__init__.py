@@ -24,7 +24,8 @@ from irisbench.registry import SCORERS, unknown_name_message
 WORLDS = ("shapes", "open")
 _SPEC_KEYS = {"name", "protocol", "description", "images_per_prompt", "prompts", "scorer", "metrics"}
 _PROMPT_KEYS = {"generator", "seed", "sha256", "splits", "default_split", "file"}
-GENERATORS = ("shapes-geneval", "geneval-official")
+GENERATORS = ("shapes-geneval", "geneval-official", "shapes-compbench", "compbench-official")
+PROTOCOLS = ("geneval", "compbench")
 
 
 class SuiteError(ValueError):
@@ -92,8 +93,9 @@ def parse_suite(raw: object, where: str) -> Suite:
     for key in ("name", "protocol", "prompts", "scorer"):
         if key not in raw:
             raise SuiteError(f"{where}: missing field {key!r}")
-    if raw["protocol"] != "geneval":
-        raise SuiteError(f"{where}: field 'protocol': unknown protocol {raw['protocol']!r} (known: geneval)")
+    if raw["protocol"] not in PROTOCOLS:
+        raise SuiteError(f"{where}: field 'protocol': unknown protocol {raw['protocol']!r} "
+                         f"(known: {', '.join(PROTOCOLS)})")
     ipp = raw.get("images_per_prompt", 4)
     if not isinstance(ipp, int) or isinstance(ipp, bool) or ipp < 1:
         raise SuiteError(f"{where}: field 'images_per_prompt' must be a positive integer, got {ipp!r}")
@@ -150,16 +152,14 @@ def resolve_prompts(suite: Suite, world: str, split: str | None = None, prompts_
     """
     from irisbench.protocols.geneval import load_metadata
 
-    if prompts_file is not None:
+    if suite.protocol == "compbench":
+        items, prov = _compbench_prompts(suite, world, split, prompts_file, training)
+    elif prompts_file is not None:
         items = load_metadata(prompts_file, classes=world_classes(world))
         prov = {"source": "file", "file": str(prompts_file), "split": split or "file"}
     else:
         src = suite.source(world)
-        split = split or src.default_split
-        train_ok = training and split == "train" and src.generator == "shapes-geneval"
-        if split not in src.splits and not train_ok:
-            raise SuiteError(f"suite {suite.name!r} ({world} world) has no split {split!r}; "
-                             f"splits: {', '.join(src.splits)}")
+        split = _check_split(suite, world, src, split, training)
         if src.generator == "shapes-geneval":
             from irisbench.world.prompts import build_splits
 
@@ -181,6 +181,41 @@ def resolve_prompts(suite: Suite, world: str, split: str | None = None, prompts_
     prov["n_prompts"] = len(items)
     prov["sha256"] = prompt_set_sha256(items)
     return items, prov
+
+
+def _check_split(suite: Suite, world: str, src: PromptSource, split: str | None, training: bool) -> str:
+    split = split or src.default_split
+    train_ok = training and split == "train" and src.generator in ("shapes-geneval", "shapes-compbench")
+    if split not in src.splits and not train_ok:
+        raise SuiteError(f"suite {suite.name!r} ({world} world) has no split {split!r}; "
+                         f"splits: {', '.join(src.splits)}")
+    return split
+
+
+def _compbench_prompts(suite: Suite, world: str, split: str | None, prompts_dir: str | Path | None,
+                       training: bool) -> tuple[list[dict], dict[str, Any]]:
+    src = suite.source(world)
+    split = _check_split(suite, world, src, split, training)
+    if src.generator == "shapes-compbench":
+        if prompts_dir is not None:
+            raise SuiteError("the shapes-world CompBench suite builds its own prompts; --prompts is for the open world")
+        from irisbench.world.compbench import compbench_items
+        from irisbench.world.prompts import build_splits
+
+        items = compbench_items(build_splits(seed=src.seed)[split])
+        return items, {"source": src.generator, "seed": src.seed, "split": split}
+    if prompts_dir is None or not Path(prompts_dir).is_dir():
+        raise SuiteError("T2I-CompBench's prompt files are not shipped: pass --prompts DIR, the folder holding "
+                         "color_val.txt, shape_val.txt, ... (T2I-CompBench's examples/dataset)"
+                         + (f"; {prompts_dir} is not a folder" if prompts_dir is not None else ""))
+    from irisbench.protocols import compbench as cb
+
+    items = []
+    for category in cb.MEAN_OF_6:
+        path = Path(prompts_dir) / cb.category_file(category)
+        for prompt in cb.load_prompt_file(path):
+            items.append({"tag": category, "prompt": prompt, "rule_prompt": prompt})
+    return items, {"source": src.generator, "folder": str(prompts_dir), "split": split}
 
 
 def official_format_sha256(items: list[dict]) -> str:
