@@ -17,6 +17,7 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -120,21 +121,40 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         "scorer": scorer_name,
         "save_images": opts.save_images,
     }
-    run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+    rank, world_size = _dist_info()
+    if rank == 0:
+        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+    _barrier(world_size)
+    if rank != 0:
+        run = RunDir.open(out)
     scorer = scorer_entry.load()()
     started = time.perf_counter()
-    with run.lock():
-        with RecordWriter(run.path / "records.jsonl", key_fields=("prompt_index", "sample_index")) as writer:
-            pending = [(i, j) for i in range(len(items)) for j in range(n) if not writer.done((i, j))]
-            resumed = len(items) * n - len(pending)
-            _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key, progress, resumed)
+    lock = run.lock() if rank == 0 else contextlib.nullcontext()
+    with lock:
+        if rank == 0:
+            merge_shards(run.path)  # shards a crashed multi-process run left behind
+        _barrier(world_size)
+        done = {(r["prompt_index"], r["sample_index"]) for r in read_records(run.path / "records.jsonl")} \
+            if (run.path / "records.jsonl").exists() else set()
+        path = run.path / ("records.jsonl" if world_size == 1 else f"records.rank-{rank}.jsonl")
+        with RecordWriter(path, key_fields=("prompt_index", "sample_index")) as writer:
+            # prompts are sharded by rank (prompt_index mod world size); each rank writes its own file
+            mine = [(i, j) for i in range(rank, len(items), world_size) for j in range(n)]
+            pending = [key for key in mine if key not in done and not writer.done(key)]
+            _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key,
+                      progress and rank == 0, len(mine) - len(pending))
+        _barrier(world_size)
+        if rank != 0:
+            _barrier(world_size)
+            return json.loads((run.path / "results.json").read_text(encoding="utf-8"))
+        merge_shards(run.path)
         records = read_records(run.path / "records.jsonl")
         expected = len(items) * n
         counts = count_check(expected, len(records))
         if counts["complete"]:
             write_parquet(run.path / "records.jsonl", run.path / "records.parquet")
         elapsed = time.perf_counter() - started
-        generated = len(pending)
+        generated = len(records) - len(done)
         results = {
             "suite": suite.name,
             "protocol": suite.protocol,
@@ -145,13 +165,53 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             "prompts": prompt_prov,
             "images_per_prompt": n,
             "seed": opts.seed,
-            "counts": {**counts, "resumed": resumed, "generated_now": generated},
+            "counts": {**counts, "resumed": len(done), "generated_now": generated, "processes": world_size},
             "scores": summarize(suite.protocol, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "timing": {"seconds": round(elapsed, 3),
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
         }
         atomic_write_json(run.path / "results.json", results)
+    _barrier(world_size)
     return results
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # evaluation only synchronises; gloo works on CPU and GPU hosts
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def merge_shards(root: Path) -> int:
+    """Append every per-rank record not yet in ``records.jsonl`` to it, then delete the shard files."""
+    from irisbench.runs import RecordWriter, read_records
+
+    shards = sorted(root.glob("records.rank-*.jsonl"))
+    if not shards:
+        return 0
+    added = 0
+    with RecordWriter(root / "records.jsonl", key_fields=("prompt_index", "sample_index")) as writer:
+        for shard in shards:
+            new = [r for r in read_records(shard) if not writer.done((r["prompt_index"], r["sample_index"]))]
+            new.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
+            if new:
+                writer.append(new)
+                added += len(new)
+    for shard in shards:
+        shard.unlink()
+    return added
 
 
 def _scorer_entry(suite: Any, world: str) -> Any:

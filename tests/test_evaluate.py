@@ -253,3 +253,24 @@ def test_compbench_open_world_reads_the_official_files(reference: Path) -> None:
     items, prov = resolve_prompts(suite, "open", prompts_file=reference / "t2i-compbench")
     assert len(items) == 6 * 300 and prov["n_prompts"] == 1800
     assert {it["tag"] for it in items} == {"color", "shape", "texture", "spatial", "non_spatial", "complex"}
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_records_and_scores(tmp_path: Path) -> None:
+    args = ["eval", "--policy", "random", "--limit", "24", "--batch-size", "5", "--no-save-images"]
+    single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    torchrun = Path(sys.executable).with_name("torchrun")
+    code = "from irisbench.cli import main; main()"
+    script = tmp_path / "cli.py"
+    script.write_text(code)
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), *args,
+                           "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _records(tmp_path / "one") == _records(tmp_path / "two")
+    assert not list((tmp_path / "two").glob("records.rank-*.jsonl"))
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["counts"]["processes"] == 2 and two["counts"]["complete"]
+    assert one["scores"] == two["scores"]
