@@ -1,0 +1,152 @@
+"""Differences between a run and the base run, with cluster-bootstrap confidence intervals.
+
+A delta is ``score(run) - score(base)`` for the overall score and each tag, with the point estimate taken
+from the two ``results.json`` files (so the table's delta is exactly the difference of the table's scores).
+Its interval comes from the per-image records, in the style of ``irisbench.stats.geneval_summary``: a
+stratified cluster bootstrap that resamples PROMPTS within every tag (percentile method), the overall
+replicate being the unweighted mean of the tag replicates.
+
+- **Paired** when both runs were evaluated on the same prompt set: the same prompts sha256 in results.json
+  and the same prompt indices (with the same tags) in the records. Then each replicate draws ONE set of
+  prompts and evaluates both runs on it, so the prompt-difficulty variance shared by the runs cancels out.
+- **Unpaired** otherwise (different prompt sets, or a run missing some prompts): each run is resampled
+  independently and the replicate delta is the difference of the two replicates.
+
+Each delta says which mode gave it. A missing ``records.jsonl`` leaves the delta without an interval.
+No counterpart in the paper or official code (neither reports intervals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from irisbench.report.loading import LoadedRun, prompt_sort_key
+
+PAIRED = "paired"
+UNPAIRED = "unpaired"
+NO_CI = "no interval"
+
+
+@dataclass(frozen=True)
+class Delta:
+    """``run - base`` on one metric ("overall" or a tag), with its interval and how it was obtained."""
+
+    metric: str
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    mode: str  # PAIRED, UNPAIRED or NO_CI
+    note: str = ""
+
+
+Clusters = dict[str, dict[int | str, tuple[float, int]]]  # tag -> prompt_index -> (sum of values, n images)
+
+
+def prompt_clusters(run: LoadedRun) -> Clusters:
+    """Per tag, per prompt: the sum of the per-image values and the number of images."""
+    if run.records is None:
+        raise ValueError(f"{run.path}: no records")
+    out: Clusters = {}
+    for r in run.records:
+        by_prompt = out.setdefault(r["tag"], {})
+        s, n = by_prompt.get(r["prompt_index"], (0.0, 0))
+        by_prompt[r["prompt_index"]] = (s + float(r[run.value_field]), n + 1)
+    return out
+
+
+def pairing(base: LoadedRun, run: LoadedRun) -> tuple[bool, str]:
+    """Whether the two runs can be compared prompt by prompt, and why (or why not)."""
+    if base.records is None or run.records is None:
+        missing = base if base.records is None else run
+        return False, f"records.jsonl missing in {missing.path}"
+    sha_a, sha_b = base.prompts_sha256, run.prompts_sha256
+    if sha_a is None or sha_b is None:
+        return False, "prompt set sha256 missing from results.json"
+    if sha_a != sha_b:
+        return False, "different prompt sets (sha256 differ)"
+    a = {p: t for t, ps in prompt_clusters(base).items() for p in ps}
+    b = {p: t for t, ps in prompt_clusters(run).items() for p in ps}
+    if a != b:
+        return False, "same prompt file but different prompts present (an incomplete run?)"
+    return True, "same prompts: paired bootstrap over prompts"
+
+
+def _interval(reps: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(reps, [100 * alpha, 100 * (1 - alpha)])
+    return float(lo), float(hi)
+
+
+def _arrays(clusters: dict, prompts: list) -> tuple[np.ndarray, np.ndarray]:
+    sums = np.array([clusters[p][0] for p in prompts], dtype=np.float64)
+    counts = np.array([clusters[p][1] for p in prompts], dtype=np.float64)
+    return sums, counts
+
+
+def _ratio(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+
+
+def _tag_replicates(ca: dict, cb: dict, paired: bool, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of ``mean(run) - mean(base)`` for one tag."""
+    if paired:
+        prompts = sorted(ca, key=prompt_sort_key)
+        sa, na = _arrays(ca, prompts)
+        sb, nb = _arrays(cb, prompts)
+        idx = rng.integers(0, len(prompts), size=(n_resamples, len(prompts)))
+        return _ratio(sb, nb, idx) - _ratio(sa, na, idx)
+    pa, pb = sorted(ca, key=prompt_sort_key), sorted(cb, key=prompt_sort_key)
+    sa, na = _arrays(ca, pa)
+    sb, nb = _arrays(cb, pb)
+    idx_a = rng.integers(0, len(pa), size=(n_resamples, len(pa)))
+    idx_b = rng.integers(0, len(pb), size=(n_resamples, len(pb)))
+    return _ratio(sb, nb, idx_b) - _ratio(sa, na, idx_a)
+
+
+def delta_cis(base: LoadedRun, run: LoadedRun, *, n_resamples: int = 2000, confidence: float = 0.95,
+              seed: int = 0) -> dict[str, Delta]:
+    """Deltas ``run - base`` for "overall" and every tag the two runs share (base's tag order).
+
+    The overall delta needs both runs to have the same tags (else it is None, with a note). Tags are
+    resampled in base's order from one generator seeded with ``seed``: the result is deterministic.
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if base.group != run.group:
+        raise ValueError(f"cannot compare {run.label!r} ({'/'.join(run.group)}) with base {base.label!r} "
+                         f"({'/'.join(base.group)}): different suite, split or world")
+    tags_a, tags_b = base.results["scores"]["tags"], run.results["scores"]["tags"]
+    common = [t for t in tags_a if t in tags_b]
+    same_tags = set(tags_a) == set(tags_b)
+    paired, why = pairing(base, run)
+    mode = PAIRED if paired else UNPAIRED
+    have_records = base.records is not None and run.records is not None
+    if not have_records:
+        mode = NO_CI
+
+    reps: dict[str, np.ndarray] = {}
+    if have_records:
+        rng = np.random.default_rng(seed)
+        ca, cb = prompt_clusters(base), prompt_clusters(run)
+        for t in common:
+            reps[t] = _tag_replicates(ca[t], cb[t], paired, n_resamples, rng)
+
+    out: dict[str, Delta] = {}
+    if same_tags:
+        d = float(run.results["scores"]["overall"]["score"]) - float(base.results["scores"]["overall"]["score"])
+        lo = hi = None
+        if have_records:
+            lo, hi = _interval(np.mean([reps[t] for t in common], axis=0), confidence)
+        out["overall"] = Delta("overall", d, lo, hi, mode, why)
+    else:
+        out["overall"] = Delta("overall", None, None, None, NO_CI,
+                               f"not comparable: tags differ ({sorted(set(tags_a) ^ set(tags_b))})")
+    for t in common:
+        d = float(tags_b[t]["score"]) - float(tags_a[t]["score"])
+        lo, hi = _interval(reps[t], confidence) if have_records else (None, None)
+        out[t] = Delta(t, d, lo, hi, mode, why)
+    return out
