@@ -328,10 +328,30 @@ def analyze_cmd() -> None:
     _planned("analyze", "the analysis stage")
 
 
-@app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def report_cmd() -> None:
-    """(planned) Comparison tables, plots and the HTML report."""
-    _planned("report", "the report stage")
+@app.command("report")
+def report_cmd(
+    runs: list[str] = typer.Argument(..., help="Eval run folders as LABEL=PATH (or PATH: the folder name is the "
+                                               "label). Give one label several times for several suites/splits."),
+    base: str = typer.Option(None, help="The label deltas are computed against (default: none)."),
+    out: Path = typer.Option(None, help="Report folder (default: a new folder under results/)."),
+    title: str = typer.Option("irisbench report", help="Report title."),
+    gallery_prompts: int = typer.Option(24, help="Prompts shown side by side in the HTML gallery."),
+) -> None:
+    """Comparison tables (terminal, Markdown, CSV, LaTeX) with CIs and deltas, plots and an HTML gallery."""
+
+    def body() -> None:
+        from irisbench.report import RunRef, build_report, render_rich
+
+        refs = []
+        for item in runs:
+            label, sep, path = item.partition("=")
+            refs.append(RunRef(label, path) if sep else RunRef(Path(item).name, item))
+        target = out or _default_out("report")
+        paths = build_report(refs, target, base=base, title=title, gallery_prompts=gallery_prompts)
+        console.print(render_rich(paths["table"]))
+        console.print(f"report: {paths['html']}")
+
+    _guard(body)
 
 
 def main() -> None:

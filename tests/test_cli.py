@@ -87,6 +87,22 @@ def test_env_reports_versions_and_git() -> None:
 
 
 def test_planned_commands_exit_nonzero() -> None:
-    for cmd in ("analyze", "report"):
+    for cmd in ("analyze",):
         result = runner.invoke(app, [cmd])
         assert result.exit_code != 0 and "not built yet" in result.output
+
+
+def test_report_command_compares_runs(tmp_path: Path) -> None:
+    from irisbench.evaluate import EvalOptions, evaluate
+
+    for policy in ("oracle", "random"):
+        evaluate(EvalOptions(policy=policy, limit=12, images_per_prompt=2), tmp_path / policy, progress=False)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", f"oracle={tmp_path / 'oracle'}", str(tmp_path / "random"),
+                                 "--base", "random", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "oracle improves on the base" in " ".join(result.output.split())
+    html = (out / "report.html").read_text()
+    assert "oracle" in html and "<img" in html
+    bad = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
