@@ -107,13 +107,26 @@ def print_scores(results: dict[str, Any], title: str) -> None:
 @app.command("experiment")
 def experiment_cmd(
     out: Path = typer.Option(Path("results/experiment"), help="Experiment folder (re-running resumes)."),
-    split: list[str] = typer.Option(["val", "test"], help="Shapes-world splits to evaluate."),
+    steps: int = typer.Option(40, help="GRPO steps per method."),
+    checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
+    method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
+                                               "entropy, verifier)."),
     seed: int = typer.Option(0, help="Base seed."),
+    publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
+                                                   "and its plots under docs/experiment/."),
 ) -> None:
-    """The main job on the embedded default: evaluate the shapes-world policies on GenEval (val and test)."""
-    from irisbench.experiment import run_experiment
+    """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
+    from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
 
-    _guard(lambda: run_experiment(out, splits=list(split), seed=seed, console=console))
+    def body() -> None:
+        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed)
+        if method:
+            cfg.methods = dict(m.split("=", 1) for m in method)
+        readme = Path("README.md")
+        target = readme if publish_readme and readme.is_file() and README_BEGIN in readme.read_text() else None
+        run_experiment(out, cfg, console=console, publish_readme=target)
+
+    _guard(body)
 
 
 @suites_app.command("ls")

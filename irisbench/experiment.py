@@ -1,14 +1,25 @@
-"""The main job on the embedded default: evaluate the shapes-world policies on GenEval, val and test.
+"""The paper's experiment in one command, on the embedded shapes world (the README's main job).
 
-Today it evaluates the reference bounds (``oracle``, ``random``) and, when its checkpoint is shipped,
-the ``shapes-base`` policy; each (policy, split) is its own resumable eval run under ``<out>``. A
-summary table (Markdown and JSON) is written beside them. The training and report stages extend
-this into the paper's whole experiment.
+Stages, each resumable (re-running skips finished work: training resumes from its last checkpoint,
+evaluations from their last record):
+
+1. evaluate the shipped base and the reference bounds (``oracle``, ``random``) on every suite x split;
+2. train each method from the base with GRPO (IRIS = ``nsc``, Intuitor's ``sc``, ``entropy``, and the
+   external ``verifier`` baseline), evaluating every ``checkpoint_every`` steps on the **val** split;
+3. for each method pick the checkpoint with the best val overall (ties: the earliest) and evaluate it on
+   every suite x split; the last checkpoint is evaluated too (fixed-step results);
+4. analyse (self-certainty vs quality, best-of-N, diversity, training dynamics, selection) and write the
+   report (tables with CIs and deltas vs the base, plots, HTML gallery).
+
+Checkpoints are never chosen on test. ``summary.md`` states the rule and gives both rows per method.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,76 +27,220 @@ from rich.console import Console
 from rich.table import Table
 
 REFERENCE_POLICIES = ("oracle", "random")
+README_BEGIN = "<!-- experiment:begin -->"
+README_END = "<!-- experiment:end -->"
 
 
-def experiment_policies() -> list[str]:
-    from irisbench.policies.shapes_lm_assets import shipped_base_available
+@dataclass
+class ExperimentConfig:
+    methods: dict[str, str] = field(default_factory=lambda: {
+        "iris-nsc": "iris-shapes", "sc": "sc-shapes", "entropy": "entropy-shapes", "verifier": "verifier-shapes"})
+    steps: int = 40
+    checkpoint_every: int = 20
+    suites: tuple[str, ...] = ("geneval", "compbench")
+    splits: tuple[str, ...] = ("val", "test")
+    val_images_per_prompt: int = 2  # in-training val evaluations (checkpoint selection)
+    seed: int = 0
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to every method
+    references: tuple[str, ...] = REFERENCE_POLICIES
+    base: str = "shapes-base"
+    eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
+    eval_images_per_prompt: int | None = None  # None: the suite's (4)
 
-    return [*REFERENCE_POLICIES, *(["shapes-base"] if shipped_base_available() else [])]
 
-
-def run_experiment(out: str | Path, *, splits: list[str], seed: int = 0,
-                   console: Console | None = None) -> dict[str, Any]:
+def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig, console: Console) -> dict[str, Any]:
     from irisbench.evaluate import EvalOptions, evaluate
-    from irisbench.runs import atomic_write_json, atomic_write_text
 
+    console.print(f"[bold]eval[/] {policy} on {suite}/{split}")
+    return evaluate(EvalOptions(policy=policy, suite=suite, split=split, seed=cfg.seed, limit=cfg.eval_limit,
+                                images_per_prompt=cfg.eval_images_per_prompt), out)
+
+
+def _best_val_step(run: Path) -> tuple[int, int]:
+    """(best-val step, last step) from ``run/eval/val/step-N/results.json`` (ties: earliest)."""
+    scores = {}
+    for folder in (run / "eval" / "val").glob("step-*"):
+        res = folder / "results.json"
+        if res.is_file():
+            scores[int(folder.name[5:])] = json.loads(res.read_text())["scores"]["overall"]["score"]
+    if not scores:
+        raise ValueError(f"{run}: no val evaluation to select a checkpoint with")
+    best = max(sorted(scores), key=lambda s: scores[s])
+    return best, max(scores)
+
+
+def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
+                   publish_readme: Path | None = None) -> dict[str, Any]:
+    from irisbench.policies.shapes_lm_assets import shipped_base_available
+    from irisbench.runs import atomic_write_json, atomic_write_text
+    from irisbench.train_config import resolve_config
+    from irisbench.trainer import GRPOTrainer
+
+    cfg = cfg or ExperimentConfig()
     console = console or Console()
     out = Path(out)
-    rows: list[dict[str, Any]] = []
-    for policy in experiment_policies():
-        for split in splits:
-            console.rule(f"[bold]{policy}[/] on geneval ({split})")
-            res = evaluate(EvalOptions(policy=policy, suite="geneval", split=split, seed=seed),
-                           out / policy / split)
-            s = res["scores"]
-            rows.append({"policy": policy, "split": split,
-                         "overall": s["overall"]["score"],
-                         "overall_ci": [s["overall"]["ci_low"], s["overall"]["ci_high"]],
-                         "tags": {t: v["score"] for t, v in s["tags"].items()},
-                         "images": res["counts"]["actual"], "expected": res["counts"]["expected"],
-                         "images_per_s": res["timing"]["images_per_s"]})
-    summary = {"suite": "geneval", "world": "shapes", "seed": seed, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if cfg.base == "shapes-base" and not shipped_base_available():
+        raise FileNotFoundError("the shipped shapes base checkpoint is missing; reinstall irisbench")
+    evals: dict[str, dict[str, Path]] = {}  # label -> {"suite/split": folder}
+
+    def evaluate_all(label: str, policy: str, root: Path) -> None:
+        for suite in cfg.suites:
+            for split in cfg.splits:
+                folder = root / f"{suite}-{split}"
+                _eval(policy, suite, split, folder, cfg, console)
+                evals.setdefault(label, {})[f"{suite}/{split}"] = folder
+
+    console.rule("[bold]1. base and reference policies")
+    evaluate_all("base", cfg.base, out / "eval" / "base")
+    for ref in cfg.references:
+        evaluate_all(ref, ref, out / "eval" / ref)
+
+    console.rule("[bold]2. GRPO training")
+    train_runs: dict[str, Path] = {}
+    for label, preset in cfg.methods.items():
+        console.print(f"[bold]train[/] {label} ({preset})")
+        overrides = {"policy": cfg.base, "steps": cfg.steps, "checkpoint_every": cfg.checkpoint_every,
+                     "eval_every": cfg.checkpoint_every, "eval_split": "val",
+                     "eval_images_per_prompt": cfg.val_images_per_prompt, "seed": cfg.seed, **cfg.train_overrides}
+        run = out / "train" / label
+        GRPOTrainer(resolve_config(preset, overrides), run, progress=True).train()
+        train_runs[label] = run
+
+    console.rule("[bold]3. selected (best val) and last checkpoints on every suite and split")
+    selection: dict[str, dict[str, int]] = {}
+    for label, run in train_runs.items():
+        best, last = _best_val_step(run)
+        selection[label] = {"best_val_step": best, "last_step": last}
+        for tag, step in ((f"{label} (best val)", best), (f"{label} (last)", last)):
+            ckpt = run / "checkpoints" / f"step-{step}"
+            evaluate_all(tag, str(ckpt), out / "eval" / f"{label}-step-{step}")
+
+    console.rule("[bold]4. analysis and report")
+    from irisbench.analysis import analyze_runs
+    from irisbench.report import RunRef, build_report
+
+    analysis_inputs = {f"{lab}|{key}": path for lab, d in evals.items() for key, path in d.items()
+                       if key.endswith("/test")}
+    analysis_inputs.update({f"train|{lab}": run for lab, run in train_runs.items()})
+    analysis = analyze_runs({k.replace("/", "-").replace("|", "-").replace(" ", ""): v
+                             for k, v in analysis_inputs.items()}, out / "analysis", n_resamples=1000,
+                            seed=cfg.seed)
+    refs = [RunRef(lab, str(path)) for lab, d in evals.items() for path in d.values()]
+    report = build_report(refs, out / "report", base="base", title="IRIS on the shapes world")
+    elapsed = time.perf_counter() - started
+    summary = {"config": asdict(cfg), "selection": selection, "evals": {k: {s: str(p) for s, p in d.items()}
+                                                                        for k, d in evals.items()},
+               "report": str(report["html"]), "analysis": analysis.get("runs", {}),
+               "verdicts": report["verdicts"], "seconds": round(elapsed, 1)}
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", summary_markdown(rows))
-    console.print(summary_table(rows))
-    console.print(f"summary: {out / 'summary.md'}")
+    md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed)
+    atomic_write_text(out / "summary.md", md)
+    console.print(summary_table(evals))
+    console.print(f"summary: {out / 'summary.md'}\nreport: {report['html']}")
+    if publish_readme is not None:
+        publish(publish_readme, md, report, train_runs, out)
     return summary
 
 
-def _tags(rows: list[dict[str, Any]]) -> list[str]:
-    return list(rows[0]["tags"]) if rows else []
+def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
+    res = json.loads((folder / "results.json").read_text())
+    o = res["scores"]["overall"]
+    return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
 
 
-def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    tags = _tags(rows)
-    head = ["policy", "split", "overall (95% CI)", *tags, "images"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lo, hi = r["overall_ci"]
-        cells = [r["policy"], r["split"], f"{r['overall']:.3f} [{lo:.3f}, {hi:.3f}]",
-                 *(f"{r['tags'][t]:.3f}" for t in tags), f"{r['images']}/{r['expected']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def summary_markdown(evals: dict[str, dict[str, Path]], selection: dict[str, dict[str, int]],
+                     verdicts: list[str], train_runs: dict[str, Path], elapsed: float) -> str:
+    keys = list(next(iter(evals.values())))
+    lines = ["| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for label, d in evals.items():
+        cells = []
+        for k in keys:
+            s, lo, hi, _ = _overall(d[k])
+            cells.append(f"{s:.3f} [{lo:.3f}, {hi:.3f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rule = ("Checkpoint rule: *best val* = the checkpoint with the best GenEval overall on the val split "
+            "(ties: earliest), then reported on every split; *last* = the final step (fixed-step result). "
+            "Test scores never choose a checkpoint.")
+    sel = ", ".join(f"{k}: best val step {v['best_val_step']}, last step {v['last_step']}"
+                    for k, v in selection.items())
+    curves = []
+    from irisbench.trainer import read_metrics
+
+    for label, run in train_runs.items():
+        rows = read_metrics(run)
+        if rows:
+            a, b = rows[0], rows[-1]
+            curves.append(f"| {label} | {a['sc_image']:.3f} → {b['sc_image']:.3f} | "
+                          f"{a['sc_text']:.3f} → {b['sc_text']:.3f} | {a.get('train_correct', float('nan')):.3f} → "
+                          f"{b.get('train_correct', float('nan')):.3f} |")
+    out = ["\n".join(lines), "", rule, "", f"Selected steps: {sel}.", ""]
+    if curves:
+        out += ["| method | image self-certainty (first → last step) | plan self-certainty | train accuracy |",
+                "|---|---|---|---|", *curves, ""]
+    out += ["Verdicts against the base (paired bootstrap over prompts):", ""]
+    out += [f"- {v}" for v in verdicts]
+    out += ["", f"Wall time: {elapsed / 60:.1f} min."]
+    return "\n".join(out) + "\n"
 
 
-SHORT_TAGS = {"single_object": "single", "two_object": "two", "counting": "count", "colors": "colors",
-              "position": "pos", "color_attr": "attr"}
-
-
-def summary_table(rows: list[dict[str, Any]]) -> Table:
-    tags = _tags(rows)
-    table = Table(title="GenEval (shapes world)")
-    table.add_column("policy", no_wrap=True)
-    table.add_column("split")
-    table.add_column("overall [95% CI]", justify="right", no_wrap=True)
-    for t in tags:
-        table.add_column(SHORT_TAGS.get(t, t), justify="right")
-    for r in rows:
-        lo, hi = r["overall_ci"]
-        table.add_row(r["policy"], r["split"], f"{r['overall']:.3f} [{lo:.2f}, {hi:.2f}]",
-                      *(f"{r['tags'][t]:.2f}" for t in tags))
+def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
+    keys = list(next(iter(evals.values())))
+    table = Table(title="overall scores (95% CI)")
+    table.add_column("run", no_wrap=True)
+    for k in keys:
+        table.add_column(k, justify="right")
+    for label, d in evals.items():
+        row = []
+        for k in keys:
+            s, lo, hi, _ = _overall(d[k])
+            row.append(f"{s:.3f} [{lo:.2f}, {hi:.2f}]")
+        table.add_row(label, *row)
     return table
 
 
-def load_summary(out: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "summary.json").read_text(encoding="utf-8"))
+def publish(readme: Path, md: str, report: dict[str, Any], train_runs: dict[str, Path], out: Path) -> None:
+    """Replace the README's experiment block with the fresh table, and copy the plots next to it."""
+    import shutil
+
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return
+    docs = readme.parent / "docs" / "experiment"
+    docs.mkdir(parents=True, exist_ok=True)
+    images = []
+    for png in report.get("plots", []):
+        target = docs / Path(png).name
+        shutil.copyfile(png, target)
+        images.append(f"![{target.stem}](docs/experiment/{target.name})")
+    curves = _training_plot(train_runs, docs / "training_dynamics.png")
+    if curves:
+        images.append("![training dynamics](docs/experiment/training_dynamics.png)")
+    block = f"{README_BEGIN}\n{md}\n" + "\n".join(images) + f"\n{README_END}"
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def _training_plot(train_runs: dict[str, Path], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from irisbench.trainer import read_metrics
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for label, run in train_runs.items():
+        rows = read_metrics(run)
+        steps = [r["step"] for r in rows]
+        for ax, key in zip(axes, ("sc_image", "sc_text", "train_correct"), strict=True):
+            ax.plot(steps, [r.get(key) for r in rows], label=label)
+            ax.set_title(key)
+            ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -71,6 +71,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: no in-training evaluation
     eval_split: str = "val"
     eval_prompts: int | None = None  # None: the whole split
+    eval_images_per_prompt: int | None = None  # None: the suite's
     num_threads: int = 2
 
     def check(self) -> None:

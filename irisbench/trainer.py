@@ -469,7 +469,7 @@ class GRPOTrainer:
         cfg = self.cfg
         out = self.out / "eval" / cfg.eval_split / f"step-{step}"
         opts = EvalOptions(policy="in-training", suite=cfg.suite, split=cfg.eval_split, seed=cfg.seed,
-                           limit=cfg.eval_prompts, save_images=False)
+                           limit=cfg.eval_prompts, images_per_prompt=cfg.eval_images_per_prompt, save_images=False)
         was_training = self.policy.model.training
         self.policy.model.eval()
         try:

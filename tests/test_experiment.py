@@ -1,0 +1,48 @@
+"""The one-command experiment, end to end at toy scale (a tiny random policy, a few steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from irisbench.experiment import README_BEGIN, README_END, ExperimentConfig, run_experiment
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from irisbench.policies.shapes_lm import ShapesLMPolicy
+    from irisbench.world.tokenizer import fit_patch_tokenizer
+
+    pol = ShapesLMPolicy.create(fit_patch_tokenizer(n_scenes=1500, seed=0), hidden_size=32, num_layers=1,
+                                num_heads=2, intermediate_size=64, seed=0)
+    path = tmp_path_factory.mktemp("base") / "policy"
+    pol.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_experiment_runs_resumes_and_publishes(tiny_base: Path, tmp_path: Path) -> None:
+    cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "verifier": "verifier-shapes"}, steps=2,
+                           checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
+                           base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2,
+                           train_overrides={"prompts_per_step": 2, "num_generations": 2})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\ntail\n")
+    out = tmp_path / "exp"
+    summary = run_experiment(out, cfg, publish_readme=readme)
+    assert set(summary["selection"]) == {"iris-nsc", "verifier"}
+    for label in ("base", "oracle", "random", "iris-nsc (last)", "verifier (best val)"):
+        assert label in summary["evals"], summary["evals"].keys()
+    assert (out / "report" / "report.html").is_file() and (out / "analysis" / "summary.json").is_file()
+    text = readme.read_text()
+    assert "old" not in text and "tail" in text and "best val" in text and "docs/experiment/" in text
+    assert (tmp_path / "docs" / "experiment" / "training_dynamics.png").is_file()
+    # the table in summary.md is the numbers of the eval runs
+    res = json.loads((Path(summary["evals"]["oracle"]["geneval/test"]) / "results.json").read_text())
+    assert f"{res['scores']['overall']['score']:.3f}" in (out / "summary.md").read_text()
+    # re-running resumes: nothing is trained or generated again
+    again = run_experiment(out, cfg)
+    assert again["selection"] == summary["selection"]
+    assert again["seconds"] < summary["seconds"]
