@@ -288,10 +288,6 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     console.print(table)
 
 
-def _planned(command: str, issue: str) -> None:
-    _fail(f"`irisbench {command}` is not built yet ({issue}); nothing was run.")
-
-
 @app.command("train")
 def train_cmd(
     config: str = typer.Option("iris-shapes", "--config", "-c",
@@ -335,10 +331,39 @@ def _preset_description(name: str) -> str:
     return str(_read_yaml(name)[0].get("description", ""))
 
 
-@app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def analyze_cmd() -> None:
-    """(planned) Self-uncertainty vs quality analyses."""
-    _planned("analyze", "the analysis stage")
+@app.command("analyze")
+def analyze_cmd(
+    runs: list[str] = typer.Argument(..., help="Eval or training run folders, as NAME=PATH or PATH."),
+    out: Path = typer.Option(None, help="Analysis folder (default: a new folder under results/)."),
+    n_resamples: int = typer.Option(2000, help="Bootstrap resamples for every interval."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    plots: bool = typer.Option(True, help="Write PNG plots."),
+) -> None:
+    """Self-uncertainty vs quality: correlations, within-prompt concordance, best-of-N by self-certainty,
+    diversity, training dynamics and val-based checkpoint selection, as tidy tables and plots."""
+
+    def body() -> None:
+        from irisbench.analysis import analyze_runs
+
+        named = {}
+        for item in runs:
+            name, sep, path = item.partition("=")
+            named[name if sep else Path(item).name] = path if sep else item
+        target = out or _default_out("analysis")
+        summary = analyze_runs(named, target, n_resamples=n_resamples, seed=seed, make_plots=plots)
+        table = Table(title="tables written")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        table.add_column("csv")
+        for name, info in summary["tables"].items():
+            if info:
+                table.add_row(name, str(info.get("rows", "")), str(info.get("csv", "")))
+        console.print(table)
+        for note in summary["notes"]:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print(f"analysis folder: {target}")
+
+    _guard(body)
 
 
 @app.command("report")

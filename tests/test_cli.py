@@ -86,10 +86,17 @@ def test_env_reports_versions_and_git() -> None:
     assert "python" in json.dumps(info) and "cuda_available" in info
 
 
-def test_planned_commands_exit_nonzero() -> None:
-    for cmd in ("analyze",):
-        result = runner.invoke(app, [cmd])
-        assert result.exit_code != 0 and "not built yet" in result.output
+def test_analyze_command_writes_tables(tmp_path: Path) -> None:
+    from irisbench.evaluate import EvalOptions, evaluate
+
+    evaluate(EvalOptions(policy="random", limit=12, images_per_prompt=2), tmp_path / "random", progress=False)
+    result = runner.invoke(app, ["analyze", f"random={tmp_path / 'random'}", "--out", str(tmp_path / "a"),
+                                 "--n-resamples", "200", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "no uncertainty" in " ".join(result.output.split()).lower()  # the random policy draws no tokens
+    assert (tmp_path / "a" / "summary.json").is_file()
+    bad = runner.invoke(app, ["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
 
 
 def test_report_command_compares_runs(tmp_path: Path) -> None:

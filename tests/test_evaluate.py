@@ -196,7 +196,6 @@ def test_good_prompt_file_evaluates(tmp_path: Path) -> None:
         (["eval", "--policy", "oracle", "--split", "train"], "no split 'train'"),
         (["eval", "--policy", "janus-pro"], "needs --model"),
         (["eval", "--policy", "oracle", "-n", "0"], ">= 1"),
-        (["analyze"], "not built yet"),
         (["suites", "show", "nope"], "unknown suite"),
     ],
 )
