@@ -211,10 +211,15 @@ def _compbench_prompts(suite: Suite, world: str, split: str | None, prompts_dir:
     from irisbench.protocols import compbench as cb
 
     items = []
+    spatial_set, action_set = cb.load_complex_subsets(prompts_dir)
     for category in cb.MEAN_OF_6:
         path = Path(prompts_dir) / cb.category_file(category)
         for prompt in cb.load_prompt_file(path):
-            items.append({"tag": category, "prompt": prompt, "rule_prompt": prompt})
+            item = {"tag": category, "prompt": prompt, "rule_prompt": prompt}
+            if category == "complex":  # which 3-in-1 formula applies (T2I-CompBench's subset files)
+                key = cb.normalise_complex_prompt(prompt)
+                item["complex_kind"] = "spatial" if key in spatial_set else "action" if key in action_set else "other"
+            items.append(item)
     return items, {"source": src.generator, "folder": str(prompts_dir), "split": split}
 
 
