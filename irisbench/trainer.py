@@ -185,8 +185,7 @@ class GRPOTrainer:
         else:
             self.policy = self._policy if self._policy is not None else load_policy(cfg.policy, cfg.model)
         self.world = self.policy.world
-        suite = load_suite(cfg.suite)
-        self.items, self.prompt_prov = resolve_prompts(suite, self.world, cfg.split, cfg.prompts_file, training=True)
+        self.items, self.prompt_prov = self._training_prompts(load_suite(cfg.suite), resolve_prompts)
         self.reward = build_reward(cfg.reward, weights=cfg.reward_weights, options=cfg.reward_options or None)
         self.context: dict[str, Any] = {}
         if self.world == "shapes":
@@ -212,6 +211,29 @@ class GRPOTrainer:
         if ckpts:
             self._restore(ckpts[-1][1])
         (self.out / METRICS_DIR).mkdir(exist_ok=True)
+
+    def _training_prompts(self, suite: Any, resolve_prompts: Any) -> tuple[list[dict], dict[str, Any]]:
+        """The shapes world's train split, or the user's prompt file (required for open-world models).
+
+        A ``.txt`` file holds one prompt per line (as T2I-R1's training mix); anything else is read as
+        GenEval-format metadata.
+        """
+        from irisbench.train_config import ConfigError
+
+        file = self.cfg.prompts_file
+        if self.world == "open" and not file:
+            raise ConfigError("training an open-world policy needs prompts_file=PATH: a .txt file with one prompt "
+                              "per line or GenEval-format metadata (evaluation prompts are never trained on)")
+        if file and str(file).endswith(".txt"):
+            path = Path(file)
+            if not path.is_file():
+                raise ConfigError(f"prompts_file: {path} does not exist")
+            lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines()]
+            items = [{"tag": "prompt", "prompt": x} for x in lines if x]
+            if not items:
+                raise ConfigError(f"prompts_file: {path} holds no prompts")
+            return items, {"source": "file", "file": str(path), "n_prompts": len(items)}
+        return resolve_prompts(suite, self.world, self.cfg.split, file, training=True)
 
     def _load_reference(self) -> Any:
         from irisbench.policies import load_policy
@@ -289,7 +311,8 @@ class GRPOTrainer:
             return out["logp"]
         w = float(rollout.settings.get("cfg", 1.0))
         guided = out["image_logits_uncond"] + w * (out["image_logits"] - out["image_logits_uncond"])
-        img_lp = torch.log_softmax(guided, -1).gather(-1, out["tokens"].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        idx = out["tokens"].clamp(0, guided.shape[-1] - 1)  # only image positions are kept below
+        img_lp = torch.log_softmax(guided, -1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
         return torch.where(out["modality"] == IMAGE, img_lp, out["logp"])
 
     def _rewards(self, part: Rollout, out: dict[str, Any], metas: list[dict], step: int) -> tuple[Any, dict]:
@@ -300,11 +323,12 @@ class GRPOTrainer:
 
         stat = part
         if self.cfg.sc_source == "teacher-forced":
-            stat = _with_stats(part, out["self_certainty"].detach().numpy(), out["entropy"].detach().numpy())
+            stat = _with_stats(part, out["self_certainty"].detach().cpu().numpy(),
+                               out["entropy"].detach().cpu().numpy())
         elif self.cfg.sc_source == "second-pass":  # IRIS's code: one more forward just for the reward
             with torch.no_grad():
                 again = self.policy.token_logits(part)
-            stat = _with_stats(part, again["self_certainty"].numpy(), again["entropy"].numpy())
+            stat = _with_stats(part, again["self_certainty"].cpu().numpy(), again["entropy"].cpu().numpy())
         try:
             total, terms = self.reward.evaluate(stat, {**self.context, "metadata": metas})
         except NonFiniteRewardError as e:

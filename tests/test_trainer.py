@@ -246,3 +246,30 @@ def test_cli_train_runs_and_resumes(tiny_policy_dir: Path, tmp_path: Path) -> No
     assert saved["num_generations"] == 2 and saved["reward"] == "nsc"
     result = runner.invoke(app, [*args[:-4], "--set", "num_generations=4", "--set", "eval_every=0"])
     assert result.exit_code != 0 and "num_generations" in result.output
+
+
+@pytest.mark.parametrize("logp_source", ["conditional", "guided"])
+def test_grpo_drives_a_tiny_janus(tmp_path: Path, logp_source: str) -> None:
+    """The same trainer drives Janus-Pro (open world): a tiny random Janus, one step, frozen image parts."""
+    import torch
+
+    from janus_tiny import build_tiny_janus
+
+    torch.set_num_threads(1)
+    folder = build_tiny_janus(tmp_path / "janus")
+    prompts = tmp_path / "train_prompts.txt"
+    prompts.write_text("a red apple on a table\ntwo cats\n")
+    with pytest.raises(ConfigError, match="prompts_file"):
+        GRPOTrainer(resolve_config("janus-pro-1b-iris", [f"model={folder}"]), tmp_path / "x", progress=False).train()
+    cfg = resolve_config("janus-pro-1b-iris", [f"model={folder}", f"prompts_file={prompts}", "steps=1", "prompts_per_step=1", "num_generations=2",
+                                               "gradient_accumulation_steps=1", "checkpoint_every=1", "cfg=2.0",
+                                               f"logp_source={logp_source}", "lr=1e-3", "num_threads=1"])
+    trainer = GRPOTrainer(cfg, tmp_path / "run", progress=False)
+    trainer.train()
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 1 and np.isfinite(rows[0]["loss"]) and rows[0]["sc_image"] > 0
+    frozen = [n for n, p in trainer.policy.model.named_parameters() if not p.requires_grad]
+    assert any("vqmodel" in n for n in frozen) and any("generation_head" in n for n in frozen)
+    assert all(p.grad is None for n, p in trainer.policy.model.named_parameters() if not p.requires_grad)
+    # resuming finds the Janus checkpoint by its config and has nothing left to do
+    assert GRPOTrainer(cfg, tmp_path / "run", progress=False).train().name == "step-1"

@@ -16,7 +16,7 @@ def load_policy(name: str, model: str | None = None, **kwargs: Any) -> Any:
     A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``.
     """
     if name not in POLICIES and Path(name).is_dir():
-        name, model = "shapes-lm", name
+        name, model = _kind_of_folder(Path(name)), name
     factory = POLICIES.load(name)  # unknown names raise with did-you-mean
     if name in NEEDS_MODEL:
         if not model:
@@ -25,3 +25,17 @@ def load_policy(name: str, model: str | None = None, **kwargs: Any) -> Any:
     if model:
         raise ValueError(f"policy {name!r} takes no --model (got {model!r})")
     return factory(**kwargs)
+
+
+def _kind_of_folder(path: Path) -> str:
+    """Which policy a checkpoint folder holds: a Janus model (config.json model_type) or a shapes LM."""
+    import json
+
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "janus":
+                return "janus-pro"
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    return "shapes-lm"

@@ -1,0 +1,775 @@
+"""Janus-Pro (transformers' ``JanusForConditionalGeneration``) as an irisbench policy.
+
+One rollout row = an optional semantic chain of thought (CoT, text tokens drawn from ``lm_head``),
+then 576 image tokens drawn with classifier-free guidance (CFG) from ``generation_head``, decoded by
+the VQ model. Both loops are the project's own KV-cached loops, because transformers' image-mode
+``generate`` returns no per-step logits (DEPENDENCIES.md §2); they record, per drawn token, the
+log-prob, self-certainty ``logsumexp(z) - mean(z)`` and entropy of the raw (temperature 1) logits in
+fp32. ``token_logits`` recomputes the conditional logits teacher-forced and differentiably for GRPO.
+
+Prompt format, as found in the official code (deepseek-ai/Janus ``conversation.py``, template
+"deepseek", and ``apply_sft_template_for_multi_turn_prompts``; the same string is produced by the
+chat template that transformers' ``convert_janus_weights_to_hf.py`` ships):
+
+- ``[system + "\\n\\n"]<|User|>: {content.strip()}\\n\\n<|Assistant|>:`` — roles ``<|User|>`` and
+  ``<|Assistant|>``, one space after ``<|User|>:``, none after ``<|Assistant|>:``; the whole string is
+  stripped; BOS first (the official tokenizer adds it; ``JanusPolicy.encode`` prepends it explicitly).
+  No system prompt for image generation.
+- image generation appends ``<begin_of_image>`` right after ``<|Assistant|>:`` (no space).
+- CoT (T2I-R1 / IRIS ``grpo_trainer_ir.py`` and ``reason_inference.py``): system prompt
+  ``COT_SYSTEM_PROMPT``, user content ``COT_PROMPT.format(prompt)``; the CoT is decoded with
+  ``skip_special_tokens=True`` and the image prompt becomes ``f"{prompt}. {cot}"`` in the same template
+  (no system prompt). ``COT_PROMPT`` is T2I-R1's ``reasoning_prompt.txt`` as quoted verbatim by
+  VLMEvalKit's T2I-R1 wrapper (the file itself is not in the public index searched here).
+
+Where this departs from the official code (sampling settings are recorded in ``Rollout.settings``):
+
+- Unconditional CFG rows follow transformers, not T2I-R1: every prompt token except BOS and BOI
+  replaced by PAD, with the conditional row's (left-padded) attention mask. T2I-R1 right-pads its
+  batch and overwrites columns ``1:-1`` (so its BOI follows the padding).
+- Position ids come from the attention mask's cumulative sum (left padding), in the loops and in
+  ``token_logits``; transformers' image ``generate`` uses plain ``arange``. RoPE is relative, so the
+  two agree up to float rounding, and this way a row's numbers do not depend on its batch.
+- Every row draws from its own ``torch.Generator`` seeded from the row seed, and a row whose CoT has
+  ended draws nothing more, so a sample does not depend on batch composition or on ``batch_size`` (the
+  official code uses the global RNG).
+- CFG mixing is done in fp32 (transformers mixes in the model dtype).
+- CoT sampling defaults to temperature 1 and top-k 50: the transformers 4.x ``GenerationConfig``
+  defaults that T2I-R1's ``language_model.generate(do_sample=True)`` ran with (Janus-Pro ships no
+  generation_config.json). Image tokens use no top-k by default, as the official code.
+- Pixels: ``floor(clip((x + 1) / 2 * 255, 0, 255))`` as the official code (truncation, not rounding).
+- The image loop uses a static KV cache (length known), the CoT loop a dynamic one (stops at EOS).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, check_sampling_args, row_seeds
+
+if TYPE_CHECKING:  # heavy imports stay out of module import
+    import torch
+
+USER_ROLE = "<|User|>"
+ASSISTANT_ROLE = "<|Assistant|>"
+COT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that receives an image prompt and generate a visualization of the prompt."
+)
+COT_PROMPT = (
+    'You are asked to generate an image based on this prompt: "{}"\n'
+    "Provide a brief, precise visualization of all elements in the prompt. Your description should:\n"
+    "1. Include every object mentioned in the prompt\n"
+    "2. Specify visual attributes (color, number, shape, texture) if specified in the prompt\n"
+    "3. Clarify relationships (e.g., spatial) between objects if specified in the prompt\n"
+    "4. Be concise (50 words or less)\n"
+    "5. Focus only on what's explicitly stated in the prompt\n"
+    "6. Do not elaborate beyond the attributes or relationships specified in the prompt\n"
+    "Do not miss objects. Output your visualization directly without explanation: "
+)
+DEFAULT_COT_MAX_NEW_TOKENS = 512  # T2I-R1 / IRIS inference; their training used up to 1024
+REQUIRED_FILES = ("config.json", "tokenizer_config.json")
+# T2I-R1 freezes names starting with vision_model / aligner / gen (gen_vision_model, gen_aligner, gen_head,
+# gen_embed); in transformers' names those are:
+RL_FROZEN_PATTERNS = ("vision_model", "aligner", "vqmodel", "generation_")
+
+
+class JanusCheckpointError(ValueError):
+    """A Janus checkpoint folder is missing, incomplete or in the wrong format."""
+
+
+# ----------------------------------------------------------------------------------------- prompts
+
+
+def chat_prompt(content: str, system_prompt: str = "") -> str:
+    """One user turn in Janus-Pro's "deepseek" format, ending with ``<|Assistant|>:``."""
+    head = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{head}{USER_ROLE}: {content.strip()}\n\n{ASSISTANT_ROLE}:".strip()
+
+
+def cot_request(prompt: str) -> str:
+    """The semantic-CoT request (T2I-R1's reasoning prompt with its system prompt)."""
+    return chat_prompt(COT_PROMPT.format(prompt), COT_SYSTEM_PROMPT)
+
+
+def image_request(prompt: str, cot: str | None = None) -> str:
+    """The image-generation prompt (without ``<begin_of_image>``): ``prompt`` or ``f"{prompt}. {cot}"``."""
+    return chat_prompt(prompt if cot is None else f"{prompt}. {cot}")
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _pick(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    generators: Sequence[torch.Generator],
+    active: Sequence[bool] | None = None,
+) -> torch.Tensor:
+    """Draw one token per row from ``softmax(top_k(logits / temperature))``; ``top_k=1`` is argmax.
+
+    Each row draws from its own generator, and only while ``active`` (a finished row must not consume
+    random numbers, or its next draws would depend on how long the other rows of its batch run).
+    Inactive rows get token 0.
+    """
+    import torch
+
+    if top_k == 1:
+        return logits.argmax(dim=-1)
+    z = logits.float() / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = torch.topk(z, top_k, dim=-1).values[..., -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    probs = torch.softmax(z, dim=-1)
+    out = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    for r, g in enumerate(generators):
+        if active is None or active[r]:
+            out[r] = torch.multinomial(probs[r], 1, generator=g)[0]
+    return out
+
+
+@dataclass
+class LoopOutput:
+    """What a sampling loop returns: tokens and their statistics, (B, T) tensors on the CPU.
+
+    ``mask`` marks drawn tokens (text rows stop after EOS). ``logits`` (kept on request only): the
+    conditional logits per step, and for the image loop ``uncond_logits`` (None when cfg == 1).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    logp: torch.Tensor
+    self_certainty: torch.Tensor
+    entropy: torch.Tensor
+    logits: torch.Tensor | None = None
+    uncond_logits: torch.Tensor | None = None
+
+
+def sample_text(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    generators: Sequence[torch.Generator],
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    keep_logits: bool = False,
+) -> LoopOutput:
+    """KV-cached text sampling with ``lm_head`` until EOS (included) or ``max_new_tokens``."""
+    import torch
+
+    from irisbench.uncertainty import token_stats
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+    device = model.lm_head.weight.device
+    lm = model.model.language_model
+    ids, mask = _left_pad(prompt_ids, pad_id, device)
+    pos = _positions(mask)
+    embeds = model.get_input_embeddings()(ids)
+    b = ids.shape[0]
+    active = torch.ones(b, dtype=torch.bool, device=device)
+    cache = None
+    steps: list[tuple[torch.Tensor, ...]] = []
+    kept: list[torch.Tensor] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                     use_cache=True)
+            cache = out.past_key_values
+            z = model.lm_head(out.last_hidden_state[:, -1, :]).float()
+            tok = _pick(z, temperature, top_k, generators, active.tolist())
+            tok = torch.where(active, tok, torch.full_like(tok, pad_id))
+            steps.append((tok, active.clone(), *token_stats(z, tok)))
+            if keep_logits:
+                kept.append(z.cpu())
+            active = active & (tok != eos_id)
+            if not bool(active.any()):
+                break
+            embeds = model.get_input_embeddings()(tok.unsqueeze(-1))
+            mask = torch.cat([mask, active.long().unsqueeze(-1)], dim=-1)
+            pos = pos[:, -1:] + 1
+    tok, act, logp, sc, ent = (torch.stack([s[i] for s in steps], dim=1).cpu() for i in range(5))
+    return LoopOutput(tok, act, logp, sc, ent, torch.stack(kept, dim=1) if keep_logits else None)
+
+
+def sample_image_tokens(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    generators: Sequence[torch.Generator],
+    *,
+    num_tokens: int,
+    cfg: float,
+    bos_id: int,
+    boi_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    stats_source: str = "conditional",
+    keep_logits: bool = False,
+) -> LoopOutput:
+    """Static-KV-cached CFG image-token sampling: ``uncond + cfg * (cond - uncond)`` from ``generation_head``.
+
+    ``prompt_ids`` rows end with ``<begin_of_image>``. The conditional and unconditional rows run in one
+    batch ([cond; uncond], as transformers); with ``cfg == 1`` the unconditional rows are skipped.
+    """
+    import torch
+    from transformers import StaticCache
+
+    from irisbench.uncertainty import token_stats
+
+    if num_tokens < 1:
+        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+    if stats_source not in STATS_SOURCES:
+        raise ValueError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
+
+    device = model.lm_head.weight.device
+    lm = model.model.language_model
+    head = model.model.generation_head
+    ids, mask = _left_pad(prompt_ids, pad_id, device)
+    b = ids.shape[0]
+    guided = cfg != 1.0
+    if guided:
+        keep = (ids == bos_id) | (ids == boi_id)
+        ids = torch.cat([ids, torch.where(keep, ids, torch.full_like(ids, pad_id))])
+        mask = torch.cat([mask, mask])
+    pos = _positions(mask)
+    embeds = model.get_input_embeddings()(ids)
+    # the length is known: a static cache avoids re-copying the keys and values at every step
+    cache = StaticCache(config=model.config.text_config, max_cache_len=ids.shape[1] + num_tokens)
+    steps: list[tuple[torch.Tensor, ...]] = []
+    kept_c: list[torch.Tensor] = []
+    kept_u: list[torch.Tensor] = []
+    with torch.no_grad():
+        for step in range(num_tokens):
+            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                     use_cache=True)
+            cache = out.past_key_values
+            z = head(out.last_hidden_state[:, -1, :]).float()
+            if guided:
+                cond, uncond = z[:b], z[b:]
+                mixed = uncond + cfg * (cond - uncond)
+            else:
+                cond, uncond, mixed = z, None, z
+            tok = _pick(mixed, temperature, top_k, generators)
+            steps.append((tok, *token_stats(cond if stats_source == "conditional" else mixed, tok)))
+            if keep_logits:
+                kept_c.append(cond.cpu())
+                if uncond is not None:
+                    kept_u.append(uncond.cpu())
+            if step == num_tokens - 1:
+                break
+            nxt = torch.cat([tok, tok]) if guided else tok
+            embeds = model.prepare_embeddings_for_image_generation(nxt.unsqueeze(-1))
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            pos = pos[:, -1:] + 1
+    tok, logp, sc, ent = (torch.stack([s[i] for s in steps], dim=1).cpu() for i in range(4))
+    return LoopOutput(
+        tok,
+        torch.ones_like(tok, dtype=torch.bool),
+        logp,
+        sc,
+        ent,
+        torch.stack(kept_c, dim=1) if keep_logits else None,
+        torch.stack(kept_u, dim=1) if keep_logits and kept_u else None,
+    )
+
+
+def tokens_to_pixels(model: Any, tokens: torch.Tensor, chunk: int = 8) -> list[np.ndarray]:
+    """Decode image tokens (B, N) with the VQ model into uint8 (H, W, 3) arrays (official truncation)."""
+    import torch
+
+    device = model.lm_head.weight.device
+    images: list[np.ndarray] = []
+    with torch.no_grad():
+        for start in range(0, tokens.shape[0], chunk):
+            pix = model.decode_image_tokens(tokens[start:start + chunk].to(device)).float().cpu().numpy()
+            pix = np.clip((pix + 1.0) / 2.0 * 255.0, 0.0, 255.0).astype(np.uint8)
+            images.extend(list(pix))
+    return images
+
+
+def _lay_out_tokens(rollout: Rollout, parts: Sequence[tuple[LoopOutput | None, LoopOutput]]) -> None:
+    """Fill a rollout's token arrays: per row its CoT tokens (TEXT), then its image tokens (IMAGE).
+
+    ``parts``: per chunk of rows, the text loop's output (None without CoT) and the image loop's output.
+    Rows are left-aligned and right-padded; ``extras["text_lengths"]`` records each row's CoT length.
+    """
+    rows: list[list[np.ndarray]] = []  # per row: tokens, modality, logp, self-certainty, entropy
+    lengths: list[int] = []
+    for text, image in parts:
+        for r in range(image.tokens.shape[0]):
+            pieces = [p for p in (text, image) if p is not None]
+            row = [np.concatenate([getattr(p, f)[r][p.mask[r]].numpy() for p in pieces])
+                   for f in ("tokens", "logp", "self_certainty", "entropy")]
+            lengths.append(int(text.mask[r].sum()) if text is not None else 0)
+            modality = np.full(len(row[0]), IMAGE)
+            modality[:lengths[-1]] = TEXT
+            rows.append([row[0], modality, *row[1:]])
+    b, width = len(rows), max(len(row[0]) for row in rows)
+    dtypes = (np.int64, np.int8, np.float32, np.float32, np.float32)
+    arrays = [np.zeros((b, width), dtype=d) for d in dtypes]
+    mask = np.zeros((b, width), dtype=bool)
+    for r, row in enumerate(rows):
+        for array, values in zip(arrays, row, strict=True):
+            array[r, :len(values)] = values
+        mask[r, :len(row[0])] = True
+    rollout.tokens, rollout.modality, rollout.logp, rollout.self_certainty, rollout.entropy = arrays
+    rollout.token_mask = mask
+    rollout.extras["text_lengths"] = lengths
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def resolve_checkpoint(model_id_or_path: str | Path) -> Path:
+    """A local Janus folder in transformers format with safetensors weights, or a clear error.
+
+    A hub id is accepted only when it is already in the local Hugging Face cache: nothing is downloaded.
+    """
+    path = Path(model_id_or_path).expanduser()
+    if not path.is_dir():
+        name = str(model_id_or_path)
+        if name.count("/") == 1 and not path.exists():
+            try:
+                from huggingface_hub import snapshot_download
+
+                path = Path(snapshot_download(name, local_files_only=True))
+            except Exception as err:  # any failure means "not available offline"
+                raise JanusCheckpointError(
+                    f"{name}: not a local folder and not in the local Hugging Face cache; nothing is "
+                    f"downloaded here. Fetch it first, e.g. `hf download {name} --local-dir <folder>`, "
+                    f"and pass the folder ({type(err).__name__})."
+                ) from err
+        else:
+            raise JanusCheckpointError(f"{path}: no such checkpoint folder")
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if not (path / "processor_config.json").is_file() and not (path / "preprocessor_config.json").is_file():
+        missing.append("processor_config.json (or preprocessor_config.json)")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+        missing.append("tokenizer.json (or tokenizer.model)")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as err:
+            raise JanusCheckpointError(f"{index}: unreadable safetensors index ({err})") from err
+        missing += [f"{s} (listed in model.safetensors.index.json)" for s in shards if not (path / s).is_file()]
+    elif not (path / "model.safetensors").is_file():
+        hint = ""
+        if (path / "pytorch_model.bin").is_file() or (path / "pytorch_model.bin.index.json").is_file():
+            hint = (" (this folder holds pytorch_model.bin: only safetensors are loaded. The original "
+                    "deepseek-ai/Janus-Pro-* layout needs transformers' convert_janus_weights_to_hf.py; "
+                    "deepseek-community/Janus-Pro-1B is already converted)")
+        missing.append("model.safetensors (or model.safetensors.index.json)" + hint)
+    if missing:
+        raise JanusCheckpointError(f"{path}: incomplete Janus checkpoint, missing " + "; ".join(missing))
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise JanusCheckpointError(f"{path / 'config.json'}: not a JSON object ({err})") from err
+    if model_type != "janus":
+        hint = (" (DeepSeek's remote-code layout: convert it with transformers' convert_janus_weights_to_hf.py)"
+                if model_type == "multi_modality" else "")
+        raise JanusCheckpointError(
+            f"{path / 'config.json'}: field model_type is {model_type!r}, expected 'janus', a transformers-format "
+            f"Janus checkpoint such as deepseek-community/Janus-Pro-1B{hint}"
+        )
+    return path
+
+
+def _dtype(dtype: Any, device: str) -> torch.dtype:
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
+        value = getattr(torch, name, None)
+        if not isinstance(value, torch.dtype):
+            raise ValueError(f"dtype: unknown torch dtype {dtype!r}")
+        return value
+    return dtype
+
+
+def freeze_for_rl(model: Any) -> int:
+    """Freeze what IRIS / T2I-R1 keep frozen; return the number of trainable parameters.
+
+    Frozen (parameter names containing one of ``RL_FROZEN_PATTERNS``, usable as the trainer's ``freeze``
+    setting): the understanding vision tower and its aligner, the VQ model, the image-token embeddings, the
+    generation aligner and the image head. Trainable: the language model and ``lm_head``.
+    """
+    for name, param in model.named_parameters():
+        if any(pattern in name for pattern in RL_FROZEN_PATTERNS):
+            param.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------- policy
+
+
+class JanusPolicy:
+    """Janus-Pro through transformers: semantic CoT, then CFG image tokens; see the module docstring."""
+
+    name = "janus-pro"
+    world = "open"
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        checkpoint: str = "",
+        cot: bool = True,
+        cfg: float = 5.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        cot_max_new_tokens: int = DEFAULT_COT_MAX_NEW_TOKENS,
+        cot_temperature: float = 1.0,
+        cot_top_k: int | None = 50,
+        stats_source: str = "conditional",
+        batch_size: int = 16,
+    ) -> None:
+        check_sampling_args(1, cfg, temperature, top_k)
+        check_sampling_args(1, None, cot_temperature, cot_top_k)
+        if stats_source not in STATS_SOURCES:
+            raise ValueError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
+        if cot_max_new_tokens < 1:
+            raise ValueError(f"cot_max_new_tokens must be >= 1, got {cot_max_new_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
+        self.checkpoint = checkpoint
+        self.cot, self.cfg, self.temperature, self.top_k = cot, float(cfg), float(temperature), top_k
+        self.cot_max_new_tokens, self.cot_temperature, self.cot_top_k = cot_max_new_tokens, cot_temperature, cot_top_k
+        self.stats_source, self.batch_size = stats_source, batch_size
+        gen = model.generation_config
+        tok = self.tokenizer
+        self.bos_id = _first_int(getattr(gen, "bos_token_id", None), tok.bos_token_id, "bos_token_id")
+        self.pad_id = _first_int(getattr(gen, "pad_token_id", None), tok.pad_token_id, "pad_token_id")
+        self.eos_id = _first_int(tok.eos_token_id, getattr(gen, "eos_token_id", None), "eos_token_id")
+        boi = getattr(tok, "boi_token", None) or "<begin_of_image>"
+        boi_id = tok.convert_tokens_to_ids(boi)
+        if boi_id is None or boi_id == tok.unk_token_id:
+            raise JanusCheckpointError(f"{checkpoint or 'tokenizer'}: tokenizer has no {boi!r} token")
+        self.boi_id = int(boi_id)
+        self.num_image_tokens = int(model.config.vision_config.num_image_tokens)
+        grid = math.isqrt(self.num_image_tokens)
+        if grid * grid != self.num_image_tokens:
+            raise JanusCheckpointError(f"{checkpoint}: config.json vision_config.num_image_tokens "
+                                       f"{self.num_image_tokens} is not a square grid")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id_or_path: str | Path,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        cot: bool = True,
+        cfg: float = 5.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        cot_max_new_tokens: int = DEFAULT_COT_MAX_NEW_TOKENS,
+        stats_source: str = "conditional",
+        **kwargs: Any,
+    ) -> JanusPolicy:
+        """Load a transformers-format Janus folder (safetensors only, no remote code).
+
+        ``device`` defaults to CUDA when available; ``dtype`` to bf16 on CUDA and fp32 on the CPU.
+        Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``) go to the constructor.
+        """
+        import torch
+        from transformers import JanusForConditionalGeneration, JanusProcessor
+
+        path = resolve_checkpoint(model_id_or_path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = JanusForConditionalGeneration.from_pretrained(
+            path, dtype=_dtype(dtype, device), use_safetensors=True, trust_remote_code=False
+        )
+        model = model.to(device).eval()
+        processor = JanusProcessor.from_pretrained(path, trust_remote_code=False)
+        return cls(model, processor, checkpoint=str(path), cot=cot, cfg=cfg, temperature=temperature,
+                   top_k=top_k, cot_max_new_tokens=cot_max_new_tokens, stats_source=stats_source, **kwargs)
+
+    # -------------------------------------------------------------------------------- helpers
+
+    @property
+    def device(self) -> Any:
+        return self.model.lm_head.weight.device
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a formatted prompt with BOS prepended (the tokenizer's own BOS rule not used)."""
+        return [self.bos_id] + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
+        import torch
+
+        gens = []
+        for s in seeds:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF)
+            gens.append(g)
+        return gens
+
+    # --------------------------------------------------------------------------------- sample
+
+    def sample(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        seed: int | Sequence[int] = 0,
+        *,
+        cfg: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+    ) -> Rollout:
+        """Draw ``n`` rollouts per prompt: CoT (if enabled), image tokens with CFG, decoded images."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError("prompts must be a sequence of non-empty strings")
+        check_sampling_args(n, cfg, temperature, top_k)
+        cfg = self.cfg if cfg is None else float(cfg)
+        temperature = self.temperature if temperature is None else float(temperature)
+        top_k = self.top_k if top_k is None else top_k
+        seeds = row_seeds(len(prompts), n, seed)
+        rows = [p for p in prompts for _ in range(n)]
+        parts: list[tuple[LoopOutput | None, LoopOutput]] = []
+        images: list[np.ndarray] = []
+        plans: list[str] = []
+        cot_ids: list[list[int]] = []
+        img_ids: list[list[int]] = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            gens = self._generators(seeds[start:start + self.batch_size])
+            cots: list[str | None] = [None] * len(chunk)
+            text = None
+            if self.cot:
+                req = [self.encode(cot_request(p)) for p in chunk]
+                text = sample_text(self.model, req, gens, max_new_tokens=self.cot_max_new_tokens,
+                                   eos_id=self.eos_id, pad_id=self.pad_id, temperature=self.cot_temperature,
+                                   top_k=self.cot_top_k)
+                cots = [self.tokenizer.decode(text.tokens[r][text.mask[r]].tolist(), skip_special_tokens=True)
+                        for r in range(len(chunk))]
+                cot_ids.extend(req)
+            else:
+                cot_ids.extend([] for _ in chunk)
+            req = [self.encode(image_request(p, c)) + [self.boi_id] for p, c in zip(chunk, cots, strict=True)]
+            image = sample_image_tokens(self.model, req, gens, num_tokens=self.num_image_tokens, cfg=cfg,
+                                        bos_id=self.bos_id, boi_id=self.boi_id, pad_id=self.pad_id,
+                                        temperature=temperature, top_k=top_k, stats_source=self.stats_source)
+            img_ids.extend(req)
+            parts.append((text, image))
+            images.extend(tokens_to_pixels(self.model, image.tokens))
+            plans.extend((c or "").strip() for c in cots)
+        rollout = Rollout(
+            prompts=rows, seeds=seeds, images=images, plans=plans,
+            settings={"policy": self.name, "cfg": cfg, "temperature": temperature, "top_k": top_k,
+                      "stats_source": self.stats_source, "stats_temperature": 1.0, "cot": self.cot,
+                      "cot_max_new_tokens": self.cot_max_new_tokens, "cot_temperature": self.cot_temperature,
+                      "cot_top_k": self.cot_top_k},
+            extras={"cot_prompt_ids": cot_ids, "image_prompt_ids": img_ids, "num_image_tokens": self.num_image_tokens},
+        )
+        _lay_out_tokens(rollout, parts)
+        return rollout
+
+    # --------------------------------------------------------------------------- token_logits
+
+    def token_logits(
+        self, rollout: Rollout, *, uncond: bool = False, parts: Sequence[str] = ("text", "image")
+    ) -> dict[str, Any]:
+        """Teacher-forced, differentiable conditional-branch logits of a rollout's tokens.
+
+        Per part: ``text`` (B, Lmax, V_text) from ``lm_head`` on the CoT request + CoT tokens and ``image``
+        (B, N, V_image) from ``generation_head`` on the image prompt + image tokens, each with ``*_mask``
+        (bool) and ``*_tokens`` (long) aligned to it (text token j of row r is ``text[r, j]``). The two parts
+        are separate forward passes because the image prompt re-templates ``"{prompt}. {CoT}"`` (T2I-R1);
+        ``parts`` picks what to compute (the text logits over 102,400 entries are the large ones).
+
+        With both parts, also the trainer's per-token view, aligned with ``rollout.tokens`` (B, T): ``tokens``
+        (text ids at TEXT positions, codebook ids at IMAGE positions), ``mask``, ``modality``, and ``logp``,
+        ``self_certainty`` (raw ``logsumexp - mean``), ``entropy`` of the conditional logits (0 where
+        masked). ``uncond=True`` adds ``image_logits`` and ``image_logits_uncond`` (B, T, V_image), the latter
+        from the unconditional prompt (all but BOS/BOI padded, as the sampling loop), for CFG-guided log-probs.
+        Logits are in the model dtype; gradients flow unless the caller disables them.
+        """
+        import torch
+
+        if not parts or set(parts) - {"text", "image"}:
+            raise ValueError(f"parts must be a non-empty subset of ('text', 'image'), got {tuple(parts)}")
+        ex = rollout.extras
+        try:
+            cot_ids, img_ids = ex["cot_prompt_ids"], ex["image_prompt_ids"]
+            lengths, n_img = ex["text_lengths"], ex["num_image_tokens"]
+        except KeyError as err:
+            raise ValueError(f"rollout.extras lacks {err.args[0]!r}: not a rollout of JanusPolicy.sample") from err
+        tokens = torch.as_tensor(rollout.tokens, dtype=torch.long)
+        out: dict[str, Any] = {}
+        if "text" in parts:
+            out.update(self._text_logits(tokens, cot_ids, lengths))
+        if "image" in parts:
+            out.update(self._image_logits(tokens, img_ids, lengths, n_img))
+            if uncond:
+                keep = [[t if t in (self.bos_id, self.boi_id) else self.pad_id for t in row] for row in img_ids]
+                out["image_uncond"] = self._image_logits(tokens, keep, lengths, n_img)["image"]
+        if len(set(parts)) == 2:
+            out.update(self._per_token(rollout, out, lengths, n_img, uncond))
+        return out
+
+    def _per_token(
+        self, rollout: Rollout, out: dict[str, Any], lengths: list[int], n_img: int, uncond: bool
+    ) -> dict[str, Any]:
+        """The per-part outputs laid out like ``rollout.tokens`` (B, T); differentiable."""
+        import torch
+
+        from irisbench.uncertainty import token_stats
+
+        dev, (b, width) = self.device, rollout.tokens.shape
+
+        def lay(text: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+            full = image.new_zeros((b, width, *image.shape[2:]))
+            for r, n in enumerate(lengths):
+                if text is not None:
+                    full[r, :n] = text[r, :n]
+                full[r, n:n + n_img] = image[r]
+            return full
+
+        res: dict[str, Any] = {
+            "tokens": torch.as_tensor(rollout.tokens, dtype=torch.long, device=dev),
+            "mask": torch.as_tensor(rollout.token_mask, dtype=torch.bool, device=dev),
+            "modality": torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
+        }
+        text = token_stats(out["text"], out["text_tokens"])
+        image = token_stats(out["image"], out["image_tokens"])
+        for key, t_val, i_val in zip(("logp", "self_certainty", "entropy"), text, image, strict=True):
+            res[key] = lay(t_val, i_val)
+        if uncond:
+            res["image_logits"] = lay(None, out["image"])
+            res["image_logits_uncond"] = lay(None, out["image_uncond"])
+        return res
+
+    def _text_logits(self, tokens: torch.Tensor, cot_ids: list[list[int]], lengths: list[int]) -> dict[str, Any]:
+        import torch
+
+        dev, b = self.device, tokens.shape[0]
+        model, lm = self.model, self.model.model.language_model
+        out: dict[str, Any] = {}
+        lmax = max(lengths, default=0)
+        text_tokens = torch.zeros((b, lmax), dtype=torch.long)
+        text_mask = torch.zeros((b, lmax), dtype=torch.bool)
+        for r, length in enumerate(lengths):
+            text_tokens[r, :length] = tokens[r, :length]
+            text_mask[r, :length] = True
+        if lmax:
+            seqs = [list(cot_ids[r]) + tokens[r, :lengths[r]].tolist() for r in range(b)]
+            ids, mask = _left_pad(seqs, self.pad_id, dev)
+            hidden = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
+                        position_ids=_positions(mask)).last_hidden_state
+            s = ids.shape[1]
+            j = torch.arange(lmax, device=dev)
+            idx = torch.stack([(s - lengths[r] - 1 + j).clamp(max=s - 1) for r in range(b)])
+            picked = hidden.gather(1, idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            out["text"] = model.lm_head(picked)
+        else:
+            out["text"] = torch.zeros((b, 0, model.lm_head.out_features), device=dev)
+        out["text_tokens"], out["text_mask"] = text_tokens.to(dev), text_mask.to(dev)
+        return out
+
+    def _image_logits(
+        self, tokens: torch.Tensor, img_ids: list[list[int]], lengths: list[int], n_img: int
+    ) -> dict[str, Any]:
+        import torch
+
+        dev, b = self.device, tokens.shape[0]
+        model, lm = self.model, self.model.model.language_model
+        image_tokens = torch.stack([tokens[r, lengths[r]:lengths[r] + n_img] for r in range(b)]).to(dev)
+        ids, mask = _left_pad(img_ids, self.pad_id, dev)
+        p = ids.shape[1]
+        embeds = torch.cat([model.get_input_embeddings()(ids),
+                            model.prepare_embeddings_for_image_generation(image_tokens)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(image_tokens)], dim=1)
+        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
+        return {
+            "image": model.model.generation_head(hidden[:, p - 1:p - 1 + n_img]),
+            "image_tokens": image_tokens,
+            "image_mask": torch.ones_like(image_tokens, dtype=torch.bool),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write a folder that ``from_pretrained`` loads back: model (safetensors), generation config,
+        processor, and ``irisbench_policy.json`` (the policy name and its sampling settings)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+        meta = {"policy": self.name, "format": "transformers-janus", "sampling": self.describe()["sampling"]}
+        (path / "irisbench_policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    # ------------------------------------------------------------------------------- describe
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: checkpoint, dtype/device, sizes, sampling defaults, prompt format."""
+        import torch
+        import transformers
+
+        cfg = self.model.config
+        params = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
+        return {
+            "name": self.name,
+            "world": self.world,
+            "checkpoint": self.checkpoint,
+            "class": type(self.model).__name__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "device": str(self.device),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "parameters": int(params),
+            "text_vocab": int(self.model.lm_head.out_features),
+            "image_vocab": int(cfg.vq_config.num_embeddings),
+            "num_image_tokens": self.num_image_tokens,
+            "special_ids": {"bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id, "boi": self.boi_id},
+            "sampling": {
+                "cot": self.cot, "cfg": self.cfg, "temperature": self.temperature, "top_k": self.top_k,
+                "cot_max_new_tokens": self.cot_max_new_tokens, "cot_temperature": self.cot_temperature,
+                "cot_top_k": self.cot_top_k, "stats_source": self.stats_source, "batch_size": self.batch_size,
+            },
+            "template": {"image": image_request("{prompt}") + "<begin_of_image>", "cot": cot_request("{prompt}")},
+        }
+
+
+def _first_int(a: Any, b: Any, what: str) -> int:
+    for v in (a, b):
+        if isinstance(v, (list, tuple)) and v:
+            v = v[0]
+        if isinstance(v, int):
+            return v
+    raise JanusCheckpointError(f"neither generation_config.json nor the tokenizer defines {what}")
