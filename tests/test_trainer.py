@@ -252,7 +252,6 @@ def test_cli_train_runs_and_resumes(tiny_policy_dir: Path, tmp_path: Path) -> No
 def test_grpo_drives_a_tiny_janus(tmp_path: Path, logp_source: str) -> None:
     """The same trainer drives Janus-Pro (open world): a tiny random Janus, one step, frozen image parts."""
     import torch
-
     from janus_tiny import build_tiny_janus
 
     torch.set_num_threads(1)
@@ -261,7 +260,8 @@ def test_grpo_drives_a_tiny_janus(tmp_path: Path, logp_source: str) -> None:
     prompts.write_text("a red apple on a table\ntwo cats\n")
     with pytest.raises(ConfigError, match="prompts_file"):
         GRPOTrainer(resolve_config("janus-pro-1b-iris", [f"model={folder}"]), tmp_path / "x", progress=False).train()
-    cfg = resolve_config("janus-pro-1b-iris", [f"model={folder}", f"prompts_file={prompts}", "steps=1", "prompts_per_step=1", "num_generations=2",
+    cfg = resolve_config("janus-pro-1b-iris", [f"model={folder}", f"prompts_file={prompts}", "steps=1",
+                                               "prompts_per_step=1", "num_generations=2",
                                                "gradient_accumulation_steps=1", "checkpoint_every=1", "cfg=2.0",
                                                f"logp_source={logp_source}", "lr=1e-3", "num_threads=1"])
     trainer = GRPOTrainer(cfg, tmp_path / "run", progress=False)
