@@ -89,8 +89,8 @@ SCORERS = Registry(
               "exact detector and VQA oracle feeding the T2I-CompBench rules (shapes world)"),
         Entry("geneval-mask2former", "irisbench.scorers.geneval_real:Mask2FormerScorer",
               "Mask2Former instance segmentation + CLIP color classifier for real images (needs cached weights)"),
-        Entry("compbench-real", "irisbench.scorers.compbench_real:CompBenchScorer",
-              "BLIP-VQA, an open-vocabulary detector and CLIP feeding the T2I-CompBench rules", available=False),
+        Entry("compbench-real", "irisbench.scorers.compbench_scorer:CompBenchScorer",
+              "BLIP-VQA, OWLv2 (for UniDet) and CLIP feeding the T2I-CompBench rules (needs cached weights)"),
     ],
 )
 

@@ -122,14 +122,14 @@ def test_second_process_on_same_run_is_refused(tmp_path: Path) -> None:
     assert RunDir.open(run)
 
 
-def test_open_world_policy_without_a_built_scorer_is_refused_before_any_work(tmp_path: Path) -> None:
+def test_open_world_compbench_without_prompt_files_is_refused_before_any_work(tmp_path: Path) -> None:
     class OpenPolicy:
         name, world = "fake-open", "open"
 
         def describe(self) -> dict:
             return {"name": self.name}
 
-    with pytest.raises(EvalError, match="not built yet"):
+    with pytest.raises(ValueError, match="not shipped"):
         evaluate(EvalOptions(suite="compbench"), tmp_path / "x", policy=OpenPolicy(), progress=False)
     assert not (tmp_path / "x").exists()
 
