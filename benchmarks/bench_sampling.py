@@ -1,0 +1,160 @@
+"""Sampling and pretraining performance of the shapes-lm policy, printed as JSON.
+
+Measured in one run, on one model and one batch (default: the shipped base, 32 prompts, CFG rows on):
+
+- KV-cached sampling vs the naive baseline that recomputes the whole prefix at every step
+  (``generate(use_cache=False)``), generated tokens per second for both (plan + 64 image tokens per
+  row) and the speed-up; the two must draw identical tokens;
+- sampling with vs without the per-token statistics bookkeeping (logp, self-certainty, entropy):
+  ``generate(record_stats=False)``; best of ``--repeats`` alternating runs each;
+- peak resident memory (ru_maxrss) of a fresh process that (a) only loads the policy, (b) runs a few
+  pretraining steps of the default recipe, (c) samples 256 images.
+
+    python benchmarks/bench_sampling.py [--checkpoint DIR] [--batch 32] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPTS = [
+    "a photo of a red circle", "a photo of three squares", "a photo of a diamond left of a triangle",
+    "a photo of a blue square", "a photo of an orange diamond and a white circle", "a photo of four circles",
+    "a photo of a square below a circle", "a photo of a triangle and a square",
+]
+
+
+def _policy(checkpoint: str | None) -> Any:
+    from irisbench.policies.shapes_lm import SHIPPED_BASE, ShapesLMPolicy
+
+    path = Path(checkpoint) if checkpoint else SHIPPED_BASE
+    if (path / "model.safetensors").is_file():
+        return ShapesLMPolicy.load(path), str(path)
+    from irisbench.world.tokenizer import fit_patch_tokenizer
+
+    return ShapesLMPolicy.create(fit_patch_tokenizer(2000, 0)), "random init (default dims)"
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def child(kind: str, checkpoint: str | None, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    if kind == "load":
+        _policy(checkpoint)
+        return {"peak_rss_mb": _peak_rss_mb()}
+    if kind == "sample256":
+        policy, _ = _policy(checkpoint)
+        prompts = (PROMPTS * 32)[:256]
+        dt, r = _timed(lambda: policy.sample(prompts, n=1, seed=0))
+        return {"peak_rss_mb": _peak_rss_mb(), "images": len(r.images), "seconds": round(dt, 2),
+                "batch_size": policy.defaults.batch_size}
+    if kind == "pretrain":
+        from irisbench.policies.shapes_lm import ShapesLMPolicy
+        from irisbench.pretrain import BatchMaker, PretrainConfig, batch_loss
+        from irisbench.world.tokenizer import fit_patch_tokenizer
+
+        cfg = PretrainConfig()
+        tok = fit_patch_tokenizer(cfg.tokenizer_scenes, cfg.seed, cfg.max_codes)
+        policy = ShapesLMPolicy.create(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                                       num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size)
+        model = policy.model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        maker = BatchMaker(cfg, policy.vocab, tok)
+        times = []
+        for step in range(5):
+            t0 = time.perf_counter()
+            loss, _ = batch_loss(model, maker.tensors(step), cfg.precision)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        return {"peak_rss_mb": _peak_rss_mb(), "steps": 5, "batch_size": cfg.batch_size,
+                "precision": cfg.precision, "s_per_step_after_first": round(sum(times[1:]) / 4, 3)}
+    raise ValueError(f"unknown child kind {kind!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="shapes-lm folder (default: the shipped base)")
+    ap.add_argument("--batch", type=int, default=32, help="rows per sampling batch (CFG doubles the forward)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.checkpoint, args.threads)))
+        return
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    policy, source = _policy(args.checkpoint)
+    prompts = (PROMPTS * (args.batch // len(PROMPTS) + 1))[: args.batch]
+    kw = {"n": 1, "seed": 0, "batch_size": args.batch}
+    policy.generate(prompts[:4], **kw)  # warm-up
+
+    def n_tokens(r: Any) -> int:
+        return int(r.token_mask.sum())
+
+    t_cache, r_cache = _timed(lambda: policy.generate(prompts, **kw))
+    t_naive, r_naive = _timed(lambda: policy.generate(prompts, use_cache=False, **kw))
+    same = bool(np.array_equal(r_cache.tokens, r_naive.tokens))
+
+    on, off = [], []
+    for _ in range(args.repeats):
+        on.append(_timed(lambda: policy.generate(prompts, **kw))[0])
+        off.append(_timed(lambda: policy.generate(prompts, record_stats=False, **kw))[0])
+
+    memory = {}
+    for kind in ("load", "pretrain", "sample256"):
+        cmd = [sys.executable, __file__, "--child", kind, "--threads", str(args.threads)]
+        if args.checkpoint:
+            cmd += ["--checkpoint", args.checkpoint]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        memory[kind] = json.loads(out.strip().splitlines()[-1])
+
+    result = {
+        "model": source, "parameters": policy.num_parameters(), "threads": args.threads,
+        "batch_rows": args.batch, "cfg": policy.defaults.cfg, "image_tokens_per_row": policy.num_image_tokens,
+        "kv_cache": {
+            "cached_seconds": round(t_cache, 3), "recompute_seconds": round(t_naive, 3),
+            "cached_tokens_per_s": round(n_tokens(r_cache) / t_cache, 1),
+            "recompute_tokens_per_s": round(n_tokens(r_naive) / t_naive, 1),
+            "speedup": round(t_naive / t_cache, 2), "identical_tokens": same,
+            "generated_tokens": n_tokens(r_cache),
+        },
+        "stats_bookkeeping": {
+            "with_stats_best_s": round(min(on), 4), "without_stats_best_s": round(min(off), 4),
+            "overhead_pct": round(100 * (min(on) / min(off) - 1), 2),
+            "with_stats_all_s": [round(x, 4) for x in on], "without_stats_all_s": [round(x, 4) for x in off],
+        },
+        "peak_rss_mb": {
+            "load_only": round(memory["load"]["peak_rss_mb"], 1),
+            "pretrain_5_steps": round(memory["pretrain"]["peak_rss_mb"], 1),
+            "sample_256_images": round(memory["sample256"]["peak_rss_mb"], 1),
+        },
+        "pretrain_probe": memory["pretrain"], "sample256_probe": memory["sample256"],
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

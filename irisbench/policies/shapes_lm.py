@@ -1,0 +1,733 @@
+"""The shapes-world policy: a small unified autoregressive text-to-image LM (Chameleon/Emu3 shape).
+
+One causal LM (``transformers.LlamaForCausalLM``) holds special tokens, prompt words, plan words and
+the image tokenizer's codes in a single vocabulary and reads/writes one sequence::
+
+    cond:   [BOS] prompt words [BOP] plan words [EOP] [BOI] 64 image codes
+    uncond: [BOS] [NULL] [BOI] 64 image codes          (learned unconditional prompt, for CFG)
+
+Sampling writes the plan (conditional model only, stopping at EOP or at ``max_plan_tokens``, where
+EOP is forced), then the 64 image codes with classifier-free guidance ``u + w (c - u)``. Decoding is
+constrained: plan steps choose among the plan words + EOP, image steps among the image codes.
+Per-token statistics (log-prob of the chosen token, self-certainty ``logsumexp(z) - mean(z)`` with
+IRIS's ``+log|V|`` offset kept, entropy) are computed in fp32 over that step's *allowed* sub-vocabulary
+from the raw (temperature-1, un-truncated) logits: the conditional ones by default, the CFG-mixed ones
+with ``stats_source="guided"`` (plan tokens are never guided, so both sources agree on them).
+
+Sampling is KV-cached (``DynamicCache``), with cond and uncond rows in one batch; prompts are
+left-padded and every row carries explicit position ids, so padding never changes a row's positions.
+Plan lengths differ per row: rows that finished feed masked-out padding until all rows are done, then
+the image phase re-prefills ``prefix + plan + [BOI]`` (left-padded, cond and uncond rows together)
+so the 64 image steps run in lockstep. Every row's randomness comes from its own seed: 64 image
+uniforms then ``max_plan_tokens`` plan uniforms are pre-drawn from a per-row ``torch.Generator`` and
+tokens are drawn by inverse CDF, so a sample does not depend on the batch it is in, up to float
+round-off of batched matmuls (a token can flip only if its uniform lands within ~1e-6 of a CDF step).
+
+Departures from IRIS / Janus-Pro: the "CoT" is the world's fixed-grammar plan, not free text; the
+uncond row is ``[BOS] [NULL] [BOI]`` (a learned null token, no plan) rather than BOS/BOI with padding
+in between; the statistics come from the sampling loop's own logits (no second pass) and over the
+allowed sub-vocabulary (so |V| is the plan vocabulary or the codebook, not the whole LM vocabulary).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, check_sampling_args, row_seeds
+from irisbench.world.prompts import UnknownWordsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from irisbench.world.tokenizer import PatchTokenizer
+
+FORMAT = "irisbench.shapes-lm"
+FORMAT_VERSION = 1
+POLICY_FILE = "irisbench_policy.json"
+TOKENIZER_FILE = "image_tokenizer.safetensors"
+MODEL_FILES = ("config.json", "model.safetensors")
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<null>", "<bop>", "<eop>", "<boi>", "<eoi>")
+SHIPPED_BASE = Path(__file__).resolve().parents[1] / "assets" / "shapes-base"
+MAX_POSITIONS = 128  # 1 + 10 prompt words + 1 + 32 plan tokens + 1 + 64 codes = 109 at most
+
+
+class ShapesCheckpointError(ValueError):
+    """A shapes-lm checkpoint folder that is missing a file or whose parts do not fit together."""
+
+
+class UnknownTokensError(UnknownWordsError):
+    """Text with words outside the policy's vocabulary (``.words`` lists them, so does the message)."""
+
+    def __init__(self, kind: str, text: str, words: Sequence[str]) -> None:
+        ValueError.__init__(self, f"{kind} {text!r} has words outside the shapes-lm vocabulary: "
+                            f"{', '.join(words)}")
+        self.words = tuple(words)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Settings used when ``sample`` is called without them (stored in the checkpoint)."""
+
+    cfg: float = 3.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    stats_source: str = "conditional"
+    max_plan_tokens: int = 32  # EOP included; a 5-object plan has 29 words
+    batch_size: int = 64  # rows per forward (x2 with CFG); does not change results
+
+    def check(self) -> None:
+        check_sampling_args(1, self.cfg, self.temperature, self.top_k)
+        if self.stats_source not in STATS_SOURCES:
+            raise ValueError(f"stats_source must be one of {STATS_SOURCES}, got {self.stats_source!r}")
+        if not isinstance(self.max_plan_tokens, int) or self.max_plan_tokens < 1:
+            raise ValueError(f"max_plan_tokens must be an int >= 1, got {self.max_plan_tokens!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+
+
+class ShapesVocab:
+    """Token ids: specials, then words (prompt words, then plan-only words), then image codes.
+
+    ``text_ids`` (the plan's allowed sub-vocabulary) are the plan words followed by EOP; image code
+    ``k`` is token ``image_offset + k``.
+    """
+
+    def __init__(self, prompt_words: Sequence[str], plan_words: Sequence[str], codebook_size: int) -> None:
+        self.prompt_words = tuple(prompt_words)
+        self.plan_words = tuple(plan_words)
+        for kind, ws in (("prompt", self.prompt_words), ("plan", self.plan_words)):
+            if len(set(ws)) != len(ws) or not all(isinstance(w, str) and w and " " not in w for w in ws):
+                raise ValueError(f"{kind} words must be distinct non-empty single words, got {ws}")
+        if codebook_size < 1:
+            raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
+        self.words = tuple(dict.fromkeys(self.prompt_words + self.plan_words))
+        self.codebook_size = int(codebook_size)
+        self.special = {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+        self.word_offset = len(SPECIAL_TOKENS)
+        self._word_id = {w: self.word_offset + i for i, w in enumerate(self.words)}
+        self.image_offset = self.word_offset + len(self.words)
+        self.size = self.image_offset + self.codebook_size
+        self.text_ids = np.array([self._word_id[w] for w in self.plan_words] + [self.eop], dtype=np.int64)
+        self._prompt_set = frozenset(self.prompt_words)
+        self._plan_set = frozenset(self.plan_words)
+
+    pad = property(lambda self: self.special["<pad>"])
+    bos = property(lambda self: self.special["<bos>"])
+    null = property(lambda self: self.special["<null>"])
+    bop = property(lambda self: self.special["<bop>"])
+    eop = property(lambda self: self.special["<eop>"])
+    boi = property(lambda self: self.special["<boi>"])
+    eoi = property(lambda self: self.special["<eoi>"])  # reserved: the image length is fixed
+
+    @classmethod
+    def from_world(cls, codebook_size: int) -> ShapesVocab:
+        from irisbench.world.plan import PLAN_WORDS
+        from irisbench.world.prompts import PROMPT_WORDS
+
+        return cls(PROMPT_WORDS, PLAN_WORDS, codebook_size)
+
+    def _encode(self, kind: str, text: str, allowed: frozenset[str]) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"{kind} must be a str, got {type(text).__name__}")
+        words = text.lower().split()
+        unknown = list(dict.fromkeys(w for w in words if w not in allowed))
+        if unknown:
+            raise UnknownTokensError(kind, text, unknown)
+        return [self._word_id[w] for w in words]
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Word ids of a prompt (case and whitespace normalised as ``parse_prompt`` does)."""
+        ids = self._encode("prompt", text, self._prompt_set)
+        if not ids:
+            raise ValueError("prompt is empty")
+        return ids
+
+    def encode_plan(self, text: str) -> list[int]:
+        """Word ids of a plan, without the closing EOP."""
+        return self._encode("plan", text, self._plan_set)
+
+    def decode_words(self, ids: Sequence[int]) -> str:
+        """Words of ``ids``, stopping at EOP; specials and image codes are not words."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.eop:
+                break
+            if not self.word_offset <= i < self.image_offset:
+                raise ValueError(f"token id {i} is not a word (words are ids {self.word_offset}.."
+                                 f"{self.image_offset - 1})")
+            out.append(self.words[i - self.word_offset])
+        return " ".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"special_tokens": list(SPECIAL_TOKENS), "prompt_words": list(self.prompt_words),
+                "plan_words": list(self.plan_words), "words": list(self.words),
+                "image_offset": self.image_offset, "codebook_size": self.codebook_size, "size": self.size}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str) -> ShapesVocab:
+        for key in ("special_tokens", "prompt_words", "plan_words", "codebook_size"):
+            if key not in d:
+                raise ShapesCheckpointError(f"{where}: field 'vocab.{key}' is missing")
+        if list(d["special_tokens"]) != list(SPECIAL_TOKENS):
+            raise ShapesCheckpointError(f"{where}: field 'vocab.special_tokens' is {d['special_tokens']}, "
+                                        f"expected {list(SPECIAL_TOKENS)}")
+        try:
+            v = cls(d["prompt_words"], d["plan_words"], int(d["codebook_size"]))
+        except (TypeError, ValueError) as e:
+            raise ShapesCheckpointError(f"{where}: field 'vocab': {e}") from None
+        for key in ("words", "image_offset", "size"):
+            if key in d and d[key] != v.to_json()[key]:
+                raise ShapesCheckpointError(f"{where}: field 'vocab.{key}' is {d[key]!r}, but the word lists "
+                                            f"give {v.to_json()[key]!r}")
+        return v
+
+
+def build_model(vocab_size: int, *, hidden_size: int = 192, num_layers: int = 4, num_heads: int = 4,
+                intermediate_size: int = 512, seed: int = 0) -> Any:
+    """A randomly initialised ``LlamaForCausalLM`` (untied embeddings, eager attention, fp32)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=None,
+    )
+    config._attn_implementation = "eager"  # faster than sdpa for this size on CPU (measured ~2x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.float().eval()
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, position ids) for left-padded rows; real tokens get positions 0, 1, ..."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids, mask, pos
+
+
+def _right_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def draw_tokens(z: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """Inverse-CDF draw per row from ``softmax(z / temperature)`` restricted to its top ``k``.
+
+    ``z`` (B, V) fp32 logits, ``u`` (B,) float64 uniforms in [0, 1). ``top_k=1`` is greedy (argmax).
+    """
+    import torch
+
+    z = z / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    cdf = torch.softmax(z, dim=-1).double().cumsum(-1)
+    x = (u.double() * cdf[:, -1]).unsqueeze(-1)
+    idx = torch.searchsorted(cdf, x, right=True).squeeze(-1)
+    return idx.clamp_(max=z.shape[-1] - 1)
+
+
+def _stats(z: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logp of chosen, logsumexp - mean, entropy) per row of fp32 logits ``z`` (..., V)."""
+    from irisbench.uncertainty import token_stats
+
+    return token_stats(z, chosen)
+
+
+class ShapesLMPolicy:
+    """A shapes-world text-to-image policy: plan text, then 64 image codes, from one causal LM."""
+
+    name = "shapes-lm"
+    world = "shapes"
+
+    def __init__(self, model: Any, vocab: ShapesVocab, image_tokenizer: PatchTokenizer,
+                 defaults: SamplingDefaults | None = None, checkpoint: str | None = None) -> None:
+        self.model = model
+        self.vocab = vocab
+        self.image_tokenizer = image_tokenizer
+        self.defaults = defaults or SamplingDefaults()
+        self.defaults.check()
+        self.checkpoint = checkpoint
+        self.num_image_tokens = int(image_tokenizer.num_tokens)
+        if image_tokenizer.codebook_size != vocab.codebook_size:
+            raise ValueError(f"image tokenizer has {image_tokenizer.codebook_size} codes, the vocabulary "
+                             f"{vocab.codebook_size}")
+        if model.config.vocab_size != vocab.size:
+            raise ValueError(f"model vocab_size {model.config.vocab_size} != vocabulary size {vocab.size}")
+
+    # ------------------------------------------------------------------ construction / persistence
+    @classmethod
+    def create(cls, image_tokenizer: PatchTokenizer, *, hidden_size: int = 192, num_layers: int = 4,
+               num_heads: int = 4, intermediate_size: int = 512, seed: int = 0,
+               defaults: SamplingDefaults | None = None) -> ShapesLMPolicy:
+        """A randomly initialised policy over the world's prompt/plan words and ``image_tokenizer``."""
+        vocab = ShapesVocab.from_world(image_tokenizer.codebook_size)
+        model = build_model(vocab.size, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                            intermediate_size=intermediate_size, seed=seed)
+        return cls(model, vocab, image_tokenizer, defaults)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a ``save_pretrained`` folder, ``irisbench_policy.json`` and ``image_tokenizer.safetensors``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with _quiet_transformers():
+            self.model.save_pretrained(str(path))
+        self.image_tokenizer.save(path / TOKENIZER_FILE)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "policy": self.name,
+                "num_image_tokens": self.num_image_tokens, "vocab": self.vocab.to_json(),
+                "sampling": asdict(self.defaults)}
+        (path / POLICY_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> ShapesLMPolicy:
+        """Load a folder written by ``save``; ``overrides`` replace sampling defaults (e.g. ``cfg=5``).
+
+        Raises ``ShapesCheckpointError`` naming the missing file or the mismatching field.
+        """
+        from safetensors import safe_open
+
+        from irisbench.world.tokenizer import PatchTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ShapesCheckpointError(f"shapes-lm checkpoint {path} is not a folder")
+        for fname in (*MODEL_FILES, POLICY_FILE, TOKENIZER_FILE):
+            if not (path / fname).is_file():
+                raise ShapesCheckpointError(f"shapes-lm checkpoint {path} lacks the file {fname}")
+        meta_path = path / POLICY_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ShapesCheckpointError(f"{meta_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ShapesCheckpointError(f"{meta_path}: field 'format' must be {FORMAT!r}")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise ShapesCheckpointError(f"{meta_path}: field 'format_version' is {version!r}; this irisbench "
+                                        f"reads 1..{FORMAT_VERSION}")
+        if not isinstance(meta.get("vocab"), dict):
+            raise ShapesCheckpointError(f"{meta_path}: field 'vocab' is missing")
+        vocab = ShapesVocab.from_json(meta["vocab"], str(meta_path))
+        try:
+            sampling = {**meta.get("sampling", {}), **overrides}
+            defaults = SamplingDefaults(**sampling)
+            defaults.check()
+        except (TypeError, ValueError) as e:
+            raise ShapesCheckpointError(f"{meta_path}: field 'sampling' (or an override): {e}") from None
+
+        config_path = path / "config.json"
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ShapesCheckpointError(f"{config_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        if config.get("model_type") != "llama":
+            raise ShapesCheckpointError(f"{config_path}: field 'model_type' is {config.get('model_type')!r}, "
+                                        "expected 'llama'")
+        if config.get("vocab_size") != vocab.size:
+            raise ShapesCheckpointError(f"{config_path}: field 'vocab_size' is {config.get('vocab_size')}, "
+                                        f"but {POLICY_FILE} describes {vocab.size} tokens")
+        weights = path / "model.safetensors"
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        except Exception as e:  # safetensors raises its own error types on corrupt headers
+            raise ShapesCheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+        hidden = config.get("hidden_size")
+        for key in ("model.embed_tokens.weight", "lm_head.weight"):
+            if key not in shapes:
+                raise ShapesCheckpointError(f"{weights}: tensor {key!r} is missing")
+            if shapes[key] != (vocab.size, hidden):
+                raise ShapesCheckpointError(f"{weights}: tensor {key!r} has shape {list(shapes[key])}, "
+                                            f"expected [{vocab.size}, {hidden}] (vocabulary x hidden_size)")
+        tok_path = path / TOKENIZER_FILE
+        tokenizer = PatchTokenizer.load(tok_path)
+        if tokenizer.codebook_size != vocab.codebook_size:
+            raise ShapesCheckpointError(f"{tok_path}: {tokenizer.codebook_size} codes, but {POLICY_FILE} "
+                                        f"field 'vocab.codebook_size' is {vocab.codebook_size}")
+        if meta.get("num_image_tokens") != tokenizer.num_tokens:
+            raise ShapesCheckpointError(f"{meta_path}: field 'num_image_tokens' is "
+                                        f"{meta.get('num_image_tokens')}, the image tokenizer makes "
+                                        f"{tokenizer.num_tokens}")
+        model = _load_llama(path)
+        return cls(model, vocab, tokenizer, defaults, checkpoint=str(path))
+
+    # ------------------------------------------------------------------ prompts
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Word ids per prompt; raises ``UnknownTokensError`` listing out-of-vocabulary words."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one string")
+        return [self.vocab.encode_prompt(p) for p in prompts]
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        self.encode_prompts(prompts)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        seed: int | Sequence[int] = 0,
+        *,
+        cfg: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        batch_size: int | None = None,
+    ) -> Rollout:
+        """Draw ``n`` samples per prompt (rows prompt-major); see ``generate`` for every option.
+
+        ``temperature`` and ``top_k`` shape both the plan and the image draws; ``cfg`` only the image
+        (``cfg=1`` skips the unconditional rows, ``cfg=0`` samples the unconditional model).
+        """
+        return self.generate(prompts, n, seed, cfg=cfg, temperature=temperature, top_k=top_k,
+                             batch_size=batch_size)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        seed: int | Sequence[int] = 0,
+        *,
+        cfg: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        batch_size: int | None = None,
+        stats_source: str | None = None,
+        max_plan_tokens: int | None = None,
+        use_cache: bool = True,
+        record_stats: bool = True,
+        keep_logits: bool = False,
+    ) -> Rollout:
+        """``sample`` with the switches tests and benchmarks need.
+
+        ``use_cache=False`` recomputes the whole prefix at every step (the naive baseline);
+        ``record_stats=False`` skips logp/self-certainty/entropy (left as NaN); ``keep_logits=True``
+        stores each step's restricted conditional (and guided) logits in ``extras["logits"]``.
+        """
+        import torch
+
+        check_sampling_args(n, cfg, temperature, top_k)
+        d = self.defaults
+        s = replace(d, cfg=d.cfg if cfg is None else float(cfg),
+                    temperature=d.temperature if temperature is None else float(temperature),
+                    top_k=d.top_k if top_k is None else int(top_k),
+                    stats_source=d.stats_source if stats_source is None else stats_source,
+                    max_plan_tokens=d.max_plan_tokens if max_plan_tokens is None else max_plan_tokens,
+                    batch_size=d.batch_size if batch_size is None else batch_size)
+        s.check()
+        prompt_ids = self.encode_prompts(prompts)
+        seeds = row_seeds(len(prompts), n, seed)
+        rows = [i for i in range(len(prompts)) for _ in range(n)]
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), s.batch_size):
+                sel = rows[start:start + s.batch_size]
+                chunks.append(self._generate_chunk(
+                    [prompt_ids[i] for i in sel], seeds[start:start + len(sel)], s, use_cache=use_cache,
+                    record_stats=record_stats, keep_logits=keep_logits))
+        return self._assemble(prompts, rows, prompt_ids, seeds, chunks, s, keep_logits)
+
+    def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+                      cache: Any) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=cache is not None, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def _generate_chunk(self, prompt_ids: list[list[int]], seeds: list[int], s: SamplingDefaults, *,
+                        use_cache: bool, record_stats: bool, keep_logits: bool) -> dict[str, Any]:
+        import torch
+        from transformers import DynamicCache
+
+        v = self.vocab
+        b, n_img, p_max = len(prompt_ids), self.num_image_tokens, s.max_plan_tokens
+        u_img = torch.empty((b, n_img), dtype=torch.float64)
+        u_plan = torch.empty((b, p_max), dtype=torch.float64)
+        for r, sd in enumerate(seeds):  # image uniforms first: they do not move when max_plan_tokens does
+            g = torch.Generator().manual_seed(int(sd) & 0xFFFF_FFFF_FFFF_FFFF)
+            u_img[r] = torch.rand(n_img, generator=g, dtype=torch.float64)
+            u_plan[r] = torch.rand(p_max, generator=g, dtype=torch.float64)
+        nan = float("nan")
+        stats = {k: torch.full((b, p_max + n_img), nan) for k in ("logp", "sc", "entropy")}
+        kept: dict[str, list[torch.Tensor]] = {"plan": [], "image_cond": [], "image_guided": []}
+
+        # ---- phase 1: the plan, conditional rows only
+        text_ids = torch.as_tensor(v.text_ids)
+        eop_local = len(v.text_ids) - 1
+        ids, mask, pos = _left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad)
+        cache = DynamicCache(config=self.model.config) if use_cache else None
+        logits = self._forward_last(ids, mask, pos, cache)
+        next_pos = pos[:, -1] + 1
+        plan_local = torch.full((b, p_max), -1, dtype=torch.long)
+        plan_len = torch.zeros(b, dtype=torch.long)
+        done = torch.zeros(b, dtype=torch.bool)
+        forced = torch.zeros(b, dtype=torch.bool)
+        for t in range(p_max):
+            z = logits[:, text_ids]
+            active = ~done
+            if t == p_max - 1:  # out of room: EOP is forced (its statistics are still the model's)
+                local = torch.full((b,), eop_local, dtype=torch.long)
+                forced = active.clone()
+            else:
+                local = draw_tokens(z, u_plan[:, t], s.temperature, s.top_k)
+            plan_local[active, t] = local[active]
+            plan_len += active.long()
+            if record_stats:
+                lp, sc, ent = _stats(z, local)
+                for key, val in (("logp", lp), ("sc", sc), ("entropy", ent)):
+                    stats[key][active, t] = val[active]
+            if keep_logits:
+                kept["plan"].append(z.clone())
+            done = done | (active & (local == eop_local))
+            if bool(done.all()):
+                break
+            feed = torch.where(active, text_ids[local], torch.full_like(local, v.pad)).unsqueeze(1)
+            step_pos = next_pos.clone().unsqueeze(1)
+            next_pos = next_pos + active.long()
+            mask = torch.cat([mask, active.long().unsqueeze(1)], dim=1)
+            if use_cache:
+                logits = self._forward_last(feed, mask, step_pos, cache)
+            else:
+                ids, pos = torch.cat([ids, feed], 1), torch.cat([pos, step_pos], 1)
+                logits = self._forward_last(ids, mask, pos, None)
+        del cache
+
+        # ---- phase 2: the image; cond rows then (with guidance) uncond rows, in lockstep
+        plans = [[int(text_ids[k]) for k in plan_local[r, : int(plan_len[r])]] for r in range(b)]
+        seqs = [[v.bos, *p, v.bop, *pl, v.boi] for p, pl in zip(prompt_ids, plans, strict=True)]
+        guided = s.cfg != 1.0
+        if guided:
+            seqs += [[v.bos, v.null, v.boi]] * b
+        ids, mask, pos = _left_pad(seqs, v.pad)
+        cache = DynamicCache(config=self.model.config) if use_cache else None
+        logits = self._forward_last(ids, mask, pos, cache)
+        next_pos = pos[:, -1:] + 1
+        lo, hi = v.image_offset, v.image_offset + v.codebook_size
+        codes = torch.empty((b, n_img), dtype=torch.long)
+        for t in range(n_img):
+            zc = logits[:b, lo:hi]
+            zg = logits[b:, lo:hi] + s.cfg * (zc - logits[b:, lo:hi]) if guided else zc
+            local = draw_tokens(zg, u_img[:, t], s.temperature, s.top_k)
+            codes[:, t] = local
+            if record_stats:
+                lp, sc, ent = _stats(zg if s.stats_source == "guided" else zc, local)
+                stats["logp"][torch.arange(b), plan_len + t] = lp
+                stats["sc"][torch.arange(b), plan_len + t] = sc
+                stats["entropy"][torch.arange(b), plan_len + t] = ent
+            if keep_logits:
+                kept["image_cond"].append(zc.clone())
+                kept["image_guided"].append(zg.clone())
+            if t == n_img - 1:
+                break
+            feed = (local + lo).repeat(2 if guided else 1).unsqueeze(1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            if use_cache:
+                logits = self._forward_last(feed, mask, next_pos, cache)
+            else:
+                ids, pos = torch.cat([ids, feed], 1), torch.cat([pos, next_pos], 1)
+                logits = self._forward_last(ids, mask, pos, None)
+            next_pos = next_pos + 1
+        return {"plans": plans, "plan_local": plan_local, "plan_len": plan_len, "codes": codes,
+                "stats": stats, "kept": kept, "truncated": forced}
+
+    def _assemble(self, prompts: Sequence[str], rows: list[int], prompt_ids: list[list[int]],
+                  seeds: list[int], chunks: list[dict[str, Any]], s: SamplingDefaults,
+                  keep_logits: bool) -> Rollout:
+        v, n_img = self.vocab, self.num_image_tokens
+        plan_lens = [int(x) for c in chunks for x in c["plan_len"]]
+        n_rows = len(rows)
+        width = (max(plan_lens) if plan_lens else 0) + n_img
+        tokens = np.full((n_rows, width), v.pad, dtype=np.int64)
+        local = np.full((n_rows, width), -1, dtype=np.int64)
+        token_mask = np.zeros((n_rows, width), dtype=bool)
+        modality = np.full((n_rows, width), TEXT, dtype=np.int8)
+        arrays = {k: np.zeros((n_rows, width), dtype=np.float32) for k in ("logp", "sc", "entropy")}
+        all_codes, plans_text, truncated = [], [], []
+        r = 0
+        for c in chunks:
+            for i in range(len(c["plans"])):
+                pl = plan_lens[r]
+                tokens[r, :pl] = c["plans"][i]
+                local[r, :pl] = c["plan_local"][i, :pl].numpy()
+                tokens[r, pl:pl + n_img] = c["codes"][i].numpy() + v.image_offset
+                local[r, pl:pl + n_img] = c["codes"][i].numpy()
+                token_mask[r, :pl + n_img] = True
+                modality[r, pl:pl + n_img] = IMAGE
+                for k in arrays:
+                    arrays[k][r, :pl + n_img] = c["stats"][k][i, :pl + n_img].numpy()
+                plans_text.append(v.decode_words(c["plans"][i]))
+                truncated.append(bool(c["truncated"][i]))
+                r += 1
+            all_codes.append(c["codes"].numpy())
+        codes = np.concatenate(all_codes) if all_codes else np.zeros((0, n_img), dtype=np.int64)
+        images = list(self.image_tokenizer.decode(codes)) if len(codes) else []
+        settings = {"policy": self.name, "cfg": s.cfg, "temperature": s.temperature, "top_k": s.top_k,
+                    "stats_source": s.stats_source, "max_plan_tokens": s.max_plan_tokens,
+                    "vocab_size": {"text": int(len(v.text_ids)), "image": int(v.codebook_size)},
+                    "self_certainty": "logsumexp(z) - mean(z) over the allowed sub-vocabulary (+log|V| kept)",
+                    "stats_logits": "raw (temperature 1, no top-k)"}
+        extras: dict[str, Any] = {"prompt_ids": [prompt_ids[i] for i in rows], "local_tokens": local,
+                                  "image_codes": codes, "plan_truncated": np.array(truncated, dtype=bool)}
+        if keep_logits:
+            extras["logits"] = [c["kept"] for c in chunks]
+        return Rollout(prompts=[prompts[i] for i in rows], seeds=list(seeds), images=images,
+                       plans=plans_text, tokens=tokens, token_mask=token_mask, modality=modality,
+                       logp=arrays["logp"], self_certainty=arrays["sc"], entropy=arrays["entropy"],
+                       settings=settings, extras=extras)
+
+    # ------------------------------------------------------------------ teacher forcing (GRPO)
+    def token_logits(self, rollout: Rollout, *, uncond: bool = False) -> dict[str, torch.Tensor]:
+        """Teacher-forced conditional logits for ``rollout``'s tokens (differentiable, no CFG).
+
+        Returns tensors aligned with ``rollout.tokens`` (B, T): ``text_logits`` (B, T, Vt) over the plan
+        vocabulary (plan words + EOP), ``image_logits`` (B, T, Vi) over the codebook (each valid where
+        ``modality`` is TEXT / IMAGE and ``mask``), ``tokens`` (B, T) local indices into those
+        sub-vocabularies, ``mask``, ``modality``, and the per-token ``logp``, ``self_certainty`` (raw,
+        ``logsumexp - mean``) and ``entropy`` of the conditional branch (0 where masked).
+        ``uncond=True`` adds ``image_logits_uncond`` from ``[BOS] [NULL] [BOI] codes`` (for guided logps).
+        """
+        import torch
+
+        from irisbench.uncertainty import token_stats
+
+        v = self.vocab
+        prompt_ids = rollout.extras.get("prompt_ids")
+        if prompt_ids is None or len(prompt_ids) != len(rollout):
+            raise ValueError("rollout.extras['prompt_ids'] is missing or has the wrong length: token_logits "
+                             "needs a rollout made by ShapesLMPolicy.sample")
+        tokens = torch.as_tensor(rollout.tokens, dtype=torch.long)
+        tmask = torch.as_tensor(rollout.token_mask, dtype=torch.bool)
+        modality = torch.as_tensor(rollout.modality, dtype=torch.long)
+        is_text, is_img = tmask & (modality == TEXT), tmask & (modality == IMAGE)
+        b, width = tokens.shape
+        seqs, gather = [], torch.zeros((b, width), dtype=torch.long)
+        for r in range(b):
+            plan = tokens[r][is_text[r]].tolist()
+            img = tokens[r][is_img[r]].tolist()
+            if len(img) != self.num_image_tokens or not tmask[r, : len(plan) + len(img)].all():
+                raise ValueError(f"rollout row {r}: expected a plan then {self.num_image_tokens} image "
+                                 "tokens, left-aligned")
+            prefix = 1 + len(prompt_ids[r]) + 1
+            seqs.append([v.bos, *prompt_ids[r], v.bop, *plan, v.boi, *img])
+            # token t of the row is predicted at position prefix - 1 + t (plan), prefix + t (image)
+            t = torch.arange(width)
+            gather[r] = torch.where(t < len(plan), prefix - 1 + t, prefix + t).clamp(max=len(seqs[-1]) - 1)
+        ids, mask = _right_pad(seqs, v.pad)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        picked = logits.gather(1, gather.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        text_ids = torch.as_tensor(v.text_ids)
+        lo, hi = v.image_offset, v.image_offset + v.codebook_size
+        text_logits, image_logits = picked[..., text_ids], picked[..., lo:hi]
+        local = torch.as_tensor(rollout.extras.get("local_tokens"), dtype=torch.long) \
+            if "local_tokens" in rollout.extras else self._local_tokens(tokens, is_text, is_img)
+        safe = local.clamp(min=0)
+        t_lp, t_sc, t_ent = token_stats(text_logits, safe.clamp(max=len(v.text_ids) - 1))
+        i_lp, i_sc, i_ent = token_stats(image_logits, safe.clamp(max=v.codebook_size - 1))
+        zero = torch.zeros((), dtype=torch.float32)
+
+        def pick(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return torch.where(is_text, a, torch.where(is_img, c, zero))
+
+        out = {"text_logits": text_logits, "image_logits": image_logits, "tokens": local, "mask": tmask,
+               "modality": modality, "logp": pick(t_lp, i_lp), "self_certainty": pick(t_sc, i_sc),
+               "entropy": pick(t_ent, i_ent)}
+        if uncond:
+            useqs = [[v.bos, v.null, v.boi, *tokens[r][is_img[r]].tolist()] for r in range(b)]
+            uids, _ = _right_pad(useqs, v.pad)
+            ulog = self.model(input_ids=uids).logits.float()[:, 2:-1, lo:hi]  # predicts image tokens 0..63
+            img_start = is_text.sum(1)
+            idx = (torch.arange(width).unsqueeze(0) - img_start.unsqueeze(1))
+            idx = idx.clamp(0, self.num_image_tokens - 1)
+            out["image_logits_uncond"] = ulog.gather(1, idx.unsqueeze(-1).expand(-1, -1, ulog.shape[-1]))
+        return out
+
+    def _local_tokens(self, tokens: torch.Tensor, is_text: torch.Tensor,
+                      is_img: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        v = self.vocab
+        lookup = torch.full((v.size,), -1, dtype=torch.long)
+        lookup[torch.as_tensor(v.text_ids)] = torch.arange(len(v.text_ids))
+        local = torch.where(is_text, lookup[tokens], torch.full_like(tokens, -1))
+        return torch.where(is_img, tokens - v.image_offset, local)
+
+    # ------------------------------------------------------------------ provenance
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    def describe(self) -> dict[str, Any]:
+        c = self.model.config
+        return {"name": self.name, "world": self.world, "checkpoint": self.checkpoint,
+                "parameters": self.num_parameters(),
+                "model": {"type": "llama", "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
+                          "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
+                          "vocab_size": c.vocab_size},
+                "vocab_size": {"text": int(len(self.vocab.text_ids)), "image": self.vocab.codebook_size},
+                "num_image_tokens": self.num_image_tokens, "sampling": asdict(self.defaults)}
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" progress bars for a 39-tensor model."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_llama(path: Path) -> Any:
+    from transformers import LlamaForCausalLM
+
+    try:
+        with _quiet_transformers():
+            model, info = LlamaForCausalLM.from_pretrained(
+                str(path), use_safetensors=True, local_files_only=True, attn_implementation="eager",
+                output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ShapesCheckpointError(f"{path}: transformers could not load the model ({e})") from None
+    bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if bad:
+        raise ShapesCheckpointError(f"{path / 'model.safetensors'}: weights do not match config.json: {bad}")
+    return model.float().eval()
+
+
+def load_shipped_base(**overrides: Any) -> ShapesLMPolicy:
+    """The base checkpoint shipped in ``irisbench/assets/shapes-base`` (see its README.md)."""
+    return ShapesLMPolicy.load(SHIPPED_BASE, **overrides)
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SamplingDefaults", "ShapesCheckpointError",
+           "ShapesLMPolicy", "ShapesVocab", "UnknownTokensError", "build_model", "draw_tokens",
+           "load_shipped_base"]

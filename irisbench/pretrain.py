@@ -1,0 +1,394 @@
+"""Supervised pretraining of the shapes-world base policy (``ShapesLMPolicy``) on rendered scenes.
+
+Every step draws a fresh batch: train-split prompts (tag chosen uniformly, then a prompt of that tag),
+a random scene satisfying each (``scene_for``), its rendering, image codes and plan. Sequences are
+``[BOS] prompt [BOP] plan [EOP] [BOI] codes``; with probability ``uncond_prob`` a row becomes the
+unconditional ``[BOS] [NULL] [BOI] codes`` (no prompt, no plan) that classifier-free guidance needs.
+The loss is the token-mean cross-entropy over plan words, EOP and image codes (the prompt, BOP and BOI
+are given, not predicted), over the full vocabulary. AdamW (no decay on norms), linear warmup then
+cosine decay to ``min_lr_ratio`` x lr, gradient clipping.
+
+A batch depends only on (seed, step), so a resumed run sees exactly the data an uninterrupted one
+would. Checkpoints ``out_dir/checkpoints/step-N/`` are ``ShapesLMPolicy.save`` folders plus
+``optimizer.safetensors`` (AdamW moments, step counts, torch RNG) and ``trainer_state.json`` (param
+groups, scheduler, config, step); each is written to a temporary folder and renamed, and a folder
+without ``trainer_state.json`` is ignored, so ``kill -9`` at any moment leaves a resumable run.
+No pickle anywhere. Metrics go to ``out_dir/metrics.jsonl`` (one JSON object per logged step).
+
+Departure from the feasibility prototype (SHAPES-FEASIBILITY.md): the model also learns the plan
+(the world's chain-of-thought), so the loss covers plan and image tokens, not image tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FORMAT = "irisbench.pretrain-state"
+IGNORE = -100
+# Config fields that may change between a run and its resumption (they do not change the numbers).
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "num_threads", "keep_last"})
+
+
+class PretrainError(ValueError):
+    """A bad pretraining config, or an output folder that cannot be resumed."""
+
+
+@dataclass
+class PretrainConfig:
+    """The pretraining recipe. Defaults are the recipe of the shipped base (assets/shapes-base)."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    uncond_prob: float = 0.1
+    hidden_size: int = 192
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    precision: str = "bf16"  # "bf16": bfloat16 autocast around the forward (fp32 weights, ~1.5x faster on CPU)
+    seed: int = 0
+    split_seed: int = 0  # build_splits seed: which prompts are train
+    tokenizer_scenes: int = 4000
+    max_codes: int = 1024
+    checkpoint_every: int = 100
+    log_every: int = 10
+    # 1 thread: on this shared 2-core machine, 2 threads spin-wait on each other under load (measured
+    # 3-4x slower per step at load average ~9); on an idle machine 2 threads are ~1.8x faster.
+    num_threads: int = 1
+    keep_last: int | None = None  # keep only the newest N checkpoints (None: keep all)
+
+    def check(self) -> None:
+        positive = ("steps", "batch_size", "num_layers", "num_heads", "hidden_size", "intermediate_size",
+                    "tokenizer_scenes", "max_codes", "checkpoint_every", "log_every", "num_threads")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise PretrainError(f"PretrainConfig.{name} must be an int >= 1, got {v!r}")
+        if self.warmup_steps < 0:
+            raise PretrainError(f"PretrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise PretrainError(f"PretrainConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise PretrainError(f"PretrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.uncond_prob < 1:
+            raise PretrainError(f"PretrainConfig.uncond_prob must be in [0, 1), got {self.uncond_prob}")
+        if self.hidden_size % self.num_heads:
+            raise PretrainError(f"PretrainConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                                f"num_heads ({self.num_heads})")
+        if self.precision not in ("bf16", "fp32"):
+            raise PretrainError(f"PretrainConfig.precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.keep_last is not None and self.keep_last < 1:
+            raise PretrainError(f"PretrainConfig.keep_last must be >= 1 or None, got {self.keep_last}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PretrainError(f"unknown PretrainConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def lr_factor(step: int, cfg: PretrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` for optimizer step ``step`` (0-based): linear warmup, cosine to the floor."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class BatchMaker:
+    """Fresh rendered training batches, a pure function of (seed, step)."""
+
+    def __init__(self, cfg: PretrainConfig, vocab: Any, image_tokenizer: Any) -> None:
+        from irisbench.world.prompts import build_splits
+        from irisbench.world.vocab import TAGS
+
+        self.cfg, self.vocab, self.tok = cfg, vocab, image_tokenizer
+        train = build_splits(cfg.split_seed)["train"]
+        self.by_tag = [[md for md in train if md["tag"] == tag] for tag in TAGS]
+        self.by_tag = [group for group in self.by_tag if group]
+        self.prompt_ids = {md["prompt"]: vocab.encode_prompt(md["prompt"]) for md in train}
+
+    def sequences(self, step: int) -> tuple[list[list[int]], list[list[int]]]:
+        """(token ids, target mask as 0/1) per row of the batch of ``step``."""
+        from irisbench.world.plan import plan_text
+        from irisbench.world.sampler import scene_for
+        from irisbench.world.scene import render_batch
+
+        v, cfg = self.vocab, self.cfg
+        rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 0x5EED, step])
+        tags = rng.integers(len(self.by_tag), size=cfg.batch_size)
+        mds = [self.by_tag[t][int(rng.integers(len(self.by_tag[t])))] for t in tags]
+        scenes = [scene_for(md, rng) for md in mds]
+        codes = self.tok.encode(render_batch(scenes)) + v.image_offset
+        uncond = rng.random(cfg.batch_size) < cfg.uncond_prob
+        seqs, targets = [], []
+        for md, scene, c, u in zip(mds, scenes, codes.tolist(), uncond, strict=True):
+            if u:
+                head, tgt = [v.bos, v.null, v.boi], [0, 0, 0]
+            else:
+                prompt = self.prompt_ids[md["prompt"]]
+                plan = [*v.encode_plan(plan_text(scene)), v.eop]
+                head = [v.bos, *prompt, v.bop, *plan, v.boi]
+                tgt = [0] * (len(prompt) + 2) + [1] * len(plan) + [0]
+            seqs.append(head + c)
+            targets.append(tgt + [1] * len(c))
+        return seqs, targets
+
+    def tensors(self, step: int) -> dict[str, Any]:
+        import torch
+
+        seqs, targets = self.sequences(step)
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.vocab.pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+        is_image = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for i, (s, t) in enumerate(zip(seqs, targets, strict=True)):
+            st = torch.as_tensor(s)
+            ids[i, : len(s)] = st
+            mask[i, : len(s)] = 1
+            labels[i, : len(s)] = torch.where(torch.as_tensor(t, dtype=torch.bool), st, IGNORE)
+            is_image[i, : len(s)] = st >= self.vocab.image_offset
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "is_image": is_image}
+
+
+def batch_loss(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tuple[Any, dict[str, float]]:
+    """Token-mean cross-entropy over targets; also the plan-only and image-only means (floats)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    per_tok = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE,
+                              reduction="none")
+    valid = labels != IGNORE
+    img = valid & batch["is_image"][:, 1:]
+    plan = valid & ~batch["is_image"][:, 1:]
+    loss = per_tok[valid].mean()
+    per_tok_d = per_tok.detach()
+    parts = {"loss_image": float(per_tok_d[img].mean()) if img.any() else float("nan"),
+             "loss_plan": float(per_tok_d[plan].mean()) if plan.any() else float("nan")}
+    return loss, parts
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def _optimizer_tensors(optimizer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    import torch
+
+    sd = optimizer.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if not isinstance(val, torch.Tensor):
+                val = torch.tensor(val)
+            tensors[f"state.{idx}.{key}"] = val.detach().contiguous()
+    groups = []
+    for g in sd["param_groups"]:
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
+    return tensors, groups
+
+
+def _load_optimizer(optimizer: Any, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        if not name.startswith("state."):
+            continue
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = val
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint under ``out_dir/checkpoints``, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file():
+                try:
+                    found.append((int(p.name[5:]), p))
+                except ValueError:
+                    continue
+    return sorted(found)
+
+
+def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, scheduler: Any,
+                    cfg: PretrainConfig, extra: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step-{step}`` atomically (temporary folder, then rename)."""
+    import torch
+    from safetensors.torch import save_file
+
+    root = Path(out_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step}"
+    tmp = root / f".tmp-step-{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    policy.save(tmp)
+    tensors, groups = _optimizer_tensors(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": STATE_FORMAT})
+    state = {"format": STATE_FORMAT, "version": 1, "step": step, "config": asdict(cfg),
+             "param_groups": groups, "scheduler": scheduler.state_dict(), **extra}
+    with open(tmp / STATE_FILE, "w") as f:  # written last: its presence marks a complete folder
+        json.dump(state, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if cfg.keep_last is not None:
+        for _, old in complete_checkpoints(out_dir)[: -cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, where: Path) -> None:
+    current = asdict(cfg)
+    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
+        raise PretrainError(f"{where}: cannot resume with a different recipe ({detail}); use the saved "
+                            "config or another output folder")
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines logged after ``last_step`` (they belong to the interrupted, lost steps)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by kill -9
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- the loop
+def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True) -> Path:
+    """Train (or resume training) the shapes base policy; returns the final checkpoint folder.
+
+    ``resume=True`` continues from the newest complete checkpoint in ``out_dir`` (the recipe must match,
+    except ``RESUMABLE_CHANGES``); ``resume=False`` refuses a folder that already holds checkpoints.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from irisbench.policies.shapes_lm import ShapesLMPolicy
+    from irisbench.world.tokenizer import fit_patch_tokenizer
+
+    cfg.check()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.num_threads)
+    existing = complete_checkpoints(out_dir)
+    if existing and not resume:
+        raise PretrainError(f"{out_dir} already holds checkpoints ({existing[-1][1].name}); resume or choose "
+                            "another output folder")
+    start_step, elapsed, cpu = 0, 0.0, 0.0
+    if existing:
+        start_step, ckpt = existing[-1]
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        _check_resume_config(state["config"], cfg, ckpt / STATE_FILE)
+        policy = ShapesLMPolicy.load(ckpt)
+        elapsed = float(state.get("elapsed_s", 0.0))
+        cpu = float(state.get("cpu_s", 0.0))
+    else:
+        tok = fit_patch_tokenizer(n_scenes=cfg.tokenizer_scenes, seed=cfg.seed, max_codes=cfg.max_codes)
+        policy = ShapesLMPolicy.create(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                                       num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                                       seed=cfg.seed)
+    (out_dir / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    model = policy.model
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    if existing:
+        tensors = load_file(str(ckpt / OPTIMIZER_FILE))
+        _load_optimizer(optimizer, tensors, state["param_groups"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+    else:
+        torch.manual_seed(cfg.seed)
+    metrics_path = out_dir / METRICS
+    _trim_metrics(metrics_path, start_step)
+    maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
+
+    last = existing[-1][1] if existing else None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}  {task.fields[sps]:.2f} s/step"),
+               TimeRemainingColumn())
+    window: list[float] = []
+    with Progress(*columns, disable=not progress) as bar, open(metrics_path, "a") as mf:
+        task = bar.add_task("pretrain", total=cfg.steps, completed=start_step, loss=float("nan"),
+                            lr=cfg.lr * lr_factor(start_step, cfg), sps=float("nan"))
+        for step in range(start_step, cfg.steps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            batch = maker.tensors(step)
+            loss, parts = batch_loss(model, batch, cfg.precision)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            dt = time.perf_counter() - t0
+            elapsed += dt
+            cpu += time.process_time() - c0
+            window = (window + [dt])[-20:]
+            done = step + 1
+            loss_value = float(loss.detach())
+            bar.update(task, completed=done, loss=loss_value, lr=lr, sps=sum(window) / len(window))
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                rec = {"step": done, "loss": loss_value, **parts, "lr": lr, "grad_norm": grad_norm,
+                       "s_per_step": dt, "elapsed_s": round(elapsed, 3), "cpu_s": round(cpu, 3),
+                       "time": time.time()}
+                mf.write(json.dumps(rec) + "\n")
+                mf.flush()
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                model.eval()
+                last = save_checkpoint(out_dir, done, policy, optimizer, scheduler, cfg,
+                                       {"elapsed_s": elapsed, "cpu_s": cpu, "loss": loss_value})
+                model.train()
+    model.eval()
+    if last is None:  # nothing to do: already trained to cfg.steps
+        last = existing[-1][1]
+    return last
+
+
+__all__ = ["BatchMaker", "PretrainConfig", "PretrainError", "batch_loss", "complete_checkpoints", "lr_factor",
+           "run_pretrain", "save_checkpoint"]

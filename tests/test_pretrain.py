@@ -1,0 +1,151 @@
+"""Pretraining of the shapes base: batches, schedule, checkpoints without pickle, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from irisbench import pretrain
+from irisbench.policies.shapes_lm import ShapesLMPolicy, ShapesVocab
+from irisbench.pretrain import (
+    BatchMaker,
+    PretrainConfig,
+    PretrainError,
+    complete_checkpoints,
+    lr_factor,
+    run_pretrain,
+)
+from irisbench.protocols.geneval import judge
+from irisbench.world.detector import detect
+from irisbench.world.tokenizer import PatchTokenizer, theoretical_patches
+
+TINY = PretrainConfig(steps=3, batch_size=4, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                      warmup_steps=1, tokenizer_scenes=200, checkpoint_every=2, log_every=1,
+                      num_threads=1)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_lr_schedule_by_hand() -> None:
+    cfg = PretrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert lr_factor(110, cfg) == pytest.approx(0.1)
+    assert lr_factor(35, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+@pytest.mark.parametrize("change, match", [({"steps": 0}, "steps"), ({"lr": 0.0}, "lr"),
+                                           ({"hidden_size": 30, "num_heads": 4}, "divisible"),
+                                           ({"precision": "fp8"}, "precision"), ({"uncond_prob": 1.0}, "uncond")])
+def test_config_errors(change: dict, match: str) -> None:
+    with pytest.raises(PretrainError, match=match):
+        replace(TINY, **change).check()
+    with pytest.raises(PretrainError, match="bogus"):
+        PretrainConfig.from_dict({"bogus": 1})
+
+
+def test_batches_are_rendered_scenes_with_plans() -> None:
+    tok = PatchTokenizer(theoretical_patches())
+    v = ShapesVocab.from_world(tok.codebook_size)
+    cfg = replace(TINY, batch_size=24, uncond_prob=0.3)
+    maker = BatchMaker(cfg, v, tok)
+    seqs, targets = maker.sequences(5)
+    assert maker.sequences(5) == (seqs, targets)  # a pure function of (seed, step)
+    assert maker.sequences(6)[0] != seqs
+    n_uncond = 0
+    for s, t in zip(seqs, targets, strict=True):
+        assert len(s) == len(t)
+        codes = np.array(s[-64:]) - v.image_offset
+        assert ((codes >= 0) & (codes < tok.codebook_size)).all() and t[-64:] == [1] * 64
+        assert s[-65] == v.boi and t[-65] == 0 and s[0] == v.bos and t[0] == 0
+        image = tok.decode(codes[None])[0]
+        if s[1] == v.null:
+            n_uncond += 1
+            assert len(s) == 67
+            continue
+        bop = s.index(v.bop)
+        prompt = v.decode_words(s[1:bop])
+        assert t[: bop + 1] == [0] * (bop + 1)  # the prompt is given, never predicted
+        plan = s[bop + 1 : -65]
+        assert plan[-1] == v.eop and t[bop + 1 : -65] == [1] * len(plan)
+        # the image satisfies its prompt, and the plan describes its objects
+        from irisbench.world.prompts import parse_prompt
+
+        dets = detect(image)
+        assert judge(parse_prompt(prompt), dets).correct
+        assert v.decode_words(plan).count(";") + 1 == len(dets)
+    assert 0 < n_uncond < len(seqs)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_pretrain_checkpoints_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = run_pretrain(TINY, tmp_path / "full", progress=False)
+    assert full == tmp_path / "full" / "checkpoints" / "step-3"
+    assert [s for s, _ in complete_checkpoints(tmp_path / "full")] == [2, 3]
+    names = {p.name for p in full.iterdir()}
+    assert {"config.json", "model.safetensors", "irisbench_policy.json", "image_tokenizer.safetensors",
+            "optimizer.safetensors", "trainer_state.json"} <= names
+    assert all(p.suffix in (".json", ".safetensors") for p in full.iterdir())  # no pickle anywhere
+    state = json.loads((full / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["config"]["hidden_size"] == 32
+    ShapesLMPolicy.load(full).sample(["a photo of a circle"], seed=0)  # a checkpoint is a policy folder
+
+    # crash in the third step (after the step-2 checkpoint), then resume
+    real = BatchMaker.tensors
+
+    def crash(self: BatchMaker, step: int) -> dict:
+        if step == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, step)
+
+    monkeypatch.setattr(BatchMaker, "tensors", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(TINY, tmp_path / "cut", progress=False)
+    assert [s for s, _ in complete_checkpoints(tmp_path / "cut")] == [2]
+    # a half-written checkpoint (no trainer_state.json) is ignored
+    (tmp_path / "cut" / "checkpoints" / "step-3").mkdir()
+    monkeypatch.setattr(BatchMaker, "tensors", real)
+    resumed = run_pretrain(TINY, tmp_path / "cut", progress=False)
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert sorted(b) == [1, 2, 3]  # no duplicated or lost metric lines
+    assert a == b  # bit-identical loss after resuming
+    sa = ShapesLMPolicy.load(full).model.state_dict()
+    sb = ShapesLMPolicy.load(resumed).model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
+    cfg = replace(TINY, steps=2)
+    run_pretrain(cfg, tmp_path, progress=False)
+    with pytest.raises(PretrainError, match="lr"):
+        run_pretrain(replace(cfg, lr=5e-4), tmp_path, progress=False)
+    with pytest.raises(PretrainError, match="already holds checkpoints"):
+        run_pretrain(cfg, tmp_path, resume=False, progress=False)
+    # a finished run resumes to itself; bookkeeping-only changes are allowed
+    again = run_pretrain(replace(cfg, log_every=5), tmp_path, progress=False)
+    assert again.name == "step-2"
+
+
+def test_keep_last_prunes_old_checkpoints(tmp_path: Path) -> None:
+    run_pretrain(replace(TINY, checkpoint_every=1, keep_last=1), tmp_path, progress=False)
+    assert [s for s, _ in complete_checkpoints(tmp_path)] == [3]
+    assert pretrain.CHECKPOINTS == "checkpoints"
