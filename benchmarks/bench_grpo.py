@@ -20,9 +20,9 @@ from pathlib import Path
 
 
 def _policy_path(name: str) -> str:
-    from irisbench.policies.shapes_lm_assets import shipped_base_available
+    from irisbench.policies.shapes_lm import SHIPPED_BASE
 
-    if name != "shapes-base" or shipped_base_available():
+    if name != "shapes-base" or (SHIPPED_BASE / "model.safetensors").is_file():
         return name
     from irisbench.policies.shapes_lm import ShapesLMPolicy
     from irisbench.world.tokenizer import fit_patch_tokenizer

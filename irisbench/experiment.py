@@ -71,7 +71,7 @@ def _best_val_step(run: Path) -> tuple[int, int]:
 
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
                    publish_readme: Path | None = None) -> dict[str, Any]:
-    from irisbench.policies.shapes_lm_assets import shipped_base_available
+    from irisbench.policies.shapes_lm import SHIPPED_BASE
     from irisbench.runs import atomic_write_json, atomic_write_text
     from irisbench.train_config import resolve_config
     from irisbench.trainer import GRPOTrainer
@@ -81,7 +81,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if cfg.base == "shapes-base" and not shipped_base_available():
+    if cfg.base == "shapes-base" and not (SHIPPED_BASE / "model.safetensors").is_file():
         raise FileNotFoundError("the shipped shapes base checkpoint is missing; reinstall irisbench")
     evals: dict[str, dict[str, Path]] = {}  # label -> {"suite/split": folder}
 

@@ -66,7 +66,7 @@ def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
 POLICIES = Registry(
     "policy",
     [
-        Entry("shapes-base", "irisbench.policies.shapes_lm_assets:load_shipped_base",
+        Entry("shapes-base", "irisbench.policies.shapes_lm:load_shipped_base",
               "the shipped shapes-world base model (a ~2M-parameter Llama writing a plan, then 64 image codes)",
               world="shapes"),
         Entry("shapes-lm", "irisbench.policies.shapes_lm:ShapesLMPolicy.load",
