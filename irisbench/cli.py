@@ -7,6 +7,7 @@ clear message and exit with code 2; they never show a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -102,6 +103,37 @@ def print_scores(results: dict[str, Any], title: str) -> None:
     c = results["counts"]
     status = "[green]complete" if c["complete"] else "[red]INCOMPLETE"
     console.print(f"images: expected {c['expected']}, actual {c['actual']} ({status}[/])")
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/); re-running resumes."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
+
+    def body() -> None:
+        import yaml
+
+        from irisbench.pretrain import PretrainConfig, run_pretrain
+
+        values = {}
+        for item in set_:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r} is not of the form key=value")
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str):  # YAML reads 1e-3 as a string
+                with contextlib.suppress(ValueError):
+                    parsed = float(parsed)
+            values[key.strip()] = parsed
+        cfg = PretrainConfig.from_dict(values)
+        target = out or _default_out("pretrain")
+        last = run_pretrain(cfg, target, progress=progress)
+        console.print(f"last checkpoint: {last}\nuse it with: irisbench eval --policy {last}")
+
+    _guard(body)
 
 
 @app.command("experiment")

@@ -113,3 +113,17 @@ def test_report_command_compares_runs(tmp_path: Path) -> None:
     assert "oracle" in html and "<img" in html
     bad = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+def test_pretrain_command_trains_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "pt"
+    args = ["pretrain", "--out", str(out), "--no-progress", "--set", "steps=2", "--set", "batch_size=4",
+            "--set", "hidden_size=32", "--set", "num_layers=1", "--set", "num_heads=2", "--set", "intermediate_size=64",
+            "--set", "tokenizer_scenes=500", "--set", "checkpoint_every=1", "--set", "lr=1e-3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "step-2" / "model.safetensors").is_file()
+    again = runner.invoke(app, [*args[:-2], "--set", "lr=5e-4"])
+    assert again.exit_code != 0 and "lr" in again.output
+    bad = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "x"), "--set", "stepz=3"])
+    assert bad.exit_code != 0 and "stepz" in bad.output
