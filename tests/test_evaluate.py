@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.evaluate import EvalError, EvalOptions, evaluate
+from irisbench.evaluate import EvalOptions, evaluate
 
 runner = CliRunner()
 
