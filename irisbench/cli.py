@@ -144,6 +144,7 @@ def experiment_cmd(
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
                                                "entropy, verifier)."),
     seed: int = typer.Option(0, help="Base seed."),
+    threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
                                                    "and its plots under docs/experiment/."),
 ) -> None:
@@ -151,7 +152,7 @@ def experiment_cmd(
     from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
 
     def body() -> None:
-        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed)
+        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
         if method:
             cfg.methods = dict(m.split("=", 1) for m in method)
         readme = Path("README.md")
