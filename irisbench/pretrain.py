@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-CHECKPOINTS = "checkpoints"
+from irisbench import checkpoints
+from irisbench.checkpoints import OPTIMIZER_FILE, STATE_FILE, complete_checkpoints, load_optimizer, trim_metrics
+
 METRICS = "metrics.jsonl"
-STATE_FILE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FORMAT = "irisbench.pretrain-state"
 IGNORE = -100
 # Config fields that may change between a run and its resumption (they do not change the numbers).
@@ -195,76 +193,11 @@ def batch_loss(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tu
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
-def _optimizer_tensors(optimizer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    import torch
-
-    sd = optimizer.state_dict()
-    tensors = {}
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            if not isinstance(val, torch.Tensor):
-                val = torch.tensor(val)
-            tensors[f"state.{idx}.{key}"] = val.detach().contiguous()
-    groups = []
-    for g in sd["param_groups"]:
-        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
-    return tensors, groups
-
-
-def _load_optimizer(optimizer: Any, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, val in tensors.items():
-        if not name.startswith("state."):
-            continue
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = val
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete checkpoint under ``out_dir/checkpoints``, oldest first."""
-    root = Path(out_dir) / CHECKPOINTS
-    found = []
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file():
-                try:
-                    found.append((int(p.name[5:]), p))
-                except ValueError:
-                    continue
-    return sorted(found)
-
-
 def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, scheduler: Any,
                     cfg: PretrainConfig, extra: dict[str, Any]) -> Path:
-    """Write ``checkpoints/step-{step}`` atomically (temporary folder, then rename)."""
-    import torch
-    from safetensors.torch import save_file
-
-    root = Path(out_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    tmp = root / f".tmp-step-{step}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    policy.save(tmp)
-    tensors, groups = _optimizer_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": STATE_FORMAT})
-    state = {"format": STATE_FORMAT, "version": 1, "step": step, "config": asdict(cfg),
-             "param_groups": groups, "scheduler": scheduler.state_dict(), **extra}
-    with open(tmp / STATE_FILE, "w") as f:  # written last: its presence marks a complete folder
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    if cfg.keep_last is not None:
-        for _, old in complete_checkpoints(out_dir)[: -cfg.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Write ``checkpoints/step-{step}`` atomically (see ``irisbench.checkpoints``)."""
+    return checkpoints.save_checkpoint(out_dir, step, policy, optimizer, scheduler, {"config": asdict(cfg), **extra},
+                                       keep_last=cfg.keep_last, fmt=STATE_FORMAT)
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, where: Path) -> None:
@@ -274,22 +207,6 @@ def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, where: Path
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
         raise PretrainError(f"{where}: cannot resume with a different recipe ({detail}); use the saved "
                             "config or another output folder")
-
-
-def _trim_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines logged after ``last_step`` (they belong to the interrupted, lost steps)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by kill -9
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -337,13 +254,13 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     if existing:
         tensors = load_file(str(ckpt / OPTIMIZER_FILE))
-        _load_optimizer(optimizer, tensors, state["param_groups"])
+        load_optimizer(optimizer, tensors, state["param_groups"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(tensors["rng.torch"])
     else:
         torch.manual_seed(cfg.seed)
     metrics_path = out_dir / METRICS
-    _trim_metrics(metrics_path, start_step)
+    trim_metrics(metrics_path, start_step)
     maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
 
     last = existing[-1][1] if existing else None

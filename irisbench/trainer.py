@@ -176,7 +176,7 @@ class GRPOTrainer:
             from irisbench.runs import RunDir
 
             self.run = RunDir.open(self.out)
-        from irisbench.pretrain import complete_checkpoints
+        from irisbench.checkpoints import complete_checkpoints
 
         ckpts = complete_checkpoints(self.out)
         self.start_step = ckpts[-1][0] if ckpts else 0
@@ -244,52 +244,22 @@ class GRPOTrainer:
         return load_policy(str(ref_dir))
 
     def _restore(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
+        from irisbench.checkpoints import restore_optimizer
 
-        from irisbench.pretrain import OPTIMIZER_FILE, STATE_FILE, _load_optimizer
-
-        state = json.loads((ckpt / STATE_FILE).read_text())
-        tensors = load_file(str(ckpt / OPTIMIZER_FILE))
-        _load_optimizer(self.optimizer, tensors, state["param_groups"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.elapsed = float(restore_optimizer(ckpt, self.optimizer, self.scheduler).get("elapsed_s", 0.0))
 
     def _save(self, step: int) -> Path:
-        import torch
-        from safetensors.torch import save_file
-
-        from irisbench.pretrain import CHECKPOINTS, OPTIMIZER_FILE, STATE_FILE, _optimizer_tensors
+        from irisbench.checkpoints import CHECKPOINTS, save_checkpoint
 
         root = self.out / CHECKPOINTS
-        root.mkdir(parents=True, exist_ok=True)
         if self.ref is not None and not (root / "reference").is_dir():
+            root.mkdir(parents=True, exist_ok=True)
             tmp = root / f".tmp-reference-{os.getpid()}"
             self.ref.save(tmp)
             os.replace(tmp, root / "reference")
-        final, tmp = root / f"step-{step}", root / f".tmp-step-{step}-{os.getpid()}"
-        self.policy.save(tmp)
-        tensors, groups = _optimizer_tensors(self.optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(tmp / OPTIMIZER_FILE))
-        state = {"format": "irisbench.grpo-state", "version": 1, "step": step, "config": self.cfg.to_dict(),
-                 "param_groups": groups, "scheduler": self.scheduler.state_dict(), "elapsed_s": self.elapsed}
-        with open(tmp / STATE_FILE, "w") as f:  # written last: marks the folder complete
-            json.dump(state, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        if final.exists():
-            import shutil
-
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if self.cfg.keep_last:
-            import shutil
-
-            from irisbench.pretrain import complete_checkpoints
-
-            for _, old in complete_checkpoints(self.out)[: -self.cfg.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-        return final
+        return save_checkpoint(self.out, step, self.policy, self.optimizer, self.scheduler,
+                               {"config": self.cfg.to_dict(), "elapsed_s": self.elapsed},
+                               keep_last=self.cfg.keep_last, fmt="irisbench.grpo-state")
 
     # ------------------------------------------------------------------------------------ one step
     def _rollout(self, step: int) -> tuple[Rollout, list[dict]]:
@@ -446,13 +416,13 @@ class GRPOTrainer:
     def train(self) -> Path:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from irisbench.runs import RunLockedError  # noqa: F401  (documented failure mode)
+        from irisbench.checkpoints import trim_metrics
 
         self._setup()
         cfg = self.cfg
         metrics_path = self.out / METRICS_DIR / "metrics.jsonl"
         if self.dist.main:
-            _trim_metrics(metrics_path, self.start_step)
+            trim_metrics(metrics_path, self.start_step)
         last = None
         columns = (TextColumn("[bold]grpo"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("reward {task.fields[r]:+.3f}  sc_img {task.fields[sc]:.3f}  "
@@ -483,7 +453,7 @@ class GRPOTrainer:
                         self.evaluate_checkpoint(done)
         if self.dist.main:
             _write_metrics_parquet(metrics_path)
-        from irisbench.pretrain import complete_checkpoints
+        from irisbench.checkpoints import complete_checkpoints
 
         return last or complete_checkpoints(self.out)[-1][1]
 
@@ -549,12 +519,6 @@ class _nullcontext:
 
 def _finite(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-
-
-def _trim_metrics(path: Path, last_step: int) -> None:
-    from irisbench.pretrain import _trim_metrics as trim
-
-    trim(path, last_step)
 
 
 def _write_metrics_parquet(jsonl: Path) -> None:

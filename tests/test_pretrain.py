@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from irisbench import pretrain
 from irisbench.policies.shapes_lm import ShapesLMPolicy, ShapesVocab
 from irisbench.pretrain import (
     BatchMaker,
@@ -148,4 +147,4 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
 def test_keep_last_prunes_old_checkpoints(tmp_path: Path) -> None:
     run_pretrain(replace(TINY, checkpoint_every=1, keep_last=1), tmp_path, progress=False)
     assert [s for s, _ in complete_checkpoints(tmp_path)] == [3]
-    assert pretrain.CHECKPOINTS == "checkpoints"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-3"]
