@@ -1,0 +1,137 @@
+"""Image metrics beside a suite's protocol score: ``irisbench eval --metrics clip,fid,kid``.
+
+- ``clip``: per-image CLIP score of the image against its prompt, written into every record (``clip_score``)
+  and averaged with a prompt-bootstrap CI in ``results.json``. Shapes world: the shipped shapes CLIP; open
+  world: ``--clip-model`` / ``--clip-pretrained`` (weights must be on this machine). The scale is explicit.
+- ``fid`` / ``kid``: distance between the run's images and reference images, with CLIP image-tower
+  features (torchmetrics). Shapes world: the reference is a fresh rendering of a ground-truth scene for every
+  (prompt, sample) of the run, from seeds the policy never sees; open world: ``--fid-reference DIR`` (PNG files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRIC_NAMES = ("clip", "fid", "kid")
+
+
+@dataclass
+class MetricOptions:
+    names: tuple[str, ...] = ()
+    clip_model: str | None = None  # None: shapes-clip in the shapes world
+    clip_pretrained: str | None = None
+    clip_scale: str = "raw"
+    fid_reference: str | None = None
+    kid_subset_size: int = 100
+
+
+def check_scale_name(scale: str) -> str:
+    from irisbench.metrics.clip_score import check_scale
+
+    return check_scale(scale)
+
+
+def parse_metric_names(spec: str | None) -> tuple[str, ...]:
+    if not spec:
+        return ()
+    names = tuple(dict.fromkeys(x.strip() for x in spec.split(",") if x.strip()))
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(METRIC_NAMES)}")
+    return names
+
+
+class SuiteMetrics:
+    """Loads the CLIP model once; scores batches during generation and the whole run at the end."""
+
+    def __init__(self, opts: MetricOptions, world: str) -> None:
+        self.opts, self.world = opts, world
+        self._clip = None
+        if opts.names and world == "open" and opts.clip_model is None:
+            raise ValueError("--metrics on an open-world policy needs --clip-model (and --clip-pretrained with "
+                             "weights on this machine); the shapes CLIP only knows the shapes world")
+        if ("fid" in opts.names or "kid" in opts.names) and world == "open" and not opts.fid_reference:
+            raise ValueError("FID/KID for an open-world policy need --fid-reference DIR (reference PNG images)")
+
+    @property
+    def clip(self) -> Any:
+        if self._clip is None:
+            from irisbench.metrics.clip_score import load_clip
+
+            self._clip = load_clip(self.opts.clip_model or "shapes-clip", self.opts.clip_pretrained)
+        return self._clip
+
+    def describe(self) -> dict[str, Any]:
+        from irisbench.metrics.clip_score import score_identity
+
+        return {"names": list(self.opts.names), "clip": score_identity(self.clip, self.opts.clip_scale)}
+
+    def per_image(self, images: list[np.ndarray], prompts: list[str]) -> list[dict[str, float]]:
+        if "clip" not in self.opts.names:
+            return [{} for _ in images]
+        from irisbench.metrics.clip_score import clip_score
+
+        values = clip_score(images, prompts, self.clip, scale=self.opts.clip_scale)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("CLIP score is not finite for some images")
+        return [{"clip_score": float(v)} for v in values]
+
+    def finalize(self, root: Path, records: list[dict], items: list[dict], seed: int) -> dict[str, Any]:
+        from irisbench.stats import bootstrap_ci
+
+        out: dict[str, Any] = {"identity": self.describe()}
+        if "clip" in self.opts.names:
+            by_prompt: dict[int, list[float]] = {}
+            for r in records:
+                by_prompt.setdefault(r["prompt_index"], []).append(r["clip_score"])
+            values = list(by_prompt.values())
+            lo, hi = bootstrap_ci(values, n_resamples=2000, seed=seed)
+            out["clip"] = {"mean": float(np.mean([v for vs in values for v in vs])), "ci_low": lo, "ci_high": hi,
+                           "scale": self.opts.clip_scale, "n_images": len(records)}
+        if "fid" in self.opts.names or "kid" in self.opts.names:
+            out.update(self._distances(root, records, items, seed))
+        return out
+
+    def _distances(self, root: Path, records: list[dict], items: list[dict], seed: int) -> dict[str, Any]:
+        from PIL import Image
+
+        from irisbench.metrics.fid import fid, kid, make_feature_extractor
+
+        missing = [r for r in records if not r.get("image") or not (root / r["image"]).is_file()]
+        if missing:
+            raise ValueError(f"FID/KID need every generated image on disk: {len(missing)} of {len(records)} are "
+                             "missing (run without --no-save-images)")
+        fake = [np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in records]
+        real, source = self._reference(records, items, seed)
+        features = make_feature_extractor("clip", clip=self.clip)
+        out: dict[str, Any] = {"reference": {"source": source, "n_real": len(real), "n_fake": len(fake)}}
+        if "fid" in self.opts.names:
+            out["fid"] = fid(real, fake, features=features)
+        if "kid" in self.opts.names:
+            mean, std = kid(real, fake, features=features, subset_size=self.opts.kid_subset_size, seed=seed)
+            out["kid"] = {"mean": mean, "std": std, "subset_size": self.opts.kid_subset_size}
+        return out
+
+    def _reference(self, records: list[dict], items: list[dict], seed: int) -> tuple[list[np.ndarray], str]:
+        if self.opts.fid_reference:
+            from PIL import Image
+
+            files = sorted(Path(self.opts.fid_reference).glob("*.png"))
+            if not files:
+                raise ValueError(f"--fid-reference {self.opts.fid_reference}: no PNG files")
+            return [np.asarray(Image.open(f).convert("RGB")) for f in files], str(self.opts.fid_reference)
+        from irisbench.policies.base import derive_seed
+        from irisbench.world.sampler import scene_for
+        from irisbench.world.scene import render
+
+        real = []
+        for r in records:
+            meta = items[r["prompt_index"]]
+            meta = meta.get("metadata", meta)  # CompBench items carry their GenEval metadata
+            rng = np.random.default_rng(derive_seed(seed, "fid-reference", r["prompt_index"], r["sample_index"]))
+            real.append(render(scene_for(meta, rng)))
+        return real, "ground-truth renders of the same prompts (held-out seeds)"
