@@ -67,19 +67,41 @@ def eval_cmd(
     top_k: int = typer.Option(None, help="Top-k sampling (default: the policy's)."),
     limit: int = typer.Option(None, help="Only the first N prompts (smoke runs)."),
     save_images: bool = typer.Option(True, help="Write every image as PNG into the run folder."),
+    metrics: str = typer.Option(None, help="Image metrics beside the suite's score: any of clip,fid,kid."),
+    clip_model: str = typer.Option(None, help="CLIP backbone for --metrics (default: the shapes CLIP)."),
+    clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
+    clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
+    fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
                                         "Re-running into the same folder resumes."),
 ) -> None:
     """Generate images for a suite's prompts, score them and write per-image records and results."""
     from irisbench.evaluate import EvalOptions, evaluate
 
-    opts = EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
-                       seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
-                       limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images)
+    def options() -> EvalOptions:
+        from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
+
+        metric_opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained,
+                                    check_scale_name(clip_scale), str(fid_reference) if fid_reference else None)
+        return EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
+                           seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
+                           limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images,
+                           metrics=metric_opts)
+
+    opts = _guard(options)
     target = out or _default_out(f"eval-{suite}-{Path(policy).name}")
     results = _guard(lambda: evaluate(opts, target))
     print_scores(results, title=f"{results['suite']} ({results['world']} world, {results['split']}) — "
                                 f"{results['policy']['name']}")
+    extra = results.get("metrics", {})
+    if "clip" in extra:
+        c = extra["clip"]
+        console.print(f"CLIP score ({c['scale']}): {c['mean']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]")
+    if "fid" in extra:
+        console.print(f"FID ({extra['reference']['n_real']} real vs {extra['reference']['n_fake']} generated, "
+                      f"CLIP features): {extra['fid']:.3f}")
+    if "kid" in extra:
+        console.print(f"KID: {extra['kid']['mean']:.5f} ± {extra['kid']['std']:.5f}")
     console.print(f"run folder: {target}")
 
 
@@ -132,6 +154,29 @@ def pretrain_cmd(
         target = out or _default_out("pretrain")
         last = run_pretrain(cfg, target, progress=progress)
         console.print(f"last checkpoint: {last}\nuse it with: irisbench eval --policy {last}")
+
+    _guard(body)
+
+
+@app.command("pretrain-clip")
+def pretrain_clip_cmd(
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/)."),
+    steps: int = typer.Option(None, help="Training steps (default: the shipped model's recipe)."),
+    batch_size: int = typer.Option(None, help="Batch size (default: the shipped model's recipe)."),
+    seed: int = typer.Option(0, help="Seed."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a small CLIP contrastively on rendered shapes scenes and captions (the shipped shapes-clip)."""
+
+    def body() -> None:
+        from irisbench.metrics.shapes_clip import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
+
+        target = out or _default_out("shapes-clip")
+        result = train_shapes_clip(steps or DEFAULT_STEPS, batch_size or DEFAULT_BATCH_SIZE, seed, target,
+                                   progress=progress)
+        console.print(f"shapes CLIP written to {target}")
+        if isinstance(result, dict):
+            console.print_json(json.dumps(result, default=str))
 
     _guard(body)
 

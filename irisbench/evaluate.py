@@ -46,6 +46,7 @@ class EvalOptions:
     prompts_file: str | None = None
     save_images: bool = True
     n_resamples: int = 2000
+    metrics: Any = None  # irisbench.metrics.suite_metrics.MetricOptions: CLIP score, FID, KID beside the protocol
 
 
 class EvalError(ValueError):
@@ -107,6 +108,13 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         check(prompts)
     split = prompt_prov["split"]
     seed_key = f"{suite.name}/{world}/{split}"
+    metrics = None
+    if opts.metrics is not None and opts.metrics.names:
+        from irisbench.metrics.suite_metrics import SuiteMetrics
+
+        if ("fid" in opts.metrics.names or "kid" in opts.metrics.names) and not opts.save_images:
+            raise EvalError("FID/KID read the generated images back: drop --no-save-images")
+        metrics = SuiteMetrics(opts.metrics, world)
 
     config = {
         "command": "eval",
@@ -120,6 +128,9 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k},
         "scorer": scorer_name,
         "save_images": opts.save_images,
+        **({"metrics": {"names": list(opts.metrics.names), "clip_model": opts.metrics.clip_model,
+                        "clip_pretrained": opts.metrics.clip_pretrained, "clip_scale": opts.metrics.clip_scale,
+                        "fid_reference": opts.metrics.fid_reference}} if metrics is not None else {}),
     }
     rank, world_size = _dist_info()
     if rank == 0:
@@ -142,7 +153,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             mine = [(i, j) for i in range(rank, len(items), world_size) for j in range(n)]
             pending = [key for key in mine if key not in done and not writer.done(key)]
             _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key,
-                      progress and rank == 0, len(mine) - len(pending))
+                      progress and rank == 0, len(mine) - len(pending), metrics)
         _barrier(world_size)
         if rank != 0:
             _barrier(world_size)
@@ -170,6 +181,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             "timing": {"seconds": round(elapsed, 3),
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
         }
+        if metrics is not None and counts["complete"]:
+            results["metrics"] = metrics.finalize(run.path, records, items, opts.seed)
         atomic_write_json(run.path / "results.json", results)
     _barrier(world_size)
     return results
@@ -231,7 +244,7 @@ def _scorer_entry(suite: Any, world: str) -> Any:
 
 
 def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOptions, seed_key: str,
-              progress: bool, resumed: int) -> None:
+              progress: bool, resumed: int, metrics: Any = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = len(pending) + resumed
@@ -246,6 +259,8 @@ def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOpti
             if len(rollout) != len(batch):
                 raise EvalError(f"policy returned {len(rollout)} samples for {len(batch)} requests")
             scores = scorer.score(rollout.images, [items[i] for i, _ in batch])
+            extras = metrics.per_image(rollout.images, [items[i]["prompt"] for i, _ in batch]) \
+                if metrics is not None else [{} for _ in batch]
             records = []
             for row, ((i, j), s) in enumerate(zip(batch, scores, strict=True)):
                 rel = None
@@ -269,6 +284,7 @@ def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOpti
                     "plan": rollout.plans[row] if rollout.plans else "",
                     **rollout.token_summary(row),
                     **extra,
+                    **extras[row],
                 })
             writer.append(records)
             bar.advance(task, len(batch))

@@ -1,0 +1,57 @@
+"""``irisbench eval --metrics clip,fid,kid``: CLIP score in every record, FID/KID against ground-truth renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from irisbench.cli import app
+from irisbench.evaluate import EvalError, EvalOptions, evaluate
+from irisbench.metrics.suite_metrics import MetricOptions, parse_metric_names
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_oracle_is_closer_to_real_scenes_than_random(tmp_path: Path) -> None:
+    res = {}
+    for policy in ("oracle", "random"):
+        opts = EvalOptions(policy=policy, limit=24, images_per_prompt=2,
+                           metrics=MetricOptions(("clip", "fid"), clip_scale="raw"))
+        res[policy] = evaluate(opts, tmp_path / policy, progress=False)
+    assert res["oracle"]["metrics"]["fid"] < res["random"]["metrics"]["fid"] / 2
+    assert res["oracle"]["metrics"]["reference"]["n_real"] == res["oracle"]["counts"]["actual"] == 48
+    records = [json.loads(x) for x in (tmp_path / "oracle" / "records.jsonl").read_text().splitlines()]
+    mean = sum(r["clip_score"] for r in records) / len(records)
+    clip = res["oracle"]["metrics"]["clip"]
+    assert clip["mean"] == pytest.approx(mean) and clip["ci_low"] <= mean <= clip["ci_high"]
+    assert res["oracle"]["metrics"]["identity"]["clip"]["score_scale"] == "raw"
+
+
+def test_metric_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown metric"):
+        parse_metric_names("clip,fd")
+    with pytest.raises(EvalError, match="save-images"):
+        evaluate(EvalOptions(policy="oracle", limit=2, save_images=False, metrics=MetricOptions(("fid",))),
+                 tmp_path / "x", progress=False)
+    result = runner.invoke(app, ["eval", "--policy", "oracle", "--limit", "2", "--metrics", "clip,fd",
+                                 "--out", str(tmp_path / "y")])
+    assert result.exit_code != 0 and "unknown metric" in result.output
+    result = runner.invoke(app, ["eval", "--policy", "oracle", "--limit", "2", "--metrics", "clip",
+                                 "--clip-scale", "200", "--out", str(tmp_path / "z")])
+    assert result.exit_code != 0 and "scale" in result.output
+
+
+@pytest.mark.slow
+def test_pretrain_clip_command_writes_a_loadable_model(tmp_path: Path) -> None:
+    out = tmp_path / "clip"
+    result = runner.invoke(app, ["pretrain-clip", "--steps", "2", "--batch-size", "8", "--out", str(out),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    from irisbench.metrics.clip_score import load_clip
+
+    clip = load_clip("shapes-clip", out / "model.safetensors")
+    assert clip.encode_texts(["a photo of a red circle"]).shape[0] == 1
