@@ -132,9 +132,9 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     analysis_inputs = {f"{lab}|{key}": path for lab, d in evals.items() for key, path in d.items()
                        if key.endswith("/test")}
     analysis_inputs.update({f"train|{lab}": run for lab, run in train_runs.items()})
-    analysis = analyze_runs({k.replace("/", "-").replace("|", "-").replace(" ", ""): v
-                             for k, v in analysis_inputs.items()}, out / "analysis", n_resamples=1000,
-                            seed=cfg.seed)
+    named = {k.replace("/", "-").replace("|", "-").replace(" ", ""): v for k, v in analysis_inputs.items()}
+    analysis = analyze_runs(named, out / "analysis", n_resamples=1000, seed=cfg.seed,
+                            features=_clip_features({k: v for k, v in named.items() if not k.startswith("train")}))
     refs = [RunRef(lab, str(path)) for lab, d in evals.items() for path in d.values()]
     report = build_report(refs, out / "report", base="base", title="IRIS on the shapes world")
     elapsed = time.perf_counter() - started
@@ -150,6 +150,24 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     if publish_readme is not None:
         publish(publish_readme, md, report, train_runs, out)
     return summary
+
+
+def _clip_features(runs: dict[str, Path]) -> dict[str, Any]:
+    """Shapes-CLIP image features of every record of each eval run (record order), for diversity."""
+    import numpy as np
+    from PIL import Image
+
+    from irisbench.analysis import load_records
+    from irisbench.metrics.clip_score import default_clip
+
+    clip, out = default_clip(), {}
+    for name, folder in runs.items():
+        df = load_records(folder)
+        if "image" not in df or df["image"].isna().any():
+            continue
+        images = [np.asarray(Image.open(Path(folder) / rel).convert("RGB")) for rel in df["image"]]
+        out[name] = clip.encode_images(images)
+    return out
 
 
 def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
