@@ -26,6 +26,9 @@ class TrainConfig:
     # what to train, on what
     policy: str = "shapes-base"  # a registered policy name or a checkpoint folder
     model: str | None = None  # model id/path for policies that need one (janus-pro)
+    # options for the policy loader: shapes -> sampling defaults (e.g. max_plan_tokens: 1 = no plan);
+    # janus-pro -> from_pretrained arguments (e.g. cot: false)
+    policy_options: dict[str, Any] = field(default_factory=dict)
     suite: str = "geneval"
     split: str = "train"
     prompts_file: str | None = None  # an official-format metadata JSONL of training prompts (open world)

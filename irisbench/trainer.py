@@ -183,7 +183,8 @@ class GRPOTrainer:
         if ckpts:
             self.policy = load_policy(str(ckpts[-1][1]))
         else:
-            self.policy = self._policy if self._policy is not None else load_policy(cfg.policy, cfg.model)
+            self.policy = self._policy if self._policy is not None else \
+                load_policy(cfg.policy, cfg.model, **cfg.policy_options)
         self.world = self.policy.world
         self.items, self.prompt_prov = self._training_prompts(load_suite(cfg.suite), resolve_prompts)
         self.reward = build_reward(cfg.reward, weights=cfg.reward_weights, options=cfg.reward_options or None)

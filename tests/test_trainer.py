@@ -273,3 +273,13 @@ def test_grpo_drives_a_tiny_janus(tmp_path: Path, logp_source: str) -> None:
     assert all(p.grad is None for n, p in trainer.policy.model.named_parameters() if not p.requires_grad)
     # resuming finds the Janus checkpoint by its config and has nothing left to do
     assert GRPOTrainer(cfg, tmp_path / "run", progress=False).train().name == "step-1"
+
+
+def test_no_plan_ablation_writes_only_the_end_of_plan(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    cfg = resolve_config("no-plan-shapes", [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2",
+                                            "num_generations=2", "eval_every=0", "checkpoint_every=1",
+                                            "num_threads=1"])
+    GRPOTrainer(cfg, tmp_path / "run", progress=False).train()
+    assert read_metrics(tmp_path / "run")[0]["plan_len"] == 1.0  # EOP only
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step-1" / "irisbench_policy.json").read_text())
+    assert saved["sampling"]["max_plan_tokens"] == 1  # the checkpoint keeps generating without a plan
