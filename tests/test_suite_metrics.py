@@ -55,3 +55,32 @@ def test_pretrain_clip_command_writes_a_loadable_model(tmp_path: Path) -> None:
 
     clip = load_clip("shapes-clip", out / "model.safetensors")
     assert clip.encode_texts(["a photo of a red circle"]).shape[0] == 1
+
+
+def test_truncated_or_foreign_images_are_clear_errors(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from irisbench.metrics.suite_metrics import read_png
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(good)
+    assert read_png(good).shape == (32, 32, 3)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(ValueError, match="cut.png"):
+        read_png(cut)
+    jpg = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(jpg, format="JPEG")
+    with pytest.raises(ValueError, match="not a PNG"):
+        read_png(jpg)
+    # an image removed from a finished run is reported, not silently skipped
+    run = tmp_path / "run"
+    opts = EvalOptions(policy="oracle", limit=2, images_per_prompt=2)
+    evaluate(opts, run, progress=False)
+    records = [json.loads(x) for x in (run / "records.jsonl").read_text().splitlines()]
+    (run / records[0]["image"]).unlink()
+    from irisbench.metrics.suite_metrics import SuiteMetrics
+
+    with pytest.raises(ValueError, match="1 of 4 are missing"):
+        SuiteMetrics(MetricOptions(("fid",)), "shapes").finalize(run, records, [{}] * 2, 0)

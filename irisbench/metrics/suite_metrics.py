@@ -29,6 +29,20 @@ class MetricOptions:
     kid_subset_size: int = 100
 
 
+def read_png(path: Path) -> np.ndarray:
+    """An RGB image from a PNG file; a file that is not a PNG or is truncated is a clear error, not a skip."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise ValueError(f"{path}: not a PNG file ({im.format})")
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: unreadable image ({e})") from None
+
+
 def check_scale_name(scale: str) -> str:
     from irisbench.metrics.clip_score import check_scale
 
@@ -97,15 +111,13 @@ class SuiteMetrics:
         return out
 
     def _distances(self, root: Path, records: list[dict], items: list[dict], seed: int) -> dict[str, Any]:
-        from PIL import Image
-
         from irisbench.metrics.fid import fid, kid, make_feature_extractor
 
         missing = [r for r in records if not r.get("image") or not (root / r["image"]).is_file()]
         if missing:
             raise ValueError(f"FID/KID need every generated image on disk: {len(missing)} of {len(records)} are "
                              "missing (run without --no-save-images)")
-        fake = [np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in records]
+        fake = [read_png(root / r["image"]) for r in records]
         real, source = self._reference(records, items, seed)
         features = make_feature_extractor("clip", clip=self.clip)
         out: dict[str, Any] = {"reference": {"source": source, "n_real": len(real), "n_fake": len(fake)}}
@@ -118,12 +130,10 @@ class SuiteMetrics:
 
     def _reference(self, records: list[dict], items: list[dict], seed: int) -> tuple[list[np.ndarray], str]:
         if self.opts.fid_reference:
-            from PIL import Image
-
             files = sorted(Path(self.opts.fid_reference).glob("*.png"))
             if not files:
                 raise ValueError(f"--fid-reference {self.opts.fid_reference}: no PNG files")
-            return [np.asarray(Image.open(f).convert("RGB")) for f in files], str(self.opts.fid_reference)
+            return [read_png(f) for f in files], str(self.opts.fid_reference)
         from irisbench.policies.base import derive_seed
         from irisbench.world.sampler import scene_for
         from irisbench.world.scene import render
