@@ -72,6 +72,8 @@ def eval_cmd(
     clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
     clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
     fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
+    scorer_option: list[str] = typer.Option([], help="KEY=VALUE for the suite's scorer, e.g. "
+                                                     "detector_model=/models/mask2former (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
                                         "Re-running into the same folder resumes."),
 ) -> None:
@@ -86,7 +88,7 @@ def eval_cmd(
         return EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
                            seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                            limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images,
-                           metrics=metric_opts)
+                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"))
 
     opts = _guard(options)
     target = out or _default_out(f"eval-{suite}-{Path(policy).name}")
@@ -107,6 +109,18 @@ def eval_cmd(
 
 def _ci(s: dict[str, Any]) -> str:
     return f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s.get("ci_low") is not None else "-"
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {item!r} is not of the form KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def print_scores(results: dict[str, Any], title: str) -> None:

@@ -47,6 +47,7 @@ class EvalOptions:
     save_images: bool = True
     n_resamples: int = 2000
     metrics: Any = None  # irisbench.metrics.suite_metrics.MetricOptions: CLIP score, FID, KID beside the protocol
+    scorer_options: dict[str, Any] | None = None  # e.g. detector_model / clip_model ids or local paths
 
 
 class EvalError(ValueError):
@@ -127,6 +128,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         "seed": opts.seed,
         "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k},
         "scorer": scorer_name,
+        **({"scorer_options": opts.scorer_options} if opts.scorer_options else {}),
         "save_images": opts.save_images,
         **({"metrics": {"names": list(opts.metrics.names), "clip_model": opts.metrics.clip_model,
                         "clip_pretrained": opts.metrics.clip_pretrained, "clip_scale": opts.metrics.clip_scale,
@@ -138,7 +140,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     _barrier(world_size)
     if rank != 0:
         run = RunDir.open(out)
-    scorer = scorer_entry.load()()
+    scorer = _make_scorer(scorer_entry, opts.scorer_options or {})
     started = time.perf_counter()
     lock = run.lock() if rank == 0 else contextlib.nullcontext()
     with lock:
@@ -225,6 +227,19 @@ def merge_shards(root: Path) -> int:
     for shard in shards:
         shard.unlink()
     return added
+
+
+def _make_scorer(entry: Any, options: dict[str, Any]) -> Any:
+    """The scorer object, with user options (model ids or local paths) checked against its signature."""
+    import inspect
+
+    cls = entry.load()
+    params = inspect.signature(cls).parameters
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        valid = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise EvalError(f"scorer {entry.name!r} has no option(s) {unknown}; its options: {valid or 'none'}")
+    return cls(**options)
 
 
 def _scorer_entry(suite: Any, world: str) -> Any:

@@ -273,3 +273,18 @@ def test_two_processes_give_the_same_records_and_scores(tmp_path: Path) -> None:
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["counts"]["processes"] == 2 and two["counts"]["complete"]
     assert one["scores"] == two["scores"]
+
+
+def test_scorer_options_reach_the_scorer_and_typos_are_refused(tmp_path: Path) -> None:
+    from irisbench.evaluate import EvalError, _make_scorer
+    from irisbench.registry import SCORERS, Entry
+
+    entry = Entry("m2f", "irisbench.scorers.geneval_real:Mask2FormerScorer", "test")
+    with pytest.raises(EvalError, match="detector_modle"):
+        _make_scorer(entry, {"detector_modle": "/models/m2f"})
+    assert "detector_model" in str(pytest.raises(EvalError, _make_scorer, entry, {"x": 1}).value)
+    shapes = _make_scorer(SCORERS.get("shapes-exact"), {})
+    assert shapes.name == "shapes-exact"
+    result = runner.invoke(app, ["eval", "--policy", "oracle", "--limit", "1", "--scorer-option", "device=cpu",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code != 0 and "has no option" in result.output
