@@ -29,6 +29,7 @@ newest complete checkpoint and reproduces the metrics an uninterrupted run logs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -269,7 +270,9 @@ class GRPOTrainer:
         per_rank = len(idx) // self.dist.world_size
         mine = list(enumerate(idx))[self.dist.rank * per_rank:(self.dist.rank + 1) * per_rank]
         seeds = [derive_seed(cfg.seed, "grpo", step, k, j) for k, _ in mine for j in range(g)]
-        with _no_grad():
+        import torch
+
+        with torch.no_grad():
             rollout = self.policy.sample([self.items[i]["prompt"] for _, i in mine], n=g, seed=seeds,
                                          cfg=cfg.cfg, temperature=cfg.temperature, top_k=cfg.top_k)
         return rollout, [self.items[i] for _, i in mine for _ in range(g)]
@@ -429,11 +432,11 @@ class GRPOTrainer:
                    TextColumn("reward {task.fields[r]:+.3f}  sc_img {task.fields[sc]:.3f}  "
                               "{task.fields[s]:.2f} s/step"),
                    TimeRemainingColumn())
-        lock = self.run.lock() if self.dist.main else _nullcontext()
+        lock = self.run.lock() if self.dist.main else contextlib.nullcontext()
         with lock, Progress(*columns, disable=not (self.progress and self.dist.main)) as bar:
             task = bar.add_task("grpo", total=cfg.steps, completed=self.start_step, r=float("nan"),
                                 sc=float("nan"), s=float("nan"))
-            with open(metrics_path, "a") if self.dist.main else _nullcontext() as mf:
+            with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:
                 for step in range(self.start_step, cfg.steps):
                     t0 = time.perf_counter()
                     m = self.step(step)
@@ -497,25 +500,6 @@ def _slice_rollout(r: Rollout, rows: slice) -> Rollout:
                    tokens=r.tokens[rows], token_mask=r.token_mask[rows], modality=r.modality[rows],
                    logp=r.logp[rows], self_certainty=r.self_certainty[rows], entropy=r.entropy[rows],
                    settings=r.settings, extras=extras)
-
-
-class _no_grad:
-    def __enter__(self) -> None:
-        import torch
-
-        self._ctx = torch.no_grad()
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _finite(rec: dict[str, Any]) -> dict[str, Any]:

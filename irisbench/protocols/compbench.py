@@ -287,6 +287,11 @@ def _tokenize(prompt: str) -> list[tuple[str, int, int]]:
     return [(m.group(0), m.start(), m.end()) for m in _TOKEN_RE.finditer(prompt)]
 
 
+# Closed word classes, checked in this order (the first list holding a word gives its tag).
+_CLOSED_CLASSES = ((_DET, "DET"), (_POSS, "POSS"), (_PRON, "PRON"), (_ADP, "ADP"), (_CCONJ, "CCONJ"),
+                   (_SCONJ, "SCONJ"), (_AUX, "AUX"), (_PART, "PART"), (_ADV, "ADV"))
+
+
 def _rule_tags(prompt: str) -> list[Token]:
     """Rule-based stand-in for spaCy's POS tags (see the module docstring)."""
     raw = _tokenize(prompt)
@@ -301,24 +306,8 @@ def _rule_tags(prompt: str) -> list[Token]:
             tags[i] = "PART" if low == "'s" else ("PUNCT" if text != "-" else "HYPH")
         elif low.isdigit() or low in _NUM:
             tags[i] = "NUM"
-        elif low in _DET:
-            tags[i] = "DET"
-        elif low in _POSS:
-            tags[i] = "POSS"
-        elif low in _PRON:
-            tags[i] = "PRON"
-        elif low in _ADP:
-            tags[i] = "ADP"
-        elif low in _CCONJ:
-            tags[i] = "CCONJ"
-        elif low in _SCONJ:
-            tags[i] = "SCONJ"
-        elif low in _AUX:
-            tags[i] = "AUX"
-        elif low in _PART:
-            tags[i] = "PART"
-        elif low in _ADV:
-            tags[i] = "ADV"
+        elif (closed := next((tag for words, tag in _CLOSED_CLASSES if low in words), None)) is not None:
+            tags[i] = closed
         elif low in _ADJ and not low.endswith(("ed", "ing")):
             tags[i] = "ADJ"  # listed -ed/-ing adjectives are resolved in context below
         elif low.endswith("ly") and low not in _ADJ_LY and len(low) > 4:
