@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,14 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 
 
 def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, scheduler: Any, state: dict[str, Any],
-                    *, keep_last: int | None = None, fmt: str = "irisbench.train-state") -> Path:
-    """Write ``checkpoints/step-{step}`` atomically; ``state`` joins the JSON (config, elapsed time, ...)."""
+                    *, keep_last: int | None = None, fmt: str = "irisbench.train-state",
+                    model_state: dict[str, Any] | None = None,
+                    optimizer_state: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Path:
+    """Write ``checkpoints/step-{step}`` atomically; ``state`` joins the JSON (config, elapsed time, ...).
+
+    ``model_state`` / ``optimizer_state``: whole states gathered from a sharded model (``irisbench.sharding``),
+    written in place of the local ones.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -32,8 +39,11 @@ def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, sched
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    policy.save(tmp)
-    tensors, groups = optimizer_tensors(optimizer)
+    if model_state is not None:
+        policy.save(tmp, state_dict=model_state)
+    else:
+        policy.save(tmp)
+    tensors, groups = optimizer_state if optimizer_state is not None else optimizer_tensors(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": fmt})
     full = {"format": fmt, "version": 1, "step": step, "param_groups": groups,
@@ -51,13 +61,20 @@ def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, sched
     return final
 
 
-def restore_optimizer(ckpt: Path, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    """Load optimizer and scheduler state from a checkpoint folder; returns its ``trainer_state.json``."""
+def restore_optimizer(ckpt: Path, optimizer: Any, scheduler: Any,
+                      loader: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+    """Load optimizer and scheduler state from a checkpoint folder; returns its ``trainer_state.json``.
+
+    ``loader(tensors, param_groups)`` replaces ``load_optimizer`` (a sharded optimizer keeps its shard).
+    """
     from safetensors.torch import load_file
 
     state = json.loads((ckpt / STATE_FILE).read_text())
     tensors = load_file(str(ckpt / OPTIMIZER_FILE))
-    load_optimizer(optimizer, tensors, state["param_groups"])
+    if loader is not None:
+        loader(tensors, state["param_groups"])
+    else:
+        load_optimizer(optimizer, tensors, state["param_groups"])
     scheduler.load_state_dict(state["scheduler"])
     return {**state, "rng.torch": tensors.get("rng.torch")}
 

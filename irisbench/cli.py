@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,21 @@ def _guard(fn: Callable[[], T]) -> T:
 def _default_out(prefix: str) -> Path:
     from irisbench.runs import new_run_path
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would reserve a folder of its own
+        raise ValueError("under torchrun / accelerate launch pass --out DIR: every process must write the same "
+                         "run folder")
     return new_run_path("results", prefix)
+
+
+def _end_distributed() -> None:
+    """Leave torch.distributed cleanly (all processes meet first), so that a launcher's processes exit 0."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 @app.command("eval")
@@ -91,8 +106,11 @@ def eval_cmd(
                            metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"))
 
     opts = _guard(options)
-    target = out or _default_out(f"eval-{suite}-{Path(policy).name}")
+    target = out or _guard(lambda: _default_out(f"eval-{suite}-{Path(policy).name}"))
     results = _guard(lambda: evaluate(opts, target))
+    _end_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     print_scores(results, title=f"{results['suite']} ({results['world']} world, {results['split']}) — "
                                 f"{results['policy']['name']}")
     extra = results.get("metrics", {})
@@ -410,8 +428,11 @@ def train_cmd(
 
         cfg = resolve_config(config, set_)
         target = out or _default_out(f"train-{Path(config).stem}")
-        last = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change).train()
-        console.print(f"run folder: {target}\nlast checkpoint: {last}")
+        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change)
+        last = trainer.train()
+        _end_distributed()
+        if trainer.dist.main:
+            console.print(f"run folder: {target}\nlast checkpoint: {last}")
         return last
 
     _guard(body)

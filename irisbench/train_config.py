@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from irisbench.sharding import PARALLEL_MODES
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and field."""
@@ -76,6 +78,9 @@ class TrainConfig:
     eval_prompts: int | None = None  # None: the whole split
     eval_images_per_prompt: int | None = None  # None: the suite's
     num_threads: int = 2
+    # data parallelism under torchrun / accelerate launch: "ddp" replicates the policy and all-reduces
+    # gradients; "fsdp" shards parameters, gradients and optimizer state (FSDP2, for 7B; irisbench.sharding)
+    parallel: str = "ddp"
 
     def check(self) -> None:
         def positive(name: str) -> None:
@@ -95,7 +100,7 @@ class TrainConfig:
                               f"prompts_per_step={self.prompts_per_step} (groups are never split); valid: {divisors}")
         choices = {"loss_type": ("grpo", "bnpo", "dr_grpo"), "logp_source": ("conditional", "guided"),
                    "sc_source": ("sampling", "teacher-forced", "second-pass"),
-                   "lr_scheduler": ("constant", "linear", "cosine")}
+                   "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")

@@ -69,7 +69,11 @@ class Dist:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("gloo" if not _cuda() else "nccl")
+            if _cuda():  # one GPU per process: LOCAL_RANK picks it (torchrun and accelerate launch set it)
+                import torch
+
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if _cuda() else "gloo")
         return cls(dist.get_rank(), dist.get_world_size())
 
     def all_sum(self, values: list[float]) -> list[float]:
@@ -83,12 +87,14 @@ class Dist:
         return t.tolist()
 
     def sync_grads(self, params: list[Any]) -> None:
+        """Sum replicated gradients over ranks (sharded ones were reduce-scattered in backward)."""
         if self.world_size == 1:
             return
         import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
 
         for p in params:
-            if p.grad is not None:
+            if p.grad is not None and not isinstance(p.grad, DTensor):
                 dist.all_reduce(p.grad)
 
     def barrier(self) -> None:
@@ -206,6 +212,15 @@ class GRPOTrainer:
         if cfg.beta > 0:
             self.ref = copy.deepcopy(self.policy) if not ckpts else self._load_reference()
             self.ref.model.eval().requires_grad_(False)
+        self._ref_saved = (self.out / "checkpoints" / "reference").is_dir()
+        if cfg.parallel == "fsdp":
+            from irisbench.sharding import shard
+
+            device_type = "cuda" if _cuda() else "cpu"
+            for policy in (self.policy, self.ref):
+                if policy is not None:
+                    shard(policy, device_type)
+            self.params = [p for p in model.parameters() if p.requires_grad]  # now sharded
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
@@ -248,20 +263,39 @@ class GRPOTrainer:
     def _restore(self, ckpt: Path) -> None:
         from irisbench.checkpoints import restore_optimizer
 
-        self.elapsed = float(restore_optimizer(ckpt, self.optimizer, self.scheduler).get("elapsed_s", 0.0))
+        loader = None
+        if self.cfg.parallel == "fsdp":
+            from irisbench.sharding import load_full_optimizer_tensors
 
-    def _save(self, step: int) -> Path:
+            def loader(tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
+                load_full_optimizer_tensors(self.policy, self.optimizer, tensors, groups)
+
+        state = restore_optimizer(ckpt, self.optimizer, self.scheduler, loader=loader)
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+
+    def _save(self, step: int) -> Path | None:
+        """Every rank calls it (sharded state is gathered onto rank 0); rank 0 writes ``step-N``."""
         from irisbench.checkpoints import CHECKPOINTS, save_checkpoint
+        from irisbench.sharding import full_model_state, full_optimizer_tensors, save_policy
 
         root = self.out / CHECKPOINTS
-        if self.ref is not None and not (root / "reference").is_dir():
+        if self.ref is not None and not self._ref_saved:
             root.mkdir(parents=True, exist_ok=True)
             tmp = root / f".tmp-reference-{os.getpid()}"
-            self.ref.save(tmp)
-            os.replace(tmp, root / "reference")
+            save_policy(self.ref, tmp, main=self.dist.main)
+            if self.dist.main:
+                os.replace(tmp, root / "reference")
+            self._ref_saved = True
+        model_state = optimizer_state = None
+        if self.cfg.parallel == "fsdp":
+            model_state = full_model_state(self.policy)
+            optimizer_state = full_optimizer_tensors(self.policy, self.optimizer)
+        if not self.dist.main:
+            return None
         return save_checkpoint(self.out, step, self.policy, self.optimizer, self.scheduler,
                                {"config": self.cfg.to_dict(), "elapsed_s": self.elapsed},
-                               keep_last=self.cfg.keep_last, fmt="irisbench.grpo-state")
+                               keep_last=self.cfg.keep_last, fmt="irisbench.grpo-state",
+                               model_state=model_state, optimizer_state=optimizer_state)
 
     # ------------------------------------------------------------------------------------ one step
     def _rollout(self, step: int) -> tuple[Rollout, list[dict]]:
@@ -272,7 +306,9 @@ class GRPOTrainer:
         seeds = [derive_seed(cfg.seed, "grpo", step, k, j) for k, _ in mine for j in range(g)]
         import torch
 
-        with torch.no_grad():
+        from irisbench.sharding import gathered
+
+        with torch.no_grad(), gathered(self.policy):  # ranks sample different lengths: no collectives inside
             rollout = self.policy.sample([self.items[i]["prompt"] for _, i in mine], n=g, seed=seeds,
                                          cfg=cfg.cfg, temperature=cfg.temperature, top_k=cfg.top_k)
         return rollout, [self.items[i] for _, i in mine for _ in range(g)]
@@ -450,11 +486,10 @@ class GRPOTrainer:
                         mf.flush()
                     bar.update(task, completed=done, r=m["reward_mean"], sc=m["sc_image"], s=dt)
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                        if self.dist.main:
-                            last = self._save(done)
+                        last = self._save(done) or last
                         self.dist.barrier()
-                    if self.dist.main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                        self.evaluate_checkpoint(done)
+                    if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                        self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
         if self.dist.main:
             _write_metrics_parquet(metrics_path)
         from irisbench.checkpoints import complete_checkpoints
@@ -468,10 +503,13 @@ class GRPOTrainer:
         out = self.out / "eval" / cfg.eval_split / f"step-{step}"
         opts = EvalOptions(policy="in-training", suite=cfg.suite, split=cfg.eval_split, seed=cfg.seed,
                            limit=cfg.eval_prompts, images_per_prompt=cfg.eval_images_per_prompt, save_images=False)
+        from irisbench.sharding import gathered
+
         was_training = self.policy.model.training
         self.policy.model.eval()
         try:
-            return evaluate(opts, out, policy=_Named(self.policy, step), progress=False)
+            with gathered(self.policy):
+                return evaluate(opts, out, policy=_Named(self.policy, step), progress=False)
         finally:
             self.policy.model.train(was_training)
 

@@ -22,3 +22,16 @@ def reference() -> Path:
     if not path.is_dir():
         pytest.skip(f"official reference prompt files not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random shapes-LM policy folder (1 layer, 32 wide) for trainer tests."""
+    from irisbench.policies.shapes_lm import ShapesLMPolicy
+    from irisbench.world.tokenizer import fit_patch_tokenizer
+
+    tok = fit_patch_tokenizer(n_scenes=1500, seed=0)
+    pol = ShapesLMPolicy.create(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=0)
+    path = tmp_path_factory.mktemp("tiny") / "policy"
+    pol.save(path)
+    return path

@@ -22,18 +22,6 @@ from irisbench.trainer import TIMING_KEYS, GRPOTrainer, TrainingDivergedError, r
 runner = CliRunner()
 
 
-@pytest.fixture(scope="session")
-def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from irisbench.policies.shapes_lm import ShapesLMPolicy
-    from irisbench.world.tokenizer import fit_patch_tokenizer
-
-    tok = fit_patch_tokenizer(n_scenes=1500, seed=0)
-    pol = ShapesLMPolicy.create(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=0)
-    path = tmp_path_factory.mktemp("tiny") / "policy"
-    pol.save(path)
-    return path
-
-
 def _cfg(policy: Path, *extra: str):
     return resolve_config("iris-shapes", [f"policy={policy}", "steps=3", "prompts_per_step=2", "num_generations=4",
                                           "eval_every=0", "checkpoint_every=1", "lr=1e-3", *extra])
@@ -209,13 +197,16 @@ params = list(t.policy.model.parameters())
 np.save(os.path.join(sys.argv[1], f"w{t.dist.rank}.npy"), np.concatenate([p.detach().numpy().ravel() for p in params]))
 np.save(os.path.join(sys.argv[1], f"g{t.dist.rank}.npy"),
         np.concatenate([p.grad.detach().numpy().ravel() for p in params if p.grad is not None]))
+import torch.distributed as dist
+dist.barrier()
+dist.destroy_process_group()
 """
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_and_ranks_stay_identical(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    args = [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2", "num_generations=4", "eval_every=0",
-            "checkpoint_every=1", "lr=1e-3"]
+    args = [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2", "num_generations=4", "eval_every=1",
+            "eval_prompts=4", "eval_images_per_prompt=1", "checkpoint_every=1", "lr=1e-3"]
     one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
     one.train()
     script = tmp_path / "child.py"
@@ -234,6 +225,11 @@ def test_two_processes_equal_one_and_ranks_stay_identical(tiny_policy_dir: Path,
     m1, m2 = read_metrics(tmp_path / "one")[0], read_metrics(two)[0]
     for k in ("reward_mean", "reward_std", "loss", "frac_reward_zero_std", "train_correct", "plan_len"):
         assert m1[k] == pytest.approx(m2[k], rel=1e-5, abs=1e-7), k
+    # the in-training evaluation runs on every rank (prompts sharded) and gives the one-process records
+    r1, r2 = (json.loads((tmp_path / run / "eval" / "val" / "step-1" / "results.json").read_text())
+              for run in ("one", "two"))
+    assert r2["counts"]["processes"] == 2 and r2["counts"]["actual"] == r1["counts"]["actual"] == 4
+    assert r2["scores"] == r1["scores"]
 
 
 def test_cli_train_runs_and_resumes(tiny_policy_dir: Path, tmp_path: Path) -> None:

@@ -723,16 +723,30 @@ class JanusPolicy:
             "image_mask": torch.ones_like(image_tokens, dtype=torch.bool),
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
         """Write a folder that ``from_pretrained`` loads back: model (safetensors), generation config,
-        processor, and ``irisbench_policy.json`` (the policy name and its sampling settings)."""
+        processor, and ``irisbench_policy.json`` (the policy name and its sampling settings).
+        ``state_dict``: the weights to write instead of the model's own (whole weights of a sharded model)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        self.model.save_pretrained(path, state_dict=state_dict)
         self.processor.save_pretrained(path)
         meta = {"policy": self.name, "format": "transformers-janus", "sampling": self.describe()["sampling"]}
         (path / "irisbench_policy.json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
+
+    def fsdp_units(self) -> list[Any]:
+        """Disjoint FSDP units (irisbench.sharding): the decoder blocks, token embeddings, final norm and
+        ``lm_head``, and the image-token embeddings, aligner and head; the understanding tower, its aligner
+        and the VQ model (frozen, used only to decode) stay replicated."""
+        import warnings
+
+        # the image head returns a view; token_logits only reads it (no in-place op), which is what
+        # FSDP's warning about views asks for
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPJanusVQVAEHead\) returned a view")
+        lm, inner = self.model.model.language_model, self.model.model
+        return [*lm.layers, lm.embed_tokens, lm.norm, self.model.lm_head, inner.generation_embeddings,
+                inner.generation_aligner, inner.generation_head]
 
     # ------------------------------------------------------------------------------- describe
 

@@ -294,12 +294,15 @@ class ShapesLMPolicy:
                             intermediate_size=intermediate_size, seed=seed)
         return cls(model, vocab, image_tokenizer, defaults)
 
-    def save(self, path: str | Path) -> Path:
-        """Write a ``save_pretrained`` folder, ``irisbench_policy.json`` and ``image_tokenizer.safetensors``."""
+    def save(self, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
+        """Write a ``save_pretrained`` folder, ``irisbench_policy.json`` and ``image_tokenizer.safetensors``.
+
+        ``state_dict``: the weights to write instead of the model's own (whole weights of a sharded model).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         with _quiet_transformers():
-            self.model.save_pretrained(str(path))
+            self.model.save_pretrained(str(path), state_dict=state_dict)
         self.image_tokenizer.save(path / TOKENIZER_FILE)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "policy": self.name,
                 "num_image_tokens": self.num_image_tokens, "vocab": self.vocab.to_json(),
@@ -677,6 +680,11 @@ class ShapesLMPolicy:
         lookup[torch.as_tensor(v.text_ids)] = torch.arange(len(v.text_ids))
         local = torch.where(is_text, lookup[tokens], torch.full_like(tokens, -1))
         return torch.where(is_img, tokens - v.image_offset, local)
+
+    def fsdp_units(self) -> list[Any]:
+        """Disjoint FSDP units holding every parameter (irisbench.sharding): blocks, embeddings, norm, head."""
+        inner = self.model.model
+        return [*inner.layers, inner.embed_tokens, inner.norm, self.model.lm_head]
 
     # ------------------------------------------------------------------ provenance
     def num_parameters(self) -> int:
