@@ -51,7 +51,7 @@ def is_sharded(policy: Any) -> bool:
     return bool(fsdp_modules(policy.model))
 
 
-def shard(policy: Any, device_type: str = "cpu") -> int:
+def shard(policy: Any) -> int:
     """Wrap ``policy.fsdp_units()`` in place with ``fully_shard`` over all ranks; returns the number of units.
 
     Units must not nest and must together hold every trainable parameter; units that share parameters
@@ -75,6 +75,7 @@ def shard(policy: Any, device_type: str = "cpu") -> int:
                             f"{' ...' if len(loose) > 5 else ''}; freeze them or add their module to fsdp_units()")
     if not dist.is_initialized():  # one process without a launcher: a group of one (every shard is whole)
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    device_type = next(policy.model.parameters()).device.type  # shard where the policy lives
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     for group in groups:
         fully_shard(group if len(group) > 1 else group[0], mesh=mesh)

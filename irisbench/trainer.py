@@ -18,8 +18,10 @@ Where this departs from IRIS's released code (every choice is a recorded config 
   micro-batch), so gradient accumulation and data parallelism give the same update as one big batch.
 
 Data parallel: under ``torchrun`` each rank takes whole groups (``prompts_per_step`` must divide by the
-world size), rewards stay local (advantages are per group), metrics are all-reduced, gradients are
-summed with ``all_reduce``. The same code runs as 2 CPU processes with gloo in the tests.
+world size), rewards stay local (advantages are per group), metrics are all-reduced, and gradients are
+summed with ``all_reduce`` (``parallel: ddp``) or reduce-scattered onto sharded parameters and AdamW
+state (``parallel: fsdp``, ``irisbench.sharding``). In-training evaluation shards its prompts over the
+ranks. The same code runs as 2 CPU processes with gloo in the tests.
 
 Run folder (``kind: train``): ``config.yaml``, ``env.json``, ``train/metrics.jsonl`` (+ ``.parquet``),
 ``checkpoints/step-N/`` (policy save folder + ``optimizer.safetensors`` + ``trainer_state.json``,
@@ -73,7 +75,8 @@ class Dist:
                 import torch
 
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group("nccl" if _cuda() else "gloo")
+            # gloo for CPU tensors (a CPU policy, metrics), NCCL for CUDA ones
+            dist.init_process_group("cpu:gloo,cuda:nccl" if _cuda() else "gloo")
         return cls(dist.get_rank(), dist.get_world_size())
 
     def all_sum(self, values: list[float]) -> list[float]:
@@ -216,10 +219,9 @@ class GRPOTrainer:
         if cfg.parallel == "fsdp":
             from irisbench.sharding import shard
 
-            device_type = "cuda" if _cuda() else "cpu"
             for policy in (self.policy, self.ref):
                 if policy is not None:
-                    shard(policy, device_type)
+                    shard(policy)
             self.params = [p for p in model.parameters() if p.requires_grad]  # now sharded
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                            weight_decay=cfg.weight_decay)
