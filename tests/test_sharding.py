@@ -245,15 +245,13 @@ def test_two_fsdp_processes_train_a_tiny_janus_like_one_ddp_process(tiny_janus: 
 @pytest.mark.slow
 def test_the_train_command_runs_under_torchrun(tiny_policy_dir: Path, tmp_path: Path) -> None:
     """The CLI itself under a launcher: one run folder, one summary, a clean exit; --out is required."""
-    script = tmp_path / "cli.py"
-    script.write_text("from irisbench.cli import main; main()")
     torchrun = Path(sys.executable).with_name("torchrun")
     sets = [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2", "num_generations=2", "eval_every=0",
             "parallel=fsdp", "num_threads=1"]
     args = ["train", "--no-progress", *[x for s in sets for x in ("--set", s)]]
 
     def launch(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), *args, *extra],
+        return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "irisbench", *args, *extra],
                               capture_output=True, text=True, timeout=300, cwd=tmp_path,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
