@@ -1,6 +1,7 @@
 """``parallel: fsdp``: the sharded update equals the replicated one (1 and 2 processes, shapes LM and a tiny
 Janus with tied embeddings and a KL reference), checkpoints keep the unsharded layout (resume across
-modes), in-training evaluation shards by rank, and a policy that cannot be sharded says why."""
+modes and from sharded state), in-training evaluation shards by rank, the CLI runs under torchrun, and a
+policy that cannot be sharded says why."""
 
 from __future__ import annotations
 
@@ -177,7 +178,8 @@ from irisbench.trainer import GRPOTrainer
 def full(x):  # a collective for sharded tensors: every rank calls it in the same order
     return (x.full_tensor() if isinstance(x, DTensor) else x).detach().float().numpy().ravel()
 
-t = GRPOTrainer(resolve_config(sys.argv[2], sys.argv[3:]), sys.argv[1], progress=False)
+t = GRPOTrainer(resolve_config(sys.argv[2], sys.argv[3:]), sys.argv[1], progress=False,
+                allow_config_change=os.environ.get("ALLOW_CONFIG_CHANGE") == "1")
 t.train()
 params = list(t.policy.model.parameters())
 weights = np.concatenate([full(p) for p in params])
@@ -189,11 +191,12 @@ dist.destroy_process_group()
 """
 
 
-def _torchrun(tmp_path: Path, out: Path, preset: str, args: list[str]) -> None:
+def _torchrun(tmp_path: Path, out: Path, preset: str, args: list[str], *, allow_config_change: bool = False) -> None:
     script = tmp_path / "child.py"
     script.write_text(_RANK)
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent),
+           "ALLOW_CONFIG_CHANGE": "1" if allow_config_change else "0"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(out), preset, *args],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -203,12 +206,15 @@ def _torchrun(tmp_path: Path, out: Path, preset: str, args: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_two_fsdp_processes_equal_one_ddp_process_with_sharded_evaluation(tiny_policy_dir: Path,
-                                                                          tmp_path: Path) -> None:
+def test_two_fsdp_processes_equal_one_ddp_process_with_resume_and_sharded_evaluation(tiny_policy_dir: Path,
+                                                                                     tmp_path: Path) -> None:
     args = [f"policy={tiny_policy_dir}", *SHAPES_ARGS, "eval_every=2", "eval_prompts=6", "eval_images_per_prompt=1"]
     one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
     one.train()
-    _torchrun(tmp_path, tmp_path / "two", "iris-shapes", [*args, "parallel=fsdp"])
+    # the sharded run stops after step 1 and resumes from its checkpoint (sharded optimizer state restored)
+    first = [a if a != "steps=2" else "steps=1" for a in args]
+    _torchrun(tmp_path, tmp_path / "two", "iris-shapes", [*first, "parallel=fsdp"])
+    _torchrun(tmp_path, tmp_path / "two", "iris-shapes", [*args, "parallel=fsdp"], allow_config_change=True)
     _assert_close(_grads(one), np.load(tmp_path / "two" / "g0.npy"))  # the last step's summed gradient
     for step in (1, 2):
         _assert_same_checkpoint(tmp_path / "one", tmp_path / "two", step)
