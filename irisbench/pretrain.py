@@ -3,7 +3,8 @@
 Every step draws a fresh batch: train-split prompts (tag chosen uniformly, then a prompt of that tag),
 a random scene satisfying each (``scene_for``), its rendering, image codes and plan. Sequences are
 ``[BOS] prompt [BOP] plan [EOP] [BOI] codes``; with probability ``uncond_prob`` a row becomes the
-unconditional ``[BOS] [NULL] [BOI] codes`` (no prompt, no plan) that classifier-free guidance needs.
+unconditional ``[BOS] [NULL] [BOI] codes`` (no prompt, no plan) that classifier-free guidance needs, and
+with probability ``plan_dropout`` (0 for the shipped base) a conditional row keeps an empty plan.
 The loss is the token-mean cross-entropy over plan words, EOP and image codes (the prompt, BOP and BOI
 are given, not predicted), over the full vocabulary. AdamW (no decay on norms), linear warmup then
 cosine decay to ``min_lr_ratio`` x lr, gradient clipping.
@@ -58,6 +59,9 @@ class PretrainConfig:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     uncond_prob: float = 0.1
+    # probability that a conditional row has an empty plan ([BOP] [EOP]), so that the model can also draw
+    # without its plan (what the no-plan ablation samples); the shipped base was trained with 0
+    plan_dropout: float = 0.0
     hidden_size: int = 192
     num_layers: int = 4
     num_heads: int = 4
@@ -89,6 +93,8 @@ class PretrainConfig:
             raise PretrainError(f"PretrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0 <= self.uncond_prob < 1:
             raise PretrainError(f"PretrainConfig.uncond_prob must be in [0, 1), got {self.uncond_prob}")
+        if not 0 <= self.plan_dropout <= 1:
+            raise PretrainError(f"PretrainConfig.plan_dropout must be in [0, 1], got {self.plan_dropout}")
         if self.hidden_size % self.num_heads:
             raise PretrainError(f"PretrainConfig.hidden_size ({self.hidden_size}) must be divisible by "
                                 f"num_heads ({self.num_heads})")
@@ -141,13 +147,15 @@ class BatchMaker:
         scenes = [scene_for(md, rng) for md in mds]
         codes = self.tok.encode(render_batch(scenes)) + v.image_offset
         uncond = rng.random(cfg.batch_size) < cfg.uncond_prob
+        # drawn only when used, so that plan_dropout=0 keeps the shipped recipe's batches bit for bit
+        no_plan = rng.random(cfg.batch_size) < cfg.plan_dropout if cfg.plan_dropout else np.zeros(cfg.batch_size, bool)
         seqs, targets = [], []
-        for md, scene, c, u in zip(mds, scenes, codes.tolist(), uncond, strict=True):
+        for md, scene, c, u, bare in zip(mds, scenes, codes.tolist(), uncond, no_plan, strict=True):
             if u:
                 head, tgt = [v.bos, v.null, v.boi], [0, 0, 0]
             else:
                 prompt = self.prompt_ids[md["prompt"]]
-                plan = [*v.encode_plan(plan_text(scene)), v.eop]
+                plan = [v.eop] if bare else [*v.encode_plan(plan_text(scene)), v.eop]
                 head = [v.bos, *prompt, v.bop, *plan, v.boi]
                 tgt = [0] * (len(prompt) + 2) + [1] * len(plan) + [0]
             seqs.append(head + c)

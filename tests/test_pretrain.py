@@ -92,6 +92,27 @@ def test_batches_are_rendered_scenes_with_plans() -> None:
     assert 0 < n_uncond < len(seqs)
 
 
+def test_plan_dropout_empties_some_plans_and_zero_keeps_the_recipe() -> None:
+    tok = PatchTokenizer(theoretical_patches())
+    v = ShapesVocab.from_world(tok.codebook_size)
+    base = BatchMaker(replace(TINY, batch_size=32, uncond_prob=0.0), v, tok).sequences(3)
+    zero = BatchMaker(replace(TINY, batch_size=32, uncond_prob=0.0, plan_dropout=0.0), v, tok).sequences(3)
+    assert zero == base  # plan_dropout=0 draws nothing: the shipped recipe's batches are unchanged
+    seqs, targets = BatchMaker(replace(TINY, batch_size=32, uncond_prob=0.0, plan_dropout=0.5), v, tok).sequences(3)
+    bare = 0
+    for s, t, (s0, _) in zip(seqs, targets, zip(*base, strict=True), strict=True):
+        assert s[-64:] == s0[-64:]  # the same scenes and images, only plans dropped
+        bop = s.index(v.bop)
+        if s[bop + 1] == v.eop:  # an empty plan: EOP right after BOP, and it is a target
+            bare += 1
+            assert s[bop + 2] == v.boi and t[bop + 1] == 1
+        else:
+            assert s == s0
+    assert 0 < bare < len(seqs)
+    with pytest.raises(PretrainError, match="plan_dropout"):
+        replace(TINY, plan_dropout=1.5).check()
+
+
 def _losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
 
