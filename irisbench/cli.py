@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from irisbench import distributed
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="irisbench: RL of autoregressive text-to-image models from intrinsic rewards.")
 suites_app = typer.Typer(no_args_is_help=True, help="List, show, validate and build evaluation suites.")
@@ -54,17 +56,6 @@ def _default_out(prefix: str) -> Path:
         raise ValueError("under torchrun / accelerate launch pass --out DIR: every process must write the same "
                          "run folder")
     return new_run_path("results", prefix)
-
-
-def _end_distributed() -> None:
-    """Leave torch.distributed cleanly (all processes meet first), so that a launcher's processes exit 0."""
-    if "torch.distributed" not in sys.modules:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 @app.command("eval")
@@ -108,7 +99,7 @@ def eval_cmd(
     opts = _guard(options)
     target = out or _guard(lambda: _default_out(f"eval-{suite}-{Path(policy).name}"))
     results = _guard(lambda: evaluate(opts, target))
-    _end_distributed()
+    distributed.end()
     if int(os.environ.get("RANK", "0")) != 0:
         return
     print_scores(results, title=f"{results['suite']} ({results['world']} world, {results['split']}) — "
@@ -430,7 +421,7 @@ def train_cmd(
         target = out or _default_out(f"train-{Path(config).stem}")
         trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change)
         last = trainer.train()
-        _end_distributed()
+        distributed.end()
         if trainer.dist.main:
             console.print(f"run folder: {target}\nlast checkpoint: {last}")
         return last

@@ -134,10 +134,13 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
                         "clip_pretrained": opts.metrics.clip_pretrained, "clip_scale": opts.metrics.clip_scale,
                         "fid_reference": opts.metrics.fid_reference}} if metrics is not None else {}),
     }
-    rank, world_size = _dist_info()
+    from irisbench.distributed import Dist
+
+    ranks = Dist.from_env()
+    rank, world_size = ranks.rank, ranks.world_size
     if rank == 0:
         run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
-    _barrier(world_size)
+    ranks.barrier()
     if rank != 0:
         run = RunDir.open(out)
     scorer = _make_scorer(scorer_entry, opts.scorer_options or {})
@@ -146,7 +149,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     with lock:
         if rank == 0:
             merge_shards(run.path)  # shards a crashed multi-process run left behind
-        _barrier(world_size)
+        ranks.barrier()
         done = {(r["prompt_index"], r["sample_index"]) for r in read_records(run.path / "records.jsonl")} \
             if (run.path / "records.jsonl").exists() else set()
         path = run.path / ("records.jsonl" if world_size == 1 else f"records.rank-{rank}.jsonl")
@@ -156,9 +159,9 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             pending = [key for key in mine if key not in done and not writer.done(key)]
             _generate(policy, scorer, items, pending, writer, run.path, opts, seed_key,
                       progress and rank == 0, len(mine) - len(pending), metrics)
-        _barrier(world_size)
+        ranks.barrier()
         if rank != 0:
-            _barrier(world_size)
+            ranks.barrier()
             return json.loads((run.path / "results.json").read_text(encoding="utf-8"))
         merge_shards(run.path)
         records = read_records(run.path / "records.jsonl")
@@ -186,27 +189,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         if metrics is not None and counts["complete"]:
             results["metrics"] = metrics.finalize(run.path, records, items, opts.seed)
         atomic_write_json(run.path / "results.json", results)
-    _barrier(world_size)
+    ranks.barrier()
     return results
-
-
-def _dist_info() -> tuple[int, int]:
-    """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # evaluation only synchronises; gloo works on CPU and GPU hosts
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def merge_shards(root: Path) -> int:

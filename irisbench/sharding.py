@@ -156,7 +156,7 @@ def full_model_state(policy: Any) -> dict[str, Any] | None:
 
 def save_policy(policy: Any, path: Path, *, main: bool) -> None:
     """Write ``policy``'s save folder on the main rank; every rank calls it (gathers when sharded)."""
-    sd = full_model_state(policy) if is_sharded(policy) else None
+    sd = full_model_state(policy)
     if main:
         policy.save(path, state_dict=sd) if sd is not None else policy.save(path)
 

@@ -37,12 +37,12 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from irisbench.distributed import Dist
 from irisbench.policies.base import IMAGE, TEXT, Rollout, derive_seed
 from irisbench.train_config import TrainConfig
 
@@ -52,65 +52,6 @@ TIMING_KEYS = ("s_per_step", "t_sample", "t_reward", "t_forward", "t_backward", 
 
 class TrainingDivergedError(RuntimeError):
     """Non-finite logits, rewards or loss: the run stops; the last good checkpoint is kept."""
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            if _cuda():  # one GPU per process: LOCAL_RANK picks it (torchrun and accelerate launch set it)
-                import torch
-
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            # gloo for CPU tensors (a CPU policy, metrics), NCCL for CUDA ones
-            dist.init_process_group("cpu:gloo,cuda:nccl" if _cuda() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
-
-    def all_sum(self, values: list[float]) -> list[float]:
-        if self.world_size == 1:
-            return values
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def sync_grads(self, params: list[Any]) -> None:
-        """Sum replicated gradients over ranks (sharded ones were reduce-scattered in backward)."""
-        if self.world_size == 1:
-            return
-        import torch.distributed as dist
-        from torch.distributed.tensor import DTensor
-
-        for p in params:
-            if p.grad is not None and not isinstance(p.grad, DTensor):
-                dist.all_reduce(p.grad)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def lr_lambda(cfg: TrainConfig):

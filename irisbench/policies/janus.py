@@ -738,7 +738,7 @@ class JanusPolicy:
     def fsdp_units(self) -> list[Any]:
         """Disjoint FSDP units (irisbench.sharding): the decoder blocks, token embeddings, final norm and
         ``lm_head``, and the image-token embeddings, aligner and head; the understanding tower, its aligner
-        and the VQ model (frozen, used only to decode) stay replicated."""
+        and the VQ model (frozen, used only to decode) fall to the root unit."""
         import warnings
 
         # the image head returns a view; token_logits only reads it (no in-place op), which is what

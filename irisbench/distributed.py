@@ -1,0 +1,77 @@
+"""One process, or several under ``torchrun`` / ``accelerate launch``: rank, world size and collectives.
+
+``Dist.from_env()`` reads ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` (both launchers set them) and joins the
+process group on first use: gloo on CPU hosts; on GPU hosts gloo for CPU tensors beside NCCL for CUDA
+ones, each process on the GPU its ``LOCAL_RANK`` names. Training (gradients, metrics) and evaluation
+(barriers around the per-rank shards) share it; ``end()`` leaves the group cleanly at the end of a command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            cuda = torch.cuda.is_available()
+            if cuda:  # one GPU per process
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def sync_grads(self, params: list[Any]) -> None:
+        """Sum replicated gradients over ranks (sharded ones were reduce-scattered in backward)."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
+
+        for p in params:
+            if p.grad is not None and not isinstance(p.grad, DTensor):
+                dist.all_reduce(p.grad)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def end() -> None:
+    """Leave the process group, if one was joined, once every process got here (so launchers exit 0)."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
