@@ -35,3 +35,28 @@ def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "policy"
     pol.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models
+    gain nothing from intra-op threads, and on a shared 2-core machine extra threads only spin-wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random open_clip model (``clip_tiny.py``), seeded, loaded through ``irisbench``'s loader."""
+    import torch
+    from clip_tiny import TINY_CLIP, register_tiny_clip
+
+    from irisbench.metrics.clip_score import load_clip
+
+    register_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+    torch.manual_seed(0)
+    return load_clip(TINY_CLIP, None)

@@ -9,9 +9,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchmetrics")
 scipy_linalg = pytest.importorskip("scipy.linalg")
 
-from clip_tiny import TINY_CLIP, register_tiny_clip  # noqa: E402
+from clip_tiny import TINY_CLIP  # noqa: E402
 
-from irisbench.metrics.clip_score import load_clip  # noqa: E402
 from irisbench.metrics.fid import FeatureError, SampleSizeError, fid, kid, make_feature_extractor  # noqa: E402
 
 
@@ -19,20 +18,12 @@ class NotATensor:
     """A pickled object that torch.load(weights_only=True) must refuse."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a CPU shared with other jobs, one torch thread is much faster than two spin-waiting ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")
-def features(tmp_path_factory):
-    register_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
-    torch.manual_seed(0)
-    return make_feature_extractor("clip", clip=load_clip(TINY_CLIP, None))
+def features(tiny_clip):
+    return make_feature_extractor("clip", clip=tiny_clip)
 
 
 def _images(n: int, seed: int, lo: int = 0, hi: int = 256) -> np.ndarray:

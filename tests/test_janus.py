@@ -35,13 +35,7 @@ from irisbench.uncertainty import token_stats  # noqa: E402
 PROMPTS = ["a photo of a red cube", "two green cats above a blue sphere to the left of a dog", "a star"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls gain nothing from threads, and lose a lot when other jobs share the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

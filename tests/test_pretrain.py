@@ -30,13 +30,7 @@ TINY = PretrainConfig(steps=3, batch_size=4, hidden_size=32, num_layers=2, num_h
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def test_lr_schedule_by_hand() -> None:

@@ -26,13 +26,7 @@ SHIPPED = (sc.SHIPPED_DIR / sc.WEIGHTS_FILE).is_file()
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason=f"no shipped shapes-clip checkpoint in {sc.SHIPPED_DIR}")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a CPU shared with other jobs, one torch thread is much faster than two spin-waiting ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def test_multi_positive_loss_is_clip_loss_with_one_positive_each():

@@ -33,13 +33,8 @@ PROMPTS = ["a photo of a red circle", "a photo of three squares", "a photo of a 
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
+
 
 @pytest.fixture(scope="module")
 def tokenizer() -> PatchTokenizer:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grpo_helpers import close, grads, torchrun_train
 
 from irisbench.sharding import ShardingError, shard
 from irisbench.train_config import resolve_config
@@ -58,15 +59,6 @@ def _assert_same_checkpoint(a: Path, b: Path, step: int) -> None:
             assert float(np.abs(wa[key] - wb[key]).max()) <= rtol * scale + atol, (name, key)
 
 
-def _grads(trainer: GRPOTrainer) -> np.ndarray:
-    return np.concatenate([p.grad.detach().float().numpy().ravel() for p in trainer.policy.model.parameters()
-                           if p.grad is not None])
-
-
-def _assert_close(a: np.ndarray, b: np.ndarray) -> None:
-    assert a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-5 * float(np.abs(a).max())
-
-
 def _assert_same_metrics(a: Path, b: Path, keys: tuple[str, ...]) -> None:
     ma, mb = read_metrics(a), read_metrics(b)
     assert len(ma) == len(mb)
@@ -97,10 +89,7 @@ def test_fsdp_in_one_process_gives_the_ddp_update(tiny_policy_dir: Path, tmp_pat
 
 def test_fsdp_drives_a_tiny_janus_with_tied_embeddings_and_a_reference(tiny_janus: tuple[Path, Path],
                                                                         tmp_path: Path) -> None:
-    import torch
-
     folder, prompts = tiny_janus
-    torch.set_num_threads(1)
     args = _janus_args(folder, prompts)
     GRPOTrainer(resolve_config("janus-pro-1b-iris", args), tmp_path / "ddp", progress=False).train()
     trainer = GRPOTrainer(resolve_config("janus-pro-1b-iris", [*args, "parallel=fsdp"]), tmp_path / "fsdp",
@@ -167,44 +156,6 @@ def test_parallel_must_be_a_known_mode() -> None:
 
 # ---- two processes ----------------------------------------------------------------------------------------
 
-_RANK = """
-import os, sys
-import numpy as np
-import torch.distributed as dist
-from torch.distributed.tensor import DTensor
-from irisbench.train_config import resolve_config
-from irisbench.trainer import GRPOTrainer
-
-def full(x):  # a collective for sharded tensors: every rank calls it in the same order
-    return (x.full_tensor() if isinstance(x, DTensor) else x).detach().float().numpy().ravel()
-
-t = GRPOTrainer(resolve_config(sys.argv[2], sys.argv[3:]), sys.argv[1], progress=False,
-                allow_config_change=os.environ.get("ALLOW_CONFIG_CHANGE") == "1")
-t.train()
-params = list(t.policy.model.parameters())
-weights = np.concatenate([full(p) for p in params])
-grads = np.concatenate([full(p.grad) for p in params if p.grad is not None])
-np.save(os.path.join(sys.argv[1], f"w{t.dist.rank}.npy"), weights)
-np.save(os.path.join(sys.argv[1], f"g{t.dist.rank}.npy"), grads)
-dist.barrier()
-dist.destroy_process_group()
-"""
-
-
-def _torchrun(tmp_path: Path, out: Path, preset: str, args: list[str], *, allow_config_change: bool = False) -> None:
-    script = tmp_path / "child.py"
-    script.write_text(_RANK)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent),
-           "ALLOW_CONFIG_CHANGE": "1" if allow_config_change else "0"}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(out), preset, *args],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    # after the last step both ranks hold the same (whole) weights and gradient
-    assert np.array_equal(np.load(out / "w0.npy"), np.load(out / "w1.npy"))
-    assert np.array_equal(np.load(out / "g0.npy"), np.load(out / "g1.npy"))
-
-
 @pytest.mark.slow
 def test_two_fsdp_processes_equal_one_ddp_process_with_resume_and_sharded_evaluation(tiny_policy_dir: Path,
                                                                                      tmp_path: Path) -> None:
@@ -213,9 +164,9 @@ def test_two_fsdp_processes_equal_one_ddp_process_with_resume_and_sharded_evalua
     one.train()
     # the sharded run stops after step 1 and resumes from its checkpoint (sharded optimizer state restored)
     first = [a if a != "steps=2" else "steps=1" for a in args]
-    _torchrun(tmp_path, tmp_path / "two", "iris-shapes", [*first, "parallel=fsdp"])
-    _torchrun(tmp_path, tmp_path / "two", "iris-shapes", [*args, "parallel=fsdp"], allow_config_change=True)
-    _assert_close(_grads(one), np.load(tmp_path / "two" / "g0.npy"))  # the last step's summed gradient
+    torchrun_train(tmp_path, tmp_path / "two", "iris-shapes", [*first, "parallel=fsdp"])
+    torchrun_train(tmp_path, tmp_path / "two", "iris-shapes", [*args, "parallel=fsdp"], allow_config_change=True)
+    assert close(grads(one), np.load(tmp_path / "two" / "g0.npy"))  # the last step's summed gradient
     for step in (1, 2):
         _assert_same_checkpoint(tmp_path / "one", tmp_path / "two", step)
     _assert_same_metrics(tmp_path / "one", tmp_path / "two",
@@ -234,15 +185,12 @@ def test_two_fsdp_processes_equal_one_ddp_process_with_resume_and_sharded_evalua
 @pytest.mark.slow
 def test_two_fsdp_processes_train_a_tiny_janus_like_one_ddp_process(tiny_janus: tuple[Path, Path],
                                                                     tmp_path: Path) -> None:
-    import torch
-
     folder, prompts = tiny_janus
-    torch.set_num_threads(1)
     args = _janus_args(folder, prompts)
     one = GRPOTrainer(resolve_config("janus-pro-1b-iris", args), tmp_path / "one", progress=False)
     one.train()
-    _torchrun(tmp_path, tmp_path / "two", "janus-pro-1b-iris", [*args, "parallel=fsdp"])
-    _assert_close(_grads(one), np.load(tmp_path / "two" / "g0.npy"))
+    torchrun_train(tmp_path, tmp_path / "two", "janus-pro-1b-iris", [*args, "parallel=fsdp"])
+    assert close(grads(one), np.load(tmp_path / "two" / "g0.npy"))
     for step in (1, 2):
         _assert_same_checkpoint(tmp_path / "one", tmp_path / "two", step)
     _assert_same_metrics(tmp_path / "one", tmp_path / "two", ("loss", "kl", "reward_mean", "grad_norm"))

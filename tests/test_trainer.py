@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grpo_helpers import close, grads, torchrun_train
 from typer.testing import CliRunner
 
 from irisbench.cli import app
@@ -163,44 +164,16 @@ def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_p
     assert not (run / "checkpoints" / "step-2").exists()
 
 
-def _grads(trainer: GRPOTrainer) -> np.ndarray:
-    """The last step's (synchronised) gradient, flattened: it stays on the parameters after the step."""
-    return np.concatenate([p.grad.detach().numpy().ravel() for p in trainer.policy.model.parameters()
-                           if p.grad is not None])
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-5 * float(np.abs(a).max())
-
-
 def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_path: Path) -> None:
     a = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1"), tmp_path / "a", progress=False)
     a.train()
     b = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", "gradient_accumulation_steps=2"), tmp_path / "b",
                     progress=False)
     b.train()
-    assert _close(_grads(a), _grads(b))
+    assert close(grads(a), grads(b))
     ma, mb = read_metrics(tmp_path / "a")[0], read_metrics(tmp_path / "b")[0]
     assert ma["loss"] == pytest.approx(mb["loss"], abs=1e-6)
     assert ma["reward_mean"] == pytest.approx(mb["reward_mean"], rel=1e-6)
-
-
-_RANK = """
-import os, sys
-import numpy as np
-from irisbench.train_config import resolve_config
-from irisbench.trainer import GRPOTrainer
-cfg = resolve_config("iris-shapes", sys.argv[2:])
-t = GRPOTrainer(cfg, sys.argv[1], progress=False)
-t.train()
-params = list(t.policy.model.parameters())
-np.save(os.path.join(sys.argv[1], f"w{t.dist.rank}.npy"), np.concatenate([p.detach().numpy().ravel() for p in params]))
-np.save(os.path.join(sys.argv[1], f"g{t.dist.rank}.npy"),
-        np.concatenate([p.grad.detach().numpy().ravel() for p in params if p.grad is not None]))
-import torch.distributed as dist
-dist.barrier()
-dist.destroy_process_group()
-"""
 
 
 @pytest.mark.slow
@@ -209,19 +182,10 @@ def test_two_processes_equal_one_and_ranks_stay_identical(tiny_policy_dir: Path,
             "eval_prompts=4", "eval_images_per_prompt=1", "checkpoint_every=1", "lr=1e-3"]
     one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
     one.train()
-    script = tmp_path / "child.py"
-    script.write_text(_RANK)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tmp_path / "two"),
-                           *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    two = tmp_path / "two"
-    # after the step both ranks hold exactly the same weights and gradient
-    assert np.array_equal(np.load(two / "w0.npy"), np.load(two / "w1.npy"))
-    assert np.array_equal(np.load(two / "g0.npy"), np.load(two / "g1.npy"))
-    # and the gradient equals the one-process gradient for the same global batch
-    assert _close(_grads(one), np.load(two / "g0.npy"))
+    # both ranks end with exactly the same weights and gradient (checked by torchrun_train) ...
+    two = torchrun_train(tmp_path, tmp_path / "two", "iris-shapes", args)
+    # ... and the gradient equals the one-process gradient for the same global batch
+    assert close(grads(one), np.load(two / "g0.npy"))
     m1, m2 = read_metrics(tmp_path / "one")[0], read_metrics(two)[0]
     for k in ("reward_mean", "reward_std", "loss", "frac_reward_zero_std", "train_correct", "plan_len"):
         assert m1[k] == pytest.approx(m2[k], rel=1e-5, abs=1e-7), k
