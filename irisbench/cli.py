@@ -60,8 +60,10 @@ def _default_out(prefix: str) -> Path:
 
 @app.command("eval")
 def eval_cmd(
-    suite: str = typer.Option("geneval", help="Suite name (see `irisbench suites ls`) or a suite YAML file."),
-    policy: str = typer.Option("shapes-base", help="Policy name (see `irisbench ls`) or a checkpoint folder."),
+    suite: str = typer.Option(None, help="Suite name (see `irisbench suites ls`) or a suite YAML file "
+                                         "(default: geneval; with --images, the folder's)."),
+    policy: str = typer.Option(None, help="Policy name (see `irisbench ls`) or a checkpoint folder "
+                                          "(default: shapes-base)."),
     model: str = typer.Option(None, help="Model id or local folder for policies that need one."),
     split: str = typer.Option(None, help="Prompt split (shapes world: val or test; default: the suite's)."),
     prompts: Path = typer.Option(None, help="An official-format GenEval metadata JSONL replacing the suite's."),
@@ -71,7 +73,14 @@ def eval_cmd(
     cfg: float = typer.Option(None, help="Classifier-free guidance scale (default: the policy's)."),
     temperature: float = typer.Option(None, help="Sampling temperature (default: the policy's)."),
     top_k: int = typer.Option(None, help="Top-k sampling (default: the policy's)."),
-    limit: int = typer.Option(None, help="Only the first N prompts (smoke runs)."),
+    limit: int = typer.Option(None, help="Only the first N prompts of every tag (smoke runs; recorded)."),
+    images: Path = typer.Option(None, help="Score this folder instead of generating: a GenEval folder "
+                                           "(<00000>/metadata.jsonl + samples/<k>.png), a T2I-CompBench "
+                                           "folder (samples/{prompt}_{NNNNNN}.png) or an eval run folder."),
+    category: str = typer.Option(None, help="With --images: the T2I-CompBench category of a one-category "
+                                            "folder (default: from the folder name or its prompts)."),
+    allow_missing: bool = typer.Option(False, help="With --images: score an incomplete folder; missing, extra, "
+                                                   "misnamed and unreadable images are counted in the results."),
     save_images: bool = typer.Option(True, help="Write every image as PNG into the run folder."),
     metrics: str = typer.Option(None, help="Image metrics beside the suite's score: any of clip,fid,kid."),
     clip_model: str = typer.Option(None, help="CLIP backbone for --metrics (default: the shapes CLIP)."),
@@ -83,27 +92,44 @@ def eval_cmd(
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
                                         "Re-running into the same folder resumes."),
 ) -> None:
-    """Generate images for a suite's prompts, score them and write per-image records and results."""
+    """Generate images for a suite's prompts (or read them with --images), score them and write per-image
+    records, results and the suite's official layout and files."""
     from irisbench.evaluate import EvalOptions, evaluate
 
     def options() -> EvalOptions:
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
 
+        if images is not None and (policy is not None or model is not None):
+            raise ValueError("--images scores a folder of images: --policy and --model do not apply")
+
         metric_opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained,
                                     check_scale_name(clip_scale), str(fid_reference) if fid_reference else None)
-        return EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
-                           seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
-                           limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images,
-                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"))
+        return EvalOptions(policy=policy or "shapes-base", model=model, suite=suite, split=split,
+                           images_per_prompt=images_per_prompt, seed=seed, batch_size=batch_size, cfg=cfg,
+                           temperature=temperature, top_k=top_k, limit_per_tag=limit,
+                           prompts_file=str(prompts) if prompts else None, save_images=save_images,
+                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"),
+                           images=str(images) if images is not None else None, category=category,
+                           allow_missing=allow_missing)
 
     opts = _guard(options)
-    target = out or _guard(lambda: _default_out(f"eval-{suite}-{Path(policy).name}"))
+    name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
+        f"eval-{suite or 'geneval'}-{Path(policy or 'shapes-base').name}"
+    target = out or _guard(lambda: _default_out(name))
     results = _guard(lambda: evaluate(opts, target))
     distributed.end()
     if int(os.environ.get("RANK", "0")) != 0:
         return
     print_scores(results, title=f"{results['suite']} ({results['world']} world, {results['split']}) — "
                                 f"{results['policy']['name']}")
+    check = results["counts"].get("image_check")
+    if check and (check["missing"] or check.get("first")):
+        console.print(f"[yellow]scored an incomplete folder:[/] {check['missing']} image(s) missing"
+                      + (f"; {check['first']}" if check.get("first") else ""))
+    if "limit" in results:
+        lim = results["limit"]
+        console.print(f"limited to {lim['per_tag']} prompt(s) per tag" if isinstance(lim, dict)
+                      else f"limited to the first {lim} prompt(s)")
     extra = results.get("metrics", {})
     if "clip" in extra:
         c = extra["clip"]

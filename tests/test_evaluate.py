@@ -103,7 +103,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_second_process_on_same_run_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    evaluate(EvalOptions(policy="oracle", limit=1, images_per_prompt=1), run, progress=False)
+    evaluate(EvalOptions(policy="oracle", limit_per_tag=1, images_per_prompt=1), run, progress=False)
     from irisbench.runs import RunDir, RunLockedError
 
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -113,7 +113,7 @@ def test_second_process_on_same_run_is_refused(tmp_path: Path) -> None:
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError):
-            evaluate(EvalOptions(policy="oracle", limit=1, images_per_prompt=1), run, progress=False)
+            evaluate(EvalOptions(policy="oracle", limit_per_tag=1, images_per_prompt=1), run, progress=False)
         result = runner.invoke(app, ["eval", "--policy", "oracle", "--limit", "1", "-n", "1", "--out", str(run)])
         assert result.exit_code != 0 and "lock" in result.output.lower()
     finally:
@@ -256,7 +256,7 @@ def test_compbench_open_world_reads_the_official_files(reference: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_records_and_scores(tmp_path: Path) -> None:
-    args = ["eval", "--policy", "random", "--limit", "24", "--batch-size", "5", "--no-save-images"]
+    args = ["eval", "--policy", "random", "--limit", "4", "--batch-size", "5", "--no-save-images"]
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
     torchrun = Path(sys.executable).with_name("torchrun")

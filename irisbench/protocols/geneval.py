@@ -129,6 +129,14 @@ def _kept_by_class(
     return kept
 
 
+def kept_by_class(
+    detections: Sequence[Detection], cut: float, max_objects: int = 16
+) -> dict[str, list[Detection]]:
+    """The detections the judge reads, per class: score strictly above ``cut``, most confident first, at most
+    ``max_objects`` (the official ``details`` field of ``results.jsonl``)."""
+    return _kept_by_class(detections, cut, max_objects)
+
+
 def _ordered_relations(rels: set[str]) -> list[str]:
     return [r for r in GENEVAL_RELATIONS if r in rels]
 
