@@ -42,7 +42,7 @@ from irisbench.policies.base import derive_seed
 class EvalOptions:
     policy: str = "shapes-base"
     model: str | None = None
-    suite: str | None = "geneval"  # None: geneval when generating; from the folder with ``images``
+    suite: str | None = None  # None: geneval when generating; from the folder with ``images``
     split: str | None = None
     images_per_prompt: int | None = None
     seed: int = 0

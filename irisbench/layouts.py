@@ -159,12 +159,13 @@ def read_geneval(root: Path, ctx: LayoutContext) -> LayoutRead:
 
 
 def _geneval_world(raw: list[dict]) -> str:
-    """shapes when every class named in the metadata is a shapes-world class, else open."""
-    from irisbench.world.vocab import SHAPES
+    """open when the metadata names any of the 80 GenEval (COCO) classes, else shapes; validation against
+    that world's classes then names the first file with a class outside it."""
+    from irisbench.protocols.geneval import COCO_CLASSES
 
     names = {c.get("class") for obj in raw if isinstance(obj, dict)
              for key in ("include", "exclude") for c in (obj.get(key) or []) if isinstance(c, dict)}
-    return "shapes" if names and names <= set(SHAPES) else "open"
+    return "open" if names & set(COCO_CLASSES) else "shapes"
 
 
 # ------------------------------------------------------------------------------------------ T2I-CompBench
