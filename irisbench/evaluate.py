@@ -217,7 +217,8 @@ def _external_plan(opts: EvalOptions) -> _Plan:
         cfg = RunDir.open(root).config
         run_info = {"suite": cfg.get("suite"), "world": cfg.get("world"), "n": cfg.get("images_per_prompt")}
     suite = load_suite(opts.suite or run_info.get("suite") or ("compbench" if layout == "compbench" else "geneval"))
-    if layout in ("geneval", "compbench") and suite.protocol != layout:
+    protocol = layouts.LAYOUTS[layout].protocol
+    if protocol is not None and suite.protocol != protocol:
         raise EvalError(f"{root}: a {layout} layout, but suite {suite.name!r} follows the {suite.protocol} protocol")
     world = None if layout == "geneval" else (run_info.get("world") or ("open" if opts.prompts_file else "shapes"))
 
@@ -295,12 +296,18 @@ def _geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eva
         return {**out, "name": "folder"}
     if src.sha256 and out["official_format_sha256"] == src.sha256:
         return {**out, "name": "official", "split": src.default_split}
+    from collections import Counter
+
+    per_tag = max(Counter(it["tag"] for it in items).values())
     for split in src.splits:
         try:
-            if prompt_set_sha256(resolve_prompts(suite, world, split)[0]) == digest:
-                return {**out, "name": f"{suite.name} {world} {split}", "split": split}
+            full = resolve_prompts(suite, world, split)[0]
         except ValueError:
             continue
+        if prompt_set_sha256(full) == digest:
+            return {**out, "name": f"{suite.name} {world} {split}", "split": split}
+        if [full[k] for k in stratified_indices(full, per_tag)] == items:  # a run made with --limit
+            return {**out, "name": f"{suite.name} {world} {split}, first {per_tag} per tag", "split": split}
     return {**out, "name": "folder"}
 
 

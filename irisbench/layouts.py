@@ -3,7 +3,7 @@
 Reading (``irisbench eval --images DIR``). One reader per layout turns a folder into the same thing: the
 prompt items (index = prompt index) and a list of ``LayoutImage(prompt_index, sample_index, path)``, plus
 the files it could not place (misnamed). Everything after that (missing / extra / unreadable counts, image
-checks, scoring, summaries) is common, so a new layout is one function added to ``READERS``:
+checks, scoring, summaries) is common, so a new layout is one reader and one entry in ``LAYOUTS``:
 
 - ``geneval`` (PROTOCOLS.md §1.3): ``DIR/<digits>/metadata.jsonl`` + ``samples/<digits>.png``. The prompt
   items come from the folders (each ``metadata.jsonl`` is one JSON object, validated as a prompt file is);
@@ -83,22 +83,17 @@ def _visible(path: Path) -> list[Path]:
 
 
 def detect_layout(root: Path) -> str:
-    """The name of the layout of ``root``, or a ``LayoutError`` naming the first entry that fits none."""
+    """The name of the layout of ``root`` (the first of ``LAYOUTS`` whose ``detect`` accepts it), or a
+    ``LayoutError`` naming the first entry of the folder and the layouts expected."""
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder (--images needs a folder of images)")
-    if (root / "run.json").is_file():
-        return "run"
-    if (root / "samples").is_dir():
-        return "compbench"
     entries = _visible(root)
-    if not entries:
-        raise LayoutError(f"{root}: empty folder; expected {GENEVAL_LAYOUT}, {COMPBENCH_LAYOUT} or {RUN_LAYOUT}")
-    if any(p.is_dir() and p.name.isdigit() for p in entries):
-        return "geneval"
-    if any(p.is_dir() and (p / "samples").is_dir() for p in entries):
-        return "compbench"
-    raise LayoutError(f"{entries[0]}: not part of a known image layout; expected {GENEVAL_LAYOUT}, "
-                      f"{COMPBENCH_LAYOUT} or {RUN_LAYOUT}")
+    for name, layout in LAYOUTS.items():
+        if layout.detect(root, entries):
+            return name
+    expected = "; ".join(layout.expected for layout in LAYOUTS.values())
+    first = f"{entries[0]}: not part of a known image layout" if entries else f"{root}: empty folder"
+    raise LayoutError(f"{first}; expected {expected}")
 
 
 # ------------------------------------------------------------------------------------------------ GenEval
@@ -301,18 +296,32 @@ def read_run(root: Path, ctx: LayoutContext) -> LayoutRead:
     return LayoutRead("run", root, ordered, images, [], info, carry)
 
 
-READERS: dict[str, Callable[[Path, LayoutContext], LayoutRead]] = {
-    "geneval": read_geneval,
-    "compbench": read_compbench,
-    "run": read_run,
+@dataclass(frozen=True)
+class Layout:
+    """A folder layout: how to recognise it, how to read it, which protocol it belongs to (None: any)."""
+
+    detect: Callable[[Path, list[Path]], bool]  # (folder, its visible entries) -> is it this layout
+    read: Callable[[Path, LayoutContext], LayoutRead]
+    expected: str  # how the layout looks, for error messages
+    protocol: str | None = None
+
+
+# Tried in this order; a new layout is one entry (and its reader).
+LAYOUTS: dict[str, Layout] = {
+    "run": Layout(lambda root, entries: (root / "run.json").is_file(), read_run, RUN_LAYOUT),
+    "geneval": Layout(lambda root, entries: any(p.is_dir() and p.name.isdigit() for p in entries), read_geneval,
+                      GENEVAL_LAYOUT, "geneval"),
+    "compbench": Layout(lambda root, entries: (root / "samples").is_dir()
+                        or any(p.is_dir() and (p / "samples").is_dir() for p in entries),
+                        read_compbench, COMPBENCH_LAYOUT, "compbench"),
 }
 
 
 def read_layout(root: Path, ctx: LayoutContext, layout: str | None = None) -> LayoutRead:
     name = layout or detect_layout(root)
-    if name not in READERS:
-        raise LayoutError(f"unknown layout {name!r} (known: {', '.join(READERS)})")
-    return READERS[name](root, ctx)
+    if name not in LAYOUTS:
+        raise LayoutError(f"unknown layout {name!r} (known: {', '.join(LAYOUTS)})")
+    return LAYOUTS[name].read(root, ctx)
 
 
 # ------------------------------------------------------------------------------------------ coverage check

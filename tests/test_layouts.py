@@ -69,7 +69,8 @@ def test_geneval_folder_round_trip_gives_the_records_and_scores_of_the_run(genev
     assert b["scores"] == a["scores"]
     assert 0 < a["scores"]["overall"]["score"] < 1  # right and wrong images both present
     assert b["policy"]["name"] == "external" and b["policy"]["layout"] == "geneval"
-    assert b["prompts"]["sha256"] == a["prompts"]["sha256"] and b["prompts"]["name"] == "folder"
+    assert b["prompts"]["sha256"] == a["prompts"]["sha256"] and b["split"] == a["split"] == "test"
+    assert b["prompts"]["name"] == "geneval shapes test, first 2 per tag"
     assert all(r["seed"] is None for r in _records(again))
     # the new run lays the images out again, and its results.jsonl equals the original's
     assert (again / "results.jsonl").read_text() == (geneval_run / "results.jsonl").read_text()
@@ -137,6 +138,8 @@ def test_folder_prompt_sets_are_named() -> None:
     val = _geneval_folder_prompts(suite, "shapes", build_splits(seed=0)["val"], opts)
     assert val["name"] == "geneval shapes val" and val["split"] == "val"
     assert _geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10], opts)["name"] == "folder"
+    shuffled = build_splits(seed=0)["val"][::-1]
+    assert _geneval_folder_prompts(suite, "shapes", shuffled, opts)["name"] == "folder"
 
 
 # -------------------------------------------------------------------------------------------- bad input
@@ -331,3 +334,52 @@ def test_cli_limit_is_per_tag_on_compbench(tmp_path: Path) -> None:
     assert res["counts"]["expected"] == 3 and res["limit"]["per_tag"] == 1
     assert "limited to 1 prompt(s) per tag" in result.output
     assert not (tmp_path / "r" / "compbench").exists()  # no images saved, nothing to lay out
+
+
+# ------------------------------------------------------------------------------- open world (no scoring)
+
+
+def _open_ctx(suite_name: str, prompts: Path | None = None, n: int | None = None):
+    from irisbench.layouts import LayoutContext
+    from irisbench.suites import load_suite, resolve_prompts
+
+    suite = load_suite(suite_name)
+    return LayoutContext(suite, "open", (lambda: resolve_prompts(suite, "open", None, prompts)[0])
+                         if prompts else None, n)
+
+
+def test_open_world_geneval_folder_reads_the_official_metadata_at_any_size(tmp_path: Path) -> None:
+    from irisbench.layouts import check_coverage, read_layout
+    from irisbench.protocols.geneval_prompts import generate_official_metadata
+
+    items = generate_official_metadata(seed=43)[:3]
+    for i, item in enumerate(items):
+        (tmp_path / f"{i:05d}" / "samples").mkdir(parents=True)
+        (tmp_path / f"{i:05d}" / "metadata.jsonl").write_text(json.dumps(item) + "\n")
+        for k in range(2):
+            _write_png(tmp_path / f"{i:05d}" / "samples" / f"{k:04d}.png", size=48 + 16 * i)  # README's 0000.png
+    (tmp_path / "00001" / "grid.png").write_bytes(b"ignored")
+    read = read_layout(tmp_path, _open_ctx("geneval"))
+    assert read.layout == "geneval" and read.info["world"] == "open" and read.items == items
+    coverage = check_coverage(read, 2, "open")
+    assert len(coverage.present) == 6 and not any(coverage.problems().values())
+
+
+def test_open_world_compbench_folder_at_ten_images_per_prompt(reference: Path, tmp_path: Path) -> None:
+    from irisbench.layouts import check_coverage, read_layout
+    from irisbench.protocols import compbench as cb
+
+    folder = next(p for p in (reference / "t2i-compbench").rglob("texture_val.txt")).parent
+    prompts = cb.load_prompt_file(folder / "texture_val.txt")
+    samples = tmp_path / "texture" / "samples"
+    samples.mkdir(parents=True)
+    _write_png(tmp_path / "one.png", size=64)
+    png = (tmp_path / "one.png").read_bytes()
+    for i, prompt in enumerate(prompts):
+        for k in range(10):  # the official 10 per prompt, global index 10 i + k (found without -n)
+            (samples / f"{prompt}_{10 * i + k:06d}.png").write_bytes(png)
+    (samples / f"{prompts[7]}_{10 * 7 + 3:06d}.png").unlink()
+    read = read_layout(tmp_path / "texture", _open_ctx("compbench", folder))
+    assert read.info["categories"] == ["texture"] and [it["prompt"] for it in read.items] == prompts
+    coverage = check_coverage(read, 10, "open")
+    assert len(coverage.present) == 10 * len(prompts) - 1 and coverage.missing == [(7, 3)]
