@@ -536,8 +536,13 @@ def _generate(source, scorer, items, pending, writer, root: Path, opts: EvalOpti
 
 
 def summarize(protocol: str, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
-    """Aggregate per-image records by the protocol's rule (GenEval: accuracy; CompBench: mean score)."""
+    """Aggregate per-image records by the protocol's rule (GenEval: accuracy; CompBench: mean score).
+
+    Records are taken in (prompt, sample) order, so the bootstrap intervals do not depend on the order the
+    records file was written in (several processes, resumed runs)."""
     from irisbench.stats import geneval_summary, score_summary
+
+    records = sorted(records, key=lambda r: (r["prompt_index"], r["sample_index"]))
 
     if protocol == "geneval":
         return geneval_summary(records, n_resamples=n_resamples, seed=seed)

@@ -234,6 +234,22 @@ def test_missing_extra_misnamed_and_unreadable_images_are_counted_and_refused(tm
     assert (0, 1) not in scored and (3, 1) not in scored and len(scored) == 10
 
 
+def test_compbench_duplicate_indices_and_unknown_category_folders_are_refused(compbench_run: Path,
+                                                                              tmp_path: Path) -> None:
+    folder = tmp_path / "cb"
+    shutil.copytree(compbench_run / "compbench", folder)
+    first = sorted((folder / "color" / "samples").iterdir())[0]
+    prompt, _, index = first.stem.rpartition("_")
+    shutil.copy(first, first.with_name(f"{prompt}_0{index}.png"))  # the same index, 7 digits
+    _fails(["--images", str(folder), "--limit", "2", "-n", "2"], tmp_path / "o1", "duplicate sample index",
+           "prompt 0, sample 0")
+    shutil.rmtree(folder)
+    shutil.copytree(compbench_run / "compbench", folder)
+    (folder / "texture" / "samples").mkdir(parents=True)
+    _fails(["--images", str(folder), "--limit", "2", "-n", "2"], tmp_path / "o2",
+           "'texture' is not a category of this suite (numeracy, spatial, color)")
+
+
 def test_wrong_protocol_for_the_layout_is_refused(compbench_run: Path, tmp_path: Path) -> None:
     _fails(["--images", str(compbench_run / "compbench"), "--suite", "geneval"], tmp_path / "o",
            "a compbench layout, but suite 'geneval'")
