@@ -158,8 +158,8 @@ def _geneval_world(raw: list[dict]) -> str:
     that world's classes then names the first file with a class outside it."""
     from irisbench.protocols.geneval import COCO_CLASSES
 
-    names = {c.get("class") for obj in raw if isinstance(obj, dict)
-             for key in ("include", "exclude") for c in (obj.get(key) or []) if isinstance(c, dict)}
+    names = {c.get("class") for obj in raw if isinstance(obj, dict) for key in ("include", "exclude")
+             if isinstance(obj.get(key), list) for c in obj[key] if isinstance(c, dict)}
     return "open" if names & set(COCO_CLASSES) else "shapes"
 
 
@@ -242,8 +242,8 @@ def _category_from_prompts(samples: Path, items: list[dict], categories: Sequenc
 
 
 def _infer_n(files: list[tuple[Path, str, int]], items: list[dict], default: int) -> int:
-    """Images per prompt: the suite's, else T2I-CompBench's 10, else 1, the first under which every file name
-    decodes to its own prompt (if none does, the suite's, whose first mismatch is then reported)."""
+    """Images per prompt: the first of the suite's, T2I-CompBench's 10, IRIS's 4 and 1 under which every file
+    name decodes to its own prompt (if none does, the suite's, whose first mismatch is then reported)."""
     for n in dict.fromkeys((default, 10, 4, 1)):
         if all(index // n < len(items) and items[index // n]["prompt"] == prefix for _, prefix, index in files):
             return n
