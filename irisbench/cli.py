@@ -99,8 +99,11 @@ def eval_cmd(
     def options() -> EvalOptions:
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
 
-        if images is not None and (policy is not None or model is not None):
-            raise ValueError("--images scores a folder of images: --policy and --model do not apply")
+        if images is not None:
+            given = [flag for flag, v in (("--policy", policy), ("--model", model), ("--cfg", cfg),
+                                          ("--temperature", temperature), ("--top-k", top_k)) if v is not None]
+            if given:
+                raise ValueError(f"--images scores a folder of images: {', '.join(given)} do(es) not apply")
 
         metric_opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained,
                                     check_scale_name(clip_scale), str(fid_reference) if fid_reference else None)

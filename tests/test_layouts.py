@@ -256,7 +256,9 @@ def test_wrong_protocol_for_the_layout_is_refused(compbench_run: Path, tmp_path:
 
 
 def test_images_and_policy_together_are_refused(geneval_run: Path, tmp_path: Path) -> None:
-    _fails(["--images", str(geneval_run), "--policy", "oracle"], tmp_path / "o", "--policy and --model do not apply")
+    _fails(["--images", str(geneval_run), "--policy", "oracle"], tmp_path / "o", "--policy do(es) not apply")
+    _fails(["--images", str(geneval_run), "--cfg", "3", "--top-k", "5"], tmp_path / "o2",
+           "--cfg, --top-k do(es) not apply")
 
 
 # ------------------------------------------------------------------------ official results.jsonl arithmetic
