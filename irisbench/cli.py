@@ -192,7 +192,7 @@ def pretrain_clip_cmd(
     """Train a small CLIP contrastively on rendered shapes scenes and captions (the shipped shapes-clip)."""
 
     def body() -> None:
-        from irisbench.metrics.shapes_clip import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
+        from irisbench.metrics.shapes_clip_train import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
 
         target = out or _default_out("shapes-clip")
         result = train_shapes_clip(steps or DEFAULT_STEPS, batch_size or DEFAULT_BATCH_SIZE, seed, target,
