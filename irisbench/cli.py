@@ -82,6 +82,8 @@ def eval_cmd(
                                                      "detector_model=/models/mask2former (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
                                         "Re-running into the same folder resumes."),
+    allow_config_change: bool = typer.Option(False, help="Resume with changes that leave the images alone "
+                                                         "(--metrics and its options); others are refused."),
 ) -> None:
     """Generate images for a suite's prompts, score them and write per-image records and results."""
     from irisbench.evaluate import EvalOptions, evaluate
@@ -94,7 +96,8 @@ def eval_cmd(
         return EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
                            seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                            limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images,
-                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"))
+                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"),
+                           allow_config_change=allow_config_change)
 
     opts = _guard(options)
     target = out or _guard(lambda: _default_out(f"eval-{suite}-{Path(policy).name}"))
@@ -104,16 +107,48 @@ def eval_cmd(
         return
     print_scores(results, title=f"{results['suite']} ({results['world']} world, {results['split']}) — "
                                 f"{results['policy']['name']}")
-    extra = results.get("metrics", {})
+    print_metrics(results.get("metrics", {}))
+    console.print(f"run folder: {target}")
+
+
+def print_metrics(extra: dict[str, Any]) -> None:
     if "clip" in extra:
         c = extra["clip"]
         console.print(f"CLIP score ({c['scale']}): {c['mean']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]")
     if "fid" in extra:
         console.print(f"FID ({extra['reference']['n_real']} real vs {extra['reference']['n_fake']} generated, "
                       f"CLIP features): {extra['fid']:.3f}")
+        if extra.get("fid_warning"):
+            err.print(f"[yellow]warning:[/] {extra['fid_warning']}", highlight=False, soft_wrap=True)
     if "kid" in extra:
-        console.print(f"KID: {extra['kid']['mean']:.5f} ± {extra['kid']['std']:.5f}")
-    console.print(f"run folder: {target}")
+        k = extra["kid"]
+        console.print(f"KID: {k['mean']:.5f} ± {k['std']:.5f} (subset size {k['subset_size']}, {k.get('subsets')} "
+                      "subsets)")
+
+
+@app.command("metrics")
+def metrics_cmd(
+    run: Path = typer.Argument(..., help="A finished eval run folder (with its images)."),
+    metrics: str = typer.Option(..., help="Any of clip,fid,kid."),
+    clip_model: str = typer.Option(None, help="CLIP backbone (default: the shapes CLIP)."),
+    clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
+    clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
+    fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
+    kid_subset_size: int = typer.Option(None, help="KID subset size (default: min(100, n/2))."),
+) -> None:
+    """(Re)compute CLIP score, FID and KID on an eval run from its saved images, without generating again."""
+
+    def body() -> dict[str, Any]:
+        from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
+        from irisbench.run_metrics import compute_run_metrics
+
+        opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained, check_scale_name(clip_scale),
+                             str(fid_reference) if fid_reference else None, kid_subset_size)
+        return compute_run_metrics(run, opts)
+
+    results = _guard(body)
+    print_metrics(results["metrics"])
+    console.print(f"metrics written to {run / 'results.json'}")
 
 
 def _ci(s: dict[str, Any]) -> str:

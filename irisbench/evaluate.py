@@ -48,6 +48,7 @@ class EvalOptions:
     n_resamples: int = 2000
     metrics: Any = None  # irisbench.metrics.suite_metrics.MetricOptions: CLIP score, FID, KID beside the protocol
     scorer_options: dict[str, Any] | None = None  # e.g. detector_model / clip_model ids or local paths
+    allow_config_change: bool = False  # resume with changes that leave the images alone (the metrics block)
 
 
 class EvalError(ValueError):
@@ -138,8 +139,14 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
 
     ranks = Dist.from_env()
     rank, world_size = ranks.rank, ranks.world_size
+    changed: list[str] = []
     if rank == 0:
-        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+        if opts.allow_config_change and (Path(out) / "run.json").is_file():
+            from irisbench.run_metrics import check_config_change
+
+            changed = check_config_change(RunDir.open(out).config, config)
+        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info(),
+                                    allow_config_change=opts.allow_config_change)
     ranks.barrier()
     if rank != 0:
         run = RunDir.open(out)
@@ -187,7 +194,11 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
         }
         if metrics is not None and counts["complete"]:
-            results["metrics"] = metrics.finalize(run.path, records, items, opts.seed)
+            from irisbench.run_metrics import attach_metrics
+
+            attach_metrics(results, metrics, run.path, records, items, opts.seed,
+                           recompute_clip=any(k.startswith("metrics.") for k in changed),
+                           command=f"irisbench metrics {run.path} --metrics {','.join(opts.metrics.names)}")
         atomic_write_json(run.path / "results.json", results)
     ranks.barrier()
     return results
