@@ -84,9 +84,27 @@ def eval_cmd(
                                         "Re-running into the same folder resumes."),
     allow_config_change: bool = typer.Option(False, help="Resume with changes that leave the images alone "
                                                          "(--metrics and its options); others are refused."),
+    images: Path = typer.Option(None, help="--suite wise: score a folder of images made elsewhere, "
+                                           "<DIR>/{prompt_id}.png, instead of generating."),
+    allow_missing: bool = typer.Option(False, help="--suite wise --images: score a folder that lacks some images "
+                                                   "(then no overall is given)."),
+    judge: str = typer.Option(None, help="--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
+                                         "http://127.0.0.1:8000/v1), or stub-for-tests (tests only)."),
+    judge_model: str = typer.Option(None, help="--suite wise: the model name the judge server serves."),
+    judge_api_key_env: str = typer.Option(None, help="--suite wise: environment variable holding the judge's API "
+                                                     "key (none by default, as for a local server)."),
+    judge_workers: int = typer.Option(1, help="--suite wise: concurrent judge requests."),
+    wise_protocol: str = typer.Option("legacy", help="--suite wise: legacy (WiScore, 0-2 criteria) or verified "
+                                                     "(WISE_Verified, binary)."),
 ) -> None:
     """Generate images for a suite's prompts, score them and write per-image records and results."""
     from irisbench.evaluate import EvalOptions, evaluate
+
+    if suite == "wise":
+        _wise_eval(locals())
+        return
+    if images is not None or judge is not None:
+        _fail("--images and --judge are read by --suite wise only")
 
     def options() -> EvalOptions:
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
@@ -109,6 +127,51 @@ def eval_cmd(
                                 f"{results['policy']['name']}")
     print_metrics(results.get("metrics", {}))
     console.print(f"run folder: {target}")
+
+
+def _wise_eval(args: dict[str, Any]) -> None:
+    """``eval --suite wise``: generate or read one image per WISE prompt, judge it, print per-category scores."""
+    from irisbench.wise_eval import WiseOptions, evaluate_wise
+
+    if args["prompts"] is None:
+        _fail("--suite wise needs --prompts FILE or DIR: the official WISE JSON prompt file(s) (not shipped)")
+    for name in ("metrics", "split", "scorer_option"):
+        if args[name]:
+            _fail(f"--{name.replace('_', '-')} does not apply to --suite wise")
+    if args["images_per_prompt"] not in (None, 1):
+        _fail("WISE has one image per prompt: drop --images-per-prompt")
+    opts = WiseOptions(
+        prompts=str(args["prompts"]), judge=args["judge"], judge_model=args["judge_model"],
+        judge_api_key_env=args["judge_api_key_env"], judge_workers=args["judge_workers"],
+        protocol=args["wise_protocol"], images=str(args["images"]) if args["images"] else None,
+        allow_missing=args["allow_missing"], policy=args["policy"], model=args["model"], seed=args["seed"],
+        batch_size=args["batch_size"], cfg=args["cfg"], temperature=args["temperature"], top_k=args["top_k"],
+        limit=args["limit"])
+    name = "external" if opts.images else Path(opts.policy).name
+    target = args["out"] or _guard(lambda: _default_out(f"eval-wise-{name}"))
+    results = _guard(lambda: evaluate_wise(opts, target))
+    print_wise(results)
+    console.print(f"run folder: {target}")
+
+
+def print_wise(results: dict[str, Any]) -> None:
+    scores = results["scores"]
+    table = Table(title=f"{scores['label']} — {results['policy']['name']} (judge: {results['judge']['kind']})")
+    for col, justify in (("category", "left"), ("score", "right"), ("95% CI", "right"), ("images", "right"),
+                         ("weight", "right")):
+        table.add_column(col, justify=justify)
+    for cat, s in scores["tags"].items():
+        table.add_row(cat, "-" if s["score"] is None else f"{s['score']:.3f}", _ci(s),
+                      f"{s['n_images']}/{s['n_expected']}", f"{s['weight']:g}")
+    o = scores["overall"]
+    table.add_row("[bold]overall", "-" if o["score"] is None else f"[bold]{o['score']:.3f}", _ci(o),
+                  str(o["n_images"]), "")
+    console.print(table)
+    if o["note"]:
+        console.print(f"[yellow]{o['note']}[/]: missing ids {', '.join(scores['missing_ids']) or 'none'}; failed ids "
+                      f"{', '.join(scores['failed_ids']) or 'none'}", highlight=False, soft_wrap=True)
+    if results["judge"]["kind"] == "stub-for-tests":
+        err.print("[yellow]warning:[/] stub judge: these numbers are image colours, not WISE scores")
 
 
 def print_metrics(extra: dict[str, Any]) -> None:
