@@ -25,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="irisbench: RL of autoregressive text-to-image models from intrinsic rewards.")
 suites_app = typer.Typer(no_args_is_help=True, help="List, show, validate and build evaluation suites.")
 app.add_typer(suites_app, name="suites")
+scorers_app = typer.Typer(no_args_is_help=True, help="Check the model weights of the real-image scorers.")
+app.add_typer(scorers_app, name="scorers")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -446,6 +448,41 @@ def suites_build(
             raise ValueError(f"unknown world {world!r} (shapes or open)")
 
     _guard(body)
+
+
+@scorers_app.command("check")
+def scorers_check(
+    scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former and "
+                                              "compbench-real)."),
+    scorer_option: list[str] = typer.Option([], help="KEY=VALUE as given to eval, e.g. "
+                                                     "detector_model=/models/mask2former (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Which local weights each real-model scorer would load, and whether they are there (nothing is loaded or
+    downloaded). Exits 1 when something is missing."""
+
+    def body() -> list[Any]:
+        from irisbench.scorer_check import check_scorers
+
+        return check_scorers(scorer or None, _key_values(scorer_option, "--scorer-option"))
+
+    found = _guard(body)
+    if as_json:
+        from irisbench.scorer_check import as_dicts
+
+        console.print_json(json.dumps(as_dicts(found)))
+    else:
+        table = Table(title="scorer weights")
+        for col in ("scorer", "component", "options", "would load", "status", "found / why not"):
+            table.add_column(col, overflow="fold")
+        for c in found:
+            table.add_row(c.scorer, c.component, c.options, c.source, "[green]ok" if c.ok else "[red]MISSING",
+                          f"{c.path}\n{c.detail}" if c.path else c.detail)
+        console.print(table)
+    missing = [c for c in found if not c.ok]
+    if missing:
+        err.print(f"[bold red]{len(missing)} of {len(found)} model(s) missing[/]", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command("ls")
