@@ -227,3 +227,33 @@ def test_wise_cli_errors_are_one_line(tmp_path: Path, extra, message):
     assert result.exit_code != 0 and message in result.output.replace("\n", " ")
     result = runner.invoke(app, ["eval", "--suite", "wise", "--judge", "stub-for-tests"])
     assert result.exit_code != 0 and "needs --prompts" in result.output
+
+
+def test_wise_with_an_openai_compatible_judge_and_failed_answers(tmp_path: Path, monkeypatch):
+    from test_wise import chat_server, completion
+
+    file = tmp_path / "wise.json"
+    file.write_text(json.dumps([entry(pid) for pid in (1, 2, 3, 641)]))
+    images = write_images(tmp_path / "images", (1, 2, 3, 641))
+
+    def reply(body):
+        text = body["messages"][1]["content"][0]["text"]
+        if 'PROMPT: "prompt 2"' in text:
+            return completion("I would rather not say.")  # unparseable on every attempt: a failure, not a 0
+        return completion("Score: 0" if 'PROMPT: "prompt 641"' in text else "Score: 1")
+
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-local")
+    with chat_server(reply) as (url, seen):
+        result = runner.invoke(app, ["eval", "--suite", "wise", "--wise-protocol", "verified", "--prompts", str(file),
+                                     "--images", str(images), "--judge", url, "--judge-model", "qwen-local",
+                                     "--judge-api-key-env", "MY_JUDGE_KEY", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 3 + 3 and {s["auth"] for s in seen} == {"Bearer sk-local"}  # prompt 2: three attempts
+    assert {s["body"]["model"] for s in seen} == {"qwen-local"}
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    s = res["scores"]
+    assert s["failed_ids"] == ["2"] and s["n_failed"] == 1 and s["overall"]["score"] is None
+    assert s["tags"]["culture"]["score"] == 1.0 and s["tags"]["culture"]["n_failed"] == 1
+    assert s["tags"]["biology"]["score"] == 0.0  # 641 is biology in the verified ranges
+    assert res["judge"]["model"] == "qwen-local" and "sk-local" not in (tmp_path / "run" / "config.yaml").read_text()
+    assert res["counts"]["failed"] == 1 and res["counts"]["judged"] == 3
