@@ -341,6 +341,8 @@ def suites_ls() -> None:
     for name in suite_names():
         s = load_suite(name)
         table.add_row(s.name, s.protocol, str(s.images_per_prompt), ", ".join(s.prompts), s.description)
+    table.add_row("wise", "wise-legacy, wise-verified", "1", "open (your prompt files)",
+                  "WISE: world knowledge, scored by a judge model (eval --suite wise --prompts FILE --judge URL)")
     console.print(table)
 
 

@@ -257,3 +257,8 @@ def test_wise_with_an_openai_compatible_judge_and_failed_answers(tmp_path: Path,
     assert s["tags"]["biology"]["score"] == 0.0  # 641 is biology in the verified ranges
     assert res["judge"]["model"] == "qwen-local" and "sk-local" not in (tmp_path / "run" / "config.yaml").read_text()
     assert res["counts"]["failed"] == 1 and res["counts"]["judged"] == 3
+
+
+def test_suites_ls_names_wise():
+    result = runner.invoke(app, ["suites", "ls"])
+    assert result.exit_code == 0 and "wise-legacy" in result.output
