@@ -141,7 +141,9 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     rank, world_size = ranks.rank, ranks.world_size
     changed: list[str] = []
     if rank == 0:
-        if opts.allow_config_change and (Path(out) / "run.json").is_file():
+        from irisbench.runs import RUN_MARKER
+
+        if opts.allow_config_change and (Path(out) / RUN_MARKER).is_file():
             from irisbench.run_metrics import check_config_change
 
             changed = check_config_change(RunDir.open(out).config, config)

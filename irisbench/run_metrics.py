@@ -136,6 +136,9 @@ def compute_run_metrics(run_path: str | Path, opts: Any, *, n_resamples: int = 2
     with run.lock():
         results = json.loads(results_path.read_text(encoding="utf-8"))
         config = run.config
+        if "world" not in config or config.get("suite") == "wise":
+            raise MetricsError(f"{run.path} is a {config.get('suite', 'non-GenEval/CompBench')!r} run; CLIP score, "
+                               "FID and KID are computed on GenEval and T2I-CompBench runs")
         if not results.get("counts", {}).get("complete"):
             c = results.get("counts", {})
             raise MetricsError(f"{run.path} is incomplete ({c.get('actual')} of {c.get('expected')} images): finish "

@@ -199,6 +199,8 @@ def test_wise_generated_by_a_policy_and_resumed(tmp_path: Path, monkeypatch):
     assert res["policy"]["name"] == "oracle"
     again = evaluate_wise(opts, tmp_path / "run")
     assert len(calls) == 3 and again["scores"]["tags"] == res["scores"]["tags"]
+    result = runner.invoke(app, ["metrics", str(run), "--metrics", "clip"])
+    assert result.exit_code == 2 and "'wise' run" in result.output
     with pytest.raises(ValueError, match="config differs"):
         evaluate_wise(WiseOptions(prompts=str(file), judge=STUB_JUDGE, policy="oracle", seed=1), tmp_path / "run")
 
