@@ -25,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="irisbench: RL of autoregressive text-to-image models from intrinsic rewards.")
 suites_app = typer.Typer(no_args_is_help=True, help="List, show, validate and build evaluation suites.")
 app.add_typer(suites_app, name="suites")
+scorers_app = typer.Typer(no_args_is_help=True, help="Check the model weights of the real-image scorers.")
+app.add_typer(scorers_app, name="scorers")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -76,7 +78,8 @@ def eval_cmd(
     limit: int = typer.Option(None, help="Only the first N prompts of every tag (smoke runs; recorded)."),
     images: Path = typer.Option(None, help="Score this folder instead of generating: a GenEval folder "
                                            "(<00000>/metadata.jsonl + samples/<k>.png), a T2I-CompBench "
-                                           "folder (samples/{prompt}_{NNNNNN}.png) or an eval run folder."),
+                                           "folder (samples/{prompt}_{NNNNNN}.png), an eval run folder, or "
+                                           "with --suite wise <DIR>/{prompt_id}.png."),
     category: str = typer.Option(None, help="With --images: the T2I-CompBench category of a one-category "
                                             "folder (default: from the folder name or its prompts)."),
     allow_missing: bool = typer.Option(False, help="With --images: score an incomplete folder; missing, extra, "
@@ -91,10 +94,26 @@ def eval_cmd(
                                                      "detector_model=/models/mask2former (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
                                         "Re-running into the same folder resumes."),
+    allow_config_change: bool = typer.Option(False, help="Resume with changes that leave the images alone "
+                                                         "(--metrics and its options); others are refused."),
+    judge: str = typer.Option(None, help="--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
+                                         "http://127.0.0.1:8000/v1), or stub-for-tests (tests only)."),
+    judge_model: str = typer.Option(None, help="--suite wise: the model name the judge server serves."),
+    judge_api_key_env: str = typer.Option(None, help="--suite wise: environment variable holding the judge's API "
+                                                     "key (none by default, as for a local server)."),
+    judge_workers: int = typer.Option(1, help="--suite wise: concurrent judge requests."),
+    wise_protocol: str = typer.Option("legacy", help="--suite wise: legacy (WiScore, 0-2 criteria) or verified "
+                                                     "(WISE_Verified, binary)."),
 ) -> None:
     """Generate images for a suite's prompts (or read them with --images), score them and write per-image
     records, results and the suite's official layout and files."""
     from irisbench.evaluate import EvalOptions, evaluate
+
+    if suite == "wise":
+        _wise_eval(locals())
+        return
+    if judge is not None:
+        _fail("--judge is read by --suite wise only")
 
     def options() -> EvalOptions:
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
@@ -113,7 +132,7 @@ def eval_cmd(
                            prompts_file=str(prompts) if prompts else None, save_images=save_images,
                            metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"),
                            images=str(images) if images is not None else None, category=category,
-                           allow_missing=allow_missing)
+                           allow_missing=allow_missing, allow_config_change=allow_config_change)
 
     opts = _guard(options)
     name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
@@ -133,16 +152,94 @@ def eval_cmd(
         lim = results["limit"]
         console.print(f"limited to {lim['per_tag']} prompt(s) per tag" if isinstance(lim, dict)
                       else f"limited to the first {lim} prompt(s)")
-    extra = results.get("metrics", {})
+    print_metrics(results.get("metrics", {}))
+    console.print(f"run folder: {target}")
+
+
+def _wise_eval(args: dict[str, Any]) -> None:
+    """``eval --suite wise``: generate or read one image per WISE prompt, judge it, print per-category scores."""
+    from irisbench.wise_eval import WiseOptions, evaluate_wise
+
+    if args["prompts"] is None:
+        _fail("--suite wise needs --prompts FILE or DIR: the official WISE JSON prompt file(s) (not shipped)")
+    for name in ("metrics", "split", "scorer_option"):
+        if args[name]:
+            _fail(f"--{name.replace('_', '-')} does not apply to --suite wise")
+    if args["images_per_prompt"] not in (None, 1):
+        _fail("WISE has one image per prompt: drop --images-per-prompt")
+    opts = WiseOptions(
+        prompts=str(args["prompts"]), judge=args["judge"], judge_model=args["judge_model"],
+        judge_api_key_env=args["judge_api_key_env"], judge_workers=args["judge_workers"],
+        protocol=args["wise_protocol"], images=str(args["images"]) if args["images"] else None,
+        allow_missing=args["allow_missing"], policy=args["policy"] or "shapes-base", model=args["model"],
+        seed=args["seed"],
+        batch_size=args["batch_size"], cfg=args["cfg"], temperature=args["temperature"], top_k=args["top_k"],
+        limit=args["limit"])
+    name = "external" if opts.images else Path(opts.policy).name
+    target = args["out"] or _guard(lambda: _default_out(f"eval-wise-{name}"))
+    results = _guard(lambda: evaluate_wise(opts, target))
+    print_wise(results)
+    console.print(f"run folder: {target}")
+
+
+def print_wise(results: dict[str, Any]) -> None:
+    scores = results["scores"]
+    table = Table(title=f"{scores['label']} — {results['policy']['name']} (judge: {results['judge']['kind']})")
+    for col, justify in (("category", "left"), ("score", "right"), ("95% CI", "right"), ("images", "right"),
+                         ("weight", "right")):
+        table.add_column(col, justify=justify)
+    for cat, s in scores["tags"].items():
+        table.add_row(cat, "-" if s["score"] is None else f"{s['score']:.3f}", _ci(s),
+                      f"{s['n_images']}/{s['n_expected']}", f"{s['weight']:g}")
+    o = scores["overall"]
+    table.add_row("[bold]overall", "-" if o["score"] is None else f"[bold]{o['score']:.3f}", _ci(o),
+                  str(o["n_images"]), "")
+    console.print(table)
+    if o["note"]:
+        console.print(f"[yellow]{o['note']}[/]: missing ids {', '.join(scores['missing_ids']) or 'none'}; failed ids "
+                      f"{', '.join(scores['failed_ids']) or 'none'}", highlight=False, soft_wrap=True)
+    if results["judge"]["kind"] == "stub-for-tests":
+        err.print("[yellow]warning:[/] stub judge: these numbers are image colours, not WISE scores")
+
+
+def print_metrics(extra: dict[str, Any]) -> None:
     if "clip" in extra:
         c = extra["clip"]
         console.print(f"CLIP score ({c['scale']}): {c['mean']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]")
     if "fid" in extra:
         console.print(f"FID ({extra['reference']['n_real']} real vs {extra['reference']['n_fake']} generated, "
                       f"CLIP features): {extra['fid']:.3f}")
+        if extra.get("fid_warning"):
+            err.print(f"[yellow]warning:[/] {extra['fid_warning']}", highlight=False, soft_wrap=True)
     if "kid" in extra:
-        console.print(f"KID: {extra['kid']['mean']:.5f} ± {extra['kid']['std']:.5f}")
-    console.print(f"run folder: {target}")
+        k = extra["kid"]
+        console.print(f"KID: {k['mean']:.5f} ± {k['std']:.5f} (subset size {k['subset_size']}, {k.get('subsets')} "
+                      "subsets)")
+
+
+@app.command("metrics")
+def metrics_cmd(
+    run: Path = typer.Argument(..., help="A finished eval run folder (with its images)."),
+    metrics: str = typer.Option(..., help="Any of clip,fid,kid."),
+    clip_model: str = typer.Option(None, help="CLIP backbone (default: the shapes CLIP)."),
+    clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
+    clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
+    fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
+    kid_subset_size: int = typer.Option(None, help="KID subset size (default: min(100, n/2))."),
+) -> None:
+    """(Re)compute CLIP score, FID and KID on an eval run from its saved images, without generating again."""
+
+    def body() -> dict[str, Any]:
+        from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
+        from irisbench.run_metrics import compute_run_metrics
+
+        opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained, check_scale_name(clip_scale),
+                             str(fid_reference) if fid_reference else None, kid_subset_size)
+        return compute_run_metrics(run, opts)
+
+    results = _guard(body)
+    print_metrics(results["metrics"])
+    console.print(f"metrics written to {run / 'results.json'}")
 
 
 def _ci(s: dict[str, Any]) -> str:
@@ -221,7 +318,7 @@ def pretrain_clip_cmd(
     """Train a small CLIP contrastively on rendered shapes scenes and captions (the shipped shapes-clip)."""
 
     def body() -> None:
-        from irisbench.metrics.shapes_clip import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
+        from irisbench.metrics.shapes_clip_train import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
 
         target = out or _default_out("shapes-clip")
         result = train_shapes_clip(steps or DEFAULT_STEPS, batch_size or DEFAULT_BATCH_SIZE, seed, target,
@@ -270,6 +367,8 @@ def suites_ls() -> None:
     for name in suite_names():
         s = load_suite(name)
         table.add_row(s.name, s.protocol, str(s.images_per_prompt), ", ".join(s.prompts), s.description)
+    table.add_row("wise", "wise-legacy, wise-verified", "1", "open (your prompt files)",
+                  "WISE: world knowledge, scored by a judge model (eval --suite wise --prompts FILE --judge URL)")
     console.print(table)
 
 
@@ -377,6 +476,41 @@ def suites_build(
             raise ValueError(f"unknown world {world!r} (shapes or open)")
 
     _guard(body)
+
+
+@scorers_app.command("check")
+def scorers_check(
+    scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former and "
+                                              "compbench-real)."),
+    scorer_option: list[str] = typer.Option([], help="KEY=VALUE as given to eval, e.g. "
+                                                     "detector_model=/models/mask2former (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Which local weights each real-model scorer would load, and whether they are there (nothing is loaded or
+    downloaded). Exits 1 when something is missing."""
+
+    def body() -> list[Any]:
+        from irisbench.scorer_check import check_scorers
+
+        return check_scorers(scorer or None, _key_values(scorer_option, "--scorer-option"))
+
+    found = _guard(body)
+    if as_json:
+        from irisbench.scorer_check import as_dicts
+
+        console.print_json(json.dumps(as_dicts(found)))
+    else:
+        table = Table(title="scorer weights")
+        for col in ("scorer", "component", "options", "would load", "status", "found / why not"):
+            table.add_column(col, overflow="fold")
+        for c in found:
+            table.add_row(c.scorer, c.component, c.options, c.source, "[green]ok" if c.ok else "[red]MISSING",
+                          f"{c.path}\n{c.detail}" if c.path else c.detail)
+        console.print(table)
+    missing = [c for c in found if not c.ok]
+    if missing:
+        err.print(f"[bold red]{len(missing)} of {len(found)} model(s) missing[/]", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command("ls")

@@ -60,6 +60,7 @@ class EvalOptions:
     images: str | None = None  # score this folder (irisbench.layouts) instead of generating: policy "external"
     category: str | None = None  # T2I-CompBench layout: the category of a one-category folder
     allow_missing: bool = False  # score an incomplete folder (missing/extra/unreadable images are counted)
+    allow_config_change: bool = False  # resume with changes that leave the images alone (the metrics block)
 
 
 class EvalError(ValueError):
@@ -359,8 +360,16 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
 
     ranks = Dist.from_env()
     rank, world_size = ranks.rank, ranks.world_size
+    changed: list[str] = []
     if rank == 0:
-        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+        from irisbench.runs import RUN_MARKER
+
+        if opts.allow_config_change and (Path(out) / RUN_MARKER).is_file():
+            from irisbench.run_metrics import check_config_change
+
+            changed = check_config_change(RunDir.open(out).config, config)
+        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info(),
+                                    allow_config_change=opts.allow_config_change)
     ranks.barrier()
     if rank != 0:
         run = RunDir.open(out)
@@ -414,7 +423,11 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
         }
         if metrics is not None and counts["complete"]:
-            results["metrics"] = metrics.finalize(run.path, records, items, opts.seed)
+            from irisbench.run_metrics import attach_metrics
+
+            attach_metrics(results, metrics, run.path, records, items, opts.seed,
+                           recompute_clip=any(k.startswith("metrics.") for k in changed),
+                           command=f"irisbench metrics {run.path} --metrics {','.join(opts.metrics.names)}")
         atomic_write_json(run.path / "results.json", results)
     ranks.barrier()
     return results

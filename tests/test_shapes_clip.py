@@ -1,4 +1,5 @@
-"""The shapes-world CLIP (irisbench.metrics.shapes_clip): data, loss, a tiny training run, the shipped model."""
+"""The shapes-world CLIP (irisbench.metrics.shapes_clip, shapes_clip_train): data, loss, a tiny training run, the
+shipped model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
 from irisbench.metrics import shapes_clip as sc  # noqa: E402
+from irisbench.metrics import shapes_clip_train as sct  # noqa: E402
 from irisbench.metrics.clip_score import load_clip  # noqa: E402
 from irisbench.world.plan import plan_text  # noqa: E402
 from irisbench.world.prompts import parse_prompt  # noqa: E402
@@ -34,7 +36,7 @@ def test_multi_positive_loss_is_clip_loss_with_one_positive_each():
     img = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=-1)
     txt = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=-1)
     scale = torch.tensor(7.0)
-    got = sc.multi_positive_loss(img, txt, torch.eye(5, dtype=torch.bool), scale)
+    got = sct.multi_positive_loss(img, txt, torch.eye(5, dtype=torch.bool), scale)
     logits = scale * img @ txt.T
     want = (torch.nn.functional.cross_entropy(logits, torch.arange(5))
             + torch.nn.functional.cross_entropy(logits.T, torch.arange(5))) / 2
@@ -45,7 +47,7 @@ def test_multi_positive_loss_by_hand():
     img = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
     txt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     pos = torch.tensor([[True, False], [True, True], [False, True]])
-    got = float(sc.multi_positive_loss(img, txt, pos, torch.tensor(2.0)))
+    got = float(sct.multi_positive_loss(img, txt, pos, torch.tensor(2.0)))
     logits = 2.0 * img.numpy().astype(np.float64) @ txt.numpy().T.astype(np.float64)  # (3, 2)
 
     def log_softmax(x, axis):
@@ -59,8 +61,8 @@ def test_multi_positive_loss_by_hand():
 
 
 def test_sample_batch_positives_are_exact():
-    by_tag = sc.train_prompts_by_tag()
-    batch = sc.sample_batch(np.random.default_rng(3), by_tag, 64)
+    by_tag = sct.train_prompts_by_tag()
+    batch = sct.sample_batch(np.random.default_rng(3), by_tag, 64)
     assert batch.images.shape == (64, 32, 32, 3) and batch.images.dtype == np.uint8
     np.testing.assert_array_equal(batch.images, render_batch(batch.scenes))
     assert len(set(batch.captions)) == len(batch.captions) == batch.positives.shape[1]
@@ -79,19 +81,19 @@ def test_sample_batch_positives_are_exact():
 def test_targeted_twins_keep_the_boxes_and_break_the_prompt(monkeypatch):
     from irisbench.world.sampler import scene_for
 
-    monkeypatch.setattr(sc, "TARGETED_TWIN_PROB", 1.0)
+    monkeypatch.setattr(sct, "TARGETED_TWIN_PROB", 1.0)
     rng = np.random.default_rng(0)
-    for tag, mds in sc.train_prompts_by_tag().items():
+    for tag, mds in sct.train_prompts_by_tag().items():
         for md in mds[:: max(1, len(mds) // 12)]:
             scene = scene_for(md, rng)
-            twin = sc.mutate(scene, rng, md)
+            twin = sct.mutate(scene, rng, md)
             assert sorted(o.size for o in twin.objects) == sorted(o.size for o in scene.objects)
             assert twin.background == scene.background and twin != scene
             assert not satisfies(md, twin), (tag, md["prompt"], scene, twin)
     # untargeted twins differ from the scene in one attribute or by a mirror
     scene = scene_for(parse_prompt("a photo of a red circle and a blue square"), rng)
     for _ in range(20):
-        twin = sc.mutate(scene, rng)
+        twin = sct.mutate(scene, rng)
         assert len(twin.objects) == len(scene.objects) and {o.size for o in twin.objects} == {
             o.size for o in scene.objects}
 
@@ -103,17 +105,17 @@ def test_fast_pixels_equal_the_model_preprocessing(tmp_path):
     cfg.write_text(json.dumps(TINY))
     name = sc.register_config(cfg)
     model, _, preprocess = open_clip.create_model_and_transforms(name)
-    images = render_batch(sc.sample_batch(np.random.default_rng(0), sc.train_prompts_by_tag(), 6).scenes)
+    images = render_batch(sct.sample_batch(np.random.default_rng(0), sct.train_prompts_by_tag(), 6).scenes)
     from PIL import Image
 
     slow = torch.stack([preprocess(Image.fromarray(im)) for im in images])
-    assert torch.equal(sc.fast_pixels(images, model), slow)
+    assert torch.equal(sct.fast_pixels(images, model), slow)
 
 
 def test_train_tiny_save_and_reload(tmp_path):
     out = tmp_path / "ckpt"
     threads = torch.get_num_threads()
-    rec = sc.train_shapes_clip(3, 8, 0, out, progress=False, config=TINY, name="shapes-clip-test-tiny",
+    rec = sct.train_shapes_clip(3, 8, 0, out, progress=False, config=TINY, name="shapes-clip-test-tiny",
                                evaluate=False)
     assert torch.get_num_threads() == threads
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.safetensors", "shapes-clip-test-tiny.json",
@@ -129,11 +131,11 @@ def test_train_tiny_save_and_reload(tmp_path):
     clip = load_clip("shapes-clip", out)
     d = clip.describe()
     assert d["backbone"] == "shapes-clip-test-tiny" and d["trained_steps"] == 3 and d["embed_dim"] == 16
-    feats = clip.encode_images(render_batch(sc.sample_batch(np.random.default_rng(1), sc.train_prompts_by_tag(),
+    feats = clip.encode_images(render_batch(sct.sample_batch(np.random.default_rng(1), sct.train_prompts_by_tag(),
                                                             4).scenes))
     assert feats.shape == (4, 16) and np.allclose(np.linalg.norm(feats, axis=1), 1, atol=1e-5)
     # the same seed reproduces the same weights
-    again = sc.train_shapes_clip(3, 8, 0, tmp_path / "again", progress=False, config=TINY,
+    again = sct.train_shapes_clip(3, 8, 0, tmp_path / "again", progress=False, config=TINY,
                                  name="shapes-clip-test-tiny", evaluate=False)
     assert again["loss_last_50"] == rec["loss_last_50"]
     from safetensors.torch import load_file
@@ -144,9 +146,9 @@ def test_train_tiny_save_and_reload(tmp_path):
 
 def test_bad_arguments_and_folders(tmp_path):
     with pytest.raises(sc.ShapesClipError, match="steps must be a positive int"):
-        sc.train_shapes_clip(0, 8, 0, tmp_path / "x", progress=False)
+        sct.train_shapes_clip(0, 8, 0, tmp_path / "x", progress=False)
     with pytest.raises(sc.ShapesClipError, match="batch_size must be at least 2"):
-        sc.train_shapes_clip(1, 1, 0, tmp_path / "x", progress=False)
+        sct.train_shapes_clip(1, 1, 0, tmp_path / "x", progress=False)
     with pytest.raises(sc.ShapesClipError, match="no shapes-clip weights"):
         sc.load_shapes_clip(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -167,7 +169,7 @@ def test_bad_arguments_and_folders(tmp_path):
 def test_patch_noise_images_use_only_tokenizer_patches():
     from irisbench.world.tokenizer import theoretical_patches, to_patches
 
-    noise = sc.patch_noise_images(5, np.random.default_rng(0))
+    noise = sct.patch_noise_images(5, np.random.default_rng(0))
     assert noise.shape == (5, 32, 32, 3) and noise.dtype == np.uint8
     known = {p.tobytes() for p in theoretical_patches()}
     assert all(p.tobytes() in known for p in to_patches(noise).reshape(-1, 48))
@@ -178,16 +180,16 @@ def test_corrupt_prompts_are_near_misses_never_satisfied():
     from irisbench.world.sampler import scene_for
 
     rng = np.random.default_rng(0)
-    assert sc.corrupt_prompt(parse_prompt("a photo of a red circle and a blue square"), rng) == \
+    assert sct.corrupt_prompt(parse_prompt("a photo of a red circle and a blue square"), rng) == \
         "a photo of a blue circle and a red square"
-    assert sc.corrupt_prompt(parse_prompt("a photo of a circle left of a square"), rng) == \
+    assert sct.corrupt_prompt(parse_prompt("a photo of a circle left of a square"), rng) == \
         "a photo of a circle right of a square"
-    assert sc.corrupt_prompt(parse_prompt("a photo of three diamonds"), rng) in (
+    assert sct.corrupt_prompt(parse_prompt("a photo of three diamonds"), rng) in (
         "a photo of two diamonds", "a photo of four diamonds")
-    assert sc.corrupt_prompt(parse_prompt("a photo of a circle"), rng) is None
+    assert sct.corrupt_prompt(parse_prompt("a photo of a circle"), rng) is None
     n = 0
     for md in build_splits()["test"][::7]:
-        bad = sc.corrupt_prompt(md, rng)
+        bad = sct.corrupt_prompt(md, rng)
         if bad is not None:
             n += 1
             assert not satisfies(parse_prompt(bad), scene_for(md, rng)), (md["prompt"], bad)
@@ -208,12 +210,12 @@ def test_shipped_checkpoint_identity_and_size():
 @needs_shipped
 def test_shipped_shapes_clip_zero_shot_on_the_test_split():
     clip = load_clip("shapes-clip")
-    zs = sc.zero_shot_accuracy(clip)
+    zs = sct.zero_shot_accuracy(clip)
     assert zs["n"] >= 150
     # measured 1.0 and 1.0; chance is 0.1 (color) and 0.25 (shape)
     assert zs["color_accuracy"] >= 0.9, zs
     assert zs["shape_accuracy"] >= 0.8, zs
-    pw = sc.pairwise_accuracy(clip)
+    pw = sct.pairwise_accuracy(clip)
     # measured 0.94 and 0.84 (chance 0.5); position is ~0.5, a known limitation (module docstring)
     assert pw["color_attr"] >= 0.8 and pw["counting"] >= 0.7, pw
 
@@ -221,7 +223,7 @@ def test_shipped_shapes_clip_zero_shot_on_the_test_split():
 @needs_shipped
 @pytest.mark.slow
 def test_shipped_shapes_clip_fid_separates_oracle_from_random_policies():
-    f = sc.fid_sanity(load_clip("shapes-clip"))
+    f = sct.fid_sanity(load_clip("shapes-clip"))
     # measured (1584 images per set): oracle 0.50, random scenes 2.17, random patches 147.6
     assert f["oracle"] * 2.5 < f["random_scenes"], f
     assert f["oracle"] * 50 < f["patch_noise"], f

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.metrics.clip_score import as_image_list, file_sha256
+from irisbench.metrics.clip_model import as_image_list, file_sha256
 
 FEATURE_KINDS = ("clip", "inception")
 INCEPTION_REFERENCE_SHA256_PREFIX = "6726825d"  # torch-fidelity's FID weights file name suffix

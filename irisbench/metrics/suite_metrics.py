@@ -6,6 +6,14 @@
 - ``fid`` / ``kid``: distance between the run's images and reference images, with CLIP image-tower
   features (torchmetrics). Shapes world: the reference is a fresh rendering of a ground-truth scene for every
   (prompt, sample) of the run, from seeds the policy never sees; open world: ``--fid-reference DIR`` (PNG files).
+
+Small samples: KID's subset size adapts to the sample unless given (``kid_subset_size``): min(100, n // 2)
+with n = min(#real, #fake), so that the 100 subsets differ from each other (a subset of all n images would
+give every subset the same value and a std of 0); the size used and the rule are recorded. FID from fewer than
+``FID_MIN_IMAGES`` images per side is flagged ``fid_high_variance`` with a warning in the results: its
+estimate is biased upward and varies a lot with the sample (and with n <= the feature dimension the
+covariance is singular). ``irisbench metrics RUN`` (``irisbench.run_metrics``) (re)computes all of these on a
+finished run folder from its saved images.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from typing import Any
 import numpy as np
 
 METRIC_NAMES = ("clip", "fid", "kid")
+KID_MAX_SUBSET = 100  # the subset size used when the sample allows it (torchmetrics' default is 1000)
+KID_SUBSETS = 100
+FID_MIN_IMAGES = 500  # below this many images per side an FID is flagged as high-variance
 
 
 @dataclass
@@ -26,7 +37,7 @@ class MetricOptions:
     clip_pretrained: str | None = None
     clip_scale: str = "raw"
     fid_reference: str | None = None
-    kid_subset_size: int = 100
+    kid_subset_size: int | None = None  # None: min(KID_MAX_SUBSET, n // 2), see kid_subset_size_for
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -41,6 +52,36 @@ def read_png(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError) as e:
         raise ValueError(f"{path}: unreadable image ({e})") from None
+
+
+def kid_subset_size_for(n_real: int, n_fake: int, requested: int | None = None) -> tuple[int, str]:
+    """(subset size, rule) for KID on ``n_real`` and ``n_fake`` images.
+
+    ``requested`` is used as given (``fid.kid`` checks its range); None picks min(KID_MAX_SUBSET, n // 2),
+    at least 2, with n = min(n_real, n_fake). Fewer than 2 images on a side is a clear error.
+    """
+    n = min(n_real, n_fake)
+    if requested is not None:
+        return int(requested), "given"
+    if n < 2:
+        from irisbench.metrics.fid import SampleSizeError
+
+        raise SampleSizeError(f"KID needs at least 2 real and 2 generated images, got {n_real} real and "
+                              f"{n_fake} generated")
+    return max(2, min(KID_MAX_SUBSET, n // 2)), f"auto: min({KID_MAX_SUBSET}, n // 2) with n = {n}"
+
+
+def fid_variance_note(n_real: int, n_fake: int, feature_dim: int | None = None) -> str | None:
+    """A warning when an FID from this many images is high-variance, else None."""
+    n = min(n_real, n_fake)
+    if n >= FID_MIN_IMAGES and (feature_dim is None or n > feature_dim):
+        return None
+    note = (f"FID from {n_real} real and {n_fake} generated images is high-variance (below {FID_MIN_IMAGES} per "
+            "side it is biased upward and changes a lot with the sample): compare it only with runs of the same "
+            "size and features")
+    if feature_dim is not None and n <= feature_dim:
+        note += f"; with n <= the feature dimension ({feature_dim}) the covariance estimate is singular"
+    return note
 
 
 def check_scale_name(scale: str) -> str:
@@ -123,9 +164,14 @@ class SuiteMetrics:
         out: dict[str, Any] = {"reference": {"source": source, "n_real": len(real), "n_fake": len(fake)}}
         if "fid" in self.opts.names:
             out["fid"] = fid(real, fake, features=features)
+            note = fid_variance_note(len(real), len(fake), getattr(features, "num_features", None))
+            out["fid_high_variance"] = note is not None
+            out["fid_warning"] = note
         if "kid" in self.opts.names:
-            mean, std = kid(real, fake, features=features, subset_size=self.opts.kid_subset_size, seed=seed)
-            out["kid"] = {"mean": mean, "std": std, "subset_size": self.opts.kid_subset_size}
+            size, rule = kid_subset_size_for(len(real), len(fake), self.opts.kid_subset_size)
+            mean, std = kid(real, fake, features=features, subset_size=size, subsets=KID_SUBSETS, seed=seed)
+            out["kid"] = {"mean": mean, "std": std, "subset_size": size, "subset_size_rule": rule,
+                          "subsets": KID_SUBSETS}
         return out
 
     def _reference(self, records: list[dict], items: list[dict], seed: int) -> tuple[list[np.ndarray], str]:
