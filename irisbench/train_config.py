@@ -47,7 +47,7 @@ class TrainConfig:
     epsilon: float = 0.2
     epsilon_high: float | None = None
     beta: float = 0.0
-    loss_type: str = "bnpo"  # IRIS/T2I-R1: token mean over the micro-batch
+    loss_type: str = "bnpo"  # IRIS/T2I-R1: token mean over the micro-batch (trl names: grpo, bnpo, dr_grpo, dapo)
     scale_rewards: bool = True
     # where the policy-gradient log-probs come from: the conditional branch (IRIS, T2I-R1) or the
     # CFG-guided distribution that was sampled (AR-GRPO)
@@ -98,7 +98,7 @@ class TrainConfig:
             divisors = [d for d in range(1, self.prompts_per_step + 1) if self.prompts_per_step % d == 0]
             raise ConfigError(f"gradient_accumulation_steps={self.gradient_accumulation_steps} must divide "
                               f"prompts_per_step={self.prompts_per_step} (groups are never split); valid: {divisors}")
-        choices = {"loss_type": ("grpo", "bnpo", "dr_grpo"), "logp_source": ("conditional", "guided"),
+        choices = {"loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"), "logp_source": ("conditional", "guided"),
                    "sc_source": ("sampling", "teacher-forced", "second-pass"),
                    "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES}
         for name, valid in choices.items():

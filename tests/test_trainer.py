@@ -153,7 +153,7 @@ def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_p
         calls["n"] += 1
         out = real(rollout, **kw)
         if calls["n"] >= 2:
-            out["logp"] = out["logp"] + torch.tensor(float("nan"))
+            out.logp = out.logp + torch.tensor(float("nan"))
         return out
 
     policy.token_logits = poisoned
@@ -164,11 +164,13 @@ def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_p
     assert not (run / "checkpoints" / "step-2").exists()
 
 
-def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    a = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1"), tmp_path / "a", progress=False)
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_path: Path, loss_type: str) -> None:
+    """dapo (the step's token mean) and grpo (the mean of sequence means) do not depend on the micro-batches."""
+    a = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", f"loss_type={loss_type}"), tmp_path / "a", progress=False)
     a.train()
-    b = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", "gradient_accumulation_steps=2"), tmp_path / "b",
-                    progress=False)
+    b = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", f"loss_type={loss_type}", "gradient_accumulation_steps=2"),
+                    tmp_path / "b", progress=False)
     b.train()
     assert close(grads(a), grads(b))
     ma, mb = read_metrics(tmp_path / "a")[0], read_metrics(tmp_path / "b")[0]
@@ -180,7 +182,10 @@ def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_
 def test_two_processes_equal_one_and_ranks_stay_identical(tiny_policy_dir: Path, tmp_path: Path) -> None:
     args = [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2", "num_generations=4", "eval_every=1",
             "eval_prompts=4", "eval_images_per_prompt=1", "checkpoint_every=1", "lr=1e-3"]
-    one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
+    # bnpo (the preset's) is the token mean of each micro-batch: one process with two micro-batches holds the
+    # same micro-batches as two processes with one each
+    one = GRPOTrainer(resolve_config("iris-shapes", [*args, "gradient_accumulation_steps=2"]), tmp_path / "one",
+                      progress=False)
     one.train()
     # both ranks end with exactly the same weights and gradient (checked by torchrun_train) ...
     two = torchrun_train(tmp_path, tmp_path / "two", "iris-shapes", args)
