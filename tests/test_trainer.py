@@ -77,6 +77,30 @@ def test_every_preset_resolves() -> None:
         assert cfg.num_generations >= 2
 
 
+@pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
+def test_lr_schedules_by_hand(kind: str) -> None:
+    """transformers' schedules equal the former hand-written ones after the warmup; the warmup runs s / w of
+    the peak at step s (transformers' convention; the former one ran (s + 1) / w)."""
+    import math
+
+    import torch
+
+    from irisbench.trainer import build_scheduler
+
+    cfg = resolve_config("iris-shapes", [f"lr_scheduler={kind}", "steps=12", "warmup_steps=4"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg)
+    seen = []
+    for _ in range(cfg.steps):
+        seen.append(opt.param_groups[0]["lr"] / cfg.lr)
+        opt.step()
+        sched.step()
+    decay = {"constant": lambda p: 1.0, "linear": lambda p: 1.0 - p,
+             "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p))}[kind]
+    assert seen[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert seen[4:] == pytest.approx([decay((s - 4) / 8) for s in range(4, 12)])
+
+
 # ---- training ------------------------------------------------------------------------------------------
 
 
