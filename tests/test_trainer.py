@@ -272,3 +272,71 @@ def test_no_plan_ablation_writes_only_the_end_of_plan(tiny_policy_dir: Path, tmp
     assert read_metrics(tmp_path / "run")[0]["plan_len"] == 1.0  # EOP only
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-1" / "irisbench_policy.json").read_text())
     assert saved["sampling"]["max_plan_tokens"] == 1  # the checkpoint keeps generating without a plan
+
+
+# ---- the update's direction, and where the reward reads self-certainty -------------------------------------
+
+
+class _ShortPlan:
+    """A known reward: minus the plan length, so it favours one token, the end of plan (EOP)."""
+
+    name = "short-plan"
+
+    def __call__(self, rollout, context) -> np.ndarray:
+        return -(rollout.token_mask & (rollout.modality == 0)).sum(1).astype(np.float64)
+
+
+def test_the_update_moves_a_known_reward_up(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """Two steps on "shorter plans are better" raise the policy's probability of EOP at every plan position of a
+    fixed probe (teacher-forced, so no sampling noise); a flipped loss sign lowers it."""
+    import torch
+
+    from irisbench.policies import load_policy
+
+    base = load_policy(str(tiny_policy_dir))
+    probe = base.sample(["a photo of a red circle", "a photo of two blue squares"], n=4, seed=123)
+    eop = len(base.vocab.text_ids) - 1  # the local index of EOP in the plan vocabulary
+
+    def p_eop(policy) -> float:
+        with torch.no_grad():
+            tf = policy.token_logits(probe)
+        text = tf.mask & (tf.modality == 0)
+        return float(tf.parts["text_logits"].softmax(-1)[..., eop][text].mean())
+
+    trainer = GRPOTrainer(_cfg(tiny_policy_dir, "steps=2", "checkpoint_every=2", "lr=1e-2"), tmp_path / "run",
+                          progress=False, reward=_ShortPlan())
+    trainer.train()
+    before, after = p_eop(base), p_eop(trainer.policy)
+    assert after > 1.05 * before, (before, after)
+    assert [r["reward/short-plan"] for r in read_metrics(tmp_path / "run")] == \
+        [r["reward_mean"] for r in read_metrics(tmp_path / "run")]
+
+
+@pytest.mark.parametrize(("sc_source", "marker"), [("teacher-forced", 1.0), ("second-pass", 2.0), ("sampling", 3.0)])
+def test_sc_source_decides_what_the_reward_reads(tiny_policy_dir: Path, tmp_path: Path, sc_source: str,
+                                                 marker: float) -> None:
+    """The policy's three sources of self-certainty carry different marks: the sampling loop's 3, the teacher-
+    forced pass that also gives the log-probs (gradients on) 1, a second pass without gradients 2. The reward
+    ``sc`` (the mean self-certainty over all tokens) logs the mark of the configured source."""
+    import torch
+
+    from irisbench.policies import load_policy
+
+    policy = load_policy(str(tiny_policy_dir))
+    real_sample, real_tf = policy.sample, policy.token_logits
+
+    def sample(*args, **kw):
+        r = real_sample(*args, **kw)
+        r.self_certainty = np.full_like(r.self_certainty, 3.0)
+        return r
+
+    def token_logits(rollout, **kw):
+        out = real_tf(rollout, **kw)
+        out.self_certainty = torch.full_like(out.self_certainty, 1.0 if torch.is_grad_enabled() else 2.0)
+        return out
+
+    policy.sample, policy.token_logits = sample, token_logits
+    cfg = _cfg(tiny_policy_dir, "steps=1", "reward=sc", f"sc_source={sc_source}")
+    GRPOTrainer(cfg, tmp_path / "run", progress=False, policy=policy).train()
+    (row,) = read_metrics(tmp_path / "run")
+    assert row["reward/sc"] == pytest.approx(marker) and row["reward_mean"] == pytest.approx(marker)
