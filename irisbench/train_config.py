@@ -69,6 +69,10 @@ class TrainConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     freeze: list[str] = field(default_factory=list)  # parameter-name substrings kept frozen
+    # the image codes' output rows and embeddings kept fixed (policies that share one vocabulary: the shapes LM)
+    freeze_image_tokens: bool = False
+    # leave tokens a rule inserted (the plan cap's end of plan; Rollout.forced) out of the loss and the reward
+    mask_forced_tokens: bool = False
     # bookkeeping
     seed: int = 0
     checkpoint_every: int = 20
@@ -110,6 +114,9 @@ class TrainConfig:
             raise ConfigError(f"beta must be >= 0 and epsilon > 0, got beta={self.beta}, epsilon={self.epsilon}")
         if self.eval_every < 0 or self.warmup_steps < 0:
             raise ConfigError("eval_every and warmup_steps must be >= 0")
+        if self.freeze_image_tokens and (self.weight_decay or self.parallel == "fsdp"):
+            raise ConfigError("freeze_image_tokens zeroes the image rows' gradients, which keeps them fixed only "
+                              "with weight_decay=0 and parallel=ddp")
         if self.cfg is not None and self.cfg < 0:
             raise ConfigError(f"cfg must be >= 0, got {self.cfg}")
         if self.temperature is not None and not self.temperature > 0:

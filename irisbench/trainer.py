@@ -198,6 +198,13 @@ class GRPOTrainer:
             self.ref = copy.deepcopy(self.policy) if not ckpts else self._load_reference()
             self.ref.model.eval().requires_grad_(False)
         self._ref_saved = (self.out / "checkpoints" / "reference").is_dir()
+        if cfg.freeze_image_tokens:
+            from irisbench.train_config import ConfigError
+
+            if not hasattr(self.policy, "freeze_image_tokens"):
+                raise ConfigError(f"freeze_image_tokens: policy {self.policy.name!r} keeps its image tokens in "
+                                  "separate modules; freeze them by name with freeze: [...]")
+            self.policy.freeze_image_tokens()
         if cfg.parallel == "fsdp":
             from irisbench.sharding import shard
 
@@ -329,12 +336,19 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         rollout, metas = self._rollout(step)
         b = len(rollout)
-        n_tok, n_seq = self.dist.all_sum([float(rollout.token_mask.sum()), float(b)])
+        n_tok, n_seq = self.dist.all_sum([float(self._kept(rollout).sum()), float(b)])
         size = b // a  # whole groups: prompts per rank divide by the accumulation steps (checked in __init__)
         norm = {"num_items_in_batch": n_tok, "max_completion_length": int(self.policy.max_completion_length),
                 "gradient_accumulation_steps": a, "num_processes": self.dist.world_size}
         return _Batch(rollout=rollout, metas=metas, micro=[slice(s, s + size) for s in range(0, b, size)],
                       norm=norm, n_tok=n_tok, n_seq=n_seq, t={"t_sample": time.perf_counter() - t0})
+
+    def _kept(self, rollout: Rollout) -> np.ndarray:
+        """The tokens the loss and the reward see: every real token, less the forced ones when
+        ``mask_forced_tokens``."""
+        if self.cfg.mask_forced_tokens and rollout.forced is not None:
+            return rollout.token_mask & ~rollout.forced
+        return rollout.token_mask
 
     def _logps(self, tf: TokenLogits, part: Rollout) -> Any:
         """Per-token log-probs for the policy gradient: conditional, or CFG-guided on image tokens."""
@@ -358,6 +372,9 @@ class GRPOTrainer:
             with torch.no_grad():
                 again = self.policy.token_logits(part)
             stat = _with_stats(part, again.self_certainty.cpu().numpy(), again.entropy.cpu().numpy())
+        if self.cfg.mask_forced_tokens:
+            stat = copy.copy(stat)
+            stat.token_mask = self._kept(part)
         try:
             total, terms = self.reward.evaluate(stat, {**self.context, "metadata": batch.metas[rows]})
         except NonFiniteRewardError as e:
@@ -400,7 +417,8 @@ class GRPOTrainer:
                 t1 = time.perf_counter()
                 tf = self.policy.token_logits(part, uncond=self._guided)
                 logp = self._logps(tf, part)
-                if not torch.isfinite(logp[tf.mask]).all():
+                mask = torch.as_tensor(self._kept(part), device=logp.device) & tf.mask
+                if not torch.isfinite(logp[mask]).all():
                     raise TrainingDivergedError(f"step {step + 1}: non-finite log-probs in the teacher-forced pass")
                 t["t_forward"] += time.perf_counter() - t1
                 if it == 0:
@@ -408,7 +426,7 @@ class GRPOTrainer:
                     self._score(batch, k, part, tf, logp, step)
                     t["t_reward"] += time.perf_counter() - t2
                 t3 = time.perf_counter()
-                loss, lm = self._compute_loss(batch, k, logp, tf.mask)
+                loss, lm = self._compute_loss(batch, k, logp, mask)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(f"step {step + 1}: the loss is not finite")
                 loss.backward()
@@ -544,7 +562,7 @@ def _slice_rollout(r: Rollout, rows: slice) -> Rollout:
     return Rollout(prompts=r.prompts[rows], seeds=r.seeds[rows], images=r.images[rows], plans=r.plans[rows],
                    tokens=r.tokens[rows], token_mask=r.token_mask[rows], modality=r.modality[rows],
                    logp=r.logp[rows], self_certainty=r.self_certainty[rows], entropy=r.entropy[rows],
-                   settings=r.settings, extras=extras)
+                   settings=r.settings, extras=extras, forced=None if r.forced is None else r.forced[rows])
 
 
 def _finite(rec: dict[str, Any]) -> dict[str, Any]:

@@ -86,3 +86,76 @@ def test_clip_on_an_open_world_policy_needs_a_real_clip(tiny_janus: tuple[Path, 
     cfg = resolve_config("janus-pro-1b-t2i-r1", [*TINY, f"model={folder}", f"prompts_file={prompts}"])
     with pytest.raises(ConfigError, match="open-world policy needs a CLIP for real images"):
         GRPOTrainer(cfg, tmp_path / "run", progress=False).train()
+
+
+def test_the_faithful_preset_freezes_image_rows_and_masks_the_forced_end_of_plan(tiny_policy_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """iris-shapes-faithful: the image codes' rows of lm_head and of the embeddings do not move while the plan
+    rows do; the plan cap's EOP (Rollout.forced) is left out of the loss: a non-finite log-prob there changes
+    nothing, and the same poison stops the as-coded preset."""
+    import numpy as np
+    import torch
+
+    from irisbench.policies import load_policy
+    from irisbench.trainer import TrainingDivergedError
+
+    cfg = resolve_config("iris-shapes-faithful", [*TINY, "steps=2", "lr=1e-2", f"policy={tiny_policy_dir}",
+                                                   "policy_options={max_plan_tokens: 3}"])
+    assert cfg.beta == 0.01 and cfg.lr_scheduler == "linear" and cfg.freeze_image_tokens and cfg.mask_forced_tokens
+
+    def poisoned() -> object:
+        policy = load_policy(str(tiny_policy_dir), max_plan_tokens=3)
+        real = policy.token_logits
+
+        def token_logits(rollout, **kw):
+            out = real(rollout, **kw)
+            assert rollout.forced is not None and rollout.forced.any()  # a 3-token cap cuts most plans
+            forced = torch.as_tensor(rollout.forced, device=out.logp.device)
+            out.logp = torch.where(forced, torch.full_like(out.logp, float("inf")), out.logp)
+            return out
+
+        policy.token_logits = token_logits
+        return policy
+
+    trainer = GRPOTrainer(cfg, tmp_path / "faithful", progress=False, policy=poisoned())
+    trainer.train()
+    assert all(math.isfinite(r["loss"]) for r in read_metrics(tmp_path / "faithful"))
+    start, v = load_policy(str(tiny_policy_dir)), trainer.policy.vocab
+    image = slice(v.image_offset, v.image_offset + v.codebook_size)
+    for name in ("lm_head", "model.embed_tokens"):
+        before = start.model.get_submodule(name).weight.detach().numpy()
+        after = trainer.policy.model.get_submodule(name).weight.detach().numpy()
+        assert np.array_equal(before[image], after[image]), name
+        assert not np.array_equal(before[v.text_ids], after[v.text_ids]), name
+    as_coded = resolve_config("iris-shapes", [*TINY, f"policy={tiny_policy_dir}",
+                                              "policy_options={max_plan_tokens: 3}"])
+    with pytest.raises(TrainingDivergedError, match="non-finite log-probs"):
+        GRPOTrainer(as_coded, tmp_path / "as-coded", progress=False, policy=poisoned()).train()
+
+
+def test_forced_tokens_are_left_out_of_the_reward(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """With mask_forced_tokens the reward reads every token but the forced EOP: a self-certainty of 1000 recorded
+    there (sc_source=sampling, reward sc = mean self-certainty) does not reach the reward."""
+    import numpy as np
+
+    from irisbench.policies import load_policy
+
+    def marked() -> object:
+        policy = load_policy(str(tiny_policy_dir), max_plan_tokens=3)
+        real = policy.sample
+
+        def sample(*args, **kw):
+            r = real(*args, **kw)
+            r.self_certainty = np.where(r.forced, 1000.0, 1.0).astype(np.float32)
+            return r
+
+        policy.sample = sample
+        return policy
+
+    rewards = {}
+    for flag in (True, False):
+        cfg = resolve_config("iris-shapes", [*TINY, f"policy={tiny_policy_dir}", "reward=sc", "sc_source=sampling",
+                                             f"mask_forced_tokens={str(flag).lower()}"])
+        GRPOTrainer(cfg, tmp_path / str(flag), progress=False, policy=marked()).train()
+        rewards[flag] = read_metrics(tmp_path / str(flag))[0]["reward/sc"]
+    assert rewards[True] == pytest.approx(1.0) and rewards[False] > 10.0

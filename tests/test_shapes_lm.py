@@ -118,6 +118,7 @@ def test_sample_shapes_masks_modality(policy: ShapesLMPolicy, tokenizer: PatchTo
         assert r.images[i].dtype == np.uint8 and r.images[i].shape == (32, 32, 3)
         assert r.plans[i] == v.decode_words(r.tokens[i, :pl])
         assert bool(r.extras["plan_truncated"][i]) == (pl == 6)  # EOP forced at the 6th step
+        assert r.forced[i].tolist() == [pl == 6 and j == 5 for j in range(r.forced.shape[1])]  # that EOP only
         real = r.token_mask[i]
         assert np.isfinite(r.logp[i, real]).all() and (r.logp[i, real] <= 0).all()
         assert (r.self_certainty[i, real] >= 0).all() and (r.entropy[i, real] >= 0).all()

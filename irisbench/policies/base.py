@@ -63,6 +63,9 @@ class Rollout:
     entropy: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     settings: dict[str, Any] = field(default_factory=dict)  # cfg, temperature, top_k, stats_source
     extras: dict[str, Any] = field(default_factory=dict)  # policy-specific (e.g. prompt token ids)
+    # (B, T) bool or None: tokens a rule inserted rather than the policy drew (the shapes LM's end of plan at
+    # the plan cap); the trainer can leave them out of the loss and the reward (``mask_forced_tokens``)
+    forced: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -615,6 +615,10 @@ class ShapesLMPolicy:
                     "vocab_size": self.vocab_sizes,
                     "self_certainty": "logsumexp(z) - mean(z) over the allowed sub-vocabulary (+log|V| kept)",
                     "stats_logits": "raw (temperature 1, no top-k)"}
+        forced = np.zeros((n_rows, width), dtype=bool)  # the EOP the plan cap inserted (last plan token)
+        for r, cut in enumerate(truncated):
+            if cut:
+                forced[r, plan_lens[r] - 1] = True
         extras: dict[str, Any] = {"prompt_ids": [prompt_ids[i] for i in rows], "local_tokens": local,
                                   "image_codes": codes, "plan_truncated": np.array(truncated, dtype=bool)}
         if keep_logits:
@@ -622,7 +626,7 @@ class ShapesLMPolicy:
         return Rollout(prompts=[prompts[i] for i in rows], seeds=list(seeds), images=images,
                        plans=plans_text, tokens=tokens, token_mask=token_mask, modality=modality,
                        logp=arrays["logp"], self_certainty=arrays["sc"], entropy=arrays["entropy"],
-                       settings=settings, extras=extras)
+                       settings=settings, extras=extras, forced=forced)
 
     # ------------------------------------------------------------------ teacher forcing (GRPO)
     def token_logits(self, rollout: Rollout, *, uncond: bool = False) -> TokenLogits:
@@ -702,6 +706,21 @@ class ShapesLMPolicy:
         lookup[torch.as_tensor(v.text_ids)] = torch.arange(len(v.text_ids))
         local = torch.where(is_text, lookup[tokens], torch.full_like(tokens, -1))
         return torch.where(is_img, tokens - v.image_offset, local)
+
+    def freeze_image_tokens(self) -> None:
+        """Keep the image codes' output rows (``lm_head``) and input embeddings fixed, as the released IRIS recipe
+        keeps Janus's separate image head and image embeddings: their gradient rows are zeroed in backward, so
+        AdamW (without weight decay) never moves them. The plan vocabulary and the body still train."""
+        import torch
+
+        v = self.vocab
+        rows = torch.arange(v.image_offset, v.image_offset + v.codebook_size)
+
+        def zero_image_rows(grad: torch.Tensor) -> torch.Tensor:
+            return grad.index_fill(0, rows.to(grad.device), 0.0)
+
+        for weight in (self.model.lm_head.weight, self.model.model.embed_tokens.weight):
+            weight.register_hook(zero_image_rows)
 
     def fsdp_units(self) -> list[Any]:
         """Disjoint FSDP units holding every parameter (irisbench.sharding): blocks, embeddings, norm, head."""
