@@ -57,17 +57,18 @@ def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig,
                                 images_per_prompt=cfg.eval_images_per_prompt), out)
 
 
-def _best_val_step(run: Path) -> tuple[int, int]:
-    """(best-val step, last step) from ``run/eval/val/step-N/results.json`` (ties: earliest)."""
-    scores = {}
-    for folder in (run / "eval" / "val").glob("step-*"):
-        res = folder / "results.json"
-        if res.is_file():
-            scores[int(folder.name[5:])] = json.loads(res.read_text())["scores"]["overall"]["score"]
-    if not scores:
-        raise ValueError(f"{run}: no val evaluation to select a checkpoint with")
-    best = max(sorted(scores), key=lambda s: scores[s])
-    return best, max(scores)
+def selected_steps(run: Path) -> tuple[int, int]:
+    """(best-val step, last step) of a training run among its in-training val evaluations (ties: earliest),
+    by ``irisbench.analysis.select_checkpoint``, the selection the analysis reports."""
+    from irisbench.analysis.records import AnalysisError
+    from irisbench.analysis.selection import select_checkpoint
+
+    try:
+        best = select_checkpoint(run, "best-val", test_split=None)["step"]
+        last = select_checkpoint(run, "last", test_split=None)["step"]
+    except AnalysisError as e:
+        raise ValueError(f"{run}: no val evaluation to select a checkpoint with ({e})") from None
+    return best, last
 
 
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
@@ -117,7 +118,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     console.rule("[bold]3. selected (best val) and last checkpoints on every suite and split")
     selection: dict[str, dict[str, int]] = {}
     for label, run in train_runs.items():
-        best, last = _best_val_step(run)
+        best, last = selected_steps(run)
         selection[label] = {"best_val_step": best, "last_step": last}
         ckpts = run / "checkpoints"
         evaluate_all(f"{label} (best val)", str(ckpts / f"step-{best}"), out / "eval" / f"{label}-step-{best}")

@@ -8,9 +8,14 @@ docs: https://huggingface.co/docs/trl/main/grpo_trainer, "Loss Types") and IRIS.
   one prompt). ``scale_rewards=False`` (Dr. GRPO) keeps only the mean-centring.
 - per-token loss: ``-min(rho * A, clip(rho, 1 - eps, 1 + eps_high) * A) + beta * k3`` with
   ``rho = exp(logp - old_logp)`` and ``k3 = exp(ref - logp) - (ref - logp) - 1``.
-- aggregation (``loss_type``): ``"grpo"`` mean over each sequence's tokens, then over sequences;
-  ``"bnpo"`` sum over all tokens / number of tokens (IRIS's "token-mean over text and image tokens
-  of the micro-batch"); ``"dr_grpo"`` sum over all tokens / (B * max_completion_length).
+- aggregation (``loss_type``), for one micro-batch of one process, as trl's ``_compute_loss``:
+  ``"grpo"`` mean over each sequence's tokens, then over the micro-batch's sequences; ``"bnpo"`` sum over
+  the micro-batch's tokens / their number (IRIS's "token-mean over text and image tokens of the
+  micro-batch"); ``"dr_grpo"`` sum / (B_micro * max_completion_length); these three are divided by
+  ``gradient_accumulation_steps``. ``"dapo"`` sum / (num_items_in_batch / num_processes), with
+  ``num_items_in_batch`` the token count of the whole step (every micro-batch, every process).
+  trl averages gradients over processes; irisbench sums them, so every value here is also divided by
+  ``num_processes``: summed over a step's micro-batches and processes, the losses are trl's loss.
 
 With ``num_iterations == 1`` (IRIS: one update per batch) ``old_logp = logp.detach()``, so
 ``rho == 1``, clipping never binds, and the gradient is the REINFORCE gradient ``-A * grad logp``
@@ -21,8 +26,7 @@ Departures from trl, all deliberate: a group whose rewards are all equal gets ad
 maths, so a ``-inf`` log-prob on padding cannot send NaN into the loss or its gradient; a reference
 log-prob, when given, is always used for the ``kl`` metric (added to the loss only when beta != 0),
 and beta != 0 without one is an error rather than a silent no-KL run; ``dr_grpo`` rejects sequences
-longer than ``max_completion_length``. Only the three loss types above are implemented (not trl's
-later "dapo" normalisation, which needs token counts gathered across processes).
+longer than ``max_completion_length``; every input is moved to the device of ``logp``.
 
 This module imports torch at import time: import it only from code that needs it.
 """
@@ -34,8 +38,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-LossType = Literal["grpo", "bnpo", "dr_grpo"]
-LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo")
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
 STD_EPS: float = 1e-4
 
 
@@ -156,20 +160,26 @@ def clipped_objective(
         adv = adv.unsqueeze(1)
     elif adv.shape != logp.shape:
         raise ValueError(f"advantages shape {tuple(adv.shape)} must be (B,) or logp's {tuple(logp.shape)}")
-    adv = adv.detach().to(logp.dtype)
+    adv = adv.detach().to(device=logp.device, dtype=logp.dtype)
     ratio = torch.exp(logp - old_logp)
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
     with torch.no_grad():
         low = (ratio < 1 - eps_low) & (adv < 0)
         high = (ratio > 1 + eps_high) & (adv > 0)
-        m = None if mask is None else mask.bool()
+        m = None if mask is None else mask.to(logp.device).bool()
         stats = {
             "clip_ratio/low_mean": _masked_frac(low, m),
             "clip_ratio/high_mean": _masked_frac(high, m),
             "clip_ratio/region_mean": _masked_frac(low | high, m),
         }
     return per_token, stats
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive int; got {value!r}")
+    return int(value)
 
 
 def grpo_loss(
@@ -184,58 +194,73 @@ def grpo_loss(
     epsilon_high: float | None = None,
     loss_type: LossType = "grpo",
     max_completion_length: int | None = None,
+    num_items_in_batch: float | None = None,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The GRPO loss (a scalar to minimise) and metrics, as trl's ``GRPOTrainer._compute_loss``.
+    """One micro-batch's term of the GRPO loss (a scalar to minimise) and metrics, as trl's ``_compute_loss``.
 
     ``logp`` (B, T): log-probs of the sampled tokens under the current policy (differentiable);
     ``old_logp``: under the rollout policy, or None for ``num_iterations == 1`` (then
     ``logp.detach()``, ratio 1); ``ref_logp``: under the frozen reference (needed when beta != 0);
-    ``advantages`` (B,) or (B, T); ``mask`` (B, T) real completion tokens. ``loss_type``: "grpo"
-    ``mean_i (sum_t m*l / max(1, sum_t m))``; "bnpo" ``sum m*l / max(1, sum m)``; "dr_grpo"
-    ``sum m*l / (B * max_completion_length)``. Metrics: ``loss``, ``kl`` (masked mean of k3, when a
-    reference is given), the clip ratios of ``clipped_objective``, ``num_tokens``.
+    ``advantages`` (B,) or (B, T); ``mask`` (B, T) real completion tokens. With ``S = sum m*l`` and
+    ``N = max(1, sum m)`` over this micro-batch, ``A = gradient_accumulation_steps`` and ``W =
+    num_processes``: "grpo" ``mean_i (sum_t m*l / max(1, sum_t m)) / (A W)``; "bnpo" ``S / N / (A W)``;
+    "dr_grpo" ``S / (B * max_completion_length) / (A W)``; "dapo" ``S / num_items_in_batch`` (the token
+    count over every micro-batch and process of the step). The defaults (A = W = 1) give trl's formula
+    for one batch; summing the terms of all micro-batches and processes gives the step's loss (gradients
+    are summed over processes). Metrics: ``loss``, ``kl`` (masked mean of k3, when a reference is given),
+    the clip ratios of ``clipped_objective``, ``num_tokens``.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {loss_type!r}")
     if logp.dim() != 2:
         raise ValueError(f"logp must be (B, T), got shape {tuple(logp.shape)}")
-    if mask.shape != logp.shape:
+    if tuple(mask.shape) != tuple(logp.shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} != logp shape {tuple(logp.shape)}")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta != 0 and ref_logp is None:
         raise ValueError(f"beta={beta} needs ref_logp (log-probs under the reference model); got None")
-    m = mask.bool()
+    share = _positive_int(gradient_accumulation_steps, "gradient_accumulation_steps") * \
+        _positive_int(num_processes, "num_processes")
+    dev = logp.device
+    m = torch.as_tensor(mask, device=dev).bool()
     dtype = _compute_dtype(logp)
-    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    zero = torch.zeros((), dtype=dtype, device=dev)
     lp = torch.where(m, logp.to(dtype), zero)
-    old = lp.detach() if old_logp is None else torch.where(m, old_logp.detach().to(dtype), zero)
-    per_token, metrics = clipped_objective(lp, old, advantages, epsilon, epsilon_high, mask=m)
+    old = lp.detach() if old_logp is None else torch.where(m, old_logp.detach().to(dev, dtype), zero)
+    per_token, metrics = clipped_objective(lp, old, torch.as_tensor(advantages, device=dev), epsilon, epsilon_high,
+                                           mask=m)
     metrics = dict(metrics)
     n_tokens = m.sum()
     if ref_logp is not None:
-        if ref_logp.shape != logp.shape:
+        if tuple(ref_logp.shape) != tuple(logp.shape):
             raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
-        kl = k3_kl(lp, torch.where(m, ref_logp.detach().to(dtype), zero))
+        kl = k3_kl(lp, torch.where(m, ref_logp.detach().to(dev, dtype), zero))
         metrics["kl"] = float((kl.detach() * m).sum() / n_tokens) if n_tokens > 0 else float("nan")
         if beta != 0:
             per_token = per_token + beta * kl
     per_token = torch.where(m, per_token, zero)
     mf = m.to(dtype)
     if loss_type == "grpo":
-        loss = (per_token.sum(dim=-1) / mf.sum(dim=-1).clamp(min=1.0)).mean()
+        loss = (per_token.sum(dim=-1) / mf.sum(dim=-1).clamp(min=1.0)).mean() / share
     elif loss_type == "bnpo":
-        loss = per_token.sum() / mf.sum().clamp(min=1.0)
-    else:
-        mcl = max_completion_length
-        if isinstance(mcl, bool) or not isinstance(mcl, (int, np.integer)) or mcl < 1:
-            raise ValueError(f"loss_type='dr_grpo' needs max_completion_length, a positive int; got {mcl!r}")
+        loss = per_token.sum() / mf.sum().clamp(min=1.0) / share
+    elif loss_type == "dr_grpo":
+        mcl = _positive_int(max_completion_length, "loss_type='dr_grpo' needs max_completion_length, which")
         longest = int(m.sum(dim=-1).max()) if m.numel() else 0
-        if longest > max_completion_length:
-            raise ValueError(
-                f"a completion has {longest} tokens, more than max_completion_length={max_completion_length}"
-            )
-        loss = per_token.sum() / (logp.shape[0] * int(max_completion_length))
+        if longest > mcl:
+            raise ValueError(f"a completion has {longest} tokens, more than max_completion_length={mcl}")
+        loss = per_token.sum() / (logp.shape[0] * mcl) / share
+    else:
+        if num_items_in_batch is None or not float(num_items_in_batch) > 0:
+            raise ValueError("loss_type='dapo' needs num_items_in_batch, the step's token count over every "
+                             f"micro-batch and process (> 0); got {num_items_in_batch!r}")
+        if int(n_tokens) > float(num_items_in_batch):
+            raise ValueError(f"num_items_in_batch={num_items_in_batch} is less than this micro-batch's "
+                             f"{int(n_tokens)} tokens: it must count the whole step")
+        loss = per_token.sum() / float(num_items_in_batch)
     metrics["loss"] = float(loss.detach())
     metrics["num_tokens"] = int(n_tokens)
     return loss, metrics

@@ -7,7 +7,7 @@ unconditional ``[BOS] [NULL] [BOI] codes`` (no prompt, no plan) that classifier-
 with probability ``plan_dropout`` (0 for the shipped base) a conditional row keeps an empty plan.
 The loss is the token-mean cross-entropy over plan words, EOP and image codes (the prompt, BOP and BOI
 are given, not predicted), over the full vocabulary. AdamW (no decay on norms), linear warmup then
-cosine decay to ``min_lr_ratio`` x lr, gradient clipping.
+cosine decay to ``min_lr_ratio`` x lr (transformers' ``cosine_with_min_lr`` schedule), gradient clipping.
 
 A batch depends only on (seed, step), so a resumed run sees exactly the data an uninterrupted one
 would. Checkpoints ``out_dir/checkpoints/step-N/`` are ``ShapesLMPolicy.save`` folders plus
@@ -23,7 +23,6 @@ Departure from the feasibility prototype (SHAPES-FEASIBILITY.md): the model also
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -112,13 +111,13 @@ class PretrainConfig:
         return cls(**d)
 
 
-def lr_factor(step: int, cfg: PretrainConfig) -> float:
-    """Multiplier of ``cfg.lr`` for optimizer step ``step`` (0-based): linear warmup, cosine to the floor."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / span, 1.0)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def build_scheduler(optimizer: Any, cfg: PretrainConfig) -> Any:
+    """``transformers.get_scheduler("cosine_with_min_lr")``: step s of the warmup at ``s / warmup_steps`` of
+    ``cfg.lr`` (transformers' warmup, from 0), then a half cosine from lr to ``min_lr_ratio`` x lr at ``steps``."""
+    from transformers import get_scheduler
+
+    return get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=cfg.steps, scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_ratio})
 
 
 class BatchMaker:
@@ -259,7 +258,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    scheduler = build_scheduler(optimizer, cfg)
     if existing:
         tensors = load_file(str(ckpt / OPTIMIZER_FILE))
         load_optimizer(optimizer, tensors, state["param_groups"])
@@ -280,7 +279,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     window: list[float] = []
     with Progress(*columns, disable=not progress) as bar, open(metrics_path, "a") as mf:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start_step, loss=float("nan"),
-                            lr=cfg.lr * lr_factor(start_step, cfg), sps=float("nan"))
+                            lr=scheduler.get_last_lr()[0], sps=float("nan"))
         for step in range(start_step, cfg.steps):
             t0, c0 = time.perf_counter(), time.process_time()
             batch = maker.tensors(step)
@@ -315,5 +314,5 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     return last
 
 
-__all__ = ["BatchMaker", "PretrainConfig", "PretrainError", "batch_loss", "complete_checkpoints", "lr_factor",
+__all__ = ["BatchMaker", "PretrainConfig", "PretrainError", "batch_loss", "complete_checkpoints", "build_scheduler",
            "run_pretrain", "save_checkpoint"]

@@ -266,9 +266,17 @@ class VerifierReward:
 
 @dataclass(frozen=True)
 class ClipReward:
-    """``context["clip_score"](images, prompts)`` per row, with the rollout's (original) prompts."""
+    """``context["clip_score"](images, prompts)`` per row, with the rollout's (original) prompts.
+
+    The trainer builds ``clip_score`` from ``model`` / ``pretrained`` (``irisbench.metrics.clip_score.load_clip``:
+    the shipped ``shapes-clip`` by default, an open_clip backbone with local weights for real images) and
+    ``scale`` (``SCORE_SCALES``).
+    """
 
     name: str = "clip"
+    model: str = "shapes-clip"
+    pretrained: str | None = None
+    scale: str = "raw"
 
     def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
         scorer = context.get("clip_score")

@@ -47,7 +47,7 @@ class TrainConfig:
     epsilon: float = 0.2
     epsilon_high: float | None = None
     beta: float = 0.0
-    loss_type: str = "bnpo"  # IRIS/T2I-R1: token mean over the micro-batch
+    loss_type: str = "bnpo"  # IRIS/T2I-R1: token mean over the micro-batch (trl names: grpo, bnpo, dr_grpo, dapo)
     scale_rewards: bool = True
     # where the policy-gradient log-probs come from: the conditional branch (IRIS, T2I-R1) or the
     # CFG-guided distribution that was sampled (AR-GRPO)
@@ -69,6 +69,10 @@ class TrainConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     freeze: list[str] = field(default_factory=list)  # parameter-name substrings kept frozen
+    # the image codes' output rows and embeddings kept fixed (policies that share one vocabulary: the shapes LM)
+    freeze_image_tokens: bool = False
+    # leave tokens a rule inserted (the plan cap's end of plan; Rollout.forced) out of the loss and the reward
+    mask_forced_tokens: bool = False
     # bookkeeping
     seed: int = 0
     checkpoint_every: int = 20
@@ -98,7 +102,7 @@ class TrainConfig:
             divisors = [d for d in range(1, self.prompts_per_step + 1) if self.prompts_per_step % d == 0]
             raise ConfigError(f"gradient_accumulation_steps={self.gradient_accumulation_steps} must divide "
                               f"prompts_per_step={self.prompts_per_step} (groups are never split); valid: {divisors}")
-        choices = {"loss_type": ("grpo", "bnpo", "dr_grpo"), "logp_source": ("conditional", "guided"),
+        choices = {"loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"), "logp_source": ("conditional", "guided"),
                    "sc_source": ("sampling", "teacher-forced", "second-pass"),
                    "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES}
         for name, valid in choices.items():
@@ -110,6 +114,9 @@ class TrainConfig:
             raise ConfigError(f"beta must be >= 0 and epsilon > 0, got beta={self.beta}, epsilon={self.epsilon}")
         if self.eval_every < 0 or self.warmup_steps < 0:
             raise ConfigError("eval_every and warmup_steps must be >= 0")
+        if self.freeze_image_tokens and (self.weight_decay or self.parallel == "fsdp"):
+            raise ConfigError("freeze_image_tokens zeroes the image rows' gradients, which keeps them fixed only "
+                              "with weight_decay=0 and parallel=ddp")
         if self.cfg is not None and self.cfg < 0:
             raise ConfigError(f"cfg must be >= 0, got {self.cfg}")
         if self.temperature is not None and not self.temperature > 0:

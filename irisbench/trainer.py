@@ -1,10 +1,13 @@
 """The GRPO loop for text-to-image policies: rollouts -> rewards -> group advantages -> update.
 
-One step: draw ``prompts_per_step`` train prompts (a tag uniformly, then a prompt of it; a pure function
-of (seed, step)), sample ``num_generations`` rollouts of each with per-row seeds derived from (seed,
-step, prompt, sample), score them with the configured reward, normalise rewards within each group,
-and take ``num_iterations`` clipped-ratio policy-gradient updates (trl's GRPO maths from
-``irisbench.grpo``), optionally with a k3 KL penalty against a frozen copy of the starting policy.
+One step, split as trl's ``GRPOTrainer``: ``_generate`` draws ``prompts_per_step`` train prompts (a tag
+uniformly, then a prompt of it; a pure function of (seed, step)), samples ``num_generations`` rollouts of
+each with per-row seeds derived from (seed, step, prompt, sample), and fixes the loss normalisers
+(``num_items_in_batch`` over every rank and micro-batch, ``max_completion_length`` from the policy);
+``_score`` gives each micro-batch its rewards, group advantages and reference log-probs (no gradients);
+``_compute_loss`` is ``irisbench.grpo.grpo_loss`` with those normalisers, so ``loss_type`` means what it
+means in trl whatever the batch, ranks and accumulation. ``num_iterations`` clipped-ratio updates, with
+an optional k3 KL penalty against a frozen copy of the starting policy.
 
 Where this departs from IRIS's released code (every choice is a recorded config field):
 
@@ -14,8 +17,13 @@ Where this departs from IRIS's released code (every choice is a recorded config 
   batch all three are the same numbers up to float round-off.
 - ``logp_source``: log-probs of image tokens from the conditional branch (IRIS, T2I-R1) or from the
   CFG-guided distribution that was actually sampled (AR-GRPO).
-- Losses are normalised by *global* counts (tokens or sequences over the whole step, every rank and
-  micro-batch), so gradient accumulation and data parallelism give the same update as one big batch.
+- A micro-batch is scored right after its first teacher-forced forward (so ``sc_source=teacher-forced``
+  reuses that pass), not all micro-batches before the first update as trl does; rewards and advantages
+  never carry gradients, and micro-batches hold whole groups, so the numbers are trl's.
+- Gradients are summed over ranks (not averaged, as in trl), and ``grpo_loss`` divides by the number of
+  processes instead: ``grpo`` and ``dapo`` (the token mean over the whole step) give the same update for
+  any split of the step into ranks and micro-batches; ``bnpo`` (the token mean of each micro-batch,
+  IRIS's choice) and ``dr_grpo`` depend on the micro-batch, as in trl.
 
 Data parallel: under ``torchrun`` each rank takes whole groups (``prompts_per_step`` must divide by the
 world size), rewards stay local (advantages are per group), metrics are all-reduced, and gradients are
@@ -37,13 +45,14 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from irisbench.distributed import Dist
-from irisbench.policies.base import IMAGE, TEXT, Rollout, derive_seed
+from irisbench.policies.base import IMAGE, TEXT, Rollout, TokenLogits, TrainablePolicy, derive_seed
 from irisbench.train_config import TrainConfig
 
 METRICS_DIR = "train"
@@ -54,18 +63,17 @@ class TrainingDivergedError(RuntimeError):
     """Non-finite logits, rewards or loss: the run stops; the last good checkpoint is kept."""
 
 
-def lr_lambda(cfg: TrainConfig):
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.lr_scheduler == "constant":
-            return 1.0
-        progress = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
-        if cfg.lr_scheduler == "linear":
-            return 1.0 - progress
-        return 0.5 * (1 + math.cos(math.pi * progress))
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
-    return factor
+
+def build_scheduler(optimizer: Any, cfg: TrainConfig) -> Any:
+    """``transformers.get_scheduler`` for ``cfg.lr_scheduler`` (constant / linear / cosine decay to 0 at
+    ``cfg.steps``) after ``cfg.warmup_steps`` of linear warmup from 0 (transformers' warmup: step s of the
+    warmup runs at ``s / warmup_steps`` of the peak)."""
+    from transformers import get_scheduler
+
+    return get_scheduler(SCHEDULERS[cfg.lr_scheduler], optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=cfg.steps)
 
 
 def step_prompts(items: list[dict], cfg: TrainConfig, step: int) -> list[int]:
@@ -92,11 +100,33 @@ def _modality_means(r: Rollout, values: np.ndarray) -> dict[str, float]:
     return out
 
 
+@dataclass
+class _Batch:
+    """One step on one rank: rollouts, micro-batches (whole groups), the loss normalisers fixed by
+    ``_generate``, and per micro-batch what ``_score`` adds (advantages, old and reference log-probs)."""
+
+    rollout: Rollout
+    metas: list[dict]
+    micro: list[slice]
+    norm: dict[str, Any]
+    n_tok: float
+    n_seq: float
+    t: dict[str, float]
+    advantages: dict[int, Any] = field(default_factory=dict)
+    old_logp: dict[int, Any] = field(default_factory=dict)
+    ref_logp: dict[int, Any] = field(default_factory=dict)
+    rewards: list[np.ndarray] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
+    zero_std: float = 0.0
+
+
 class GRPOTrainer:
     """Drives one GRPO run into a run folder; ``train()`` resumes if the folder has checkpoints."""
 
     def __init__(self, cfg: TrainConfig, out: str | Path, *, progress: bool = True,
-                 allow_config_change: bool = False, policy: Any = None) -> None:
+                 allow_config_change: bool = False, policy: Any = None, reward: Any = None) -> None:
+        """``policy``: a ``TrainablePolicy`` to start from instead of ``cfg.policy``; ``reward``: a reward
+        (``irisbench.rewards.Reward``) used instead of ``cfg.reward`` (programmatic use and tests)."""
         import torch
 
         cfg.check()
@@ -105,9 +135,14 @@ class GRPOTrainer:
         if cfg.prompts_per_step % self.dist.world_size:
             raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the number of "
                              f"processes ({self.dist.world_size}): each rank takes whole groups")
+        per_rank = cfg.prompts_per_step // self.dist.world_size
+        if per_rank % cfg.gradient_accumulation_steps:
+            raise ValueError(f"each of the {self.dist.world_size} processes takes {per_rank} prompts per step, "
+                             f"which gradient_accumulation_steps={cfg.gradient_accumulation_steps} must divide "
+                             "(a micro-batch holds whole groups)")
         torch.set_num_threads(cfg.num_threads)
         self.allow_config_change = allow_config_change
-        self._policy = policy
+        self._policy, self._reward = policy, reward
 
     # ------------------------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -136,15 +171,21 @@ class GRPOTrainer:
         else:
             self.policy = self._policy if self._policy is not None else \
                 load_policy(cfg.policy, cfg.model, **cfg.policy_options)
+        if not isinstance(self.policy, TrainablePolicy):
+            missing = [n for n in ("model", "vocab_sizes", "max_completion_length", "token_logits", "fsdp_units",
+                                   "save") if not hasattr(self.policy, n)]
+            raise ValueError(f"policy {getattr(self.policy, 'name', '?')!r} cannot be trained: it lacks "
+                             f"{', '.join(missing)} (irisbench.policies.base.TrainablePolicy)")
         self.world = self.policy.world
         self.items, self.prompt_prov = self._training_prompts(load_suite(cfg.suite), resolve_prompts)
-        self.reward = build_reward(cfg.reward, weights=cfg.reward_weights, options=cfg.reward_options or None)
-        self.context: dict[str, Any] = {}
-        if self.world == "shapes":
-            from irisbench.protocols.geneval import judge
-            from irisbench.world.detector import detect
+        if self._reward is None:
+            self.reward = build_reward(cfg.reward, weights=cfg.reward_weights, options=cfg.reward_options or None)
+        else:
+            from irisbench.rewards import CompositeReward
 
-            self.context["judge"] = lambda meta, image: judge(meta, detect(image)).correct
+            self.reward = self._reward if isinstance(self._reward, CompositeReward) else \
+                CompositeReward(terms=(self._reward,), weights=(1.0,), name=self._reward.name)
+        self.context = self._reward_context()
         model = self.policy.model
         for name, p in model.named_parameters():
             if any(pat in name for pat in cfg.freeze):
@@ -157,6 +198,13 @@ class GRPOTrainer:
             self.ref = copy.deepcopy(self.policy) if not ckpts else self._load_reference()
             self.ref.model.eval().requires_grad_(False)
         self._ref_saved = (self.out / "checkpoints" / "reference").is_dir()
+        if cfg.freeze_image_tokens:
+            from irisbench.train_config import ConfigError
+
+            if not hasattr(self.policy, "freeze_image_tokens"):
+                raise ConfigError(f"freeze_image_tokens: policy {self.policy.name!r} keeps its image tokens in "
+                                  "separate modules; freeze them by name with freeze: [...]")
+            self.policy.freeze_image_tokens()
         if cfg.parallel == "fsdp":
             from irisbench.sharding import shard
 
@@ -166,11 +214,37 @@ class GRPOTrainer:
             self.params = [p for p in model.parameters() if p.requires_grad]  # now sharded
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                            weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.scheduler = build_scheduler(self.optimizer, cfg)
         self.elapsed = 0.0
         if ckpts:
             self._restore(ckpts[-1][1])
         (self.out / METRICS_DIR).mkdir(exist_ok=True)
+
+    def _reward_context(self) -> dict[str, Any]:
+        """What the rewards read besides the rollout: the shapes world's exact judge, and a CLIP scorer when
+        a ``clip`` term is configured (``ClipReward.model`` / ``pretrained`` / ``scale``)."""
+        from irisbench.rewards import ClipReward
+        from irisbench.train_config import ConfigError
+
+        context: dict[str, Any] = {}
+        if self.world == "shapes":
+            from irisbench.protocols.geneval import judge
+            from irisbench.world.detector import detect
+
+            context["judge"] = lambda meta, image: judge(meta, detect(image)).correct
+        clips = [t for t in self.reward.terms if isinstance(t, ClipReward)]
+        if clips:
+            from irisbench.metrics.clip_score import SHAPES_CLIP, check_scale, clip_score, load_clip
+
+            spec = clips[0]
+            if self.world != "shapes" and spec.model == SHAPES_CLIP:
+                raise ConfigError("reward 'clip' on an open-world policy needs a CLIP for real images: set "
+                                  "reward_options={clip: {model: <open_clip backbone>, pretrained: <local weights "
+                                  "file>}}; the default shapes-clip only knows the shapes world")
+            check_scale(spec.scale)
+            clip = load_clip(spec.model, spec.pretrained)
+            context["clip_score"] = lambda images, prompts: clip_score(images, prompts, clip, scale=spec.scale)
+        return context
 
     def _training_prompts(self, suite: Any, resolve_prompts: Any) -> tuple[list[dict], dict[str, Any]]:
         """The shapes world's train split, or the user's prompt file (required for open-world models).
@@ -256,111 +330,110 @@ class GRPOTrainer:
                                          cfg=cfg.cfg, temperature=cfg.temperature, top_k=cfg.top_k)
         return rollout, [self.items[i] for _, i in mine for _ in range(g)]
 
-    def _logps(self, rollout: Rollout, out: dict[str, Any]) -> Any:
+    def _generate(self, step: int) -> _Batch:
+        """This rank's rollouts and the step's loss normalisers (trl: ``_generate_and_score_completions``)."""
+        a = self.cfg.gradient_accumulation_steps
+        t0 = time.perf_counter()
+        rollout, metas = self._rollout(step)
+        b = len(rollout)
+        n_tok, n_seq = self.dist.all_sum([float(self._kept(rollout).sum()), float(b)])
+        size = b // a  # whole groups: prompts per rank divide by the accumulation steps (checked in __init__)
+        norm = {"num_items_in_batch": n_tok, "max_completion_length": int(self.policy.max_completion_length),
+                "gradient_accumulation_steps": a, "num_processes": self.dist.world_size}
+        return _Batch(rollout=rollout, metas=metas, micro=[slice(s, s + size) for s in range(0, b, size)],
+                      norm=norm, n_tok=n_tok, n_seq=n_seq, t={"t_sample": time.perf_counter() - t0})
+
+    def _kept(self, rollout: Rollout) -> np.ndarray:
+        """The tokens the loss and the reward see: every real token, less the forced ones when
+        ``mask_forced_tokens``."""
+        if self.cfg.mask_forced_tokens and rollout.forced is not None:
+            return rollout.token_mask & ~rollout.forced
+        return rollout.token_mask
+
+    def _logps(self, tf: TokenLogits, part: Rollout) -> Any:
         """Per-token log-probs for the policy gradient: conditional, or CFG-guided on image tokens."""
-        import torch
-
         if self.cfg.logp_source == "conditional":
-            return out["logp"]
-        w = float(rollout.settings.get("cfg", 1.0))
-        guided = out["image_logits_uncond"] + w * (out["image_logits"] - out["image_logits_uncond"])
-        idx = out["tokens"].clamp(0, guided.shape[-1] - 1)  # only image positions are kept below
-        img_lp = torch.log_softmax(guided, -1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
-        return torch.where(out["modality"] == IMAGE, img_lp, out["logp"])
+            return tf.logp
+        return tf.guided_logp(float(part.settings.get("cfg", 1.0)))
 
-    def _rewards(self, part: Rollout, out: dict[str, Any], metas: list[dict], step: int) -> tuple[Any, dict]:
-        """Rewards of one micro-batch (whole groups), with self-certainty from ``sc_source``."""
+    def _score(self, batch: _Batch, k: int, part: Rollout, tf: TokenLogits, logp: Any, step: int) -> None:
+        """Micro-batch ``k``'s rewards, group advantages, old and reference log-probs (no gradients), on the
+        device of ``logp``."""
         import torch
 
+        from irisbench.grpo import group_advantages
         from irisbench.rewards import NonFiniteRewardError
 
+        cfg, rows = self.cfg, batch.micro[k]
         stat = part
-        if self.cfg.sc_source == "teacher-forced":
-            stat = _with_stats(part, out["self_certainty"].detach().cpu().numpy(),
-                               out["entropy"].detach().cpu().numpy())
-        elif self.cfg.sc_source == "second-pass":  # IRIS's code: one more forward just for the reward
+        if cfg.sc_source == "teacher-forced":
+            stat = _with_stats(part, tf.self_certainty.detach().cpu().numpy(), tf.entropy.detach().cpu().numpy())
+        elif cfg.sc_source == "second-pass":  # IRIS's code: one more forward just for the reward
             with torch.no_grad():
                 again = self.policy.token_logits(part)
-            stat = _with_stats(part, again["self_certainty"].cpu().numpy(), again["entropy"].cpu().numpy())
+            stat = _with_stats(part, again.self_certainty.cpu().numpy(), again.entropy.cpu().numpy())
+        if self.cfg.mask_forced_tokens:
+            stat = copy.copy(stat)
+            stat.token_mask = self._kept(part)
         try:
-            total, terms = self.reward.evaluate(stat, {**self.context, "metadata": metas})
+            total, terms = self.reward.evaluate(stat, {**self.context, "metadata": batch.metas[rows]})
         except NonFiniteRewardError as e:
             raise TrainingDivergedError(f"step {step + 1}: {e}") from None
-        return torch.as_tensor(total, dtype=torch.float32), terms
+        rewards = torch.as_tensor(total, dtype=torch.float32)
+        adv, stats = group_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
+        batch.advantages[k] = adv.to(logp.device)
+        batch.zero_std += float(stats["frac_reward_zero_std"]) * (len(rewards) // cfg.num_generations)
+        batch.rewards.append(rewards.double().numpy())
+        for name, v in terms.items():
+            batch.terms.setdefault(name, []).extend(np.asarray(v, dtype=float).tolist())
+        if cfg.num_iterations > 1:
+            batch.old_logp[k] = logp.detach()
+        if self.ref is not None:
+            with torch.no_grad():
+                batch.ref_logp[k] = self._logps(self.ref.token_logits(part, uncond=self._guided), part).to(logp.device)
+
+    def _compute_loss(self, batch: _Batch, k: int, logp: Any, mask: Any) -> tuple[Any, dict[str, Any]]:
+        """Micro-batch ``k``'s term of the step's loss: ``grpo.grpo_loss`` with the step's normalisers."""
+        from irisbench.grpo import grpo_loss
+
+        cfg = self.cfg
+        return grpo_loss(logp, batch.old_logp.get(k), batch.ref_logp.get(k), batch.advantages[k], mask,
+                         beta=cfg.beta if self.ref is not None else 0.0, epsilon=cfg.epsilon,
+                         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, **batch.norm)
 
     def step(self, step: int) -> dict[str, float]:
         """One GRPO step (sampling, rewards, ``num_iterations`` updates); returns its metrics."""
         import torch
 
-        from irisbench.grpo import clipped_objective, group_advantages, k3_kl
-
-        cfg, g = self.cfg, self.cfg.num_generations
-        t0 = time.perf_counter()
-        rollout, metas = self._rollout(step)
-        t_sample = time.perf_counter() - t0
-        b = len(rollout)
-        mask = torch.as_tensor(rollout.token_mask)
-        lengths = mask.sum(1).clamp(min=1)
-        # global normalisers (all ranks, all micro-batches): accumulation and DP equal one big batch
-        n_tok, n_seq = self.dist.all_sum([float(mask.sum()), float(b)])
-        max_len = float(mask.shape[1])
-        guided = cfg.logp_source == "guided"
-        groups_per_micro = max((b // g) // cfg.gradient_accumulation_steps, 1)
-        micro_rows = [slice(s, s + groups_per_micro * g) for s in range(0, b, groups_per_micro * g)]
-
-        t = {"t_reward": 0.0, "t_forward": 0.0, "t_backward": 0.0, "t_optimizer": 0.0}
-        old_logp: dict[int, Any] = {}
-        advantages: dict[int, Any] = {}
-        rewards_all: list[Any] = []
-        terms_all: dict[str, list[float]] = {}
-        zero_std = 0.0
-        totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0}
+        cfg = self.cfg
+        batch = self._generate(step)
+        t = {"t_sample": batch.t["t_sample"], "t_reward": 0.0, "t_forward": 0.0, "t_backward": 0.0,
+             "t_optimizer": 0.0}
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0}
-            for k, rows in enumerate(micro_rows):
-                part = _slice_rollout(rollout, rows)
+            for k, rows in enumerate(batch.micro):
+                part = _slice_rollout(batch.rollout, rows)
                 t1 = time.perf_counter()
-                out = self.policy.token_logits(part, uncond=guided)
-                logp = self._logps(part, out)
-                m = out["mask"]
-                if not torch.isfinite(logp[m]).all():
+                tf = self.policy.token_logits(part, uncond=self._guided)
+                logp = self._logps(tf, part)
+                mask = torch.as_tensor(self._kept(part), device=logp.device) & tf.mask
+                if not torch.isfinite(logp[mask]).all():
                     raise TrainingDivergedError(f"step {step + 1}: non-finite log-probs in the teacher-forced pass")
                 t["t_forward"] += time.perf_counter() - t1
                 if it == 0:
                     t2 = time.perf_counter()
-                    rewards, terms = self._rewards(part, out, metas[rows], step)
-                    advantages[k], stats = group_advantages(rewards, g, scale_rewards=cfg.scale_rewards)
-                    zero_std += float(stats["frac_reward_zero_std"]) * (len(rewards) // g)
-                    rewards_all.append(rewards)
-                    for name, v in terms.items():
-                        terms_all.setdefault(name, []).extend(np.asarray(v, dtype=float).tolist())
-                    old_logp[k] = logp.detach()
+                    self._score(batch, k, part, tf, logp, step)
                     t["t_reward"] += time.perf_counter() - t2
                 t3 = time.perf_counter()
-                adv = advantages[k].unsqueeze(1).expand_as(logp)
-                per_tok, clip_stats = clipped_objective(logp, old_logp[k], adv, epsilon=cfg.epsilon,
-                                                        epsilon_high=cfg.epsilon_high, mask=m)
-                kl = torch.zeros_like(per_tok)
-                if self.ref is not None:
-                    with torch.no_grad():
-                        ref_lp = self._logps(part, self.ref.token_logits(part, uncond=guided))
-                    kl = torch.where(m, k3_kl(logp, ref_lp), kl)
-                    per_tok = per_tok + cfg.beta * kl
-                per_tok = torch.where(m, per_tok, torch.zeros_like(per_tok))
-                if cfg.loss_type == "bnpo":
-                    loss = per_tok.sum() / n_tok
-                elif cfg.loss_type == "grpo":
-                    loss = (per_tok.sum(1) / lengths[rows]).sum() / n_seq
-                else:  # dr_grpo
-                    loss = per_tok.sum() / (n_seq * max_len)
+                loss, lm = self._compute_loss(batch, k, logp, mask)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(f"step {step + 1}: the loss is not finite")
                 loss.backward()
                 t["t_backward"] += time.perf_counter() - t3
-                totals["loss"] += float(loss.detach())
-                totals["kl"] += float(kl.sum().detach())
-                totals["clip"] += float(clip_stats.get("clip_ratio/region_mean", 0.0)) * float(m.sum())
+                totals["loss"] += lm["loss"]
+                totals["kl"] += lm.get("kl", 0.0) * lm["num_tokens"] if lm["num_tokens"] else 0.0
+                totals["clip"] += lm["clip_ratio/region_mean"] * lm["num_tokens"] if lm["num_tokens"] else 0.0
             t5 = time.perf_counter()
             self.dist.sync_grads(self.params)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
@@ -370,30 +443,39 @@ class GRPOTrainer:
             self.optimizer.step()
             t["t_optimizer"] += time.perf_counter() - t5
         self.scheduler.step()
+        return self._metrics(batch, totals, {"lr": lr, "grad_norm": grad_norm, **t})
 
-        rewards = torch.cat(rewards_all).double()
+    def _metrics(self, batch: _Batch, totals: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
+        """The step's metrics, reduced over ranks (the loss is the sum of the micro-batch terms)."""
+        g, n_seq, n_tok, rollout = self.cfg.num_generations, batch.n_seq, batch.n_tok, batch.rollout
+        rewards = np.concatenate(batch.rewards)
         r_sum, zero, loss_sum, kl_sum, clip_sum = self.dist.all_sum(
-            [float(rewards.sum()), zero_std, totals["loss"], totals["kl"], totals["clip"]])
+            [float(rewards.sum()), batch.zero_std, totals["loss"], totals["kl"], totals["clip"]])
         mean = r_sum / n_seq
         (r_dev,) = self.dist.all_sum([float(((rewards - mean) ** 2).sum())])  # two passes: no cancellation
         metrics: dict[str, float] = {
             "reward_mean": mean,
             "reward_std": math.sqrt(r_dev / max(n_seq - 1, 1)),
             "frac_reward_zero_std": zero / (n_seq / g),
-            **{f"reward/{name}": self.dist.all_sum([float(np.sum(v))])[0] / n_seq for name, v in terms_all.items()},
+            **{f"reward/{name}": self.dist.all_sum([float(np.sum(v))])[0] / n_seq for name, v in batch.terms.items()},
         }
         if "judge" in self.context:
-            correct = sum(bool(self.context["judge"](md, im)) for md, im in zip(metas, rollout.images, strict=True))
+            pairs = zip(batch.metas, rollout.images, strict=True)
+            correct = sum(bool(self.context["judge"](md, im)) for md, im in pairs)
             metrics["train_correct"] = self.dist.all_sum([float(correct)])[0] / n_seq
         sc = _modality_means(rollout, rollout.self_certainty)
         ent = _modality_means(rollout, rollout.entropy)
         plan_len = self.dist.all_sum([float((rollout.token_mask & (rollout.modality == TEXT)).sum())])[0] / n_seq
         metrics.update({
-            "loss": loss_sum, "kl": kl_sum / n_tok, "clip_ratio": clip_sum / n_tok, "lr": lr, "grad_norm": grad_norm,
-            "sc_text": sc["text"], "sc_image": sc["image"], "entropy_text": ent["text"], "entropy_image": ent["image"],
-            "plan_len": plan_len, "t_sample": t_sample, **t,
+            "loss": loss_sum, "kl": kl_sum / n_tok, "clip_ratio": clip_sum / n_tok, "lr": extra.pop("lr"),
+            "grad_norm": extra.pop("grad_norm"), "sc_text": sc["text"], "sc_image": sc["image"],
+            "entropy_text": ent["text"], "entropy_image": ent["image"], "plan_len": plan_len, **extra,
         })
         return metrics
+
+    @property
+    def _guided(self) -> bool:
+        return self.cfg.logp_source == "guided"
 
     # ------------------------------------------------------------------------------------ the loop
     def train(self) -> Path:
@@ -480,7 +562,7 @@ def _slice_rollout(r: Rollout, rows: slice) -> Rollout:
     return Rollout(prompts=r.prompts[rows], seeds=r.seeds[rows], images=r.images[rows], plans=r.plans[rows],
                    tokens=r.tokens[rows], token_mask=r.token_mask[rows], modality=r.modality[rows],
                    logp=r.logp[rows], self_certainty=r.self_certainty[rows], entropy=r.entropy[rows],
-                   settings=r.settings, extras=extras)
+                   settings=r.settings, extras=extras, forced=None if r.forced is None else r.forced[rows])
 
 
 def _finite(rec: dict[str, Any]) -> dict[str, Any]:

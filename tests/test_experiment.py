@@ -46,3 +46,24 @@ def test_experiment_runs_resumes_and_publishes(tiny_base: Path, tmp_path: Path) 
     again = run_experiment(out, cfg)
     assert again["selection"] == summary["selection"]
     assert again["seconds"] < summary["seconds"]
+
+
+def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path: Path) -> None:
+    """The experiment's checkpoint choice is ``analysis.select_checkpoint`` on val alone: the highest val score
+    (ties: the earliest step), and the last val step; a run without val evaluations is refused."""
+    from analysis_synthetic import write_results
+
+    from irisbench.analysis import select_checkpoint
+    from irisbench.experiment import selected_steps
+
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"irisbench_run": 1, "kind": "train", "created": "now"}))
+    for step, score in {1: 0.40, 2: 0.72, 3: 0.31, 4: 0.72, 5: 0.55}.items():
+        write_results(run / "eval" / "val" / f"step-{step}", score)
+    assert selected_steps(run) == (2, 5)
+    s = select_checkpoint(run, "best-val", test_split=None)
+    assert s["step"] == 2 and s["val_score"] == 0.72 and s["test_score"] is None
+    assert s["candidate_steps"] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="no val evaluation"):
+        selected_steps(tmp_path / "empty")

@@ -192,8 +192,14 @@ def test_padding_cannot_poison_loss_or_gradient() -> None:
 def test_loss_argument_errors() -> None:
     with pytest.raises(ValueError, match="needs ref_logp"):
         grpo_loss(LOGP, None, None, ADV, MASK, beta=0.01)
-    with pytest.raises(ValueError, match="loss_type must be one of grpo, bnpo, dr_grpo"):
-        grpo_loss(LOGP, None, None, ADV, MASK, loss_type="dapo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="loss_type must be one of grpo, bnpo, dr_grpo, dapo"):
+        grpo_loss(LOGP, None, None, ADV, MASK, loss_type="ppo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs num_items_in_batch"):
+        grpo_loss(LOGP, None, None, ADV, MASK, loss_type="dapo")
+    with pytest.raises(ValueError, match="must count the whole step"):
+        grpo_loss(LOGP, None, None, ADV, MASK, loss_type="dapo", num_items_in_batch=4)
+    with pytest.raises(ValueError, match="num_processes must be a positive int"):
+        grpo_loss(LOGP, None, None, ADV, MASK, num_processes=0)
     with pytest.raises(ValueError, match="max_completion_length"):
         grpo_loss(LOGP, None, None, ADV, MASK, loss_type="dr_grpo")
     with pytest.raises(ValueError, match="3 tokens, more than max_completion_length=2"):
@@ -202,6 +208,90 @@ def test_loss_argument_errors() -> None:
         grpo_loss(LOGP, None, None, ADV, MASK[:, :2])
     with pytest.raises(ValueError, match="advantages has 3 rows"):
         grpo_loss(LOGP, None, None, t([1.0, 2.0, 3.0]), MASK)
+
+
+# ---------------------------------------------------------------- normalisers over ranks and micro-batches
+
+# One step of 4 groups of G = 2 (8 sequences) of different lengths, per-token losses at ratio 1 are -A_i.
+STEP_MASK = torch.tensor([[j < n for j in range(6)] for n in (6, 2, 5, 1, 3, 3, 4, 6)])
+STEP_ADV = t([0.5, -0.5, 1.0, -1.0, 0.3, -0.3, 2.0, -2.0])
+STEP_LOGP = -torch.linspace(0.1, 4.8, 48, dtype=F64).reshape(8, 6)
+MAX_LEN = 7
+
+
+def _trl_step_loss(loss_type: str, world: int, accum: int) -> float:
+    """trl's step loss written out: each process p takes a contiguous share of the sequences, split into
+    ``accum`` micro-batches; ``_compute_loss`` per micro-batch (grpo/bnpo/dr_grpo divided by accum; dapo by
+    num_items_in_batch / num_processes), summed over micro-batches, then averaged over processes (DDP)."""
+    lengths = [int(x) for x in STEP_MASK.sum(1)]
+    adv = [float(a) for a in STEP_ADV]
+    n_items = sum(lengths)
+    per_rank = 8 // world
+    size = per_rank // accum
+    total = 0.0
+    for p in range(world):
+        for k in range(accum):
+            rows = range(p * per_rank + k * size, p * per_rank + (k + 1) * size)
+            token_sum = sum(-adv[i] * lengths[i] for i in rows)  # every token's loss is -A_i at ratio 1
+            if loss_type == "grpo":
+                value = sum(-adv[i] for i in rows) / len(rows) / accum
+            elif loss_type == "bnpo":
+                value = token_sum / sum(lengths[i] for i in rows) / accum
+            elif loss_type == "dr_grpo":
+                value = token_sum / (len(rows) * MAX_LEN) / accum
+            else:
+                value = token_sum / (n_items / world)
+            total += value
+    return total / world
+
+
+def _our_step_loss(loss_type: str, world: int, accum: int) -> float:
+    n_items = float(STEP_MASK.sum())
+    per_rank, total = 8 // world, 0.0
+    size = per_rank // accum
+    for p in range(world):
+        for k in range(accum):
+            rows = slice(p * per_rank + k * size, p * per_rank + (k + 1) * size)
+            loss, _ = grpo_loss(STEP_LOGP[rows], None, None, STEP_ADV[rows], STEP_MASK[rows],
+                                loss_type=loss_type, max_completion_length=MAX_LEN,  # type: ignore[arg-type]
+                                num_items_in_batch=n_items, gradient_accumulation_steps=accum, num_processes=world)
+            total += loss.item()
+    return total
+
+
+SPLITS = [(1, 1), (1, 2), (2, 1), (2, 2), (1, 4), (4, 1)]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize(("world", "accum"), SPLITS)
+def test_step_loss_is_trls_for_every_split(loss_type: str, world: int, accum: int) -> None:
+    assert _our_step_loss(loss_type, world, accum) == pytest.approx(_trl_step_loss(loss_type, world, accum),
+                                                                    rel=1e-12)
+
+
+def test_what_each_loss_type_depends_on() -> None:
+    lengths = STEP_MASK.sum(1).to(F64)
+    one = {lt: _our_step_loss(lt, 1, 1) for lt in ("grpo", "bnpo", "dr_grpo", "dapo")}
+    assert one["dapo"] == pytest.approx(float((-STEP_ADV * lengths).sum() / lengths.sum()))  # global token mean
+    assert one["grpo"] == pytest.approx(float((-STEP_ADV).mean()))  # mean of sequence means
+    assert one["dr_grpo"] == pytest.approx(float((-STEP_ADV * lengths).sum() / (8 * MAX_LEN)))
+    for world, accum in SPLITS:  # grpo, dr_grpo and dapo do not depend on the split (equal micro-batches)
+        for lt in ("grpo", "dr_grpo", "dapo"):
+            assert _our_step_loss(lt, world, accum) == pytest.approx(one[lt], rel=1e-12), (lt, world, accum)
+        # bnpo is the mean of the micro-batches' token means: it depends on the micro-batch only, not on
+        # whether the micro-batches sit on one process or several
+        assert _our_step_loss("bnpo", world, accum) == pytest.approx(_our_step_loss("bnpo", world * accum, 1))
+    assert _our_step_loss("bnpo", 1, 2) != pytest.approx(one["bnpo"])  # differs from the global token mean
+    assert one["bnpo"] == pytest.approx(one["dapo"])  # one micro-batch on one process: the same
+
+
+def test_inputs_follow_the_log_probs_device() -> None:
+    """Mask, advantages, old and reference log-probs given on the CPU are moved to ``logp``'s device (CUDA where
+    there is one: a CPU advantage tensor meeting CUDA log-probs once crashed a GPU run)."""
+    dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    logp = LOGP.to(dev)
+    loss, m = grpo_loss(logp, LOGP, LOGP - 1.0, ADV, MASK, beta=0.1, loss_type="dapo", num_items_in_batch=5.0)
+    assert loss.device.type == dev.type and m["num_tokens"] == 5
 
 
 # ---------------------------------------------------------------- REINFORCE gradient at ratio 1

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 
 from janus_tiny import CODEBOOK, GRID, build_tiny_janus  # noqa: E402
 
-from irisbench.policies.base import IMAGE, TEXT, Policy  # noqa: E402
+from irisbench.policies.base import IMAGE, TEXT, Policy, TokenLogits, TrainablePolicy  # noqa: E402
 from irisbench.policies.janus import (  # noqa: E402
     COT_SYSTEM_PROMPT,
     JanusCheckpointError,
@@ -174,7 +174,7 @@ def test_teacher_forced_logits_equal_the_loops(greedy_rollout) -> None:
     txt = sample_text(pol.model, r.extras["cot_prompt_ids"], gens, max_new_tokens=6, eos_id=pol.eos_id,
                       pad_id=pol.pad_id, top_k=1, keep_logits=True)
     with torch.no_grad():
-        tf = pol.token_logits(r)
+        tf = pol.part_logits(r)
     assert torch.equal(tf["image_tokens"], img.tokens)
     assert float((tf["image"] - img.logits).abs().max()) < 1e-4
     assert torch.equal(tf["text_mask"], txt.mask)
@@ -205,17 +205,38 @@ def test_sampled_rollout_statistics_equal_teacher_forced(policy: JanusPolicy) ->
     r = policy.sample(PROMPTS[:2], n=2, seed=3, cfg=5.0, temperature=0.7, top_k=30)
     with torch.no_grad():
         tf = policy.token_logits(r)
+    assert isinstance(tf, TokenLogits)
     mask = r.token_mask
-    assert torch.equal(tf["mask"], torch.as_tensor(mask)) and torch.equal(tf["tokens"], torch.as_tensor(r.tokens))
-    assert torch.equal(tf["modality"], torch.as_tensor(r.modality, dtype=torch.long))
+    assert torch.equal(tf.mask, torch.as_tensor(mask)) and torch.equal(tf.tokens, torch.as_tensor(r.tokens))
+    assert torch.equal(tf.modality, torch.as_tensor(r.modality, dtype=torch.long))
     for field in ("logp", "self_certainty", "entropy"):
-        np.testing.assert_allclose(tf[field].numpy()[mask], getattr(r, field)[mask], atol=1e-4, err_msg=field)
-        assert (tf[field].numpy()[~mask] == 0).all()
+        got = getattr(tf, field).numpy()
+        np.testing.assert_allclose(got[mask], getattr(r, field)[mask], atol=1e-4, err_msg=field)
+        assert (got[~mask] == 0).all()
     # the per-part view agrees with the per-token view
     lengths = r.extras["text_lengths"]
-    per_part = token_stats(tf["image"], tf["image_tokens"])[0]
+    per_part = token_stats(tf.parts["image"], tf.parts["image_tokens"])[0]
     for row, n in enumerate(lengths):
-        np.testing.assert_allclose(tf["logp"][row, n:n + GRID * GRID].numpy(), per_part[row].numpy(), atol=1e-6)
+        np.testing.assert_allclose(tf.logp[row, n:n + GRID * GRID].numpy(), per_part[row].numpy(), atol=1e-6)
+
+
+def test_vocabulary_sizes_come_from_the_config_and_reach_the_rewards(policy: JanusPolicy) -> None:
+    """The contract's vocabulary sizes (Janus-Pro: 102,400 text, 16,384 image codes; here the tiny config's) are
+    written into every rollout, so the log|V|-free rewards (nsc-balanced, min/max-sc-*) run on Janus."""
+    from irisbench.rewards import build_reward
+
+    cfg = policy.model.config
+    sizes = {"text": cfg.text_config.vocab_size, "image": CODEBOOK}
+    assert policy.vocab_sizes == sizes and cfg.text_config.vocab_size == policy.model.lm_head.out_features
+    assert policy.max_completion_length == 6 + GRID * GRID
+    r = policy.sample(PROMPTS[:1], n=2, seed=5)
+    assert r.settings["vocab_size"] == sizes
+    for name in ("nsc-balanced", "min-sc-text", "max-sc-image"):
+        total, _ = build_reward(name).evaluate(r, {})
+        assert np.isfinite(total).all()
+    text = r.token_mask & (r.modality == TEXT)
+    expected = -float(r.self_certainty[0][text[0]].mean() - np.log(sizes["text"]))
+    assert build_reward("min-sc-text").evaluate(r, {})[0][0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_teacher_forced_unconditional_logits_equal_the_loops(policy: JanusPolicy) -> None:
@@ -225,18 +246,19 @@ def test_teacher_forced_unconditional_logits_equal_the_loops(policy: JanusPolicy
                               pad_id=policy.pad_id, top_k=1, keep_logits=True)
     with torch.no_grad():
         tf = policy.token_logits(r, uncond=True)
-    assert torch.equal(tf["image_tokens"], out.tokens)
-    assert float((tf["image_uncond"] - out.uncond_logits).abs().max()) < 1e-4
+    part = tf.parts
+    assert torch.equal(part["image_tokens"], out.tokens)
+    assert float((part["image_uncond"] - out.uncond_logits).abs().max()) < 1e-4
     lengths = r.extras["text_lengths"]
     for row, n in enumerate(lengths):
         span = slice(n, n + GRID * GRID)
-        assert torch.equal(tf["image_logits"][row, span], tf["image"][row])
-        assert torch.equal(tf["image_logits_uncond"][row, span], tf["image_uncond"][row])
-        assert not tf["image_logits"][row, :n].any() and not tf["image_logits"][row, n + GRID * GRID:].any()
-    only = policy.token_logits(r, parts=("image",))
-    assert "text" not in only and "logp" not in only and torch.allclose(only["image"], tf["image"], atol=1e-6)
+        assert torch.equal(tf.image_logits[row, span], part["image"][row])
+        assert torch.equal(tf.image_logits_uncond[row, span], part["image_uncond"][row])
+        assert not tf.image_logits[row, :n].any() and not tf.image_logits[row, n + GRID * GRID:].any()
+    only = policy.part_logits(r, parts=("image",))
+    assert "text" not in only and torch.allclose(only["image"], part["image"], atol=1e-6)
     with pytest.raises(ValueError, match="parts"):
-        policy.token_logits(r, parts=("audio",))
+        policy.part_logits(r, parts=("audio",))
 
 
 # ------------------------------------------------------------------------------------- gradients
@@ -252,7 +274,7 @@ def test_gradient_reaches_the_lm_but_not_the_vq_model(ckpt: Path) -> None:
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
         n for n, p in model.named_parameters() if n.startswith(("model.language_model.", "lm_head."))}
     tf = pol.token_logits(r)
-    tf["logp"][tf["mask"]].sum().backward()  # the trainer's per-token view is differentiable
+    tf.logp[tf.mask].sum().backward()  # the trainer's per-token view is differentiable
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in inner.language_model.layers.parameters())
     assert inner.language_model.embed_tokens.weight.grad.abs().sum() > 0
     frozen = [inner.vqmodel, inner.generation_head, inner.generation_aligner, inner.generation_embeddings]
@@ -260,7 +282,7 @@ def test_gradient_reaches_the_lm_but_not_the_vq_model(ckpt: Path) -> None:
     # unfrozen, the image head is trainable through token_logits; the VQ model never is
     model.zero_grad(set_to_none=True)
     model.requires_grad_(True)
-    tf = pol.token_logits(r)
+    tf = pol.part_logits(r, parts=("image",))
     tf["image"].float().logsumexp(-1).sum().backward()
     assert inner.generation_head.vision_head.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in inner.vqmodel.parameters())
@@ -271,7 +293,7 @@ def test_gradient_reaches_the_lm_but_not_the_vq_model(ckpt: Path) -> None:
 
 def test_row_seed_gives_the_same_sample_whatever_the_batch(ckpt: Path) -> None:
     pol = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=6)
-    assert isinstance(pol, Policy)
+    assert isinstance(pol, Policy) and isinstance(pol, TrainablePolicy)
     big = pol.sample(PROMPTS[:2], n=2, seed=[11, 12, 13, 14])
     alone = pol.sample([PROMPTS[1]], n=1, seed=[13])
     row = 2
@@ -319,7 +341,7 @@ def test_cot_off_draws_image_tokens_only(ckpt: Path) -> None:
     r = pol.sample(PROMPTS[:1], n=2, seed=5)
     assert r.tokens.shape == (2, GRID * GRID) and (r.modality == IMAGE).all() and r.plans == ["", ""]
     assert r.extras["image_prompt_ids"][0] == pol.encode(image_request(PROMPTS[0])) + [pol.boi_id]
-    tf = pol.token_logits(r)
+    tf = pol.part_logits(r)
     assert tf["text"].shape[:2] == (2, 0) and tf["image"].shape == (2, GRID * GRID, CODEBOOK)
     info = pol.describe()
     assert info["name"] == "janus-pro" and info["image_vocab"] == CODEBOOK and info["sampling"]["cot"] is False

@@ -16,8 +16,8 @@ from irisbench.pretrain import (
     BatchMaker,
     PretrainConfig,
     PretrainError,
+    build_scheduler,
     complete_checkpoints,
-    lr_factor,
     run_pretrain,
 )
 from irisbench.protocols.geneval import judge
@@ -34,13 +34,30 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def test_lr_schedule_by_hand() -> None:
+    """transformers' cosine_with_min_lr: the former hand-written schedule's cosine exactly; its warmup starts
+    one step lower (s / w, transformers' convention, where the former one ran (s + 1) / w)."""
+    import torch
+
     cfg = PretrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_factor(0, cfg) == pytest.approx(0.1)
-    assert lr_factor(9, cfg) == pytest.approx(1.0)
-    assert lr_factor(10, cfg) == pytest.approx(1.0)
-    assert lr_factor(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
-    assert lr_factor(110, cfg) == pytest.approx(0.1)
-    assert lr_factor(35, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = build_scheduler(opt, cfg)
+    seen = []
+    for _ in range(cfg.steps):
+        seen.append(opt.param_groups[0]["lr"] / 2.0)
+        opt.step()
+        sched.step()
+
+    def former(s: int) -> float:  # the hand-written schedule this replaced
+        if s < 10:
+            return (s + 1) / 10
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min((s - 10) / 100, 1.0)))
+
+    assert seen[0] == 0.0 and seen[9] == pytest.approx(0.9)
+    assert seen[:10] == pytest.approx([former(s - 1) if s else 0.0 for s in range(10)])
+    assert seen[10:] == pytest.approx([former(s) for s in range(10, 110)])
+    assert seen[10] == pytest.approx(1.0) and seen[60] == pytest.approx(0.1 + 0.9 * 0.5)  # half way through
+    assert seen[35] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert sched.lr_lambdas[0](110) == pytest.approx(0.1)  # the floor at ``steps``
 
 
 @pytest.mark.parametrize("change, match", [({"steps": 0}, "steps"), ({"lr": 0.0}, "lr"),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from irisbench.policies.base import IMAGE, TEXT, Rollout
+from irisbench.policies.base import IMAGE, TEXT, Rollout, TrainablePolicy
 from irisbench.policies.shapes_lm import (
     SHIPPED_BASE,
     SamplingDefaults,
@@ -118,10 +118,14 @@ def test_sample_shapes_masks_modality(policy: ShapesLMPolicy, tokenizer: PatchTo
         assert r.images[i].dtype == np.uint8 and r.images[i].shape == (32, 32, 3)
         assert r.plans[i] == v.decode_words(r.tokens[i, :pl])
         assert bool(r.extras["plan_truncated"][i]) == (pl == 6)  # EOP forced at the 6th step
+        assert r.forced[i].tolist() == [pl == 6 and j == 5 for j in range(r.forced.shape[1])]  # that EOP only
         real = r.token_mask[i]
         assert np.isfinite(r.logp[i, real]).all() and (r.logp[i, real] <= 0).all()
         assert (r.self_certainty[i, real] >= 0).all() and (r.entropy[i, real] >= 0).all()
     assert r.settings["vocab_size"] == {"text": len(PLAN_WORDS) + 1, "image": tokenizer.codebook_size}
+    assert policy.vocab_sizes == r.settings["vocab_size"]  # the contract's sizes reach every rollout
+    assert isinstance(policy, TrainablePolicy) and policy.max_completion_length == policy.defaults.max_plan_tokens + 64
+    assert r.token_mask.sum(1).max() <= policy.max_completion_length
     assert r.settings["cfg"] == 3.0 and r.settings["stats_source"] == "conditional"
     summary = r.token_summary(0)
     assert summary["plan_len"] == plan_lens[0]
@@ -236,7 +240,7 @@ def test_record_stats_off_leaves_nan_and_same_tokens(policy: ShapesLMPolicy) -> 
 def test_teacher_forced_logits_equal_sampling_logits(policy: ShapesLMPolicy, cfg: float) -> None:
     r = policy.generate(PROMPTS, n=2, seed=11, cfg=cfg, keep_logits=True, batch_size=4)
     out = policy.token_logits(r)
-    assert out["text_logits"].requires_grad and out["image_logits"].shape[-1] == policy.vocab.codebook_size
+    assert out.parts["text_logits"].requires_grad and out.parts["image_logits"].shape[-1] == policy.vocab.codebook_size
     plan_lens = (r.token_mask & (r.modality == TEXT)).sum(1)
     row0 = 0
     for chunk in r.extras["logits"]:
@@ -244,18 +248,18 @@ def test_teacher_forced_logits_equal_sampling_logits(policy: ShapesLMPolicy, cfg
         rows = np.arange(row0, row0 + nb)
         for t, z in enumerate(chunk["plan"]):
             live = rows[plan_lens[rows] > t]
-            torch.testing.assert_close(out["text_logits"][live, t].detach(), z[live - row0], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(out.parts["text_logits"][live, t].detach(), z[live - row0], atol=1e-4, rtol=1e-4)
         for t, z in enumerate(chunk["image_cond"]):
-            tf = out["image_logits"][rows, torch.as_tensor(plan_lens[rows] + t)].detach()
+            tf = out.parts["image_logits"][rows, torch.as_tensor(plan_lens[rows] + t)].detach()
             torch.testing.assert_close(tf, z, atol=1e-4, rtol=1e-4)
         row0 += nb
     m = torch.as_tensor(r.token_mask)
-    np.testing.assert_allclose(out["logp"][m].detach().numpy(), r.logp[r.token_mask], atol=1e-4)
-    np.testing.assert_allclose(out["self_certainty"][m].detach().numpy(), r.self_certainty[r.token_mask],
+    np.testing.assert_allclose(out.logp[m].detach().numpy(), r.logp[r.token_mask], atol=1e-4)
+    np.testing.assert_allclose(out.self_certainty[m].detach().numpy(), r.self_certainty[r.token_mask],
                                atol=1e-4)
-    assert (out["logp"][~m] == 0).all()
+    assert (out.logp[~m] == 0).all()
     policy.model.zero_grad()
-    out["logp"][m].sum().backward()
+    out.logp[m].sum().backward()
     assert policy.model.lm_head.weight.grad is not None and policy.model.lm_head.weight.grad.abs().sum() > 0
     policy.model.zero_grad()
 
@@ -264,9 +268,9 @@ def test_cfg_guides_with_the_unconditional_row(policy: ShapesLMPolicy) -> None:
     r = policy.generate(PROMPTS, seed=2, cfg=4.0, top_k=1)
     out = policy.token_logits(r, uncond=True)
     img = torch.as_tensor(r.token_mask & (r.modality == IMAGE))
-    c, u = out["image_logits"][img], out["image_logits_uncond"][img]
+    c, u = out.image_logits[img], out.image_logits_uncond[img]
     guided_choice = (u + 4.0 * (c - u)).argmax(-1)
-    assert torch.equal(guided_choice, out["tokens"][img])
+    assert torch.equal(guided_choice, out.tokens[img])
     assert not torch.equal(c.argmax(-1), guided_choice)  # guidance really changed some choices
     # cfg = 0 samples the unconditional model: the image ignores the prompt and the plan
     per_prompt = policy.generate(PROMPTS, seed=[7, 7, 7], cfg=0.0)

@@ -160,7 +160,9 @@ def test_parallel_must_be_a_known_mode() -> None:
 def test_two_fsdp_processes_equal_one_ddp_process_with_resume_and_sharded_evaluation(tiny_policy_dir: Path,
                                                                                      tmp_path: Path) -> None:
     args = [f"policy={tiny_policy_dir}", *SHAPES_ARGS, "eval_every=2", "eval_prompts=6", "eval_images_per_prompt=1"]
-    one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
+    # bnpo normalises per micro-batch: one process with 2 micro-batches = two processes with one each
+    one = GRPOTrainer(resolve_config("iris-shapes", [*args, "gradient_accumulation_steps=2"]), tmp_path / "one",
+                      progress=False)
     one.train()
     # the sharded run stops after step 1 and resumes from its checkpoint (sharded optimizer state restored)
     first = [a if a != "steps=2" else "steps=1" for a in args]
@@ -187,7 +189,8 @@ def test_two_fsdp_processes_train_a_tiny_janus_like_one_ddp_process(tiny_janus: 
                                                                     tmp_path: Path) -> None:
     folder, prompts = tiny_janus
     args = _janus_args(folder, prompts)
-    one = GRPOTrainer(resolve_config("janus-pro-1b-iris", args), tmp_path / "one", progress=False)
+    one = GRPOTrainer(resolve_config("janus-pro-1b-iris", [*args, "gradient_accumulation_steps=2"]), tmp_path / "one",
+                      progress=False)
     one.train()
     torchrun_train(tmp_path, tmp_path / "two", "janus-pro-1b-iris", [*args, "parallel=fsdp"])
     assert close(grads(one), np.load(tmp_path / "two" / "g0.npy"))

@@ -77,6 +77,30 @@ def test_every_preset_resolves() -> None:
         assert cfg.num_generations >= 2
 
 
+@pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
+def test_lr_schedules_by_hand(kind: str) -> None:
+    """transformers' schedules equal the former hand-written ones after the warmup; the warmup runs s / w of
+    the peak at step s (transformers' convention; the former one ran (s + 1) / w)."""
+    import math
+
+    import torch
+
+    from irisbench.trainer import build_scheduler
+
+    cfg = resolve_config("iris-shapes", [f"lr_scheduler={kind}", "steps=12", "warmup_steps=4"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg)
+    seen = []
+    for _ in range(cfg.steps):
+        seen.append(opt.param_groups[0]["lr"] / cfg.lr)
+        opt.step()
+        sched.step()
+    decay = {"constant": lambda p: 1.0, "linear": lambda p: 1.0 - p,
+             "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p))}[kind]
+    assert seen[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert seen[4:] == pytest.approx([decay((s - 4) / 8) for s in range(4, 12)])
+
+
 # ---- training ------------------------------------------------------------------------------------------
 
 
@@ -153,7 +177,7 @@ def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_p
         calls["n"] += 1
         out = real(rollout, **kw)
         if calls["n"] >= 2:
-            out["logp"] = out["logp"] + torch.tensor(float("nan"))
+            out.logp = out.logp + torch.tensor(float("nan"))
         return out
 
     policy.token_logits = poisoned
@@ -164,11 +188,13 @@ def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_p
     assert not (run / "checkpoints" / "step-2").exists()
 
 
-def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    a = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1"), tmp_path / "a", progress=False)
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_path: Path, loss_type: str) -> None:
+    """dapo (the step's token mean) and grpo (the mean of sequence means) do not depend on the micro-batches."""
+    a = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", f"loss_type={loss_type}"), tmp_path / "a", progress=False)
     a.train()
-    b = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", "gradient_accumulation_steps=2"), tmp_path / "b",
-                    progress=False)
+    b = GRPOTrainer(_cfg(tiny_policy_dir, "steps=1", f"loss_type={loss_type}", "gradient_accumulation_steps=2"),
+                    tmp_path / "b", progress=False)
     b.train()
     assert close(grads(a), grads(b))
     ma, mb = read_metrics(tmp_path / "a")[0], read_metrics(tmp_path / "b")[0]
@@ -180,7 +206,10 @@ def test_gradient_accumulation_gives_the_same_update(tiny_policy_dir: Path, tmp_
 def test_two_processes_equal_one_and_ranks_stay_identical(tiny_policy_dir: Path, tmp_path: Path) -> None:
     args = [f"policy={tiny_policy_dir}", "steps=1", "prompts_per_step=2", "num_generations=4", "eval_every=1",
             "eval_prompts=4", "eval_images_per_prompt=1", "checkpoint_every=1", "lr=1e-3"]
-    one = GRPOTrainer(resolve_config("iris-shapes", args), tmp_path / "one", progress=False)
+    # bnpo (the preset's) is the token mean of each micro-batch: one process with two micro-batches holds the
+    # same micro-batches as two processes with one each
+    one = GRPOTrainer(resolve_config("iris-shapes", [*args, "gradient_accumulation_steps=2"]), tmp_path / "one",
+                      progress=False)
     one.train()
     # both ranks end with exactly the same weights and gradient (checked by torchrun_train) ...
     two = torchrun_train(tmp_path, tmp_path / "two", "iris-shapes", args)
@@ -243,3 +272,71 @@ def test_no_plan_ablation_writes_only_the_end_of_plan(tiny_policy_dir: Path, tmp
     assert read_metrics(tmp_path / "run")[0]["plan_len"] == 1.0  # EOP only
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-1" / "irisbench_policy.json").read_text())
     assert saved["sampling"]["max_plan_tokens"] == 1  # the checkpoint keeps generating without a plan
+
+
+# ---- the update's direction, and where the reward reads self-certainty -------------------------------------
+
+
+class _ShortPlan:
+    """A known reward: minus the plan length, so it favours one token, the end of plan (EOP)."""
+
+    name = "short-plan"
+
+    def __call__(self, rollout, context) -> np.ndarray:
+        return -(rollout.token_mask & (rollout.modality == 0)).sum(1).astype(np.float64)
+
+
+def test_the_update_moves_a_known_reward_up(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """Two steps on "shorter plans are better" raise the policy's probability of EOP at every plan position of a
+    fixed probe (teacher-forced, so no sampling noise); a flipped loss sign lowers it."""
+    import torch
+
+    from irisbench.policies import load_policy
+
+    base = load_policy(str(tiny_policy_dir))
+    probe = base.sample(["a photo of a red circle", "a photo of two blue squares"], n=4, seed=123)
+    eop = len(base.vocab.text_ids) - 1  # the local index of EOP in the plan vocabulary
+
+    def p_eop(policy) -> float:
+        with torch.no_grad():
+            tf = policy.token_logits(probe)
+        text = tf.mask & (tf.modality == 0)
+        return float(tf.parts["text_logits"].softmax(-1)[..., eop][text].mean())
+
+    trainer = GRPOTrainer(_cfg(tiny_policy_dir, "steps=2", "checkpoint_every=2", "lr=1e-2"), tmp_path / "run",
+                          progress=False, reward=_ShortPlan())
+    trainer.train()
+    before, after = p_eop(base), p_eop(trainer.policy)
+    assert after > 1.05 * before, (before, after)
+    assert [r["reward/short-plan"] for r in read_metrics(tmp_path / "run")] == \
+        [r["reward_mean"] for r in read_metrics(tmp_path / "run")]
+
+
+@pytest.mark.parametrize(("sc_source", "marker"), [("teacher-forced", 1.0), ("second-pass", 2.0), ("sampling", 3.0)])
+def test_sc_source_decides_what_the_reward_reads(tiny_policy_dir: Path, tmp_path: Path, sc_source: str,
+                                                 marker: float) -> None:
+    """The policy's three sources of self-certainty carry different marks: the sampling loop's 3, the teacher-
+    forced pass that also gives the log-probs (gradients on) 1, a second pass without gradients 2. The reward
+    ``sc`` (the mean self-certainty over all tokens) logs the mark of the configured source."""
+    import torch
+
+    from irisbench.policies import load_policy
+
+    policy = load_policy(str(tiny_policy_dir))
+    real_sample, real_tf = policy.sample, policy.token_logits
+
+    def sample(*args, **kw):
+        r = real_sample(*args, **kw)
+        r.self_certainty = np.full_like(r.self_certainty, 3.0)
+        return r
+
+    def token_logits(rollout, **kw):
+        out = real_tf(rollout, **kw)
+        out.self_certainty = torch.full_like(out.self_certainty, 1.0 if torch.is_grad_enabled() else 2.0)
+        return out
+
+    policy.sample, policy.token_logits = sample, token_logits
+    cfg = _cfg(tiny_policy_dir, "steps=1", "reward=sc", f"sc_source={sc_source}")
+    GRPOTrainer(cfg, tmp_path / "run", progress=False, policy=policy).train()
+    (row,) = read_metrics(tmp_path / "run")
+    assert row["reward/sc"] == pytest.approx(marker) and row["reward_mean"] == pytest.approx(marker)

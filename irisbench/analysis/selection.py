@@ -12,7 +12,8 @@ same steps:
   so that the size of the leak can be read off beside the honest figures.
 
 Only steps evaluated on BOTH splits are candidates (the others are listed). ``metric`` is ``"overall"`` or
-a tag name. Every result states the rule used.
+a tag name. Every result states the rule used. ``test_split=None`` selects among the validation steps
+alone (the experiment picks its checkpoint this way before evaluating it on test).
 """
 
 from __future__ import annotations
@@ -55,15 +56,18 @@ def _split_scores(curves: pd.DataFrame, split: str, metric: str, where: str) -> 
 
 
 def select_checkpoint(run_dir: str | Path, rule: str = "best-val", *, val_split: str = "val",
-                      test_split: str = "test", metric: str = OVERALL, curves: pd.DataFrame | None = None,
+                      test_split: str | None = "test", metric: str = OVERALL, curves: pd.DataFrame | None = None,
                       run: str | None = None) -> dict[str, Any]:
     """Choose a step of one training run by ``rule`` and report its val and test scores with intervals.
 
     Returns ``{run, rule, rule_description, metric, val_split, test_split, step, val_score, val_ci_low,
     val_ci_high, test_score, test_ci_low, test_ci_high, candidate_steps, steps_without_test,
     steps_without_val}``. ``curves``: a precomputed ``eval_curves`` frame for this run (optional).
+    ``test_split=None``: candidates are the validation steps, and the test fields are None.
     """
     description = _describe(rule)
+    if test_split is None and rule == "best-test":
+        raise AnalysisError("rule 'best-test' needs a test split")
     if val_split == test_split:
         raise AnalysisError(f"val_split and test_split are both {val_split!r}: selecting and reporting on one "
                             "split is the test leakage this module exists to avoid")
@@ -71,8 +75,8 @@ def select_checkpoint(run_dir: str | Path, rule: str = "best-val", *, val_split:
     if curves is None:
         curves = eval_curves({name: run_dir})
     val = _split_scores(curves, val_split, metric, str(run_dir))
-    test = _split_scores(curves, test_split, metric, str(run_dir))
-    common = sorted(set(val.index) & set(test.index))
+    test = val.iloc[0:0] if test_split is None else _split_scores(curves, test_split, metric, str(run_dir))
+    common = sorted(val.index) if test_split is None else sorted(set(val.index) & set(test.index))
     if not common:
         raise AnalysisError(f"{run_dir}: no step is evaluated on both {val_split!r} (steps {sorted(val.index)}) "
                             f"and {test_split!r} (steps {sorted(test.index)})")
@@ -93,11 +97,15 @@ def select_checkpoint(run_dir: str | Path, rule: str = "best-val", *, val_split:
     out: dict[str, Any] = {"run": name, "rule": rule, "rule_description": description, "metric": metric,
                            "val_split": val_split, "test_split": test_split, "step": step}
     for prefix, part in (("val", val), ("test", test)):
+        if step not in part.index:  # test_split=None
+            out.update({f"{prefix}_score": None, f"{prefix}_ci_low": None, f"{prefix}_ci_high": None})
+            continue
         r = part.loc[step]
         out.update({f"{prefix}_score": float(r["score"]),
                     f"{prefix}_ci_low": None if pd.isna(r["ci_low"]) else float(r["ci_low"]),
                     f"{prefix}_ci_high": None if pd.isna(r["ci_high"]) else float(r["ci_high"])})
-    out.update(candidate_steps=common, steps_without_test=sorted(set(val.index) - set(test.index)),
+    out.update(candidate_steps=common,
+               steps_without_test=[] if test_split is None else sorted(set(val.index) - set(test.index)),
                steps_without_val=sorted(set(test.index) - set(val.index)))
     return out
 

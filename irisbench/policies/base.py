@@ -19,6 +19,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -62,6 +63,9 @@ class Rollout:
     entropy: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     settings: dict[str, Any] = field(default_factory=dict)  # cfg, temperature, top_k, stats_source
     extras: dict[str, Any] = field(default_factory=dict)  # policy-specific (e.g. prompt token ids)
+    # (B, T) bool or None: tokens a rule inserted rather than the policy drew (the shapes LM's end of plan at
+    # the plan cap); the trainer can leave them out of the loss and the reward (``mask_forced_tokens``)
+    forced: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -89,9 +93,48 @@ class Rollout:
         return out
 
 
+@dataclass
+class TokenLogits:
+    """A teacher-forced pass over a rollout's tokens (``TrainablePolicy.token_logits``), on the model's device.
+
+    Per-token tensors are (B, T), aligned with ``Rollout.tokens``: ``logp`` (log-prob of the drawn token),
+    ``self_certainty`` (raw ``logsumexp - mean``) and ``entropy`` of the conditional logits, 0 where
+    ``mask`` is False; ``tokens`` holds indices into each modality's own vocabulary (codebook ids at
+    IMAGE positions). ``logp`` is differentiable unless the caller disabled gradients. With
+    ``uncond=True``, ``image_logits`` / ``image_logits_uncond`` (B, T, V_image) hold the conditional and
+    unconditional image logits at IMAGE positions (for CFG-guided log-probs). ``parts``: policy-specific
+    views (e.g. per-part logits) for tests and analysis; the trainer never reads them.
+    """
+
+    logp: Any
+    self_certainty: Any
+    entropy: Any
+    mask: Any
+    modality: Any
+    tokens: Any
+    image_logits: Any = None
+    image_logits_uncond: Any = None
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> Any:
+        return self.logp.device
+
+    def guided_logp(self, cfg: float) -> Any:
+        """Log-probs with image tokens scored under the CFG mix ``u + cfg * (c - u)`` (text tokens unchanged)."""
+        import torch
+
+        if self.image_logits is None or self.image_logits_uncond is None:
+            raise ValueError("guided log-probs need token_logits(..., uncond=True)")
+        mixed = self.image_logits_uncond + float(cfg) * (self.image_logits - self.image_logits_uncond)
+        idx = self.tokens.clamp(0, mixed.shape[-1] - 1)  # only IMAGE positions are kept below
+        img = torch.log_softmax(mixed.float(), -1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+        return torch.where(self.modality == IMAGE, img.to(self.logp.dtype), self.logp)
+
+
 @runtime_checkable
 class Policy(Protocol):
-    """What every text-to-image policy offers."""
+    """What every text-to-image policy offers the evaluator."""
 
     name: str
     world: str  # "shapes" (embedded world, scored by the exact detector) or "open" (real images)
@@ -111,6 +154,37 @@ class Policy(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Provenance: name, checkpoint, sampling defaults, parameter count."""
+        ...
+
+
+@runtime_checkable
+class TrainablePolicy(Policy, Protocol):
+    """A policy the GRPO trainer can update: everything ``irisbench.trainer`` and ``irisbench.sharding`` use.
+
+    ``model``: the ``torch.nn.Module`` holding every parameter. ``vocab_sizes``: ``{"text": Vt, "image":
+    Vi}``, the sizes of the distributions the per-token statistics are taken over (also written into
+    ``Rollout.settings["vocab_size"]`` by ``sample``, for the ``log|V|``-free rewards).
+    ``max_completion_length``: the most tokens a rollout row can hold (the ``dr_grpo`` normaliser).
+    """
+
+    model: Any
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]: ...
+
+    @property
+    def max_completion_length(self) -> int: ...
+
+    def token_logits(self, rollout: Rollout, *, uncond: bool = False) -> TokenLogits:
+        """Teacher-forced conditional statistics of ``rollout``'s tokens (differentiable)."""
+        ...
+
+    def fsdp_units(self) -> list[Any]:
+        """Disjoint submodules holding every trainable parameter (``irisbench.sharding``)."""
+        ...
+
+    def save(self, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
+        """Write a folder ``load_policy`` reads back; ``state_dict`` replaces the model's own weights."""
         ...
 
 

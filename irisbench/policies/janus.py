@@ -52,7 +52,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, check_sampling_args, row_seeds
+from irisbench.policies.base import (
+    IMAGE,
+    STATS_SOURCES,
+    TEXT,
+    Rollout,
+    TokenLogits,
+    check_sampling_args,
+    row_seeds,
+)
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import torch
@@ -527,6 +535,18 @@ class JanusPolicy:
     def device(self) -> Any:
         return self.model.lm_head.weight.device
 
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        """Text vocabulary (``text_config.vocab_size``: 102,400 in Janus-Pro) and image codebook
+        (``vq_config.num_embeddings``: 16,384), from the checkpoint's config."""
+        cfg = self.model.config
+        return {"text": int(cfg.text_config.vocab_size), "image": int(cfg.vq_config.num_embeddings)}
+
+    @property
+    def max_completion_length(self) -> int:
+        """The widest rollout row: the CoT cap (when the CoT is on) plus the image tokens."""
+        return (self.cot_max_new_tokens if self.cot else 0) + self.num_image_tokens
+
     def encode(self, text: str) -> list[int]:
         """Token ids of a formatted prompt with BOS prepended (the tokenizer's own BOS rule not used)."""
         return [self.bos_id] + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -595,7 +615,7 @@ class JanusPolicy:
             settings={"policy": self.name, "cfg": cfg, "temperature": temperature, "top_k": top_k,
                       "stats_source": self.stats_source, "stats_temperature": 1.0, "cot": self.cot,
                       "cot_max_new_tokens": self.cot_max_new_tokens, "cot_temperature": self.cot_temperature,
-                      "cot_top_k": self.cot_top_k},
+                      "cot_top_k": self.cot_top_k, "vocab_size": self.vocab_sizes},
             extras={"cot_prompt_ids": cot_ids, "image_prompt_ids": img_ids, "num_image_tokens": self.num_image_tokens},
         )
         _lay_out_tokens(rollout, parts)
@@ -603,23 +623,55 @@ class JanusPolicy:
 
     # --------------------------------------------------------------------------- token_logits
 
-    def token_logits(
+    def token_logits(self, rollout: Rollout, *, uncond: bool = False) -> TokenLogits:
+        """Teacher-forced, differentiable conditional-branch statistics of a rollout's tokens (the trainer's view).
+
+        Aligned with ``rollout.tokens`` (B, T): ``tokens`` (text ids at TEXT positions, codebook ids at IMAGE
+        positions), ``mask``, ``modality``, and ``logp``, ``self_certainty`` (raw ``logsumexp - mean``),
+        ``entropy`` of the conditional logits (0 where masked). ``uncond=True`` adds ``image_logits`` and
+        ``image_logits_uncond`` (B, T, V_image), the latter from the unconditional prompt (all but BOS/BOI
+        padded, as the sampling loop), for CFG-guided log-probs. ``parts`` holds ``part_logits``' output.
+        """
+        import torch
+
+        from irisbench.uncertainty import token_stats
+
+        out = self.part_logits(rollout, uncond=uncond)
+        lengths, n_img = rollout.extras["text_lengths"], rollout.extras["num_image_tokens"]
+        dev, (b, width) = self.device, rollout.tokens.shape
+
+        def lay(text: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+            full = image.new_zeros((b, width, *image.shape[2:]))
+            for r, n in enumerate(lengths):
+                if text is not None:
+                    full[r, :n] = text[r, :n]
+                full[r, n:n + n_img] = image[r]
+            return full
+
+        text = token_stats(out["text"], out["text_tokens"])
+        image = token_stats(out["image"], out["image_tokens"])
+        logp, sc, ent = (lay(t_val, i_val) for t_val, i_val in zip(text, image, strict=True))
+        return TokenLogits(
+            logp=logp, self_certainty=sc, entropy=ent,
+            mask=torch.as_tensor(rollout.token_mask, dtype=torch.bool, device=dev),
+            modality=torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
+            tokens=torch.as_tensor(rollout.tokens, dtype=torch.long, device=dev),
+            image_logits=lay(None, out["image"]) if uncond else None,
+            image_logits_uncond=lay(None, out["image_uncond"]) if uncond else None,
+            parts=out,
+        )
+
+    def part_logits(
         self, rollout: Rollout, *, uncond: bool = False, parts: Sequence[str] = ("text", "image")
     ) -> dict[str, Any]:
-        """Teacher-forced, differentiable conditional-branch logits of a rollout's tokens.
+        """Teacher-forced, differentiable conditional-branch logits of a rollout's tokens, per part.
 
-        Per part: ``text`` (B, Lmax, V_text) from ``lm_head`` on the CoT request + CoT tokens and ``image``
+        ``text`` (B, Lmax, V_text) from ``lm_head`` on the CoT request + CoT tokens and ``image``
         (B, N, V_image) from ``generation_head`` on the image prompt + image tokens, each with ``*_mask``
         (bool) and ``*_tokens`` (long) aligned to it (text token j of row r is ``text[r, j]``). The two parts
         are separate forward passes because the image prompt re-templates ``"{prompt}. {CoT}"`` (T2I-R1);
         ``parts`` picks what to compute (the text logits over 102,400 entries are the large ones).
-
-        With both parts, also the trainer's per-token view, aligned with ``rollout.tokens`` (B, T): ``tokens``
-        (text ids at TEXT positions, codebook ids at IMAGE positions), ``mask``, ``modality``, and ``logp``,
-        ``self_certainty`` (raw ``logsumexp - mean``), ``entropy`` of the conditional logits (0 where
-        masked). ``uncond=True`` adds ``image_logits`` and ``image_logits_uncond`` (B, T, V_image), the latter
-        from the unconditional prompt (all but BOS/BOI padded, as the sampling loop), for CFG-guided log-probs.
-        Logits are in the model dtype; gradients flow unless the caller disables them.
+        ``uncond=True`` adds ``image_uncond`` from the unconditional prompt. Logits are in the model dtype.
         """
         import torch
 
@@ -640,41 +692,7 @@ class JanusPolicy:
             if uncond:
                 keep = [[t if t in (self.bos_id, self.boi_id) else self.pad_id for t in row] for row in img_ids]
                 out["image_uncond"] = self._image_logits(tokens, keep, lengths, n_img)["image"]
-        if len(set(parts)) == 2:
-            out.update(self._per_token(rollout, out, lengths, n_img, uncond))
         return out
-
-    def _per_token(
-        self, rollout: Rollout, out: dict[str, Any], lengths: list[int], n_img: int, uncond: bool
-    ) -> dict[str, Any]:
-        """The per-part outputs laid out like ``rollout.tokens`` (B, T); differentiable."""
-        import torch
-
-        from irisbench.uncertainty import token_stats
-
-        dev, (b, width) = self.device, rollout.tokens.shape
-
-        def lay(text: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
-            full = image.new_zeros((b, width, *image.shape[2:]))
-            for r, n in enumerate(lengths):
-                if text is not None:
-                    full[r, :n] = text[r, :n]
-                full[r, n:n + n_img] = image[r]
-            return full
-
-        res: dict[str, Any] = {
-            "tokens": torch.as_tensor(rollout.tokens, dtype=torch.long, device=dev),
-            "mask": torch.as_tensor(rollout.token_mask, dtype=torch.bool, device=dev),
-            "modality": torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
-        }
-        text = token_stats(out["text"], out["text_tokens"])
-        image = token_stats(out["image"], out["image_tokens"])
-        for key, t_val, i_val in zip(("logp", "self_certainty", "entropy"), text, image, strict=True):
-            res[key] = lay(t_val, i_val)
-        if uncond:
-            res["image_logits"] = lay(None, out["image"])
-            res["image_logits_uncond"] = lay(None, out["image_uncond"])
-        return res
 
     def _text_logits(self, tokens: torch.Tensor, cot_ids: list[list[int]], lengths: list[int]) -> dict[str, Any]:
         import torch

@@ -40,7 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, check_sampling_args, row_seeds
+from irisbench.policies.base import (
+    IMAGE,
+    STATS_SOURCES,
+    TEXT,
+    Rollout,
+    TokenLogits,
+    check_sampling_args,
+    row_seeds,
+)
 from irisbench.world.prompts import UnknownWordsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -282,6 +290,17 @@ class ShapesLMPolicy:
                              f"{vocab.codebook_size}")
         if model.config.vocab_size != vocab.size:
             raise ValueError(f"model vocab_size {model.config.vocab_size} != vocabulary size {vocab.size}")
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        """Sizes of the plan vocabulary (plan words + EOP) and of the image codebook: the distributions the
+        per-token statistics are taken over."""
+        return {"text": int(len(self.vocab.text_ids)), "image": int(self.vocab.codebook_size)}
+
+    @property
+    def max_completion_length(self) -> int:
+        """The widest rollout row: ``max_plan_tokens`` (EOP included) plus the image tokens."""
+        return int(self.defaults.max_plan_tokens) + self.num_image_tokens
 
     # ------------------------------------------------------------------ construction / persistence
     @classmethod
@@ -593,9 +612,13 @@ class ShapesLMPolicy:
         images = list(self.image_tokenizer.decode(codes)) if len(codes) else []
         settings = {"policy": self.name, "cfg": s.cfg, "temperature": s.temperature, "top_k": s.top_k,
                     "stats_source": s.stats_source, "max_plan_tokens": s.max_plan_tokens,
-                    "vocab_size": {"text": int(len(v.text_ids)), "image": int(v.codebook_size)},
+                    "vocab_size": self.vocab_sizes,
                     "self_certainty": "logsumexp(z) - mean(z) over the allowed sub-vocabulary (+log|V| kept)",
                     "stats_logits": "raw (temperature 1, no top-k)"}
+        forced = np.zeros((n_rows, width), dtype=bool)  # the EOP the plan cap inserted (last plan token)
+        for r, cut in enumerate(truncated):
+            if cut:
+                forced[r, plan_lens[r] - 1] = True
         extras: dict[str, Any] = {"prompt_ids": [prompt_ids[i] for i in rows], "local_tokens": local,
                                   "image_codes": codes, "plan_truncated": np.array(truncated, dtype=bool)}
         if keep_logits:
@@ -603,18 +626,17 @@ class ShapesLMPolicy:
         return Rollout(prompts=[prompts[i] for i in rows], seeds=list(seeds), images=images,
                        plans=plans_text, tokens=tokens, token_mask=token_mask, modality=modality,
                        logp=arrays["logp"], self_certainty=arrays["sc"], entropy=arrays["entropy"],
-                       settings=settings, extras=extras)
+                       settings=settings, extras=extras, forced=forced)
 
     # ------------------------------------------------------------------ teacher forcing (GRPO)
-    def token_logits(self, rollout: Rollout, *, uncond: bool = False) -> dict[str, torch.Tensor]:
-        """Teacher-forced conditional logits for ``rollout``'s tokens (differentiable, no CFG).
+    def token_logits(self, rollout: Rollout, *, uncond: bool = False) -> TokenLogits:
+        """Teacher-forced conditional statistics of ``rollout``'s tokens (differentiable, no CFG), on the
+        model's device.
 
-        Returns tensors aligned with ``rollout.tokens`` (B, T): ``text_logits`` (B, T, Vt) over the plan
-        vocabulary (plan words + EOP), ``image_logits`` (B, T, Vi) over the codebook (each valid where
-        ``modality`` is TEXT / IMAGE and ``mask``), ``tokens`` (B, T) local indices into those
-        sub-vocabularies, ``mask``, ``modality``, and the per-token ``logp``, ``self_certainty`` (raw,
-        ``logsumexp - mean``) and ``entropy`` of the conditional branch (0 where masked).
-        ``uncond=True`` adds ``image_logits_uncond`` from ``[BOS] [NULL] [BOI] codes`` (for guided logps).
+        ``tokens`` are local indices into the plan vocabulary (plan words + EOP) at TEXT positions and codebook
+        ids at IMAGE positions. ``parts`` holds ``text_logits`` (B, T, Vt) and ``image_logits`` (B, T, Vi), each
+        valid where ``modality`` is TEXT / IMAGE and ``mask``. ``uncond=True`` fills ``image_logits`` and
+        ``image_logits_uncond`` (from ``[BOS] [NULL] [BOI] codes``) for guided log-probs.
         """
         import torch
 
@@ -625,6 +647,7 @@ class ShapesLMPolicy:
         if prompt_ids is None or len(prompt_ids) != len(rollout):
             raise ValueError("rollout.extras['prompt_ids'] is missing or has the wrong length: token_logits "
                              "needs a rollout made by ShapesLMPolicy.sample")
+        dev = next(self.model.parameters()).device
         tokens = torch.as_tensor(rollout.tokens, dtype=torch.long)
         tmask = torch.as_tensor(rollout.token_mask, dtype=torch.bool)
         modality = torch.as_tensor(rollout.modality, dtype=torch.long)
@@ -642,33 +665,36 @@ class ShapesLMPolicy:
             # token t of the row is predicted at position prefix - 1 + t (plan), prefix + t (image)
             t = torch.arange(width)
             gather[r] = torch.where(t < len(plan), prefix - 1 + t, prefix + t).clamp(max=len(seqs[-1]) - 1)
-        ids, mask = _right_pad(seqs, v.pad)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-        picked = logits.gather(1, gather.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        text_ids = torch.as_tensor(v.text_ids)
-        lo, hi = v.image_offset, v.image_offset + v.codebook_size
-        text_logits, image_logits = picked[..., text_ids], picked[..., lo:hi]
         local = torch.as_tensor(rollout.extras.get("local_tokens"), dtype=torch.long) \
             if "local_tokens" in rollout.extras else self._local_tokens(tokens, is_text, is_img)
+        ids, mask = _right_pad(seqs, v.pad)
+        gather, local, tmask, modality = (x.to(dev) for x in (gather, local, tmask, modality))
+        is_text, is_img = is_text.to(dev), is_img.to(dev)
+        logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+        picked = logits.gather(1, gather.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        text_ids = torch.as_tensor(v.text_ids, device=dev)
+        lo, hi = v.image_offset, v.image_offset + v.codebook_size
+        text_logits, image_logits = picked[..., text_ids], picked[..., lo:hi]
         safe = local.clamp(min=0)
         t_lp, t_sc, t_ent = token_stats(text_logits, safe.clamp(max=len(v.text_ids) - 1))
         i_lp, i_sc, i_ent = token_stats(image_logits, safe.clamp(max=v.codebook_size - 1))
-        zero = torch.zeros((), dtype=torch.float32)
+        zero = torch.zeros((), dtype=torch.float32, device=dev)
 
         def pick(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             return torch.where(is_text, a, torch.where(is_img, c, zero))
 
-        out = {"text_logits": text_logits, "image_logits": image_logits, "tokens": local, "mask": tmask,
-               "modality": modality, "logp": pick(t_lp, i_lp), "self_certainty": pick(t_sc, i_sc),
-               "entropy": pick(t_ent, i_ent)}
+        out = TokenLogits(logp=pick(t_lp, i_lp), self_certainty=pick(t_sc, i_sc), entropy=pick(t_ent, i_ent),
+                          mask=tmask, modality=modality, tokens=local,
+                          parts={"text_logits": text_logits, "image_logits": image_logits})
         if uncond:
-            useqs = [[v.bos, v.null, v.boi, *tokens[r][is_img[r]].tolist()] for r in range(b)]
+            useqs = [[v.bos, v.null, v.boi, *tokens[r][is_img[r].cpu()].tolist()] for r in range(b)]
             uids, _ = _right_pad(useqs, v.pad)
-            ulog = self.model(input_ids=uids).logits.float()[:, 2:-1, lo:hi]  # predicts image tokens 0..63
+            ulog = self.model(input_ids=uids.to(dev)).logits.float()[:, 2:-1, lo:hi]  # predicts image tokens 0..63
             img_start = is_text.sum(1)
-            idx = (torch.arange(width).unsqueeze(0) - img_start.unsqueeze(1))
+            idx = (torch.arange(width, device=dev).unsqueeze(0) - img_start.unsqueeze(1))
             idx = idx.clamp(0, self.num_image_tokens - 1)
-            out["image_logits_uncond"] = ulog.gather(1, idx.unsqueeze(-1).expand(-1, -1, ulog.shape[-1]))
+            out.image_logits = image_logits
+            out.image_logits_uncond = ulog.gather(1, idx.unsqueeze(-1).expand(-1, -1, ulog.shape[-1]))
         return out
 
     def _local_tokens(self, tokens: torch.Tensor, is_text: torch.Tensor,
@@ -680,6 +706,21 @@ class ShapesLMPolicy:
         lookup[torch.as_tensor(v.text_ids)] = torch.arange(len(v.text_ids))
         local = torch.where(is_text, lookup[tokens], torch.full_like(tokens, -1))
         return torch.where(is_img, tokens - v.image_offset, local)
+
+    def freeze_image_tokens(self) -> None:
+        """Keep the image codes' output rows (``lm_head``) and input embeddings fixed, as the released IRIS recipe
+        keeps Janus's separate image head and image embeddings: their gradient rows are zeroed in backward, so
+        AdamW (without weight decay) never moves them. The plan vocabulary and the body still train."""
+        import torch
+
+        v = self.vocab
+        rows = torch.arange(v.image_offset, v.image_offset + v.codebook_size)
+
+        def zero_image_rows(grad: torch.Tensor) -> torch.Tensor:
+            return grad.index_fill(0, rows.to(grad.device), 0.0)
+
+        for weight in (self.model.lm_head.weight, self.model.model.embed_tokens.weight):
+            weight.register_hook(zero_image_rows)
 
     def fsdp_units(self) -> list[Any]:
         """Disjoint FSDP units holding every parameter (irisbench.sharding): blocks, embeddings, norm, head."""
@@ -697,7 +738,7 @@ class ShapesLMPolicy:
                 "model": {"type": "llama", "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
                           "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
                           "vocab_size": c.vocab_size},
-                "vocab_size": {"text": int(len(self.vocab.text_ids)), "image": self.vocab.codebook_size},
+                "vocab_size": self.vocab_sizes,
                 "num_image_tokens": self.num_image_tokens, "sampling": asdict(self.defaults)}
 
 
