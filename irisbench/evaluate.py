@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.policies.base import derive_seed
 
 
@@ -50,7 +51,7 @@ class EvalOptions:
     scorer_options: dict[str, Any] | None = None  # e.g. detector_model / clip_model ids or local paths
 
 
-class EvalError(ValueError):
+class EvalError(IrisbenchError, ValueError):
     """An evaluation that cannot run as asked (the message says why and what to do)."""
 
 

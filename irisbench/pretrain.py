@@ -33,6 +33,7 @@ import numpy as np
 
 from irisbench import checkpoints
 from irisbench.checkpoints import OPTIMIZER_FILE, STATE_FILE, complete_checkpoints, load_optimizer, trim_metrics
+from irisbench.errors import IrisbenchError
 
 METRICS = "metrics.jsonl"
 STATE_FORMAT = "irisbench.pretrain-state"
@@ -41,7 +42,7 @@ IGNORE = -100
 RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "num_threads", "keep_last"})
 
 
-class PretrainError(ValueError):
+class PretrainError(IrisbenchError, ValueError):
     """A bad pretraining config, or an output folder that cannot be resumed."""
 
 

@@ -32,7 +32,6 @@ This module imports numpy only (``irisbench ls`` lists ``REWARDS`` without torch
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, did_you_mean
 from irisbench.policies.base import IMAGE, TEXT, Rollout
 
 Stat = Literal["self_certainty", "entropy"]
@@ -47,7 +47,7 @@ Pooling = Literal["tokens", "modality"]
 _MODALITIES: tuple[tuple[str, int], ...] = (("text", TEXT), ("image", IMAGE))
 
 
-class RewardError(ValueError):
+class RewardError(IrisbenchError, ValueError):
     """Base class of reward errors."""
 
 
@@ -357,9 +357,8 @@ REWARDS: dict[str, tuple[RewardFactory, str]] = {
 def make_reward(name: str, **options: Any) -> Reward:
     """One reward by registry name; ``options`` override the preset's fields."""
     if name not in REWARDS:
-        close = difflib.get_close_matches(name, list(REWARDS), n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownRewardError(f"unknown reward {name!r}.{hint} Valid rewards: {', '.join(REWARDS)}")
+        raise UnknownRewardError(f"unknown reward {name!r}.{did_you_mean(name, REWARDS)} "
+                                 f"Valid rewards: {', '.join(REWARDS)}")
     factory = REWARDS[name][0]
     try:
         return factory(**options)

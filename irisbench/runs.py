@@ -45,6 +45,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 logger = logging.getLogger(__name__)
 
 RUN_MARKER = "run.json"
@@ -57,15 +59,15 @@ DEFAULT_KEY_FIELDS: tuple[str, ...] = ("prompt_index", "sample_index")
 _PARQUET_JSON_META = b"irisbench.json_columns"
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(IrisbenchError, RuntimeError):
     """Another process (or another handle in this process) holds the run's or the records file's lock."""
 
 
-class NotARunError(ValueError):
+class NotARunError(IrisbenchError, ValueError):
     """The folder is not an irisbench run directory (no valid ``run.json``)."""
 
 
-class RecordsCorruptError(ValueError):
+class RecordsCorruptError(IrisbenchError, ValueError):
     """A records file has an invalid line that is not its last line (so not a torn write)."""
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from irisbench.distributed import Dist
+from irisbench.errors import IrisbenchError
 from irisbench.policies.base import IMAGE, TEXT, Rollout, derive_seed
 from irisbench.train_config import TrainConfig
 
@@ -50,7 +51,7 @@ METRICS_DIR = "train"
 TIMING_KEYS = ("s_per_step", "t_sample", "t_reward", "t_forward", "t_backward", "t_optimizer", "elapsed_s", "time")
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(IrisbenchError, RuntimeError):
     """Non-finite logits, rewards or loss: the run stops; the last good checkpoint is kept."""
 
 

@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from irisbench.errors import IrisbenchError
+
 ALL = "all"  # the group label of rows computed over every record
 CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x images) weight block to ~32 MB
 
 
-class AnalysisError(ValueError):
+class AnalysisError(IrisbenchError, ValueError):
     """Input the analysis cannot use as given (the message names the file, row or column)."""
 
 

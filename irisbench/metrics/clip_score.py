@@ -23,7 +23,6 @@ Departure from the usual practice: a prompt longer than the text tower's context
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import os
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from irisbench.errors import IrisbenchError, did_you_mean
 
 SHAPES_CLIP = "shapes-clip"
 SCORE_SCALES: dict[str, str] = {
@@ -50,7 +51,7 @@ PICKLE_WARNING = (
 )
 
 
-class ClipLoadError(ValueError):
+class ClipLoadError(IrisbenchError, ValueError):
     """A CLIP model or weights source that cannot be used (unknown name or tag, bad file)."""
 
 
@@ -62,11 +63,11 @@ class WeightsNotAvailableError(ClipLoadError):
     """A pretrained tag whose weights are not on this machine (irisbench never downloads)."""
 
 
-class ImageInputError(ValueError):
+class ImageInputError(IrisbenchError, ValueError):
     """Images that are not uint8 (H, W, 3) arrays."""
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(IrisbenchError, ValueError):
     """A prompt with more tokens than the text tower's context length."""
 
 
@@ -261,9 +262,9 @@ def load_clip(model: str = SHAPES_CLIP, pretrained: str | os.PathLike[str] | Non
 
     known = open_clip.list_models()
     if model not in known:
-        close = difflib.get_close_matches(model, [*known, SHAPES_CLIP], n=3)
-        raise ClipLoadError(f"unknown CLIP backbone {model!r}" + (f"; did you mean {close}?" if close else
-                            f"; see open_clip.list_models() or use {SHAPES_CLIP!r}"))
+        hint = did_you_mean(model, [*known, SHAPES_CLIP])
+        raise ClipLoadError(f"unknown CLIP backbone {model!r}." + (hint or f" See open_clip.list_models() or use "
+                                                                           f"{SHAPES_CLIP!r}."))
     weights: Path | None = None
     kwargs: dict[str, Any] = {}
     if pretrained is not None:

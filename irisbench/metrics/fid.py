@@ -30,17 +30,18 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.metrics.clip_score import as_image_list, file_sha256
 
 FEATURE_KINDS = ("clip", "inception")
 INCEPTION_REFERENCE_SHA256_PREFIX = "6726825d"  # torch-fidelity's FID weights file name suffix
 
 
-class FeatureError(ValueError):
+class FeatureError(IrisbenchError, ValueError):
     """A feature extractor that cannot be built (unknown kind, missing or unsafe weights file)."""
 
 
-class SampleSizeError(ValueError):
+class SampleSizeError(IrisbenchError, ValueError):
     """Too few images for the requested metric or KID subset size."""
 
 

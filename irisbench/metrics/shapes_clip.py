@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.world.vocab import COLORS, SHAPES, TAGS
 
 NAME = "shapes-clip"
@@ -75,7 +76,7 @@ TARGETED_TWIN_PROB = 0.75  # twins of prompted scenes: share whose mutation targ
 EVAL_SEED = 20_250_925  # scenes for evaluation use seeds of their own, never the training stream's
 
 
-class ShapesClipError(ValueError):
+class ShapesClipError(IrisbenchError, ValueError):
     """A bad shapes-CLIP checkpoint folder, config or training argument."""
 
 

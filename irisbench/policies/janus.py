@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, check_sampling_args, row_seeds
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
@@ -80,7 +81,7 @@ REQUIRED_FILES = ("config.json", "tokenizer_config.json")
 RL_FROZEN_PATTERNS = ("vision_model", "aligner", "vqmodel", "generation_")
 
 
-class JanusCheckpointError(ValueError):
+class JanusCheckpointError(IrisbenchError, ValueError):
     """A Janus checkpoint folder is missing, incomplete or in the wrong format."""
 
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, check_sampling_args, row_seeds
 from irisbench.world.prompts import UnknownWordsError
 
@@ -58,7 +59,7 @@ SHIPPED_BASE = Path(__file__).resolve().parents[1] / "assets" / "shapes-base"
 MAX_POSITIONS = 128  # 1 + 10 prompt words + 1 + 32 plan tokens + 1 + 64 codes = 109 at most
 
 
-class ShapesCheckpointError(ValueError):
+class ShapesCheckpointError(IrisbenchError, ValueError):
     """A shapes-lm checkpoint folder that is missing a file or whose parts do not fit together."""
 
 

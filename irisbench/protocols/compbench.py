@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
+
 # ------------------------------------------------------------------------------------------ categories
 
 
@@ -95,11 +97,11 @@ COMPLEX_SUBSET_FILES = {"spatial": "complex_val_spatial.txt", "action": "complex
 NUMERACY_OBJECTS_FILE = "new_objects.txt"
 
 
-class PromptFileError(ValueError):
+class PromptFileError(IrisbenchError, ValueError):
     """An official-style prompt file that cannot be read as one prompt per line (message names file:line)."""
 
 
-class PromptParseError(ValueError):
+class PromptParseError(IrisbenchError, ValueError):
     """A prompt the official rule cannot score (the official script would crash or misalign)."""
 
 

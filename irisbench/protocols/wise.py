@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 LEGACY_LABEL = "WISE (GPT-4o legacy)"
 VERIFIED_LABEL = "WISE_Verified"
 PROTOCOLS = ("legacy", "verified")
@@ -79,11 +81,11 @@ WISE_VERIFIED_CATEGORIES: tuple[WiseCategory, ...] = (
 PROMPT_FIELDS = ("Prompt", "Explanation", "Category", "Subcategory", "prompt_id")
 
 
-class WiseDataError(ValueError):
+class WiseDataError(IrisbenchError, ValueError):
     """A WISE prompt file, image set or record list that does not follow the expected layout."""
 
 
-class JudgeError(RuntimeError):
+class JudgeError(IrisbenchError, RuntimeError):
     """The judge endpoint failed or answered something that is not a chat completion."""
 
 

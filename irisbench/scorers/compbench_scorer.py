@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.protocols import compbench as cb
 from irisbench.scorers.compbench_real import DEFAULT_BLIP, DEFAULT_OWL, BoxDetection
 from irisbench.scorers.geneval_real import PerceptionError, check_image
@@ -61,7 +62,7 @@ COMPLEX_KINDS = ("spatial", "action", "other")
 SUPPORTED_CATEGORIES = tuple(c for c in cb.CATEGORIES if c != "3d_spatial")
 
 
-class UnsupportedCategoryError(ValueError):
+class UnsupportedCategoryError(IrisbenchError, ValueError):
     """A T2I-CompBench category this scorer cannot score (3d_spatial needs a depth model)."""
 
 

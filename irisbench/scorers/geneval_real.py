@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.protocols.geneval import COCO_CLASSES, GENEVAL_COLORS, Detection
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -75,7 +76,7 @@ _LABEL_ALIASES = {
 }
 
 
-class PerceptionError(ValueError):
+class PerceptionError(IrisbenchError, ValueError):
     """A model or an input that would otherwise give a silently wrong perception result."""
 
 

@@ -1,6 +1,7 @@
 """Declarative evaluation suites: which prompts, which protocol, which scorer, how many images.
 
-A suite is a YAML file in this folder (``geneval.yaml``, ...). It names a protocol and, per *world*
+A suite is a YAML file in the top-level ``suites/`` folder (``geneval.yaml``, ...; a wheel carries them
+as ``irisbench/_suites``, an editable install or a checkout reads them in place). It names a protocol and, per *world*
 (``shapes`` for the embedded shapes world, ``open`` for real open-vocabulary models), where the prompts
 come from and which scorer perceives the images. ``--suite geneval`` therefore follows the policy: a
 shapes-world policy gets the GenEval protocol over the shapes vocabulary, an open-vocabulary policy the
@@ -17,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from irisbench.errors import IrisbenchError
 from irisbench.registry import SCORERS, unknown_name_message
+from irisbench.specs import read_spec, spec_names
 
 WORLDS = ("shapes", "open")
 _SPEC_KEYS = {"name", "protocol", "description", "images_per_prompt", "prompts", "scorer", "metrics"}
@@ -28,7 +29,7 @@ GENERATORS = ("shapes-geneval", "geneval-official", "shapes-compbench", "compben
 PROTOCOLS = ("geneval", "compbench")
 
 
-class SuiteError(ValueError):
+class SuiteError(IrisbenchError, ValueError):
     """A suite file or name that cannot be used; the message names the file and field."""
 
 
@@ -60,27 +61,22 @@ class Suite:
         return self.prompts[world]
 
 
+def suites_folder() -> Any:
+    """The folder of the shipped suite specs: ``suites/`` beside the package in a checkout or editable
+    install, else the copy a wheel installs as ``irisbench/_suites``."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "suites").is_dir():
+        return checkout / "suites"
+    return resources.files("irisbench") / "_suites"
+
+
 def suite_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".yaml"))
+    return spec_names(suites_folder())
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """A suite by registered name or from a YAML file path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SuiteError(f"{path}: no such suite file")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        name = str(name_or_path)
-        if name not in suite_names():
-            raise SuiteError(unknown_name_message("suite", name, suite_names()))
-        res = resources.files(__package__) / f"{name}.yaml"
-        text, where = res.read_text(encoding="utf-8"), f"{name}.yaml"
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{where}: not valid YAML: {e}") from None
+    raw, where = read_spec(name_or_path, suites_folder(), "suite", SuiteError)
     return parse_suite(raw, where)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.world.vocab import COLORS, COUNTS, NUMBER_WORDS, RELATIONS, SHAPES, TAGS, article, plural
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -46,7 +47,7 @@ SPLIT_KIND: dict[str, str] = {
 }
 
 
-class UnknownWordsError(ValueError):
+class UnknownWordsError(IrisbenchError, ValueError):
     """A prompt contains words outside the shapes-world GenEval vocabulary."""
 
     def __init__(self, text: str, words: Sequence[str]) -> None:

@@ -26,17 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, GRID, PALETTE, PATCH, SHAPES, SIZES
 
 PATCH_DIM = PATCH * PATCH * 3
 FORMAT = "irisbench.patch_tokenizer.v1"
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(IrisbenchError, ValueError):
     """A tokenizer file that is not a valid patch-tokenizer safetensors file."""
 
 
-class TokenizerInputError(ValueError):
+class TokenizerInputError(IrisbenchError, ValueError):
     """Images or codes of the wrong shape, dtype or range."""
 
 
