@@ -269,7 +269,8 @@ def pretrain_clip_cmd(
 
 @app.command("experiment", cls=_Command)
 def experiment_cmd(
-    out: Path = typer.Option(Path("results/experiment"), help="Experiment folder (re-running resumes)."),
+    out: Path = typer.Option(Path("results/runs/experiment"), help="Experiment folder of run folders "
+                                                                   "(re-running resumes)."),
     steps: int = typer.Option(40, help="GRPO steps per method."),
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
@@ -277,7 +278,7 @@ def experiment_cmd(
     seed: int = typer.Option(0, help="Base seed."),
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
-                                                   "and its plots under docs/experiment/."),
+                                                   "and publish its tidy tables and plots under results/experiment/."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
     from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
