@@ -245,11 +245,13 @@ def _scorer_entry(suite: Any, world: str) -> Any:
 
 def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOptions, seed_key: str,
               progress: bool, resumed: int, metrics: Any = None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from irisbench.progress import progress_bar
 
     total = len(pending) + resumed
-    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress, transient=False) as bar:
+    with progress_bar(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=not progress, label="eval") as bar:
         task = bar.add_task("eval", total=total, completed=resumed)
         for start in range(0, len(pending), opts.batch_size):
             batch = pending[start : start + opts.batch_size]

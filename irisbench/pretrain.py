@@ -273,13 +273,15 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
 
     last = existing[-1][1] if existing else None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from irisbench.progress import progress_bar
 
     columns = (TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}  {task.fields[sps]:.2f} s/step"),
                TimeRemainingColumn())
     window: list[float] = []
-    with Progress(*columns, disable=not progress) as bar, open(metrics_path, "a") as mf:
+    with progress_bar(*columns, disable=not progress, label="pretrain") as bar, open(metrics_path, "a") as mf:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start_step, loss=float("nan"),
                             lr=cfg.lr * lr_factor(start_step, cfg), sps=float("nan"))
         for step in range(start_step, cfg.steps):

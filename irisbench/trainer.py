@@ -398,9 +398,10 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------------------------ the loop
     def train(self) -> Path:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
         from irisbench.checkpoints import trim_metrics
+        from irisbench.progress import progress_bar
 
         self._setup()
         cfg = self.cfg
@@ -413,7 +414,7 @@ class GRPOTrainer:
                               "{task.fields[s]:.2f} s/step"),
                    TimeRemainingColumn())
         lock = self.run.lock() if self.dist.main else contextlib.nullcontext()
-        with lock, Progress(*columns, disable=not (self.progress and self.dist.main)) as bar:
+        with lock, progress_bar(*columns, disable=not (self.progress and self.dist.main), label="grpo") as bar:
             task = bar.add_task("grpo", total=cfg.steps, completed=self.start_step, r=float("nan"),
                                 sc=float("nan"), s=float("nan"))
             with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:
