@@ -11,17 +11,22 @@ Departures from the official code: the official script prints no intervals at al
 prompt by its metadata string, here by ``prompt_index``. Intervals use the percentile method (the same as
 ``scipy.stats.bootstrap(method="percentile")``; scipy cannot resample clusters, so the resampling is our
 own, vectorised with numpy). No torch import.
+
+This module is the one home of the cluster bootstrap: ``cluster_draws`` (the resampled prompt indices, in
+bounded chunks), ``ratio_replicates`` (sum/count statistics over them) and ``percentile_interval``; the
+analysis (``irisbench.analysis.records.resampled_weights``) and the report's deltas
+(``irisbench.report.deltas``) draw their replicates through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 Statistic = str | Callable[[np.ndarray], float]
-_CHUNK_ELEMENTS = 1 << 22  # bound the (replicates x clusters) index matrix to ~32 MB at a time
+CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x width) block to ~32 MB at a time
 
 
 def _cluster_arrays(values_by_cluster: Any, where: str = "values_by_cluster") -> list[np.ndarray]:
@@ -48,23 +53,38 @@ def _check_ci_args(n_resamples: int, confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
 
 
-def _percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(replicates: np.ndarray, confidence: float, *, finite_only: bool = False) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates. ``finite_only``: drop non-finite replicates first
+    (NaN, NaN when none is left)."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    if finite_only:
+        reps = reps[np.isfinite(reps)]
+        if reps.size == 0:
+            return float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
+    lo, hi = np.percentile(reps, [100 * alpha, 100 * (1 - alpha)])
     return float(lo), float(hi)
 
 
-def _resampled_ratio(sums: np.ndarray, counts: np.ndarray, n_resamples: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Per replicate: sum(sums[idx]) / sum(counts[idx]); idx = n draws with replacement from n clusters."""
-    n = sums.shape[0]
-    out = np.empty(n_resamples, dtype=np.float64)
-    step = max(1, _CHUNK_ELEMENTS // n)
+def cluster_draws(n_clusters: int, n_resamples: int, rng: np.random.Generator,
+                  width: int | None = None) -> Iterator[np.ndarray]:
+    """The cluster bootstrap's draws: ``(chunk, n_clusters)`` arrays of cluster indices drawn with
+    replacement, ``n_resamples`` rows in all. Chunks keep ``chunk * width`` (default ``n_clusters``)
+    under ``CHUNK_ELEMENTS``; the draws do not depend on the chunking."""
+    step = max(1, CHUNK_ELEMENTS // max(width or n_clusters, 1))
     for start in range(0, n_resamples, step):
-        stop = min(n_resamples, start + step)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    return out
+        yield rng.integers(0, n_clusters, size=(min(step, n_resamples - start), n_clusters))
+
+
+def ratio_of(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per row of ``idx``: ``sum(sums[idx]) / sum(counts[idx])`` (a mean over the drawn clusters' images)."""
+    return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+
+
+def ratio_replicates(sums: np.ndarray, counts: np.ndarray, n_resamples: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of ``sum(sums) / sum(counts)`` under the cluster bootstrap over the clusters."""
+    return np.concatenate([ratio_of(sums, counts, idx) for idx in cluster_draws(sums.shape[0], n_resamples, rng)])
 
 
 def bootstrap_replicates(values_by_cluster: Any, statistic: Statistic = "mean", n_resamples: int = 2000,
@@ -76,10 +96,10 @@ def bootstrap_replicates(values_by_cluster: Any, statistic: Statistic = "mean", 
     if statistic == "mean":
         sums = np.array([c.sum() for c in clusters])
         counts = np.array([c.size for c in clusters], dtype=np.float64)
-        return _resampled_ratio(sums, counts, n_resamples, rng)
+        return ratio_replicates(sums, counts, n_resamples, rng)
     if statistic == "cluster_mean":
         means = np.array([c.mean() for c in clusters])
-        return _resampled_ratio(means, np.ones_like(means), n_resamples, rng)
+        return ratio_replicates(means, np.ones_like(means), n_resamples, rng)
     if callable(statistic):
         n = len(clusters)
         return np.array([float(statistic(np.concatenate([clusters[j] for j in rng.integers(0, n, size=n)])))
@@ -100,7 +120,7 @@ def bootstrap_ci(values_by_cluster: Any, statistic: Statistic = "mean", n_resamp
     """
     _check_ci_args(n_resamples, confidence)
     reps = bootstrap_replicates(values_by_cluster, statistic, n_resamples, seed)
-    return _percentile_interval(reps, confidence)
+    return percentile_interval(reps, confidence)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,8 +228,8 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
                                  "n_images": n_img, "n_prompts": len(clusters),
                                  "correct_prompts_fraction": any_correct / len(clusters)}
         if n_resamples:
-            reps = _resampled_ratio(sums, counts, n_resamples, rng)
-            entry["ci_low"], entry["ci_high"] = _percentile_interval(reps, confidence)
+            reps = ratio_replicates(sums, counts, n_resamples, rng)
+            entry["ci_low"], entry["ci_high"] = percentile_interval(reps, confidence)
             tag_reps.append(reps)
         tag_out[t] = entry
         all_images += n_img
@@ -220,7 +240,7 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
                                "ci_low": None, "ci_high": None,
                                "n_images": all_images, "n_prompts": all_prompts}
     if n_resamples:
-        overall["ci_low"], overall["ci_high"] = _percentile_interval(np.mean(tag_reps, axis=0), confidence)
+        overall["ci_low"], overall["ci_high"] = percentile_interval(np.mean(tag_reps, axis=0), confidence)
     return {
         "overall": overall,
         "tags": tag_out,
