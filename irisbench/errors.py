@@ -26,6 +26,10 @@ class UsageError(IrisbenchError, ValueError):
     """Bad input that has no more specific class (a flag value, a folder that is not what it should be)."""
 
 
+class MissingDependencyError(IrisbenchError, RuntimeError):
+    """An optional library or file that a requested feature needs is not installed."""
+
+
 def did_you_mean(name: str, valid: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
     """``" Did you mean 'x' or 'y'?"`` for the close matches of ``name`` among ``valid``; ``""`` if none."""
     close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=cutoff)

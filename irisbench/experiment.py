@@ -26,6 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from irisbench.errors import UsageError
+
 REFERENCE_POLICIES = ("oracle", "random")
 README_BEGIN = "<!-- experiment:begin -->"
 README_END = "<!-- experiment:end -->"
@@ -65,7 +67,7 @@ def _best_val_step(run: Path) -> tuple[int, int]:
         if res.is_file():
             scores[int(folder.name[5:])] = json.loads(res.read_text())["scores"]["overall"]["score"]
     if not scores:
-        raise ValueError(f"{run}: no val evaluation to select a checkpoint with")
+        raise UsageError(f"{run}: no val evaluation to select a checkpoint with")
     best = max(sorted(scores), key=lambda s: scores[s])
     return best, max(scores)
 

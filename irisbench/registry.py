@@ -17,6 +17,10 @@ class UnknownNameError(IrisbenchError, ValueError):
     """A name that is not registered; the message lists close matches and the valid names."""
 
 
+class NotBuiltError(IrisbenchError, NotImplementedError):
+    """A registered name whose implementation is planned, not built."""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -27,7 +31,7 @@ class Entry:
 
     def load(self) -> Any:
         if not self.available:
-            raise NotImplementedError(f"{self.name!r} is registered but not built yet: {self.summary}")
+            raise NotBuiltError(f"{self.name!r} is registered but not built yet: {self.summary}")
         module, _, attr = self.target.partition(":")
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import UsageError
+
 Statistic = str | Callable[[np.ndarray], float]
 CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x width) block to ~32 MB at a time
 
@@ -34,23 +36,23 @@ def _cluster_arrays(values_by_cluster: Any, where: str = "values_by_cluster") ->
         values_by_cluster = values_by_cluster.values()
     clusters = list(values_by_cluster)
     if not clusters:
-        raise ValueError(f"{where}: no clusters to resample")
+        raise UsageError(f"{where}: no clusters to resample")
     out = []
     for i, c in enumerate(clusters):
         a = np.asarray(c, dtype=np.float64).reshape(-1)
         if a.size == 0:
-            raise ValueError(f"{where}: cluster {i} has no values")
+            raise UsageError(f"{where}: cluster {i} has no values")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{where}: cluster {i} has a non-finite value")
+            raise UsageError(f"{where}: cluster {i} has a non-finite value")
         out.append(a)
     return out
 
 
 def _check_ci_args(n_resamples: int, confidence: float) -> None:
     if not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+        raise UsageError(f"n_resamples must be a positive integer, got {n_resamples!r}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float, *, finite_only: bool = False) -> tuple[float, float]:
@@ -104,7 +106,7 @@ def bootstrap_replicates(values_by_cluster: Any, statistic: Statistic = "mean", 
         n = len(clusters)
         return np.array([float(statistic(np.concatenate([clusters[j] for j in rng.integers(0, n, size=n)])))
                          for _ in range(n_resamples)])
-    raise ValueError(f"statistic must be 'mean', 'cluster_mean' or a callable, got {statistic!r}")
+    raise UsageError(f"statistic must be 'mean', 'cluster_mean' or a callable, got {statistic!r}")
 
 
 def bootstrap_ci(values_by_cluster: Any, statistic: Statistic = "mean", n_resamples: int = 2000,
@@ -132,7 +134,7 @@ def _as_correct(v: Any, where: str) -> float:
         return float(bool(v))
     if isinstance(v, (int, np.integer)) and int(v) in (0, 1):
         return float(v)
-    raise ValueError(f"{where}: 'correct' must be a bool (or 0/1), got {v!r}")
+    raise UsageError(f"{where}: 'correct' must be a bool (or 0/1), got {v!r}")
 
 
 def _columns(records: Any) -> list[dict]:
@@ -143,7 +145,7 @@ def _columns(records: Any) -> list[dict]:
 
 def _as_score(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) <= 1:
-        raise ValueError(f"{where}: 'score' must be a number in [0, 1], got {v!r}")
+        raise UsageError(f"{where}: 'score' must be a number in [0, 1], got {v!r}")
     return float(v)
 
 
@@ -180,26 +182,26 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
     tag_of_prompt: dict[Any, tuple[str, int]] = {}
     wanted = None if tags is None else list(tags)
     if wanted is not None and len(set(wanted)) != len(wanted):
-        raise ValueError(f"tags has duplicates: {wanted}")
+        raise UsageError(f"tags has duplicates: {wanted}")
     excluded = 0
     for i, r in enumerate(rows):
         where = f"record {i}" + (f" (prompt_index={r.get('prompt_index')!r}, sample_index="
                                  f"{r.get('sample_index')!r})" if isinstance(r, Mapping) else "")
         if not isinstance(r, Mapping):
-            raise ValueError(f"{where}: a record must be a dict, got {type(r).__name__}")
+            raise UsageError(f"{where}: a record must be a dict, got {type(r).__name__}")
         for field in ("tag", "prompt_index", value):
             if field not in r:
-                raise ValueError(f"{where}: missing field {field!r}")
+                raise UsageError(f"{where}: missing field {field!r}")
         tag, prompt = r["tag"], r["prompt_index"]
         if not isinstance(tag, str):
-            raise ValueError(f"{where}: 'tag' must be a string, got {tag!r}")
+            raise UsageError(f"{where}: 'tag' must be a string, got {tag!r}")
         if isinstance(prompt, (np.integer,)):
             prompt = int(prompt)
         if not isinstance(prompt, (int, str)) or isinstance(prompt, bool):
-            raise ValueError(f"{where}: 'prompt_index' must be an int or a string, got {prompt!r}")
+            raise UsageError(f"{where}: 'prompt_index' must be an int or a string, got {prompt!r}")
         correct = _as_correct(r["correct"], where) if value == "correct" else _as_score(r[value], where)
         if prompt in tag_of_prompt and tag_of_prompt[prompt][0] != tag:
-            raise ValueError(f"{where}: prompt_index {prompt!r} has tag {tag!r} but record "
+            raise UsageError(f"{where}: prompt_index {prompt!r} has tag {tag!r} but record "
                              f"{tag_of_prompt[prompt][1]} gives it tag {tag_of_prompt[prompt][0]!r}")
         tag_of_prompt.setdefault(prompt, (tag, i))
         if wanted is not None and tag not in wanted:
@@ -208,10 +210,10 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
         by_tag.setdefault(tag, {}).setdefault(prompt, []).append(correct)
     order = wanted if wanted is not None else list(by_tag)
     if not order:
-        raise ValueError("geneval_summary: no records to score")
+        raise UsageError("geneval_summary: no records to score")
     missing = [t for t in order if t not in by_tag]
     if missing:
-        raise ValueError(f"geneval_summary: no records for tag(s) {missing} (tags present: {sorted(by_tag)})")
+        raise UsageError(f"geneval_summary: no records for tag(s) {missing} (tags present: {sorted(by_tag)})")
 
     rng = np.random.default_rng(seed)
     tag_out: dict[str, dict[str, Any]] = {}
@@ -258,5 +260,5 @@ def count_check(expected: int, actual: int) -> dict[str, Any]:
     """``{"expected", "actual", "complete"}``: complete only when exactly the expected number is present."""
     for name, v in (("expected", expected), ("actual", actual)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"count_check: {name} must be a non-negative integer, got {v!r}")
+            raise UsageError(f"count_check: {name} must be a non-negative integer, got {v!r}")
     return {"expected": int(expected), "actual": int(actual), "complete": int(expected) == int(actual)}

@@ -16,6 +16,7 @@ conditional logits (IRIS) or the CFG-mixed ones is the explicit ``stats_source``
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,17 +76,14 @@ class Rollout:
                 out[f"entropy_{part}"] = None
             out["plan_len"] = 0
             return out
-        mask = self.token_mask[row]
-        parts = {
-            "text": mask & (self.modality[row] == TEXT),
-            "image": mask & (self.modality[row] == IMAGE),
-            "all": mask,
-        }
-        for part, m in parts.items():
-            n = int(m.sum())
-            out[f"sc_{part}"] = float(self.self_certainty[row][m].mean()) if n else None
-            out[f"entropy_{part}"] = float(self.entropy[row][m].mean()) if n else None
-        out["plan_len"] = int(parts["text"].sum())
+        from irisbench.uncertainty import masked_mean, part_mask
+
+        for part in ("text", "image", "all"):
+            m = part_mask(self.modality[row], self.token_mask[row], part)  # type: ignore[arg-type]
+            for key, values in (("sc", self.self_certainty[row]), ("entropy", self.entropy[row])):
+                mean = float(masked_mean(values, m))
+                out[f"{key}_{part}"] = None if math.isnan(mean) else mean
+        out["plan_len"] = int(part_mask(self.modality[row], self.token_mask[row], "text").sum())
         return out
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from irisbench.errors import UsageError
 from irisbench.report.loading import LoadedRun, prompt_sort_key
 from irisbench.stats import cluster_draws, percentile_interval, ratio_of, ratio_replicates
 
@@ -48,7 +49,7 @@ Clusters = dict[str, dict[int | str, tuple[float, int]]]  # tag -> prompt_index 
 def prompt_clusters(run: LoadedRun) -> Clusters:
     """Per tag, per prompt: the sum of the per-image values and the number of images."""
     if run.records is None:
-        raise ValueError(f"{run.path}: no records")
+        raise UsageError(f"{run.path}: no records")
     out: Clusters = {}
     for r in run.records:
         by_prompt = out.setdefault(r["tag"], {})
@@ -104,11 +105,11 @@ def delta_cis(base: LoadedRun, run: LoadedRun, *, n_resamples: int = 2000, confi
     resampled in base's order from one generator seeded with ``seed``: the result is deterministic.
     """
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+        raise UsageError(f"n_resamples must be >= 1, got {n_resamples}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise UsageError(f"confidence must be in (0, 1), got {confidence}")
     if base.group != run.group:
-        raise ValueError(f"cannot compare {run.label!r} ({'/'.join(run.group)}) with base {base.label!r} "
+        raise UsageError(f"cannot compare {run.label!r} ({'/'.join(run.group)}) with base {base.label!r} "
                          f"({'/'.join(base.group)}): different suite, split or world")
     tags_a, tags_b = base.results["scores"]["tags"], run.results["scores"]["tags"]
     common = [t for t in tags_a if t in tags_b]
