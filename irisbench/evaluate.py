@@ -183,7 +183,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             "images_per_prompt": n,
             "seed": opts.seed,
             "counts": {**counts, "resumed": len(done), "generated_now": generated, "processes": world_size},
-            "scores": summarize(suite.protocol, records, n_resamples=opts.n_resamples, seed=opts.seed),
+            "scores": summarize(suite, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "timing": {"seconds": round(elapsed, 3),
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
         }
@@ -292,17 +292,30 @@ def _generate(policy, scorer, items, pending, writer, root: Path, opts: EvalOpti
             bar.advance(task, len(batch))
 
 
-def summarize(protocol: str, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
-    """Aggregate per-image records by the protocol's rule (GenEval: accuracy; CompBench: mean score)."""
-    from irisbench.stats import geneval_summary, score_summary
+def summarize(suite: Any, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
+    """Aggregate per-image records as the suite's ``metric_list`` declares (``irisbench.suites``).
 
-    if protocol == "geneval":
-        return geneval_summary(records, n_resamples=n_resamples, seed=seed)
-    out = score_summary(records, n_resamples=n_resamples, seed=seed)
-    from irisbench.protocols.compbench import MEAN_OF_6, MEAN_OF_6_LABEL
+    ``suite``: a ``Suite`` (or a protocol name, for its default list). The first entry is the headline
+    (``mean_of_tag_means`` of ``correct`` for GenEval, of ``score`` for CompBench); later entries add
+    figures beside it (CompBench's IRIS-style mean of 6). ``out["metric_list"]`` records what was used.
+    """
+    from irisbench.stats import geneval_summary
+    from irisbench.suites import DEFAULT_METRIC_LIST
 
-    missing = [c for c in MEAN_OF_6 if c not in out["tags"]]
-    out["overall_label"] = "mean of categories present"
-    out[MEAN_OF_6_LABEL] = None if missing else float(np.mean([out["tags"][c]["score"] for c in MEAN_OF_6]))
-    out["mean_of_6_missing"] = missing
+    metric_list = suite.metric_list if hasattr(suite, "metric_list") else DEFAULT_METRIC_LIST[suite]
+    head = metric_list[0]
+    out = geneval_summary(records, n_resamples=n_resamples, seed=seed, value=head.metric)
+    out["metric_list"] = [dict(vars(m)) for m in metric_list]
+    if head.metric == "score":
+        out["overall_label"] = "mean of categories present"
+    for extra in metric_list[1:]:
+        if extra.aggregation == "compbench_mean_of_6":
+            from irisbench.protocols.compbench import MEAN_OF_6, MEAN_OF_6_LABEL
+
+            missing = [c for c in MEAN_OF_6 if c not in out["tags"]]
+            out[MEAN_OF_6_LABEL] = None if missing else float(np.mean([out["tags"][c]["score"] for c in MEAN_OF_6]))
+            out["mean_of_6_missing"] = missing
+        else:  # a second mean_of_tag_means, of another per-image field
+            other = geneval_summary(records, n_resamples=n_resamples, seed=seed, value=extra.metric)
+            out.setdefault("extra", {})[extra.metric] = {"overall": other["overall"], "tags": other["tags"]}
     return out
