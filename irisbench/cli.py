@@ -286,7 +286,12 @@ def experiment_cmd(
     def body() -> None:
         cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
         if method:
-            cfg.methods = dict(m.split("=", 1) for m in method)
+            cfg.methods = {}
+            for item in method:
+                label, preset = parse_named(item)
+                if not label or not preset:
+                    raise UsageError(f"--method {item!r} is not of the form LABEL=PRESET")
+                cfg.methods[label] = preset
         readme = Path("README.md")
         target = readme if publish_readme and readme.is_file() and README_BEGIN in readme.read_text() else None
         run_experiment(out, cfg, console=console, publish_readme=target)

@@ -653,7 +653,7 @@ def _is_run(path: Path) -> bool:
         return False
 
 
-def new_run_path(root: str | Path = "results", prefix: str = "run") -> Path:
+def new_run_path(root: str | Path = "results/runs", prefix: str = "run") -> Path:
     """Reserve a fresh ``<root>/<prefix>-YYYYmmdd-HHMMSS[-N]`` (local time) and return it.
 
     The folder is created empty (``os.mkdir`` is atomic, so concurrent callers get different paths);
