@@ -1,13 +1,14 @@
 """The ``irisbench`` command line (Typer + rich).
 
 Every command imports its heavy libraries (torch, transformers) inside its body, so ``irisbench --help``
-and listing commands stay instant. Expected failures (bad input, unknown names, locked runs) print one
-clear message and exit with code 2; they never show a traceback.
+and listing commands stay instant. The project's own errors (``irisbench.errors.IrisbenchError``: bad
+input, unknown names, locked runs) and a missing file print one clear line and exit with code 2; any
+other exception is a fault and keeps its traceback. ``irisbench --debug CMD`` shows the traceback for
+every error. Run folders that a command creates by default go under ``results/runs/``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -18,12 +19,47 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from irisbench import distributed
+from irisbench.errors import IrisbenchError, UsageError, parse_key_value, parse_key_values, parse_named
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _PlainHelp:
+    """Help without the ``<bool>``/``<str>`` type column: flags show nothing, value options a plain
+    upper-case word (N, X, PATH, TEXT; ``...`` when repeatable)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if param.param_type_name == "option" and param.metavar is None:
+                param.metavar = "" if getattr(param, "is_flag", False) else _metavar(param)
+            elif param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+                param.display_type_rich = lambda ctx: None  # the name column already says it
+        return params
+
+
+class _Command(_PlainHelp, TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, TyperGroup):
+    pass
+
+
+def _metavar(param: Any) -> str:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    repeatable = getattr(annotation, "__origin__", None) is list
+    if repeatable:
+        annotation = annotation.__args__[0]
+    word = {int: "N", float: "X", Path: "PATH", str: "TEXT"}.get(annotation, "VALUE")
+    return word + ("..." if repeatable else "")
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Group,
                   help="irisbench: RL of autoregressive text-to-image models from intrinsic rewards.")
-suites_app = typer.Typer(no_args_is_help=True, help="List, show, validate and build evaluation suites.")
+suites_app = typer.Typer(no_args_is_help=True, cls=_Group, help="List, show, validate and build evaluation suites.")
 app.add_typer(suites_app, name="suites")
 scorers_app = typer.Typer(no_args_is_help=True, help="Check the model weights of the real-image scorers.")
 app.add_typer(scorers_app, name="scorers")
@@ -32,6 +68,30 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 EXIT_USAGE = 2
+RUNS_ROOT = Path("results") / "runs"  # where run folders go by default (ignored by git)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("irisbench")
+        except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+            v = "0.1.0 (not installed)"
+        console.print(f"irisbench {v}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of every error, the project's own too."),
+) -> None:
+    """irisbench: RL of autoregressive text-to-image models from intrinsic rewards."""
+    _state["debug"] = debug
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -39,28 +99,48 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _guard(fn: Callable[[], T]) -> T:
-    """Run a command body, turning expected errors into one clear message and a non-zero exit."""
-    from irisbench.runs import NotARunError, RunLockedError
+def _guard(fn: Callable[[], T], *, options: bool = False) -> T:
+    """Run a command body; the project's errors (and a missing file) become one line and exit code 2.
 
+    ``options=True`` marks a body that only reads the command's flags: a ``ValueError`` there is bad
+    input too. Anything else propagates with its traceback; ``--debug`` lets every error through.
+    """
+    expected: tuple[type[BaseException], ...] = (IrisbenchError, FileNotFoundError, NotADirectoryError,
+                                                 UnicodeDecodeError)
+    if options:
+        expected = (*expected, ValueError)
     try:
         return fn()
-    except (ValueError, FileNotFoundError, NotImplementedError, RunLockedError, NotARunError,
-            UnicodeDecodeError, RuntimeError) as e:
-        _fail(str(e))
+    except expected as e:
+        if _state["debug"]:
+            raise
+        _fail(str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}")
         raise  # unreachable
+
+
+def _refuse_run_folder(out: Path | None, command: str) -> None:
+    """``report``/``analyze`` write their own folder: never into a run folder (their files would mix)."""
+    from irisbench.runs import RUN_MARKER
+
+    if out is not None and (out / RUN_MARKER).is_file():
+        try:
+            kind = json.loads((out / RUN_MARKER).read_text(encoding="utf-8")).get("kind", "?")
+        except (OSError, ValueError, AttributeError):
+            kind = "?"
+        raise UsageError(f"--out {out} is an irisbench {kind} run folder; {command} writes a folder of its own "
+                         f"beside the runs: pass a new --out (e.g. {out.parent / (command + '-' + out.name)})")
 
 
 def _default_out(prefix: str) -> Path:
     from irisbench.runs import new_run_path
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would reserve a folder of its own
-        raise ValueError("under torchrun / accelerate launch pass --out DIR: every process must write the same "
+        raise UsageError("under torchrun / accelerate launch pass --out DIR: every process must write the same "
                          "run folder")
-    return new_run_path("results", prefix)
+    return new_run_path(RUNS_ROOT, prefix)
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_cmd(
     suite: str = typer.Option(None, help="Suite name (see `irisbench suites ls`) or a suite YAML file "
                                          "(default: geneval; with --images, the folder's)."),
@@ -92,7 +172,7 @@ def eval_cmd(
     fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
     scorer_option: list[str] = typer.Option([], help="KEY=VALUE for the suite's scorer, e.g. "
                                                      "detector_model=/models/mask2former (repeatable)."),
-    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
+    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
                                         "Re-running into the same folder resumes."),
     allow_config_change: bool = typer.Option(False, help="Resume with changes that leave the images alone "
                                                          "(--metrics and its options); others are refused."),
@@ -130,11 +210,12 @@ def eval_cmd(
                            images_per_prompt=images_per_prompt, seed=seed, batch_size=batch_size, cfg=cfg,
                            temperature=temperature, top_k=top_k, limit_per_tag=limit,
                            prompts_file=str(prompts) if prompts else None, save_images=save_images,
-                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"),
+                           metrics=metric_opts,
+                           scorer_options=parse_key_values(scorer_option, "--scorer-option", numbers=False),
                            images=str(images) if images is not None else None, category=category,
                            allow_missing=allow_missing, allow_config_change=allow_config_change)
 
-    opts = _guard(options)
+    opts = _guard(options, options=True)
     name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
         f"eval-{suite or 'geneval'}-{Path(policy or 'shapes-base').name}"
     target = out or _guard(lambda: _default_out(name))
@@ -217,7 +298,7 @@ def print_metrics(extra: dict[str, Any]) -> None:
                       "subsets)")
 
 
-@app.command("metrics")
+@app.command("metrics", cls=_Command)
 def metrics_cmd(
     run: Path = typer.Argument(..., help="A finished eval run folder (with its images)."),
     metrics: str = typer.Option(..., help="Any of clip,fid,kid."),
@@ -246,18 +327,6 @@ def _ci(s: dict[str, Any]) -> str:
     return f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s.get("ci_low") is not None else "-"
 
 
-def _key_values(items: list[str], flag: str) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{flag} {item!r} is not of the form KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def print_scores(results: dict[str, Any], title: str) -> None:
     scores = results["scores"]
     table = Table(title=title)
@@ -276,29 +345,23 @@ def print_scores(results: dict[str, Any], title: str) -> None:
     console.print(f"images: expected {c['expected']}, actual {c['actual']} ({status}[/])")
 
 
-@app.command("pretrain")
+@app.command("pretrain", cls=_Command)
 def pretrain_cmd(
-    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/); re-running resumes."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value."),
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/); "
+                                        "re-running resumes."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value "
+                                                          "(dotted keys reach into mapping fields)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
     def body() -> None:
-        import yaml
-
         from irisbench.pretrain import PretrainConfig, run_pretrain
+        from irisbench.train_config import apply_override
 
-        values = {}
+        values: dict[str, Any] = {}
         for item in set_:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r} is not of the form key=value")
-            parsed = yaml.safe_load(value)
-            if isinstance(parsed, str):  # YAML reads 1e-3 as a string
-                with contextlib.suppress(ValueError):
-                    parsed = float(parsed)
-            values[key.strip()] = parsed
+            apply_override(values, *parse_key_value(item, "--set"), where="--set")
         cfg = PretrainConfig.from_dict(values)
         target = out or _default_out("pretrain")
         last = run_pretrain(cfg, target, progress=progress)
@@ -307,9 +370,9 @@ def pretrain_cmd(
     _guard(body)
 
 
-@app.command("pretrain-clip")
+@app.command("pretrain-clip", cls=_Command)
 def pretrain_clip_cmd(
-    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/)."),
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/)."),
     steps: int = typer.Option(None, help="Training steps (default: the shipped model's recipe)."),
     batch_size: int = typer.Option(None, help="Batch size (default: the shipped model's recipe)."),
     seed: int = typer.Option(0, help="Seed."),
@@ -330,9 +393,10 @@ def pretrain_clip_cmd(
     _guard(body)
 
 
-@app.command("experiment")
+@app.command("experiment", cls=_Command)
 def experiment_cmd(
-    out: Path = typer.Option(Path("results/experiment"), help="Experiment folder (re-running resumes)."),
+    out: Path = typer.Option(Path("results/runs/experiment"), help="Experiment folder of run folders "
+                                                                   "(re-running resumes)."),
     steps: int = typer.Option(40, help="GRPO steps per method."),
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
@@ -340,7 +404,7 @@ def experiment_cmd(
     seed: int = typer.Option(0, help="Base seed."),
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
-                                                   "and its plots under docs/experiment/."),
+                                                   "and publish its tidy tables and plots under results/experiment/."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
     from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
@@ -348,7 +412,12 @@ def experiment_cmd(
     def body() -> None:
         cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
         if method:
-            cfg.methods = dict(m.split("=", 1) for m in method)
+            cfg.methods = {}
+            for item in method:
+                label, preset = parse_named(item)
+                if not label or not preset:
+                    raise UsageError(f"--method {item!r} is not of the form LABEL=PRESET")
+                cfg.methods[label] = preset
         readme = Path("README.md")
         target = readme if publish_readme and readme.is_file() and README_BEGIN in readme.read_text() else None
         run_experiment(out, cfg, console=console, publish_readme=target)
@@ -356,7 +425,7 @@ def experiment_cmd(
     _guard(body)
 
 
-@suites_app.command("ls")
+@suites_app.command("ls", cls=_Command)
 def suites_ls() -> None:
     """List the registered suites."""
     from irisbench.suites import load_suite, suite_names
@@ -372,7 +441,7 @@ def suites_ls() -> None:
     console.print(table)
 
 
-@suites_app.command("show")
+@suites_app.command("show", cls=_Command)
 def suites_show(name: str, world: str = typer.Option("shapes", help="shapes or open"),
                 split: str = typer.Option(None, help="Split to summarise (default: the suite's).")) -> None:
     """Show a suite: its spec and the resolved prompt set (counts per tag, split kinds, sha256)."""
@@ -407,7 +476,7 @@ def suites_show(name: str, world: str = typer.Option("shapes", help="shapes or o
     _guard(body)
 
 
-@suites_app.command("validate")
+@suites_app.command("validate", cls=_Command)
 def suites_validate(
     file: Path,
     world: str = typer.Option("open", help="Vocabulary to check classes against: open (COCO) or shapes."),
@@ -433,7 +502,7 @@ def suites_validate(
     _guard(body)
 
 
-@suites_app.command("build")
+@suites_app.command("build", cls=_Command)
 def suites_build(
     name: str = typer.Argument("geneval"),
     world: str = typer.Option("open", help="open: the official prompts; shapes: the shapes-world splits."),
@@ -478,7 +547,7 @@ def suites_build(
     _guard(body)
 
 
-@scorers_app.command("check")
+@scorers_app.command("check", cls=_Command)
 def scorers_check(
     scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former and "
                                               "compbench-real)."),
@@ -492,7 +561,7 @@ def scorers_check(
     def body() -> list[Any]:
         from irisbench.scorer_check import check_scorers
 
-        return check_scorers(scorer or None, _key_values(scorer_option, "--scorer-option"))
+        return check_scorers(scorer or None, parse_key_values(scorer_option, "--scorer-option", numbers=False))
 
     found = _guard(body)
     if as_json:
@@ -513,24 +582,31 @@ def scorers_check(
         raise typer.Exit(1)
 
 
-@app.command("ls")
+@app.command("ls", cls=_Command)
 def ls_cmd() -> None:
-    """List registered policies, suites, scorers and metrics."""
+    """List registered policies, scorers, metrics, rewards and suites."""
     from irisbench.registry import METRICS, POLICIES, SCORERS
+    from irisbench.rewards import REWARDS
     from irisbench.suites import suite_names
 
     for reg in (POLICIES, SCORERS, METRICS):
-        table = Table(title=f"{reg.kind}s")
+        table = Table(title=reg.plural)
         table.add_column("name")
         table.add_column("status")
         table.add_column("what")
         for e in reg.entries():
             table.add_row(e.name, "ready" if e.available else "[yellow]planned", e.summary)
         console.print(table)
+    table = Table(title="rewards (train --set reward=NAME)")
+    table.add_column("name")
+    table.add_column("what")
+    for name, (_, summary) in REWARDS.items():
+        table.add_row(name, summary)
+    console.print(table)
     console.print(f"suites: {', '.join(suite_names())}")
 
 
-@app.command("env")
+@app.command("env", cls=_Command)
 def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Versions, devices and the git hash: what a run records as provenance."""
     import torch  # noqa: F401  (so env_info can report devices)
@@ -552,12 +628,13 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     console.print(table)
 
 
-@app.command("train")
+@app.command("train", cls=_Command)
 def train_cmd(
     config: str = typer.Option("iris-shapes", "--config", "-c",
                                help="A preset name (see --list-presets) or a YAML config file."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable)."),
-    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable); a dotted "
+                                                          "key sets one entry, e.g. policy_options.max_plan_tokens=1."),
+    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
                                         "Re-running into it resumes from the last checkpoint."),
     allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
@@ -598,10 +675,10 @@ def _preset_description(name: str) -> str:
     return str(_read_yaml(name)[0].get("description", ""))
 
 
-@app.command("analyze")
+@app.command("analyze", cls=_Command)
 def analyze_cmd(
     runs: list[str] = typer.Argument(..., help="Eval or training run folders, as NAME=PATH or PATH."),
-    out: Path = typer.Option(None, help="Analysis folder (default: a new folder under results/)."),
+    out: Path = typer.Option(None, help="Analysis folder (default: a new folder under results/runs/)."),
     n_resamples: int = typer.Option(2000, help="Bootstrap resamples for every interval."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     plots: bool = typer.Option(True, help="Write PNG plots."),
@@ -612,10 +689,11 @@ def analyze_cmd(
     def body() -> None:
         from irisbench.analysis import analyze_runs
 
+        _refuse_run_folder(out, "analyze")
         named = {}
         for item in runs:
-            name, sep, path = item.partition("=")
-            named[name if sep else Path(item).name] = path if sep else item
+            name, path = parse_named(item)
+            named[name or Path(path).name] = path
         target = out or _default_out("analysis")
         summary = analyze_runs(named, target, n_resamples=n_resamples, seed=seed, make_plots=plots)
         table = Table(title="tables written")
@@ -633,12 +711,12 @@ def analyze_cmd(
     _guard(body)
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 def report_cmd(
     runs: list[str] = typer.Argument(..., help="Eval run folders as LABEL=PATH (or PATH: the folder name is the "
                                                "label). Give one label several times for several suites/splits."),
     base: str = typer.Option(None, help="The label deltas are computed against (default: none)."),
-    out: Path = typer.Option(None, help="Report folder (default: a new folder under results/)."),
+    out: Path = typer.Option(None, help="Report folder (default: a new folder under results/runs/)."),
     title: str = typer.Option("irisbench report", help="Report title."),
     gallery_prompts: int = typer.Option(24, help="Prompts shown side by side in the HTML gallery."),
 ) -> None:
@@ -647,10 +725,11 @@ def report_cmd(
     def body() -> None:
         from irisbench.report import RunRef, build_report, render_rich
 
+        _refuse_run_folder(out, "report")
         refs = []
         for item in runs:
-            label, sep, path = item.partition("=")
-            refs.append(RunRef(label, path) if sep else RunRef(Path(item).name, item))
+            label, path = parse_named(item)
+            refs.append(RunRef(label or Path(path).name, path))
         target = out or _default_out("report")
         paths = build_report(refs, target, base=base, title=title, gallery_prompts=gallery_prompts)
         console.print(render_rich(paths["table"]))

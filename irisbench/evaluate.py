@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.policies.base import derive_seed
 
 
@@ -63,7 +64,7 @@ class EvalOptions:
     allow_config_change: bool = False  # resume with changes that leave the images alone (the metrics block)
 
 
-class EvalError(ValueError):
+class EvalError(IrisbenchError, ValueError):
     """An evaluation that cannot run as asked (the message says why and what to do)."""
 
 
@@ -417,7 +418,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             "seed": opts.seed,
             "counts": {**counts, "resumed": len(done), "generated_now": generated, "processes": world_size,
                        **plan.counts_extra},
-            "scores": summarize(suite.protocol, records, n_resamples=opts.n_resamples, seed=opts.seed),
+            "scores": summarize(suite, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "official": official,
             "timing": {"seconds": round(elapsed, 3),
                        "images_per_s": round(generated / elapsed, 2) if generated and elapsed > 0 else None},
@@ -499,13 +500,14 @@ def _scorer_entry(suite: Any, world: str) -> Any:
 
 def _generate(source, scorer, items, pending, writer, root: Path, opts: EvalOptions, progress: bool,
               resumed: int, metrics: Any = None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from irisbench.layouts import link_or_copy
+    from irisbench.progress import progress_bar
 
     total = len(pending) + resumed
-    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress, transient=False) as bar:
+    with progress_bar(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=not progress, label="eval") as bar:
         task = bar.add_task("eval", total=total, completed=resumed)
         for start in range(0, len(pending), opts.batch_size):
             batch = pending[start : start + opts.batch_size]
@@ -548,22 +550,35 @@ def _generate(source, scorer, items, pending, writer, root: Path, opts: EvalOpti
             bar.advance(task, len(batch))
 
 
-def summarize(protocol: str, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
-    """Aggregate per-image records by the protocol's rule (GenEval: accuracy; CompBench: mean score).
+def summarize(suite: Any, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
+    """Aggregate per-image records as the suite's ``metric_list`` declares (``irisbench.suites``).
+
+    ``suite``: a ``Suite`` (or a protocol name, for its default list). The first entry is the headline
+    (``mean_of_tag_means`` of ``correct`` for GenEval, of ``score`` for CompBench); later entries add
+    figures beside it (CompBench's IRIS-style mean of 6). ``out["metric_list"]`` records what was used.
 
     Records are taken in (prompt, sample) order, so the bootstrap intervals do not depend on the order the
-    records file was written in (several processes, resumed runs)."""
-    from irisbench.stats import geneval_summary, score_summary
+    records file was written in (several processes, resumed runs).
+    """
+    from irisbench.stats import geneval_summary
+    from irisbench.suites import DEFAULT_METRIC_LIST
 
     records = sorted(records, key=lambda r: (r["prompt_index"], r["sample_index"]))
 
-    if protocol == "geneval":
-        return geneval_summary(records, n_resamples=n_resamples, seed=seed)
-    out = score_summary(records, n_resamples=n_resamples, seed=seed)
-    from irisbench.protocols.compbench import MEAN_OF_6, MEAN_OF_6_LABEL
+    metric_list = suite.metric_list if hasattr(suite, "metric_list") else DEFAULT_METRIC_LIST[suite]
+    head = metric_list[0]
+    out = geneval_summary(records, n_resamples=n_resamples, seed=seed, value=head.metric)
+    out["metric_list"] = [dict(vars(m)) for m in metric_list]
+    if head.metric == "score":
+        out["overall_label"] = "mean of categories present"
+    for extra in metric_list[1:]:
+        if extra.aggregation == "compbench_mean_of_6":
+            from irisbench.protocols.compbench import MEAN_OF_6, MEAN_OF_6_LABEL
 
-    missing = [c for c in MEAN_OF_6 if c not in out["tags"]]
-    out["overall_label"] = "mean of categories present"
-    out[MEAN_OF_6_LABEL] = None if missing else float(np.mean([out["tags"][c]["score"] for c in MEAN_OF_6]))
-    out["mean_of_6_missing"] = missing
+            missing = [c for c in MEAN_OF_6 if c not in out["tags"]]
+            out[MEAN_OF_6_LABEL] = None if missing else float(np.mean([out["tags"][c]["score"] for c in MEAN_OF_6]))
+            out["mean_of_6_missing"] = missing
+        else:  # a second mean_of_tag_means, of another per-image field
+            other = geneval_summary(records, n_resamples=n_resamples, seed=seed, value=extra.metric)
+            out.setdefault("extra", {})[extra.metric] = {"overall": other["overall"], "tags": other["tags"]}
     return out

@@ -26,6 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from irisbench.errors import UsageError
+
 REFERENCE_POLICIES = ("oracle", "random")
 README_BEGIN = "<!-- experiment:begin -->"
 README_END = "<!-- experiment:end -->"
@@ -67,7 +69,7 @@ def selected_steps(run: Path) -> tuple[int, int]:
         best = select_checkpoint(run, "best-val", test_split=None)["step"]
         last = select_checkpoint(run, "last", test_split=None)["step"]
     except AnalysisError as e:
-        raise ValueError(f"{run}: no val evaluation to select a checkpoint with ({e})") from None
+        raise UsageError(f"{run}: no val evaluation to select a checkpoint with ({e})") from None
     return best, last
 
 
@@ -149,7 +151,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nreport: {report['html']}")
     if publish_readme is not None:
-        publish(publish_readme, md, report, train_runs, out)
+        publish(publish_readme, md, report, train_runs, out, evals)
     return summary
 
 
@@ -234,26 +236,39 @@ def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
     return table
 
 
-def publish(readme: Path, md: str, report: dict[str, Any], train_runs: dict[str, Path], out: Path) -> None:
-    """Replace the README's experiment block with the fresh table, and copy the plots next to it."""
+PUBLISHED = Path("results") / "experiment"  # beside the README: the published tables and plots (tracked)
+
+
+def publish(readme: Path, md: str, report: dict[str, Any], train_runs: dict[str, Path], out: Path,
+            evals: dict[str, dict[str, Path]] | None = None) -> dict[str, Path]:
+    """Write the published experiment under ``results/experiment/`` beside the README (tidy score tables
+    as CSV and Parquet, the plots) and replace the README's experiment block, whose images link there.
+    Returns the tidy tables' paths (none without ``evals``)."""
     import shutil
+
+    from irisbench.report.tidy import write_tidy
 
     text = readme.read_text(encoding="utf-8")
     if README_BEGIN not in text or README_END not in text:
-        return
-    docs = readme.parent / "docs" / "experiment"
-    docs.mkdir(parents=True, exist_ok=True)
+        return {}
+    folder = readme.parent / PUBLISHED
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = write_tidy(evals, folder) if evals else {}
+    link = PUBLISHED.as_posix()
     images = []
     for png in report.get("plots", []):
-        target = docs / Path(png).name
+        target = folder / Path(png).name
         shutil.copyfile(png, target)
-        images.append(f"![{target.stem}](docs/experiment/{target.name})")
-    curves = _training_plot(train_runs, docs / "training_dynamics.png")
-    if curves:
-        images.append("![training dynamics](docs/experiment/training_dynamics.png)")
+        images.append(f"![{target.stem}]({link}/{target.name})")
+    if train_runs and _training_plot(train_runs, folder / "training_dynamics.png"):
+        images.append(f"![training dynamics]({link}/training_dynamics.png)")
+    if tables:
+        images.append(f"Tidy tables (one row per run, suite, split and tag): [{link}/scores.csv]({link}/scores.csv), "
+                      f"[{link}/scores.parquet]({link}/scores.parquet).")
     block = f"{README_BEGIN}\n{md}\n" + "\n".join(images) + f"\n{README_END}"
     pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+    return tables
 
 
 def _training_plot(train_runs: dict[str, Path], path: Path) -> bool:

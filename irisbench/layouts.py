@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 GENEVAL_LAYOUT = "<DIR>/<00000>/metadata.jsonl + <DIR>/<00000>/samples/<k>.png (GenEval)"
 COMPBENCH_LAYOUT = "<DIR>/samples/{prompt}_{NNNNNN}.png or <DIR>/<category>/samples/... (T2I-CompBench)"
 RUN_LAYOUT = "an irisbench eval run folder (run.json, records.jsonl, images/)"
@@ -44,7 +46,7 @@ _SAMPLE_RE = re.compile(r"^(\d+)\.png$")
 _COMPBENCH_RE = re.compile(r"^(.*)_(\d+)\.png$")
 
 
-class LayoutError(ValueError):
+class LayoutError(IrisbenchError, ValueError):
     """A folder that cannot be read as images for the suite (the message names the path and what was expected)."""
 
 

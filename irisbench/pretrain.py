@@ -32,6 +32,7 @@ import numpy as np
 
 from irisbench import checkpoints
 from irisbench.checkpoints import OPTIMIZER_FILE, STATE_FILE, complete_checkpoints, load_optimizer, trim_metrics
+from irisbench.errors import IrisbenchError
 
 METRICS = "metrics.jsonl"
 STATE_FORMAT = "irisbench.pretrain-state"
@@ -40,7 +41,7 @@ IGNORE = -100
 RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every", "num_threads", "keep_last"})
 
 
-class PretrainError(ValueError):
+class PretrainError(IrisbenchError, ValueError):
     """A bad pretraining config, or an output folder that cannot be resumed."""
 
 
@@ -271,13 +272,15 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
 
     last = existing[-1][1] if existing else None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from irisbench.progress import progress_bar
 
     columns = (TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}  {task.fields[sps]:.2f} s/step"),
                TimeRemainingColumn())
     window: list[float] = []
-    with Progress(*columns, disable=not progress) as bar, open(metrics_path, "a") as mf:
+    with progress_bar(*columns, disable=not progress, label="pretrain") as bar, open(metrics_path, "a") as mf:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start_step, loss=float("nan"),
                             lr=scheduler.get_last_lr()[0], sps=float("nan"))
         for step in range(start_step, cfg.steps):

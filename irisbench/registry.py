@@ -6,14 +6,19 @@ an unknown name raises ``UnknownNameError`` with "did you mean" suggestions.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from irisbench.errors import IrisbenchError, did_you_mean
 
-class UnknownNameError(ValueError):
+
+class UnknownNameError(IrisbenchError, ValueError):
     """A name that is not registered; the message lists close matches and the valid names."""
+
+
+class NotBuiltError(IrisbenchError, NotImplementedError):
+    """A registered name whose implementation is planned, not built."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class Entry:
 
     def load(self) -> Any:
         if not self.available:
-            raise NotImplementedError(f"{self.name!r} is registered but not built yet: {self.summary}")
+            raise NotBuiltError(f"{self.name!r} is registered but not built yet: {self.summary}")
         module, _, attr = self.target.partition(":")
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
@@ -38,6 +43,10 @@ class Registry:
     def __init__(self, kind: str, entries: list[Entry]):
         self.kind = kind
         self._entries = {e.name: e for e in entries}
+
+    @property
+    def plural(self) -> str:
+        return plural(self.kind)
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -58,9 +67,13 @@ class Registry:
 
 
 def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}."
+    return (f"unknown {kind} {name!r}.{did_you_mean(name, valid, cutoff=0.5)} "
+            f"Valid {plural(kind)}: {', '.join(valid)}.")
+
+
+def plural(kind: str) -> str:
+    """``policy`` -> ``policies``, ``suite`` -> ``suites``."""
+    return kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
 
 
 POLICIES = Registry(
@@ -101,7 +114,10 @@ METRICS = Registry(
               "per-tag accuracy, overall = unweighted mean of tags, cluster-bootstrap 95% CIs"),
         Entry("compbench", "irisbench.stats:score_summary",
               "per-category mean score, cluster-bootstrap 95% CIs; 'mean of 6 (IRIS-style)' when all six exist"),
-        Entry("clip", "irisbench.metrics.clip_score:clip_score", "CLIP score (open_clip)", available=False),
-        Entry("fid", "irisbench.metrics.fid:fid", "FID / KID (torchmetrics)", available=False),
+        Entry("clip", "irisbench.metrics.clip_score:clip_score",
+              "CLIP score (open_clip or the shipped shapes CLIP): eval --metrics clip"),
+        Entry("fid", "irisbench.metrics.fid:fid",
+              "FID on CLIP or Inception features (torchmetrics): eval --metrics fid"),
+        Entry("kid", "irisbench.metrics.fid:kid", "KID, mean and std over subsets (torchmetrics): eval --metrics kid"),
     ],
 )

@@ -32,7 +32,6 @@ This module imports numpy only (``irisbench ls`` lists ``REWARDS`` without torch
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,14 +39,15 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from irisbench.policies.base import IMAGE, TEXT, Rollout
+from irisbench.errors import IrisbenchError, did_you_mean
+from irisbench.policies.base import Rollout
+from irisbench.uncertainty import masked_mean, part_mask
 
 Stat = Literal["self_certainty", "entropy"]
 Pooling = Literal["tokens", "modality"]
-_MODALITIES: tuple[tuple[str, int], ...] = (("text", TEXT), ("image", IMAGE))
 
 
-class RewardError(ValueError):
+class RewardError(IrisbenchError, ValueError):
     """Base class of reward errors."""
 
 
@@ -169,8 +169,7 @@ class TokenStatReward:
         offsets = {part: 0.0 for part in weights}
         if self.subtract_log_vocab:
             offsets = {p: math.log(v) for p, v in _vocab_sizes(rollout, list(weights), self.name).items()}
-        codes = dict(_MODALITIES)
-        part_masks = {part: mask & (modality == codes[part]) for part in weights}
+        part_masks = {part: part_mask(modality, mask, part) for part in weights}
         for part, pm in part_masks.items():
             bad = ~pm.any(axis=1)
             if self.pooling == "modality" and bad.any():
@@ -181,9 +180,7 @@ class TokenStatReward:
         if self.pooling == "modality":
             out = np.zeros(len(rollout), dtype=np.float64)
             for part, w in weights.items():
-                pm = part_masks[part]
-                total = np.where(pm, values, 0.0).sum(axis=1)
-                out += w * (total / pm.sum(axis=1) - offsets[part])
+                out += w * (masked_mean(values, part_masks[part]) - offsets[part])
             return check_finite(out, self.name)
         weighted = np.zeros_like(values)
         active = np.zeros_like(mask)
@@ -198,30 +195,6 @@ class TokenStatReward:
             )
         out = np.where(active, weighted, 0.0).sum(axis=1) / active.sum(axis=1)
         return check_finite(out, self.name)
-
-
-def SelfCertaintyReward(
-    text_weight: float,
-    image_weight: float,
-    subtract_log_vocab: bool = True,
-    *,
-    pooling: Pooling = "modality",
-    name: str = "self-certainty",
-) -> TokenStatReward:
-    """Self-certainty reward ``w_text * SC_text + w_image * SC_image``: + maximises, - minimises SC."""
-    return TokenStatReward("self_certainty", text_weight, image_weight, subtract_log_vocab, pooling, name)
-
-
-def EntropyReward(
-    text_weight: float,
-    image_weight: float,
-    subtract_log_vocab: bool = False,
-    *,
-    pooling: Pooling = "tokens",
-    name: str = "entropy",
-) -> TokenStatReward:
-    """Entropy reward ``w_text * H_text + w_image * H_image``: + rewards higher entropy, - lower."""
-    return TokenStatReward("entropy", text_weight, image_weight, subtract_log_vocab, pooling, name)
 
 
 def _judge_correct(out: Any, row: int) -> bool:
@@ -365,9 +338,8 @@ REWARDS: dict[str, tuple[RewardFactory, str]] = {
 def make_reward(name: str, **options: Any) -> Reward:
     """One reward by registry name; ``options`` override the preset's fields."""
     if name not in REWARDS:
-        close = difflib.get_close_matches(name, list(REWARDS), n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownRewardError(f"unknown reward {name!r}.{hint} Valid rewards: {', '.join(REWARDS)}")
+        raise UnknownRewardError(f"unknown reward {name!r}.{did_you_mean(name, REWARDS)} "
+                                 f"Valid rewards: {', '.join(REWARDS)}")
     factory = REWARDS[name][0]
     try:
         return factory(**options)

@@ -22,10 +22,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 IMAGE_NEUTRAL_KEYS = ("metrics",)  # top-level config keys an eval run may change on resume
 
 
-class MetricsError(ValueError):
+class MetricsError(IrisbenchError, ValueError):
     """Metrics that could not be computed on a run (the images and records are kept)."""
 
 

@@ -45,6 +45,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError, UsageError
+
 logger = logging.getLogger(__name__)
 
 RUN_MARKER = "run.json"
@@ -57,15 +59,15 @@ DEFAULT_KEY_FIELDS: tuple[str, ...] = ("prompt_index", "sample_index")
 _PARQUET_JSON_META = b"irisbench.json_columns"
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(IrisbenchError, RuntimeError):
     """Another process (or another handle in this process) holds the run's or the records file's lock."""
 
 
-class NotARunError(ValueError):
+class NotARunError(IrisbenchError, ValueError):
     """The folder is not an irisbench run directory (no valid ``run.json``)."""
 
 
-class RecordsCorruptError(ValueError):
+class RecordsCorruptError(IrisbenchError, ValueError):
     """A records file has an invalid line that is not its last line (so not a torn write)."""
 
 
@@ -85,13 +87,13 @@ def to_jsonable(obj: Any, where: str = "value") -> Any:
         return int(obj)
     if isinstance(obj, float):
         if not math.isfinite(obj):
-            raise ValueError(f"{where} is {obj!r}: non-finite floats are not allowed (use null for missing)")
+            raise UsageError(f"{where} is {obj!r}: non-finite floats are not allowed (use null for missing)")
         return float(obj)
     if isinstance(obj, Mapping):
         out = {}
         for k, v in obj.items():
             if not isinstance(k, str):
-                raise ValueError(f"{where} has a non-string key {k!r} ({type(k).__name__}); "
+                raise UsageError(f"{where} has a non-string key {k!r} ({type(k).__name__}); "
                                  "JSON keys must be strings")
             out[k] = to_jsonable(v, f"{where}.{k}")
         return out
@@ -165,14 +167,14 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
 
 def _key_of(rec: Any, key_fields: Sequence[str], where: str) -> tuple:
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
+        raise UsageError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
     missing = [k for k in key_fields if k not in rec]
     if missing:
-        raise ValueError(f"{where}: record lacks key field(s) {missing} (key fields: {list(key_fields)})")
+        raise UsageError(f"{where}: record lacks key field(s) {missing} (key fields: {list(key_fields)})")
     key = tuple(rec[k] for k in key_fields)
     for k, v in zip(key_fields, key, strict=True):
         if not isinstance(v, (int, str)) or isinstance(v, bool):
-            raise ValueError(f"{where}: key field {k!r} must be an int or a string, got {v!r}")
+            raise UsageError(f"{where}: key field {k!r} must be an int or a string, got {v!r}")
     return key
 
 
@@ -235,7 +237,7 @@ class RecordWriter:
         self.path = Path(path)
         self.key_fields = tuple(key_fields)
         if not self.key_fields:
-            raise ValueError("key_fields must name at least one field")
+            raise UsageError("key_fields must name at least one field")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists()
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -271,7 +273,7 @@ class RecordWriter:
             else:
                 raise TypeError(f"key must be a tuple of {self.key_fields}, got {key!r}")
         if len(key) != len(self.key_fields):
-            raise ValueError(f"key {key!r} does not match key fields {self.key_fields}")
+            raise UsageError(f"key {key!r} does not match key fields {self.key_fields}")
         return tuple(to_jsonable(k, "key") for k in key)
 
     def done(self, key: Any) -> bool:
@@ -291,7 +293,7 @@ class RecordWriter:
         """Write a batch durably (one write + fsync). Duplicate keys (in the file or the batch) are refused
         and nothing of the batch is written; so are non-finite floats and non-JSON values."""
         if self._fd is None:
-            raise ValueError(f"{self.path}: writer is closed")
+            raise UsageError(f"{self.path}: writer is closed")
         if self._broken:
             raise RuntimeError(f"{self.path}: writer unusable after a failed write ({self._broken}); "
                                "reopen it")
@@ -301,14 +303,14 @@ class RecordWriter:
         for i, rec in enumerate(records):
             where = f"{self.path}: record {i} of the batch"
             if not isinstance(rec, Mapping):
-                raise ValueError(f"{where}: a record must be a dict, got {type(rec).__name__}")
+                raise UsageError(f"{where}: a record must be a dict, got {type(rec).__name__}")
             rec = to_jsonable(rec, where)
             key = _key_of(rec, self.key_fields, where)
             shown = dict(zip(self.key_fields, key, strict=True))
             if key in self._done:
-                raise ValueError(f"{where}: key {shown} is already written (duplicate)")
+                raise UsageError(f"{where}: key {shown} is already written (duplicate)")
             if key in batch_keys:
-                raise ValueError(f"{where}: key {shown} appears twice in this batch")
+                raise UsageError(f"{where}: key {shown} appears twice in this batch")
             batch_keys.add(key)
             keys.append(key)
             lines.append(json.dumps(rec, allow_nan=False, ensure_ascii=False) + "\n")
@@ -378,7 +380,7 @@ def write_parquet(records_jsonl: str | Path, parquet_path: str | Path,
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             kinds = sorted({type(v).__name__ for v in values if v is not None})
-            raise ValueError(f"{records_jsonl}: field {name!r} mixes value types {kinds} across records; "
+            raise UsageError(f"{records_jsonl}: field {name!r} mixes value types {kinds} across records; "
                              f"cannot store it as one Parquet column ({e})") from None
     table = pa.table(columns)
     table = table.replace_schema_metadata({_PARQUET_JSON_META: json.dumps(json_cols).encode()})
@@ -479,15 +481,15 @@ class RunDir:
         """
         path = Path(path)
         if not kind or not isinstance(kind, str):
-            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+            raise UsageError(f"kind must be a non-empty string, got {kind!r}")
         if path.exists():
             if not path.is_dir():
-                raise ValueError(f"cannot create a run at {path}: it exists and is not a folder")
+                raise UsageError(f"cannot create a run at {path}: it exists and is not a folder")
             if _is_run(path):
-                raise ValueError(f"{path} is already an irisbench run; use RunDir.open_or_create to "
+                raise UsageError(f"{path} is already an irisbench run; use RunDir.open_or_create to "
                                  "resume it")
             if any(path.iterdir()):
-                raise ValueError(f"cannot create a run at {path}: the folder is not empty and is not an "
+                raise UsageError(f"cannot create a run at {path}: the folder is not empty and is not an "
                                  "irisbench run (no run.json); choose a new or empty folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         marker = {"irisbench_run": RUN_FORMAT, "kind": kind, "created": _now_iso()}
@@ -503,7 +505,7 @@ class RunDir:
                 os.rename(tmp, path)  # atomic; replaces an empty folder, fails on a non-empty one
             except OSError as e:
                 if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                    raise ValueError(f"cannot create a run at {path}: it appeared concurrently and is not "
+                    raise UsageError(f"cannot create a run at {path}: it appeared concurrently and is not "
                                      "empty") from None
                 raise
         except BaseException:
@@ -557,12 +559,12 @@ class RunDir:
             return cls.create(path, kind=kind, config=config, env=env)
         run = cls.open(path)
         if run.kind != kind:
-            raise ValueError(f"{path} is a run of kind {run.kind!r}, not {kind!r}")
+            raise UsageError(f"{path} is a run of kind {run.kind!r}, not {kind!r}")
         saved = run.config
         new = _normalise_config(config)
         diff = config_diff(saved, new)
         if diff and not allow_config_change:
-            raise ValueError(f"the config differs from the one saved in {path / CONFIG_FILE}:\n"
+            raise UsageError(f"the config differs from the one saved in {path / CONFIG_FILE}:\n"
                              + "\n".join(diff)
                              + "\nuse a new run folder, or allow the change explicitly (allow_config_change)")
         if diff:
@@ -596,7 +598,7 @@ class RunDir:
         try:
             return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"{p}: cannot read the run's config ({e})") from None
+            raise UsageError(f"{p}: cannot read the run's config ({e})") from None
 
     @property
     def env(self) -> dict:
@@ -604,7 +606,7 @@ class RunDir:
         try:
             return json.loads(p.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: cannot read the run's environment ({e})") from None
+            raise UsageError(f"{p}: cannot read the run's environment ({e})") from None
 
     def records(self, relpath: str | Path, key_fields: Sequence[str] = DEFAULT_KEY_FIELDS) -> RecordWriter:
         """A ``RecordWriter`` for ``<run>/<relpath>`` (e.g. ``eval/geneval/step-100/records.jsonl``)."""
@@ -651,14 +653,14 @@ def _is_run(path: Path) -> bool:
         return False
 
 
-def new_run_path(root: str | Path = "results", prefix: str = "run") -> Path:
+def new_run_path(root: str | Path = "results/runs", prefix: str = "run") -> Path:
     """Reserve a fresh ``<root>/<prefix>-YYYYmmdd-HHMMSS[-N]`` (local time) and return it.
 
     The folder is created empty (``os.mkdir`` is atomic, so concurrent callers get different paths);
     ``RunDir.create`` accepts an empty folder.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prefix or ""):
-        raise ValueError(f"run prefix {prefix!r} must be letters, digits, '.', '_' or '-' "
+        raise UsageError(f"run prefix {prefix!r} must be letters, digits, '.', '_' or '-' "
                          "(no path separators)")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

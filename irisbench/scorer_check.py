@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import UsageError
+
 REAL_SCORERS = ("geneval-mask2former", "compbench-real")
 
 
@@ -51,7 +53,7 @@ def scorer_components(name: str, options: dict[str, Any]) -> list[tuple[str, str
     unknown = [k for k in options if k not in params]
     if unknown:
         valid = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        raise ValueError(f"scorer {name!r} has no option(s) {unknown}; its options: {valid}")
+        raise UsageError(f"scorer {name!r} has no option(s) {unknown}; its options: {valid}")
     value = {k: options.get(k, p.default) for k, p in params.items()}
     if name == "geneval-mask2former":
         return [("detector (Mask2Former)", "detector_model", "transformers-vision", value["detector_model"]),
@@ -61,7 +63,7 @@ def scorer_components(name: str, options: dict[str, Any]) -> list[tuple[str, str
         return [("BLIP-VQA", "blip", "transformers-text", value["blip"]),
                 ("open-vocabulary detector (OWLv2)", "detector", "transformers-text", value["detector"]),
                 ("CLIP", "clip_model, clip_pretrained", "open_clip", (value["clip_model"], value["clip_pretrained"]))]
-    raise ValueError(f"scorer {name!r} loads no model weights; real-model scorers: {', '.join(REAL_SCORERS)}")
+    raise UsageError(f"scorer {name!r} loads no model weights; real-model scorers: {', '.join(REAL_SCORERS)}")
 
 
 def check_transformers_folder(folder: Path, needs_tokenizer: bool) -> list[str]:
@@ -165,11 +167,11 @@ def check_scorers(names: list[str] | None = None, options: dict[str, Any] | None
     for name in names:
         if name not in REAL_SCORERS:
             SCORERS.get(name)  # unknown names raise with did-you-mean
-            raise ValueError(f"scorer {name!r} loads no model weights; real-model scorers: {', '.join(REAL_SCORERS)}")
+            raise UsageError(f"scorer {name!r} loads no model weights; real-model scorers: {', '.join(REAL_SCORERS)}")
     accepted = {name: set(inspect.signature(SCORERS.load(name)).parameters) for name in names}
     unused = [k for k in options if not any(k in a for a in accepted.values())]
     if unused:
-        raise ValueError(f"--scorer-option {unused}: not an option of {', '.join(names)}")
+        raise UsageError(f"--scorer-option {unused}: not an option of {', '.join(names)}")
     out = []
     for name in names:
         mine = {k: v for k, v in options.items() if k in accepted[name]}

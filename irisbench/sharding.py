@@ -33,10 +33,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 PARALLEL_MODES = ("ddp", "fsdp")
 
 
-class ShardingError(ValueError):
+class ShardingError(IrisbenchError, ValueError):
     """A policy that cannot be sharded as asked."""
 
 

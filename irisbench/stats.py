@@ -11,17 +11,24 @@ Departures from the official code: the official script prints no intervals at al
 prompt by its metadata string, here by ``prompt_index``. Intervals use the percentile method (the same as
 ``scipy.stats.bootstrap(method="percentile")``; scipy cannot resample clusters, so the resampling is our
 own, vectorised with numpy). No torch import.
+
+This module is the one home of the cluster bootstrap: ``cluster_draws`` (the resampled prompt indices, in
+bounded chunks), ``ratio_replicates`` (sum/count statistics over them) and ``percentile_interval``; the
+analysis (``irisbench.analysis.records.resampled_weights``) and the report's deltas
+(``irisbench.report.deltas``) draw their replicates through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from irisbench.errors import UsageError
+
 Statistic = str | Callable[[np.ndarray], float]
-_CHUNK_ELEMENTS = 1 << 22  # bound the (replicates x clusters) index matrix to ~32 MB at a time
+CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x width) block to ~32 MB at a time
 
 
 def _cluster_arrays(values_by_cluster: Any, where: str = "values_by_cluster") -> list[np.ndarray]:
@@ -29,42 +36,57 @@ def _cluster_arrays(values_by_cluster: Any, where: str = "values_by_cluster") ->
         values_by_cluster = values_by_cluster.values()
     clusters = list(values_by_cluster)
     if not clusters:
-        raise ValueError(f"{where}: no clusters to resample")
+        raise UsageError(f"{where}: no clusters to resample")
     out = []
     for i, c in enumerate(clusters):
         a = np.asarray(c, dtype=np.float64).reshape(-1)
         if a.size == 0:
-            raise ValueError(f"{where}: cluster {i} has no values")
+            raise UsageError(f"{where}: cluster {i} has no values")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{where}: cluster {i} has a non-finite value")
+            raise UsageError(f"{where}: cluster {i} has a non-finite value")
         out.append(a)
     return out
 
 
 def _check_ci_args(n_resamples: int, confidence: float) -> None:
     if not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+        raise UsageError(f"n_resamples must be a positive integer, got {n_resamples!r}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
 
 
-def _percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(replicates: np.ndarray, confidence: float, *, finite_only: bool = False) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates. ``finite_only``: drop non-finite replicates first
+    (NaN, NaN when none is left)."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    if finite_only:
+        reps = reps[np.isfinite(reps)]
+        if reps.size == 0:
+            return float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
+    lo, hi = np.percentile(reps, [100 * alpha, 100 * (1 - alpha)])
     return float(lo), float(hi)
 
 
-def _resampled_ratio(sums: np.ndarray, counts: np.ndarray, n_resamples: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Per replicate: sum(sums[idx]) / sum(counts[idx]); idx = n draws with replacement from n clusters."""
-    n = sums.shape[0]
-    out = np.empty(n_resamples, dtype=np.float64)
-    step = max(1, _CHUNK_ELEMENTS // n)
+def cluster_draws(n_clusters: int, n_resamples: int, rng: np.random.Generator,
+                  width: int | None = None) -> Iterator[np.ndarray]:
+    """The cluster bootstrap's draws: ``(chunk, n_clusters)`` arrays of cluster indices drawn with
+    replacement, ``n_resamples`` rows in all. Chunks keep ``chunk * width`` (default ``n_clusters``)
+    under ``CHUNK_ELEMENTS``; the draws do not depend on the chunking."""
+    step = max(1, CHUNK_ELEMENTS // max(width or n_clusters, 1))
     for start in range(0, n_resamples, step):
-        stop = min(n_resamples, start + step)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    return out
+        yield rng.integers(0, n_clusters, size=(min(step, n_resamples - start), n_clusters))
+
+
+def ratio_of(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per row of ``idx``: ``sum(sums[idx]) / sum(counts[idx])`` (a mean over the drawn clusters' images)."""
+    return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+
+
+def ratio_replicates(sums: np.ndarray, counts: np.ndarray, n_resamples: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of ``sum(sums) / sum(counts)`` under the cluster bootstrap over the clusters."""
+    return np.concatenate([ratio_of(sums, counts, idx) for idx in cluster_draws(sums.shape[0], n_resamples, rng)])
 
 
 def bootstrap_replicates(values_by_cluster: Any, statistic: Statistic = "mean", n_resamples: int = 2000,
@@ -76,15 +98,15 @@ def bootstrap_replicates(values_by_cluster: Any, statistic: Statistic = "mean", 
     if statistic == "mean":
         sums = np.array([c.sum() for c in clusters])
         counts = np.array([c.size for c in clusters], dtype=np.float64)
-        return _resampled_ratio(sums, counts, n_resamples, rng)
+        return ratio_replicates(sums, counts, n_resamples, rng)
     if statistic == "cluster_mean":
         means = np.array([c.mean() for c in clusters])
-        return _resampled_ratio(means, np.ones_like(means), n_resamples, rng)
+        return ratio_replicates(means, np.ones_like(means), n_resamples, rng)
     if callable(statistic):
         n = len(clusters)
         return np.array([float(statistic(np.concatenate([clusters[j] for j in rng.integers(0, n, size=n)])))
                          for _ in range(n_resamples)])
-    raise ValueError(f"statistic must be 'mean', 'cluster_mean' or a callable, got {statistic!r}")
+    raise UsageError(f"statistic must be 'mean', 'cluster_mean' or a callable, got {statistic!r}")
 
 
 def bootstrap_ci(values_by_cluster: Any, statistic: Statistic = "mean", n_resamples: int = 2000,
@@ -100,7 +122,7 @@ def bootstrap_ci(values_by_cluster: Any, statistic: Statistic = "mean", n_resamp
     """
     _check_ci_args(n_resamples, confidence)
     reps = bootstrap_replicates(values_by_cluster, statistic, n_resamples, seed)
-    return _percentile_interval(reps, confidence)
+    return percentile_interval(reps, confidence)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,7 +134,7 @@ def _as_correct(v: Any, where: str) -> float:
         return float(bool(v))
     if isinstance(v, (int, np.integer)) and int(v) in (0, 1):
         return float(v)
-    raise ValueError(f"{where}: 'correct' must be a bool (or 0/1), got {v!r}")
+    raise UsageError(f"{where}: 'correct' must be a bool (or 0/1), got {v!r}")
 
 
 def _columns(records: Any) -> list[dict]:
@@ -123,7 +145,7 @@ def _columns(records: Any) -> list[dict]:
 
 def _as_score(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) <= 1:
-        raise ValueError(f"{where}: 'score' must be a number in [0, 1], got {v!r}")
+        raise UsageError(f"{where}: 'score' must be a number in [0, 1], got {v!r}")
     return float(v)
 
 
@@ -160,26 +182,26 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
     tag_of_prompt: dict[Any, tuple[str, int]] = {}
     wanted = None if tags is None else list(tags)
     if wanted is not None and len(set(wanted)) != len(wanted):
-        raise ValueError(f"tags has duplicates: {wanted}")
+        raise UsageError(f"tags has duplicates: {wanted}")
     excluded = 0
     for i, r in enumerate(rows):
         where = f"record {i}" + (f" (prompt_index={r.get('prompt_index')!r}, sample_index="
                                  f"{r.get('sample_index')!r})" if isinstance(r, Mapping) else "")
         if not isinstance(r, Mapping):
-            raise ValueError(f"{where}: a record must be a dict, got {type(r).__name__}")
+            raise UsageError(f"{where}: a record must be a dict, got {type(r).__name__}")
         for field in ("tag", "prompt_index", value):
             if field not in r:
-                raise ValueError(f"{where}: missing field {field!r}")
+                raise UsageError(f"{where}: missing field {field!r}")
         tag, prompt = r["tag"], r["prompt_index"]
         if not isinstance(tag, str):
-            raise ValueError(f"{where}: 'tag' must be a string, got {tag!r}")
+            raise UsageError(f"{where}: 'tag' must be a string, got {tag!r}")
         if isinstance(prompt, (np.integer,)):
             prompt = int(prompt)
         if not isinstance(prompt, (int, str)) or isinstance(prompt, bool):
-            raise ValueError(f"{where}: 'prompt_index' must be an int or a string, got {prompt!r}")
+            raise UsageError(f"{where}: 'prompt_index' must be an int or a string, got {prompt!r}")
         correct = _as_correct(r["correct"], where) if value == "correct" else _as_score(r[value], where)
         if prompt in tag_of_prompt and tag_of_prompt[prompt][0] != tag:
-            raise ValueError(f"{where}: prompt_index {prompt!r} has tag {tag!r} but record "
+            raise UsageError(f"{where}: prompt_index {prompt!r} has tag {tag!r} but record "
                              f"{tag_of_prompt[prompt][1]} gives it tag {tag_of_prompt[prompt][0]!r}")
         tag_of_prompt.setdefault(prompt, (tag, i))
         if wanted is not None and tag not in wanted:
@@ -188,10 +210,10 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
         by_tag.setdefault(tag, {}).setdefault(prompt, []).append(correct)
     order = wanted if wanted is not None else list(by_tag)
     if not order:
-        raise ValueError("geneval_summary: no records to score")
+        raise UsageError("geneval_summary: no records to score")
     missing = [t for t in order if t not in by_tag]
     if missing:
-        raise ValueError(f"geneval_summary: no records for tag(s) {missing} (tags present: {sorted(by_tag)})")
+        raise UsageError(f"geneval_summary: no records for tag(s) {missing} (tags present: {sorted(by_tag)})")
 
     rng = np.random.default_rng(seed)
     tag_out: dict[str, dict[str, Any]] = {}
@@ -208,8 +230,8 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
                                  "n_images": n_img, "n_prompts": len(clusters),
                                  "correct_prompts_fraction": any_correct / len(clusters)}
         if n_resamples:
-            reps = _resampled_ratio(sums, counts, n_resamples, rng)
-            entry["ci_low"], entry["ci_high"] = _percentile_interval(reps, confidence)
+            reps = ratio_replicates(sums, counts, n_resamples, rng)
+            entry["ci_low"], entry["ci_high"] = percentile_interval(reps, confidence)
             tag_reps.append(reps)
         tag_out[t] = entry
         all_images += n_img
@@ -220,7 +242,7 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
                                "ci_low": None, "ci_high": None,
                                "n_images": all_images, "n_prompts": all_prompts}
     if n_resamples:
-        overall["ci_low"], overall["ci_high"] = _percentile_interval(np.mean(tag_reps, axis=0), confidence)
+        overall["ci_low"], overall["ci_high"] = percentile_interval(np.mean(tag_reps, axis=0), confidence)
     return {
         "overall": overall,
         "tags": tag_out,
@@ -238,5 +260,5 @@ def count_check(expected: int, actual: int) -> dict[str, Any]:
     """``{"expected", "actual", "complete"}``: complete only when exactly the expected number is present."""
     for name, v in (("expected", expected), ("actual", actual)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"count_check: {name} must be a non-negative integer, got {v!r}")
+            raise UsageError(f"count_check: {name} must be a non-negative integer, got {v!r}")
     return {"expected": int(expected), "actual": int(actual), "complete": int(expected) == int(actual)}

@@ -8,18 +8,17 @@ Unknown keys are refused by name, so a typo never silently trains the default.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from irisbench.errors import IrisbenchError, UsageError, did_you_mean, parse_key_value
 from irisbench.sharding import PARALLEL_MODES
+from irisbench.specs import read_spec, spec_names
 
 
-class ConfigError(ValueError):
+class ConfigError(IrisbenchError, ValueError):
     """A config that cannot be used; the message names the file and field."""
 
 
@@ -154,29 +153,17 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _presets_folder() -> Any:
+    return resources.files("irisbench") / "configs"
+
+
 def preset_names() -> list[str]:
-    root = resources.files("irisbench") / "configs"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return spec_names(_presets_folder())
 
 
 def _read_yaml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        names = preset_names()
-        if str(name_or_path) not in names:
-            close = difflib.get_close_matches(str(name_or_path), names, n=3)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"unknown config preset {str(name_or_path)!r}.{hint} Presets: {', '.join(names)}")
-        text = (resources.files("irisbench") / "configs" / f"{name_or_path}.yaml").read_text(encoding="utf-8")
-        where = f"configs/{name_or_path}.yaml"
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    raw, where = read_spec(name_or_path, _presets_folder(), "config preset", ConfigError, "configs/")
+    raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of config fields, got {type(raw).__name__}")
     return raw, where
@@ -187,8 +174,7 @@ def _check_keys(raw: dict[str, Any], where: str) -> None:
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, FIELD_NAMES, n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints.append(f"{k!r}" + (f" ({hint.strip()})" if (hint := did_you_mean(k, FIELD_NAMES, n=1)) else ""))
         raise ConfigError(f"{where}: unknown config key(s): {', '.join(hints)}")
 
 
@@ -206,16 +192,41 @@ def load_preset(name_or_path: str | Path, _seen: tuple[str, ...] = ()) -> dict[s
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` with the value parsed as YAML (so numbers, lists and null work)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form key=value")
-    key, _, value = item.partition("=")
-    key = key.strip()
-    _check_keys({key: None}, "override")
+    """``key=value`` with the value parsed as YAML (so numbers, lists and null work).
+
+    ``key`` may be dotted (``policy_options.max_plan_tokens=1``): its first part must be a config field
+    holding a mapping; ``apply_override`` sets the nested entry and keeps the mapping's other entries.
+    """
     try:
-        return key, yaml.safe_load(value)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        key, value = parse_key_value(item, "override", numbers=False)
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
+    _check_keys({key.split(".", 1)[0]: None}, "override")
+    return key, value
+
+
+def apply_override(values: dict[str, Any], key: str, value: Any, where: str = "override") -> None:
+    """Set ``values[key] = value``; a dotted key sets an entry inside a mapping field (copied, not shared)."""
+    head, *path = key.split(".")
+    if not path:
+        values[head] = value
+        return
+    if any(not part for part in path):
+        raise ConfigError(f"{where} {key!r}: empty part in a dotted key")
+    node = values.get(head)
+    if node is None:
+        node = {}
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where} {key!r}: field {head!r} holds {type(node).__name__}, not a mapping; "
+                          f"dotted keys only reach into mapping fields")
+    root = node = dict(node)
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is not None and not isinstance(child, dict):
+            raise ConfigError(f"{where} {key!r}: {part!r} holds {type(child).__name__}, not a mapping")
+        node[part] = node = dict(child or {})
+    node[path[-1]] = value
+    values[head] = root
 
 
 def resolve_config(preset: str | Path | None = "iris-shapes",
@@ -226,7 +237,8 @@ def resolve_config(preset: str | Path | None = "iris-shapes",
         _check_keys(overrides, "overrides")
         values.update(overrides)
     else:
-        values.update(dict(parse_override(o) for o in overrides))
+        for o in overrides:
+            apply_override(values, *parse_override(o))
     values = {k: _coerce(k, v, "config") for k, v in values.items()}
     try:
         cfg = TrainConfig(**values)

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from irisbench.distributed import Dist
+from irisbench.errors import IrisbenchError
 from irisbench.policies.base import IMAGE, TEXT, Rollout, TokenLogits, TrainablePolicy, derive_seed
 from irisbench.train_config import TrainConfig
 
@@ -59,7 +60,7 @@ METRICS_DIR = "train"
 TIMING_KEYS = ("s_per_step", "t_sample", "t_reward", "t_forward", "t_backward", "t_optimizer", "elapsed_s", "time")
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(IrisbenchError, RuntimeError):
     """Non-finite logits, rewards or loss: the run stops; the last good checkpoint is kept."""
 
 
@@ -479,9 +480,10 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------------------------ the loop
     def train(self) -> Path:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
         from irisbench.checkpoints import trim_metrics
+        from irisbench.progress import progress_bar
 
         self._setup()
         cfg = self.cfg
@@ -494,7 +496,7 @@ class GRPOTrainer:
                               "{task.fields[s]:.2f} s/step"),
                    TimeRemainingColumn())
         lock = self.run.lock() if self.dist.main else contextlib.nullcontext()
-        with lock, Progress(*columns, disable=not (self.progress and self.dist.main)) as bar:
+        with lock, progress_bar(*columns, disable=not (self.progress and self.dist.main), label="grpo") as bar:
             task = bar.add_task("grpo", total=cfg.steps, completed=self.start_step, r=float("nan"),
                                 sc=float("nan"), s=float("nan"))
             with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:

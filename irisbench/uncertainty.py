@@ -11,25 +11,31 @@ IRIS code keeps the ``+log|V|`` offset inside each token's value (``logsumexp - 
 form is ``self_certainty(z, subtract_log_vocab=False)`` and is what ``Rollout.self_certainty``
 stores (see ``irisbench/policies/base.py``).
 
-Masked aggregation: ``masked_mean`` returns NaN (not 0) for an empty mask, so an absent part (e.g. a
-sample with no chain-of-thought text) can never pass for a zero reward; callers that need a value
-must check for it (``irisbench.rewards`` raises).
+Masked aggregation (numpy, no torch: the rewards, rollouts' record summaries and the trainer's
+logged means all use it): ``masked_mean`` returns NaN (not 0) for an empty mask, so an absent part
+(e.g. a sample with no chain-of-thought text) can never pass for a zero reward; callers that need a
+value must check for it (``irisbench.rewards`` raises). ``per_sample`` / ``modality_means`` are the
+one per-modality mean of per-token values.
 
 Logits of ``-inf`` (a top-k or banned-token mask applied before the statistics) make ``mean(z)``
 infinite, so SC is ``+inf`` (KL(U || pi) really is infinite when pi has zeros): compute the
 statistics from the unmasked logits. Entropy treats ``-inf`` logits as zero-probability tokens.
 
-This module imports torch at import time: import it only from code that needs it.
+torch is imported inside the functions that take logits, so the masked means stay importable
+without it (``irisbench ls`` lists the rewards without torch).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+import numpy as np
 
 from irisbench.policies.base import IMAGE, TEXT
+
+if TYPE_CHECKING:
+    import torch
 
 Part = Literal["text", "image", "all"]
 PARTS: tuple[str, ...] = ("text", "image", "all")
@@ -51,6 +57,8 @@ def self_certainty(logits: torch.Tensor, *, subtract_log_vocab: bool = True) -> 
     ``subtract_log_vocab=False`` returns IRIS's as-coded ``logsumexp(z) - mean(z)`` (offset by
     ``log|V|``). Output shape: ``logits.shape[:-1]``.
     """
+    import torch
+
     d = _shifted(logits)
     sc = torch.logsumexp(d, dim=-1) - d.mean(dim=-1)
     if subtract_log_vocab:
@@ -60,6 +68,8 @@ def self_certainty(logits: torch.Tensor, *, subtract_log_vocab: bool = True) -> 
 
 def _entropy_from_shifted(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities, entropy) from max-shifted fp32 logits."""
+    import torch
+
     logp = d - torch.logsumexp(d, dim=-1, keepdim=True)
     p = logp.exp()
     plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
@@ -81,6 +91,8 @@ def token_stats(
     ``sc_raw = logsumexp(z) - mean(z)`` (the offset kept, as ``Rollout.self_certainty`` stores it)
     and the entropy.
     """
+    import torch
+
     if tuple(chosen.shape) != tuple(logits.shape[:-1]):
         raise ValueError(
             f"chosen has shape {tuple(chosen.shape)}, expected logits.shape[:-1] = {tuple(logits.shape[:-1])}"
@@ -94,37 +106,46 @@ def token_stats(
     return logp, sc_raw, ent
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` is true along ``dim``; NaN where the mask is empty.
+def masked_mean(values: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean of ``values`` where ``mask`` is true along ``axis``, float64; NaN where the mask is empty.
 
-    Values at masked-out positions are ignored even if they are inf/NaN (padding). Computed in
-    float64 for float64 input, else float32.
+    Values at masked-out positions are ignored even if they are inf/NaN (padding). Accepts numpy
+    arrays or CPU tensors.
     """
+    values, mask = np.asarray(values, dtype=np.float64), np.asarray(mask, dtype=bool)
     if values.shape != mask.shape:
-        raise ValueError(f"values shape {tuple(values.shape)} != mask shape {tuple(mask.shape)}")
-    m = mask.bool()
-    dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
-    v = torch.where(m, values.to(dtype), torch.zeros((), dtype=dtype, device=values.device))
-    count = m.sum(dim=dim).to(dtype)
-    total = v.sum(dim=dim)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+        raise ValueError(f"values shape {values.shape} != mask shape {mask.shape}")
+    total = np.where(mask, values, 0.0).sum(axis=axis)
+    count = mask.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def part_mask(modality: torch.Tensor, mask: torch.Tensor, part: Part) -> torch.Tensor:
+def part_mask(modality: np.ndarray, mask: np.ndarray, part: Part) -> np.ndarray:
     """Boolean mask of the real tokens of one part: ``"text"``, ``"image"`` or ``"all"``."""
+    modality, mask = np.asarray(modality), np.asarray(mask, dtype=bool)
     if part == "text":
-        return mask.bool() & (modality == TEXT)
+        return mask & (modality == TEXT)
     if part == "image":
-        return mask.bool() & (modality == IMAGE)
+        return mask & (modality == IMAGE)
     if part == "all":
-        return mask.bool()
+        return mask
     raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
 
 
-def per_sample(values: torch.Tensor, modality: torch.Tensor, mask: torch.Tensor, part: Part) -> torch.Tensor:
+def per_sample(values: np.ndarray, modality: np.ndarray, mask: np.ndarray, part: Part) -> np.ndarray:
     """Per-row (B,) mean of (B, T) token ``values`` over one part; NaN for rows without such tokens."""
-    if values.dim() != 2:
-        raise ValueError(f"values must be (B, T), got shape {tuple(values.shape)}")
-    if modality.shape != values.shape:
-        raise ValueError(f"modality shape {tuple(modality.shape)} != values shape {tuple(values.shape)}")
-    return masked_mean(values, part_mask(modality, mask, part), dim=-1)
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (B, T), got shape {values.shape}")
+    if np.shape(modality) != values.shape:
+        raise ValueError(f"modality shape {np.shape(modality)} != values shape {values.shape}")
+    return masked_mean(values, part_mask(modality, mask, part), axis=-1)
+
+
+def modality_means(values: np.ndarray, modality: np.ndarray, mask: np.ndarray,
+                   parts: tuple[str, ...] = ("text", "image")) -> dict[str, float]:
+    """Means of token ``values`` over each part across ALL rows (a batch's logged statistic); NaN for a
+    part without tokens."""
+    values, modality, mask = np.asarray(values), np.asarray(modality), np.asarray(mask, dtype=bool)
+    return {p: float(masked_mean(values.reshape(-1), part_mask(modality, mask, p).reshape(-1))) for p in parts}

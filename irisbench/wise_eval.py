@@ -247,7 +247,7 @@ def summarize_wise(records: Sequence[dict], protocol: str, *, n_resamples: int =
     ``scores["overall"]``: the weighted overall and its CI (each replicate weights the categories' replicates),
     both None unless all 1000 ids have a parsed score.
     """
-    from irisbench.stats import _percentile_interval, bootstrap_replicates
+    from irisbench.stats import percentile_interval, bootstrap_replicates
 
     cats = categories(protocol)
     summary = legacy_summary(records) if protocol == "legacy" else verified_summary(records)
@@ -266,13 +266,13 @@ def summarize_wise(records: Sequence[dict], protocol: str, *, n_resamples: int =
                "weight": c.weight}
         if values[c.name] and n_resamples:
             reps[c.name] = bootstrap_replicates([[v] for v in values[c.name]], "mean", n_resamples, rng)
-            out["ci_low"], out["ci_high"] = _percentile_interval(reps[c.name], confidence)
+            out["ci_low"], out["ci_high"] = percentile_interval(reps[c.name], confidence)
         tags[c.name] = out
     overall: dict[str, Any] = {"score": summary["overall"], "ci_low": None, "ci_high": None,
                                "n_images": summary["n_scored"], "note": summary["note"]}
     if summary["overall"] is not None and n_resamples:
         combined = sum(c.weight * reps[c.name] for c in cats)
-        overall["ci_low"], overall["ci_high"] = _percentile_interval(combined, confidence)
+        overall["ci_low"], overall["ci_high"] = percentile_interval(combined, confidence)
     return {
         "label": summary["label"],
         "value": "WiScore = (0.7 consistency + 0.2 realism + 0.1 aesthetic) / 2" if protocol == "legacy"

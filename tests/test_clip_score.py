@@ -135,7 +135,7 @@ def test_weights_file_roundtrip_and_pickle_policy(tiny_clip, tmp_path):
 
 
 def test_unknown_names_and_uncached_tags():
-    with pytest.raises(ClipLoadError, match="unknown CLIP backbone 'ViT-B-31'.*did you mean"):
+    with pytest.raises(ClipLoadError, match="unknown CLIP backbone 'ViT-B-31'.*Did you mean"):
         load_clip("ViT-B-31", None)
     with pytest.raises(ClipLoadError, match="neither an existing file nor a pretrained tag of 'ViT-B-32'"):
         load_clip("ViT-B-32", "no-such-tag")

@@ -19,12 +19,12 @@ from perception_tiny import (  # noqa: E402
     register_tiny_open_clip,
 )
 
+from irisbench.protocols.compbench import pre_question  # noqa: E402
 from irisbench.scorers.compbench_real import (  # noqa: E402
     BlipVQA,
     BoxDetection,
     ClipCosine,
     OpenVocabDetector,
-    pre_question,
 )
 from irisbench.scorers.geneval_real import PerceptionError  # noqa: E402
 

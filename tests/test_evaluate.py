@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -78,10 +77,39 @@ def test_val_and_test_splits_never_share_seeds(tmp_path: Path) -> None:
     assert not {r["seed"] for r in _records(tmp_path / "v")} & {r["seed"] for r in _records(tmp_path / "t")}
 
 
+def test_every_image_of_a_prompt_gets_its_own_seed_and_draw(tmp_path: Path) -> None:
+    """Per-image seeds come from (base, suite/split, prompt, SAMPLE): images of one prompt differ."""
+    run = tmp_path / "run"
+    evaluate(EvalOptions(policy="random", limit=3, images_per_prompt=3, batch_size=4), run, progress=False)
+    recs = _records(run)
+    for p in range(3):
+        mine = [r for r in recs if r["prompt_index"] == p]
+        assert len({r["seed"] for r in mine}) == 3, mine
+        assert len({(run / r["image"]).read_bytes() for r in mine}) == 3, "two samples of a prompt drew the same image"
+    assert len({r["seed"] for r in recs}) == 9
+
+
+# The child evaluates through a policy that stalls inside its sample() call after ``stall_after`` batches
+# (printing "stalled"), so the parent kills it at a known point in the middle of the run, never after it.
 _CHILD = """
-import sys
+import sys, time
 from irisbench.evaluate import EvalOptions, evaluate
-evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), sys.argv[1], progress=False)
+from irisbench.policies import load_policy
+
+class Stalling:
+    def __init__(self, inner, stall_after):
+        self.inner, self.calls, self.stall_after = inner, 0, stall_after
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def sample(self, *args, **kwargs):
+        if self.calls == self.stall_after:
+            print("stalled", flush=True)
+            time.sleep(600)
+        self.calls += 1
+        return self.inner.sample(*args, **kwargs)
+
+evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), sys.argv[1],
+         policy=Stalling(load_policy("oracle"), int(sys.argv[2])), progress=False)
 """
 
 
@@ -89,13 +117,21 @@ evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), sys.argv[1], prog
 def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path: Path) -> None:
     ref = evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), tmp_path / "ref", progress=False)
     run = tmp_path / "crashy"
-    for delay in (1.5, 2.0, 2.5):
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run)])
-        time.sleep(delay)
-        if proc.poll() is None:
+    seen = []
+    for stall_after in (2, 3):  # the second child resumes the first's records, then is killed too
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run), str(stall_after)], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout.readline().strip() == "stalled"
+            seen.append(len(_records(run)))
+        finally:
             os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+            proc.wait()
+    # each kill landed mid-run: some records written, not all (60 prompts x 4 images, 8 images per batch)
+    assert seen == [16, 40] and all(0 < n < 240 for n in seen)
+    assert not (run / "results.json").exists()
     res = evaluate(EvalOptions(policy="oracle", limit=60, batch_size=8), run, progress=False)
+    assert res["counts"]["resumed"] == 40 and res["counts"]["generated_now"] == 200
     assert _records(run) == _records(tmp_path / "ref")
     assert _strip(res) == _strip(ref)
     assert res["counts"]["complete"]

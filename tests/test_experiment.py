@@ -37,15 +37,18 @@ def test_experiment_runs_resumes_and_publishes(tiny_base: Path, tmp_path: Path) 
         assert label in summary["evals"], summary["evals"].keys()
     assert (out / "report" / "report.html").is_file() and (out / "analysis" / "summary.json").is_file()
     text = readme.read_text()
-    assert "old" not in text and "tail" in text and "best val" in text and "docs/experiment/" in text
-    assert (tmp_path / "docs" / "experiment" / "training_dynamics.png").is_file()
+    assert "old" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
+    assert (tmp_path / "results" / "experiment" / "training_dynamics.png").is_file()
+    assert (tmp_path / "results" / "experiment" / "scores.parquet").is_file()
     # the table in summary.md is the numbers of the eval runs
     res = json.loads((Path(summary["evals"]["oracle"]["geneval/test"]) / "results.json").read_text())
     assert f"{res['scores']['overall']['score']:.3f}" in (out / "summary.md").read_text()
     # re-running resumes: nothing is trained or generated again
     again = run_experiment(out, cfg)
     assert again["selection"] == summary["selection"]
-    assert again["seconds"] < summary["seconds"]
+    for folders in again["evals"].values():
+        for folder in folders.values():
+            assert json.loads((Path(folder) / "results.json").read_text())["counts"]["generated_now"] == 0
 
 
 def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path: Path) -> None:

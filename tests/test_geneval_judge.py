@@ -46,6 +46,44 @@ def test_relation_margin_near_boundary_by_hand() -> None:
     assert relation(wide, b) == {"below"}
 
 
+def _box(cx: float, cy: float, size: float = 10.0) -> tuple[float, float, float, float]:
+    return (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
+
+
+@pytest.mark.parametrize(("relation_name", "at_boundary", "past_boundary", "other"), [
+    # A's centre relative to B's at (0, 0); both 10 x 10, so the margin is 0.1 * 20 = 2 per axis.
+    # On the boundary: |offset| = hypot(12, 16) = 20, the tested axis shrinks 12 -> 10, 10 / 20 = 0.5 exactly
+    # (not past: the rule is strict). Past it: 12.2 -> 10.2 / hypot(12.2, 16) = 0.507.
+    ("left of", (-12.0, 16.0), (-12.2, 16.0), "below"),
+    ("right of", (12.0, 16.0), (12.2, 16.0), "below"),
+    ("above", (16.0, -12.0), (16.0, -12.2), "right of"),
+    ("below", (16.0, 12.0), (16.0, 12.2), "right of"),
+])
+def test_every_relation_at_its_boundary(relation_name: str, at_boundary: tuple[float, float],
+                                        past_boundary: tuple[float, float], other: str) -> None:
+    b = _box(0.0, 0.0)
+    # the other axis: (16 - 2) / 20 = 0.7, well past its boundary
+    assert relation(_box(*at_boundary), b) == {other}
+    assert relation(_box(*past_boundary), b) == {relation_name, other}
+    # the margin matters: without it the boundary case is already past (12 / 20 = 0.6)
+    assert relation(_box(*at_boundary), b, threshold=0.0) == {relation_name, other}
+
+
+@pytest.mark.parametrize(("dx", "dy", "expected"), [
+    (-0.0009, 0.0, set()),  # both shrunk components below 1e-3: no relation at all
+    (-0.0011, 0.0, {"left of"}),  # just past the cut: the direction counts, however small
+    (0.0, 0.0009, set()),
+    (0.0, 0.0011, {"below"}),
+    (0.0009, -0.0009, set()),
+])
+def test_no_relation_cut_at_its_boundary(dx: float, dy: float, expected: set[str]) -> None:
+    assert relation(_box(dx, dy), _box(0.0, 0.0), threshold=0.0) == expected
+    # with the default margin the same box pushed out by the margin (2 per axis) sits at the same cut
+    shift = (dx + (2.0 if dx > 0 else -2.0 if dx < 0 else 0.0), dy + (2.0 if dy > 0 else -2.0 if dy < 0 else 0.0))
+    if not expected:
+        assert relation(_box(*shift), _box(0.0, 0.0)) == set()
+
+
 # ----------------------------------------------------------------------------------------------- judge
 
 

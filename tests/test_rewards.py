@@ -12,11 +12,10 @@ from irisbench.protocols.geneval import Verdict
 from irisbench.rewards import (
     REWARDS,
     CompositeReward,
-    EntropyReward,
     NonFiniteRewardError,
     RewardError,
     RewardInputError,
-    SelfCertaintyReward,
+    TokenStatReward,
     UnknownRewardError,
     build_reward,
     make_reward,
@@ -99,11 +98,11 @@ def test_sign_switches_and_ablation_presets() -> None:
     np.testing.assert_allclose(build_reward("min-sc-image")(ro, {}), [-(11.0 - LI), -(10.0 - LI)], rtol=1e-6)
     np.testing.assert_allclose(build_reward("max-sc-image")(ro, {}), [11.0 - LI, 10.0 - LI], rtol=1e-6)
     # general form: the sign of each weight picks max/min per modality
-    mixed = SelfCertaintyReward(text_weight=2.0, image_weight=-1.0)(ro, {})
+    mixed = TokenStatReward("self_certainty", text_weight=2.0, image_weight=-1.0)(ro, {})
     np.testing.assert_allclose(
         mixed, [2 * (12.5 - LT) - (11.0 - LI), 2 * (11.5 - LT) - (10.0 - LI)], rtol=1e-6
     )
-    raw = SelfCertaintyReward(1.0, 1.0, subtract_log_vocab=False)(ro, {})
+    raw = TokenStatReward("self_certainty", 1.0, 1.0, subtract_log_vocab=False)(ro, {})
     np.testing.assert_allclose(raw, [12.5 + 11.0, 11.5 + 10.0], rtol=1e-6)
 
 
@@ -112,7 +111,7 @@ def test_entropy_signs() -> None:
     ent = build_reward("entropy")(ro, {})
     np.testing.assert_allclose(ent, [(1 + 2 + 3 + 4 + 5) / 5, (0.5 + 2.5 + 3.0) / 3], rtol=1e-6)
     np.testing.assert_allclose(build_reward("neg-entropy")(ro, {}), -ent)
-    per_mod = EntropyReward(0.0, 1.0, subtract_log_vocab=True, pooling="modality")(ro, {})
+    per_mod = TokenStatReward("entropy", 0.0, 1.0, subtract_log_vocab=True, pooling="modality")(ro, {})
     np.testing.assert_allclose(per_mod, [4.0 - LI, 2.75 - LI], rtol=1e-6)  # = -KL(pi || U) on image tokens
 
 
@@ -224,7 +223,7 @@ def test_registry_errors() -> None:
     with pytest.raises(RewardError, match="not in the spec"):
         build_reward("nsc", options={"clip": {}})
     with pytest.raises(RewardError, match="both 0"):
-        SelfCertaintyReward(0.0, 0.0)
+        TokenStatReward("self_certainty", 0.0, 0.0)
     assert issubclass(RewardError, ValueError)
 
 

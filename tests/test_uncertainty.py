@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from irisbench.policies.base import IMAGE, TEXT
-from irisbench.uncertainty import entropy, masked_mean, part_mask, per_sample, self_certainty, token_stats
+from irisbench.uncertainty import (
+    entropy,
+    masked_mean,
+    modality_means,
+    part_mask,
+    per_sample,
+    self_certainty,
+    token_stats,
+)
 
 
 def ref_sc(z: torch.Tensor) -> torch.Tensor:
@@ -118,33 +127,27 @@ def test_token_stats() -> None:
 
 
 def test_masked_mean_and_empty_rows() -> None:
-    values = torch.tensor(
-        [[1.0, 2.0, 3.0, float("nan")], [5.0, float("inf"), 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
-    )
-    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    values = np.array([[1.0, 2.0, 3.0, float("nan")], [5.0, float("inf"), 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=bool)
     out = masked_mean(values, mask)
-    assert out[0].item() == pytest.approx(2.0) and out[1].item() == pytest.approx(5.0)
-    assert math.isnan(out[2].item())  # empty mask -> NaN, never a silent 0
+    assert out[0] == pytest.approx(2.0) and out[1] == pytest.approx(5.0)
+    assert math.isnan(out[2])  # empty mask -> NaN, never a silent 0
     with pytest.raises(ValueError, match="mask shape"):
         masked_mean(values, mask[:, :2])
 
 
-def test_per_sample_parts() -> None:
-    values = torch.tensor(
-        [[12.0, 13.0, 10.0, 11.0, 12.0], [11.5, 9.0, 11.0, 99.0, 99.0]], dtype=torch.float64
-    )
-    modality = torch.tensor([[TEXT, TEXT, IMAGE, IMAGE, IMAGE], [TEXT, IMAGE, IMAGE, IMAGE, TEXT]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
-    torch.testing.assert_close(
-        per_sample(values, modality, mask, "text"), torch.tensor([12.5, 11.5]).double()
-    )
-    torch.testing.assert_close(
-        per_sample(values, modality, mask, "image"), torch.tensor([11.0, 10.0]).double()
-    )
-    torch.testing.assert_close(
-        per_sample(values, modality, mask, "all"), torch.tensor([11.6, 31.5 / 3]).double()
-    )
-    only_image = torch.full_like(modality, IMAGE)
-    assert math.isnan(per_sample(values, only_image, mask, "text")[0].item())
+def test_per_sample_parts_and_batch_modality_means() -> None:
+    values = np.array([[12.0, 13.0, 10.0, 11.0, 12.0], [11.5, 9.0, 11.0, 99.0, 99.0]])
+    modality = np.array([[TEXT, TEXT, IMAGE, IMAGE, IMAGE], [TEXT, IMAGE, IMAGE, IMAGE, TEXT]])
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=bool)
+    np.testing.assert_allclose(per_sample(values, modality, mask, "text"), [12.5, 11.5])
+    np.testing.assert_allclose(per_sample(values, modality, mask, "image"), [11.0, 10.0])
+    np.testing.assert_allclose(per_sample(values, modality, mask, "all"), [11.6, 31.5 / 3])
+    # a batch's mean per modality pools the tokens of every row (text: 12, 13, 11.5; image: 10, 11, 12, 9, 11)
+    means = modality_means(values, modality, mask)
+    assert means == {"text": pytest.approx(36.5 / 3), "image": pytest.approx(53 / 5)}
+    only_image = np.full_like(modality, IMAGE)
+    assert math.isnan(per_sample(values, only_image, mask, "text")[0])
+    assert math.isnan(modality_means(values, only_image, mask)["text"])
     with pytest.raises(ValueError, match="part must be one of"):
         part_mask(modality, mask, "cot")  # type: ignore[arg-type]

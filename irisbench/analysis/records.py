@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from irisbench.errors import IrisbenchError
+from irisbench.stats import cluster_draws, percentile_interval
+
 ALL = "all"  # the group label of rows computed over every record
-CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x images) weight block to ~32 MB
 
 
-class AnalysisError(ValueError):
+class AnalysisError(IrisbenchError, ValueError):
     """Input the analysis cannot use as given (the message names the file, row or column)."""
 
 
@@ -165,16 +167,15 @@ def resampled_weights(codes: np.ndarray, n_clusters: int, n_resamples: int, rng:
                       extra_width: int = 1) -> Iterator[np.ndarray]:
     """Cluster-bootstrap replicates as per-row weights, ``(chunk, n_rows)`` float arrays, in chunks.
 
-    Each replicate draws ``n_clusters`` clusters with replacement; a row's weight is the number of times
-    its cluster was drawn. ``extra_width`` scales the chunk down when the caller builds wider blocks.
+    Each replicate draws ``n_clusters`` clusters with replacement (``irisbench.stats.cluster_draws``); a
+    row's weight is the number of times its cluster was drawn. ``extra_width`` scales the chunk down
+    when the caller builds wider blocks.
     """
     if not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
         raise AnalysisError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    n = max(len(codes), n_clusters, 1)
-    step = max(1, CHUNK_ELEMENTS // (n * max(extra_width, 1)))
-    for start in range(0, n_resamples, step):
-        r = min(step, n_resamples - start)
-        draws = rng.integers(0, n_clusters, size=(r, n_clusters))
+    width = max(len(codes), n_clusters, 1) * max(extra_width, 1)
+    for draws in cluster_draws(n_clusters, n_resamples, rng, width=width):
+        r = draws.shape[0]
         counts = np.bincount((draws + np.arange(r)[:, None] * n_clusters).ravel(),
                              minlength=r * n_clusters).reshape(r, n_clusters)
         yield counts[:, codes].astype(np.float64)
@@ -182,13 +183,7 @@ def resampled_weights(codes: np.ndarray, n_clusters: int, n_resamples: int, rng:
 
 def percentile_ci(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
     """Percentile interval of the finite replicates (NaN, NaN when there are none)."""
-    reps = np.asarray(replicates, dtype=np.float64)
-    reps = reps[np.isfinite(reps)]
-    if reps.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(reps, [100 * alpha, 100 * (1 - alpha)])
-    return float(lo), float(hi)
+    return percentile_interval(replicates, confidence, finite_only=True)
 
 
 def check_confidence(confidence: float) -> None:

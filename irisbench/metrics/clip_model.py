@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 
-class ImageInputError(ValueError):
+
+class ImageInputError(IrisbenchError, ValueError):
     """Images that are not uint8 (H, W, 3) arrays."""
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(IrisbenchError, ValueError):
     """A prompt with more tokens than the text tower's context length."""
 
 

@@ -23,7 +23,6 @@ Departure from the usual practice: a prompt longer than the text tower's context
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError, did_you_mean
 from irisbench.metrics.clip_model import (  # noqa: F401  (re-exported: the public names of this module)
     ClipModel,
     ImageInputError,
@@ -56,7 +56,7 @@ PICKLE_WARNING = (
 )
 
 
-class ClipLoadError(ValueError):
+class ClipLoadError(IrisbenchError, ValueError):
     """A CLIP model or weights source that cannot be used (unknown name or tag, bad file)."""
 
 
@@ -122,9 +122,9 @@ def load_clip(model: str = SHAPES_CLIP, pretrained: str | os.PathLike[str] | Non
 
     known = open_clip.list_models()
     if model not in known:
-        close = difflib.get_close_matches(model, [*known, SHAPES_CLIP], n=3)
-        raise ClipLoadError(f"unknown CLIP backbone {model!r}" + (f"; did you mean {close}?" if close else
-                            f"; see open_clip.list_models() or use {SHAPES_CLIP!r}"))
+        hint = did_you_mean(model, [*known, SHAPES_CLIP])
+        raise ClipLoadError(f"unknown CLIP backbone {model!r}." + (hint or f" See open_clip.list_models() or use "
+                                                                           f"{SHAPES_CLIP!r}."))
     weights: Path | None = None
     kwargs: dict[str, Any] = {}
     if pretrained is not None:
@@ -163,7 +163,7 @@ def default_clip() -> ClipModel:
 
 def check_scale(scale: str) -> str:
     if scale not in SCORE_SCALES:
-        raise ValueError(f"unknown CLIP score scale {scale!r}; expected one of {list(SCORE_SCALES)}")
+        raise UsageError(f"unknown CLIP score scale {scale!r}; expected one of {list(SCORE_SCALES)}")
     return scale
 
 
@@ -189,7 +189,7 @@ def clip_score(images: Any, prompts: Sequence[str], clip: ClipModel | None = Non
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise TypeError(f"prompts must be a list of str (one per image), got {type(prompts).__name__}")
     if len(prompts) != len(ims):
-        raise ValueError(f"clip_score needs one prompt per image: got {len(ims)} images and {len(prompts)} prompts")
+        raise UsageError(f"clip_score needs one prompt per image: got {len(ims)} images and {len(prompts)} prompts")
     if not ims:
         return np.zeros(0, dtype=np.float64)
     clip = default_clip() if clip is None else clip

@@ -30,17 +30,18 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.metrics.clip_model import as_image_list, file_sha256
 
 FEATURE_KINDS = ("clip", "inception")
 INCEPTION_REFERENCE_SHA256_PREFIX = "6726825d"  # torch-fidelity's FID weights file name suffix
 
 
-class FeatureError(ValueError):
+class FeatureError(IrisbenchError, ValueError):
     """A feature extractor that cannot be built (unknown kind, missing or unsafe weights file)."""
 
 
-class SampleSizeError(ValueError):
+class SampleSizeError(IrisbenchError, ValueError):
     """Too few images for the requested metric or KID subset size."""
 
 
@@ -158,7 +159,7 @@ def _batches(images: list[np.ndarray], batch_size: int) -> Any:
         chunk = images[s:s + batch_size]
         shapes = {im.shape for im in chunk}
         if len(shapes) != 1:
-            raise ValueError(f"images {s}..{s + len(chunk) - 1} differ in size {sorted(shapes)}; "
+            raise UsageError(f"images {s}..{s + len(chunk) - 1} differ in size {sorted(shapes)}; "
                              "resize them to one size")
         yield torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
 
@@ -201,7 +202,7 @@ def kid(real_images: Any, fake_images: Any, *, features: Any = None, subset_size
 
     real, fake, features = _prepare(real_images, fake_images, features, batch_size)
     if not isinstance(subsets, (int, np.integer)) or subsets < 1:
-        raise ValueError(f"subsets must be a positive int, got {subsets!r}")
+        raise UsageError(f"subsets must be a positive int, got {subsets!r}")
     hi = min(len(real), len(fake))
     if not isinstance(subset_size, (int, np.integer)) or not 2 <= subset_size <= hi:
         valid = f"[2, {hi}]" if hi >= 2 else "empty (need at least 2 real and 2 fake images)"

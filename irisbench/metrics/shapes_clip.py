@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 NAME = "shapes-clip"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes-clip"
 WEIGHTS_FILE = "model.safetensors"
@@ -23,7 +25,7 @@ META_FILE = "training.json"
 FORMAT = "irisbench.shapes_clip.v1"
 
 
-class ShapesClipError(ValueError):
+class ShapesClipError(IrisbenchError, ValueError):
     """A bad shapes-CLIP checkpoint folder, config or training argument."""
 
 

@@ -262,14 +262,15 @@ def _progress(enabled: bool) -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("shapes-clip"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+    from irisbench.progress import progress_bar
+
+    return progress_bar(TextColumn("shapes-clip"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, label="shapes-clip")
 
 
 def train_shapes_clip(steps: int, batch_size: int, seed: int, out_dir: str | Path, progress: bool = True, *,

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import UsageError
+
 METRIC_NAMES = ("clip", "fid", "kid")
 KID_MAX_SUBSET = 100  # the subset size used when the sample allows it (torchmetrics' default is 1000)
 KID_SUBSETS = 100
@@ -47,11 +49,11 @@ def read_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.format != "PNG":
-                raise ValueError(f"{path}: not a PNG file ({im.format})")
+                raise UsageError(f"{path}: not a PNG file ({im.format})")
             im.load()
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: unreadable image ({e})") from None
+        raise UsageError(f"{path}: unreadable image ({e})") from None
 
 
 def kid_subset_size_for(n_real: int, n_fake: int, requested: int | None = None) -> tuple[int, str]:
@@ -96,7 +98,7 @@ def parse_metric_names(spec: str | None) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(x.strip() for x in spec.split(",") if x.strip()))
     unknown = [n for n in names if n not in METRIC_NAMES]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(METRIC_NAMES)}")
+        raise UsageError(f"unknown metric(s) {unknown}; valid: {', '.join(METRIC_NAMES)}")
     return names
 
 
@@ -107,10 +109,10 @@ class SuiteMetrics:
         self.opts, self.world = opts, world
         self._clip = None
         if opts.names and world == "open" and opts.clip_model is None:
-            raise ValueError("--metrics on an open-world policy needs --clip-model (and --clip-pretrained with "
+            raise UsageError("--metrics on an open-world policy needs --clip-model (and --clip-pretrained with "
                              "weights on this machine); the shapes CLIP only knows the shapes world")
         if ("fid" in opts.names or "kid" in opts.names) and world == "open" and not opts.fid_reference:
-            raise ValueError("FID/KID for an open-world policy need --fid-reference DIR (reference PNG images)")
+            raise UsageError("FID/KID for an open-world policy need --fid-reference DIR (reference PNG images)")
 
     @property
     def clip(self) -> Any:
@@ -132,7 +134,7 @@ class SuiteMetrics:
 
         values = clip_score(images, prompts, self.clip, scale=self.opts.clip_scale)
         if not np.all(np.isfinite(values)):
-            raise ValueError("CLIP score is not finite for some images")
+            raise UsageError("CLIP score is not finite for some images")
         return [{"clip_score": float(v)} for v in values]
 
     def finalize(self, root: Path, records: list[dict], items: list[dict], seed: int) -> dict[str, Any]:
@@ -156,7 +158,7 @@ class SuiteMetrics:
 
         missing = [r for r in records if not r.get("image") or not (root / r["image"]).is_file()]
         if missing:
-            raise ValueError(f"FID/KID need every generated image on disk: {len(missing)} of {len(records)} are "
+            raise UsageError(f"FID/KID need every generated image on disk: {len(missing)} of {len(records)} are "
                              "missing (run without --no-save-images)")
         fake = [read_png(root / r["image"]) for r in records]
         real, source = self._reference(records, items, seed)
@@ -178,7 +180,7 @@ class SuiteMetrics:
         if self.opts.fid_reference:
             files = sorted(Path(self.opts.fid_reference).glob("*.png"))
             if not files:
-                raise ValueError(f"--fid-reference {self.opts.fid_reference}: no PNG files")
+                raise UsageError(f"--fid-reference {self.opts.fid_reference}: no PNG files")
             return [read_png(f) for f in files], str(self.opts.fid_reference)
         from irisbench.policies.base import derive_seed
         from irisbench.world.sampler import scene_for

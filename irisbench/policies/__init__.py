@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import UsageError
 from irisbench.registry import POLICIES
 
 NEEDS_MODEL = {"shapes-lm", "janus-pro"}
@@ -20,10 +21,10 @@ def load_policy(name: str, model: str | None = None, **kwargs: Any) -> Any:
     factory = POLICIES.load(name)  # unknown names raise with did-you-mean
     if name in NEEDS_MODEL:
         if not model:
-            raise ValueError(f"policy {name!r} needs --model (a model id or a local folder)")
+            raise UsageError(f"policy {name!r} needs --model (a model id or a local folder)")
         return factory(model, **kwargs)
     if model:
-        raise ValueError(f"policy {name!r} takes no --model (got {model!r})")
+        raise UsageError(f"policy {name!r} takes no --model (got {model!r})")
     return factory(**kwargs)
 
 

@@ -16,6 +16,7 @@ conditional logits (IRIS) or the CFG-mixed ones is the explicit ``stats_source``
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from irisbench.errors import UsageError
 
 TEXT: int = 0
 IMAGE: int = 1
@@ -79,17 +82,14 @@ class Rollout:
                 out[f"entropy_{part}"] = None
             out["plan_len"] = 0
             return out
-        mask = self.token_mask[row]
-        parts = {
-            "text": mask & (self.modality[row] == TEXT),
-            "image": mask & (self.modality[row] == IMAGE),
-            "all": mask,
-        }
-        for part, m in parts.items():
-            n = int(m.sum())
-            out[f"sc_{part}"] = float(self.self_certainty[row][m].mean()) if n else None
-            out[f"entropy_{part}"] = float(self.entropy[row][m].mean()) if n else None
-        out["plan_len"] = int(parts["text"].sum())
+        from irisbench.uncertainty import masked_mean, part_mask
+
+        for part in ("text", "image", "all"):
+            m = part_mask(self.modality[row], self.token_mask[row], part)  # type: ignore[arg-type]
+            for key, values in (("sc", self.self_certainty[row]), ("entropy", self.entropy[row])):
+                mean = float(masked_mean(values, m))
+                out[f"{key}_{part}"] = None if math.isnan(mean) else mean
+        out["plan_len"] = int(part_mask(self.modality[row], self.token_mask[row], "text").sum())
         return out
 
 
@@ -194,17 +194,17 @@ def row_seeds(n_prompts: int, n: int, seed: int | Sequence[int]) -> list[int]:
         return [derive_seed(int(seed), i, j) for i in range(n_prompts) for j in range(n)]
     seeds = [int(s) for s in seed]
     if len(seeds) != n_prompts * n:
-        raise ValueError(f"expected {n_prompts * n} seeds (prompts x n), got {len(seeds)}")
+        raise UsageError(f"expected {n_prompts * n} seeds (prompts x n), got {len(seeds)}")
     return seeds
 
 
 def check_sampling_args(n: int, cfg: float | None, temperature: float | None, top_k: int | None) -> None:
     """Reject impossible sampling settings with a clear message."""
     if n < 1:
-        raise ValueError(f"n (images per prompt) must be >= 1, got {n}")
+        raise UsageError(f"n (images per prompt) must be >= 1, got {n}")
     if cfg is not None and cfg < 0:
-        raise ValueError(f"cfg (guidance scale) must be >= 0, got {cfg}")
+        raise UsageError(f"cfg (guidance scale) must be >= 0, got {cfg}")
     if temperature is not None and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UsageError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or unset), got {top_k}")
+        raise UsageError(f"top_k must be >= 1 (or unset), got {top_k}")

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.policies.base import (
     IMAGE,
     STATS_SOURCES,
@@ -88,7 +89,7 @@ REQUIRED_FILES = ("config.json", "tokenizer_config.json")
 RL_FROZEN_PATTERNS = ("vision_model", "aligner", "vqmodel", "generation_")
 
 
-class JanusCheckpointError(ValueError):
+class JanusCheckpointError(IrisbenchError, ValueError):
     """A Janus checkpoint folder is missing, incomplete or in the wrong format."""
 
 
@@ -195,7 +196,7 @@ def sample_text(
     from irisbench.uncertainty import token_stats
 
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise UsageError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
     device = model.lm_head.weight.device
     lm = model.model.language_model
@@ -254,9 +255,9 @@ def sample_image_tokens(
     from irisbench.uncertainty import token_stats
 
     if num_tokens < 1:
-        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+        raise UsageError(f"num_tokens must be >= 1, got {num_tokens}")
     if stats_source not in STATS_SOURCES:
-        raise ValueError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
+        raise UsageError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
 
     device = model.lm_head.weight.device
     lm = model.model.language_model
@@ -422,7 +423,7 @@ def _dtype(dtype: Any, device: str) -> torch.dtype:
         name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
         value = getattr(torch, name, None)
         if not isinstance(value, torch.dtype):
-            raise ValueError(f"dtype: unknown torch dtype {dtype!r}")
+            raise UsageError(f"dtype: unknown torch dtype {dtype!r}")
         return value
     return dtype
 
@@ -468,11 +469,11 @@ class JanusPolicy:
         check_sampling_args(1, cfg, temperature, top_k)
         check_sampling_args(1, None, cot_temperature, cot_top_k)
         if stats_source not in STATS_SOURCES:
-            raise ValueError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
+            raise UsageError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
         if cot_max_new_tokens < 1:
-            raise ValueError(f"cot_max_new_tokens must be >= 1, got {cot_max_new_tokens}")
+            raise UsageError(f"cot_max_new_tokens must be >= 1, got {cot_max_new_tokens}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
@@ -575,7 +576,7 @@ class JanusPolicy:
     ) -> Rollout:
         """Draw ``n`` rollouts per prompt: CoT (if enabled), image tokens with CFG, decoded images."""
         if isinstance(prompts, str) or not all(isinstance(p, str) and p.strip() for p in prompts):
-            raise ValueError("prompts must be a sequence of non-empty strings")
+            raise UsageError("prompts must be a sequence of non-empty strings")
         check_sampling_args(n, cfg, temperature, top_k)
         cfg = self.cfg if cfg is None else float(cfg)
         temperature = self.temperature if temperature is None else float(temperature)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.policies.base import (
     IMAGE,
     STATS_SOURCES,
@@ -66,7 +67,7 @@ SHIPPED_BASE = Path(__file__).resolve().parents[1] / "assets" / "shapes-base"
 MAX_POSITIONS = 128  # 1 + 10 prompt words + 1 + 32 plan tokens + 1 + 64 codes = 109 at most
 
 
-class ShapesCheckpointError(ValueError):
+class ShapesCheckpointError(IrisbenchError, ValueError):
     """A shapes-lm checkpoint folder that is missing a file or whose parts do not fit together."""
 
 
@@ -93,11 +94,11 @@ class SamplingDefaults:
     def check(self) -> None:
         check_sampling_args(1, self.cfg, self.temperature, self.top_k)
         if self.stats_source not in STATS_SOURCES:
-            raise ValueError(f"stats_source must be one of {STATS_SOURCES}, got {self.stats_source!r}")
+            raise UsageError(f"stats_source must be one of {STATS_SOURCES}, got {self.stats_source!r}")
         if not isinstance(self.max_plan_tokens, int) or self.max_plan_tokens < 1:
-            raise ValueError(f"max_plan_tokens must be an int >= 1, got {self.max_plan_tokens!r}")
+            raise UsageError(f"max_plan_tokens must be an int >= 1, got {self.max_plan_tokens!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+            raise UsageError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
 
 
 class ShapesVocab:
@@ -154,7 +155,7 @@ class ShapesVocab:
         """Word ids of a prompt (case and whitespace normalised as ``parse_prompt`` does)."""
         ids = self._encode("prompt", text, self._prompt_set)
         if not ids:
-            raise ValueError("prompt is empty")
+            raise UsageError("prompt is empty")
         return ids
 
     def encode_plan(self, text: str) -> list[int]:

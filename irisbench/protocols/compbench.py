@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, MissingDependencyError, UsageError
+
 # ------------------------------------------------------------------------------------------ categories
 
 
@@ -95,11 +97,11 @@ COMPLEX_SUBSET_FILES = {"spatial": "complex_val_spatial.txt", "action": "complex
 NUMERACY_OBJECTS_FILE = "new_objects.txt"
 
 
-class PromptFileError(ValueError):
+class PromptFileError(IrisbenchError, ValueError):
     """An official-style prompt file that cannot be read as one prompt per line (message names file:line)."""
 
 
-class PromptParseError(ValueError):
+class PromptParseError(IrisbenchError, ValueError):
     """A prompt the official rule cannot score (the official script would crash or misalign)."""
 
 
@@ -110,9 +112,9 @@ def category_file(category: str, *, color_version: str = "current") -> str:
     edit (used by papers before Sept 2025, IRIS and T2I-R1 included); it only applies to ``color``.
     """
     if category not in CATEGORIES:
-        raise ValueError(f"unknown T2I-CompBench category {category!r}; known: {list(CATEGORIES)}")
+        raise UsageError(f"unknown T2I-CompBench category {category!r}; known: {list(CATEGORIES)}")
     if color_version not in COLOR_VERSIONS:
-        raise ValueError(f"color_version must be one of {list(COLOR_VERSIONS)}, got {color_version!r}")
+        raise UsageError(f"color_version must be one of {list(COLOR_VERSIONS)}, got {color_version!r}")
     if category == "color":
         return COLOR_VERSIONS[color_version]
     return CATEGORIES[category].val_file
@@ -462,13 +464,14 @@ def spacy_available() -> bool:
 
 def _resolve(method: str) -> str:
     if method not in ("auto", "spacy", "rules"):
-        raise ValueError(f"method must be 'auto', 'spacy' or 'rules', got {method!r}")
+        raise UsageError(f"method must be 'auto', 'spacy' or 'rules', got {method!r}")
     if method == "rules":
         return "rules"
     if _spacy_model() is not None:
         return "spacy"
     if method == "spacy":
-        raise RuntimeError("method='spacy' needs spaCy and the en_core_web_sm model, which are not importable")
+        raise MissingDependencyError("method='spacy' needs spaCy and the en_core_web_sm model, "
+                                     "which are not importable")
     return "rules"
 
 
@@ -507,18 +510,18 @@ def _fmt4(value: float) -> float:
     return float(f"{value:.4f}")
 
 
-def vqa_question(chunk: str, *, max_words: int = 50) -> str:
-    """The question BLIP is asked for one chunk: ``"{chunk}?"`` after BLIP's ``pre_question``.
+def pre_question(question: str, max_words: int = 50) -> str:
+    """BLIP's ``pre_question``: lowercase, delete ``.!"()*#:;~`` (keep "?"), strip trailing spaces and keep the
+    first ``max_words`` space-separated words. (The BERT tokenizer then truncates at 35 tokens; that is the
+    model side's job.)"""
+    text = _PRE_QUESTION_RE.sub("", question.lower()).rstrip(" ")
+    words = text.split(" ")
+    return " ".join(words[:max_words]) if len(words) > max_words else text
 
-    ``pre_question`` lowercases, deletes the characters ``.!"()*#:;~`` (keeps "?"), strips trailing spaces and
-    keeps the first ``max_words`` space-separated words. (The BERT tokenizer then truncates at 35 tokens;
-    that is the model side's job.)
-    """
-    question = _PRE_QUESTION_RE.sub("", f"{chunk}?".lower()).rstrip(" ")
-    words = question.split(" ")
-    if len(words) > max_words:
-        question = " ".join(words[:max_words])
-    return question
+
+def vqa_question(chunk: str, *, max_words: int = 50) -> str:
+    """The question BLIP is asked for one chunk: ``"{chunk}?"`` after BLIP's ``pre_question``."""
+    return pre_question(f"{chunk}?", max_words)
 
 
 def vqa_questions(prompt: str, np_num: int = 8, *, method: str = "auto") -> list[str]:
@@ -530,9 +533,9 @@ def vqa_phrase_score(p_yes: float, p_no: float) -> float:
     """P(yes) / (P(yes) + P(no)) written with 4 decimals, as the official ``vqa_prob`` output."""
     p_yes, p_no = float(p_yes), float(p_no)
     if not (math.isfinite(p_yes) and math.isfinite(p_no)) or p_yes < 0 or p_no < 0:
-        raise ValueError(f"probabilities must be finite and >= 0, got p_yes={p_yes!r}, p_no={p_no!r}")
+        raise UsageError(f"probabilities must be finite and >= 0, got p_yes={p_yes!r}, p_no={p_no!r}")
     if p_yes + p_no <= 0:
-        raise ValueError("p_yes + p_no must be > 0")
+        raise UsageError("p_yes + p_no must be > 0")
     return _fmt4(p_yes / (p_yes + p_no))
 
 
@@ -544,12 +547,12 @@ def blip_vqa_image_score(phrase_scores: Sequence[float], np_num: int = 8) -> flo
     official torch tensor.
     """
     if np_num < 1:
-        raise ValueError(f"np_num must be >= 1, got {np_num}")
+        raise UsageError(f"np_num must be >= 1, got {np_num}")
     product = np.float32(1.0)
     for j, value in enumerate(list(phrase_scores)[:np_num]):
         value = float(value)
         if not (0.0 <= value <= 1.0):
-            raise ValueError(f"phrase_scores[{j}] must be in [0, 1], got {value!r}")
+            raise UsageError(f"phrase_scores[{j}] must be in [0, 1], got {value!r}")
         product = np.float32(product * np.float32(value))
     return _fmt4(float(product))
 
@@ -573,15 +576,15 @@ def _as_dets(detections: Iterable[Any], score_threshold: float | None) -> list[_
             try:
                 label, box, score = det
             except (TypeError, ValueError):
-                raise ValueError(f"detections[{k}] must be (label, box, score) or have .label/.box/.score") from None
+                raise UsageError(f"detections[{k}] must be (label, box, score) or have .label/.box/.score") from None
         if not isinstance(label, str):
-            raise ValueError(f"detections[{k}].label must be a string, got {label!r}")
+            raise UsageError(f"detections[{k}].label must be a string, got {label!r}")
         box_t = tuple(float(v) for v in box)
         if len(box_t) != 4 or not all(math.isfinite(v) for v in box_t):
-            raise ValueError(f"detections[{k}].box must be 4 finite numbers (x1, y1, x2, y2), got {box!r}")
+            raise UsageError(f"detections[{k}].box must be 4 finite numbers (x1, y1, x2, y2), got {box!r}")
         score = float(score)
         if not math.isfinite(score):
-            raise ValueError(f"detections[{k}].score must be finite, got {score!r}")
+            raise UsageError(f"detections[{k}].score must be finite, got {score!r}")
         if score_threshold is not None and not score > score_threshold:
             continue
         out.append(_Det(label, box_t, score))  # type: ignore[arg-type]
@@ -812,7 +815,7 @@ def unidet_3d_score(
     """
     depth = np.asarray(depth)
     if depth.ndim != 2:
-        raise ValueError(f"depth must be a 2-D array, got shape {depth.shape}")
+        raise UsageError(f"depth must be a 2-D array, got shape {depth.shape}")
     dets = _as_dets(detections, score_threshold)
     objects = spatial_objects(prompt, complex=False, method=method)
     if objects is None:
@@ -970,7 +973,7 @@ def numeracy_score(
     the following targets); the count is the number of kept labels equal to the name.
     """
     if not targets:
-        raise ValueError("numeracy_score needs at least one target (official: division by zero)")
+        raise UsageError("numeracy_score needs at least one target (official: division by zero)")
     names = [label for label, _ in dedupe_detections(detections, score_threshold=score_threshold)]
     weight = 1.0 / len(targets)
     score = 0.0
@@ -999,10 +1002,10 @@ def mean_score(values: Sequence[float], *, name: str = "scores") -> float:
     """Mean of per-image scores (the category score of every rule, CLIP cosines included)."""
     vals = [float(v) for v in values]
     if not vals:
-        raise ValueError(f"{name}: no values to average")
+        raise UsageError(f"{name}: no values to average")
     bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
     if bad:
-        raise ValueError(f"{name}: non-finite value at index {bad[0]} ({vals[bad[0]]!r})")
+        raise UsageError(f"{name}: non-finite value at index {bad[0]} ({vals[bad[0]]!r})")
     return math.fsum(vals) / len(vals)
 
 
@@ -1058,7 +1061,7 @@ def summarize(scores_by_category: Mapping[str, Sequence[float]]) -> dict:
     """
     unknown = sorted(set(scores_by_category) - set(CATEGORIES))
     if unknown:
-        raise ValueError(f"unknown T2I-CompBench category name(s) {unknown}; known: {list(CATEGORIES)}")
+        raise UsageError(f"unknown T2I-CompBench category name(s) {unknown}; known: {list(CATEGORIES)}")
     per_category = {
         name: {"mean": mean_score(values, name=name), "n": len(values), "rule": CATEGORIES[name].rule}
         for name, values in scores_by_category.items()

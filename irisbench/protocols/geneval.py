@@ -29,6 +29,8 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from irisbench.errors import IrisbenchError
+
 # The 80 GenEval object names in COCO category order (``object_names.txt``). Three differ from COCO:
 # "computer mouse" (COCO "mouse"), "tv remote" ("remote"), "computer keyboard" ("keyboard").
 COCO_CLASSES: tuple[str, ...] = (
@@ -71,7 +73,7 @@ class Verdict:
     reason: str = ""
 
 
-class MetadataError(ValueError):
+class MetadataError(IrisbenchError, ValueError):
     """A GenEval metadata object or file that does not follow the schema (message names where and field)."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from irisbench.errors import UsageError
 from irisbench.protocols.geneval import COCO_CLASSES, GENEVAL_COLORS, GENEVAL_RELATIONS
 
 OFFICIAL_METADATA_SHA256 = "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13"
@@ -130,11 +131,11 @@ def generate_official_metadata(
     duplicate samples are dropped, the first occurrence kept.
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise UsageError(f"n must be >= 0, got {n}")
     if len(classes) < 3 or len(set(classes)) != len(classes):
-        raise ValueError("classes must hold at least 3 distinct names")
+        raise UsageError("classes must hold at least 3 distinct names")
     if len(colors) < 2 or len(set(colors)) != len(colors):
-        raise ValueError("colors must hold at least 2 distinct names")
+        raise UsageError("colors must hold at least 2 distinct names")
     sampler = _Sampler(np.random.default_rng(seed), classes, colors, relations, uncolored)
     samples = sampler.single_objects()
     for make in (sampler.two_object, sampler.counting, sampler.colors_sample, sampler.position,

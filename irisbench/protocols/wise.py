@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError, UsageError
+
 LEGACY_LABEL = "WISE (GPT-4o legacy)"
 VERIFIED_LABEL = "WISE_Verified"
 PROTOCOLS = ("legacy", "verified")
@@ -79,11 +81,11 @@ WISE_VERIFIED_CATEGORIES: tuple[WiseCategory, ...] = (
 PROMPT_FIELDS = ("Prompt", "Explanation", "Category", "Subcategory", "prompt_id")
 
 
-class WiseDataError(ValueError):
+class WiseDataError(IrisbenchError, ValueError):
     """A WISE prompt file, image set or record list that does not follow the expected layout."""
 
 
-class JudgeError(RuntimeError):
+class JudgeError(IrisbenchError, RuntimeError):
     """The judge endpoint failed or answered something that is not a chat completion."""
 
 
@@ -208,7 +210,7 @@ def wiscore(c: float, r: float, a: float) -> float:
     """WiScore of one image: (0.7 consistency + 0.2 realism + 0.1 aesthetic) / 2, in [0, 1]."""
     for name, value in (("consistency", c), ("realism", r), ("aesthetic_quality", a)):
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 2):
-            raise ValueError(f"{name} must be a number in 0..2, got {value!r}")
+            raise UsageError(f"{name} must be a number in 0..2, got {value!r}")
     return (0.7 * c + 0.2 * r + 0.1 * a) / 2
 
 
@@ -375,7 +377,7 @@ def judge_messages(png: bytes, prompt: Mapping, protocol: str = "legacy") -> lis
     """Chat messages for one image: a system turn, then a user turn with the instructions and the image as a
     base64 PNG data URL (the official message layout)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        raise UsageError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     system, user = (_LEGACY_SYSTEM, _LEGACY_USER) if protocol == "legacy" else (_VERIFIED_SYSTEM, _VERIFIED_USER)
     text = user.format(prompt=prompt["Prompt"], explanation=prompt["Explanation"])
     url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -407,9 +409,9 @@ class OpenAIJudge:
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+            raise UsageError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise UsageError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
@@ -490,12 +492,12 @@ def score_wise(
     never as 0. Prompts without an image get no record (the summaries list them as missing).
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        raise UsageError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if retries < 1:
-        raise ValueError(f"retries must be >= 1, got {retries}")
+        raise UsageError(f"retries must be >= 1, got {retries}")
     judge_protocol = getattr(judge, "protocol", None)
     if judge_protocol is not None and judge_protocol != protocol:
-        raise ValueError(f"judge was built for protocol {judge_protocol!r} but protocol={protocol!r}")
+        raise UsageError(f"judge was built for protocol {judge_protocol!r} but protocol={protocol!r}")
     by_id: dict[int, dict] = {}
     for index, prompt in enumerate(prompts):
         validate_prompt(prompt, f"prompts[{index}]")

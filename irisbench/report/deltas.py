@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from irisbench.errors import UsageError
 from irisbench.report.loading import LoadedRun, prompt_sort_key
+from irisbench.stats import cluster_draws, percentile_interval, ratio_of, ratio_replicates
 
 PAIRED = "paired"
 UNPAIRED = "unpaired"
@@ -47,7 +49,7 @@ Clusters = dict[str, dict[int | str, tuple[float, int]]]  # tag -> prompt_index 
 def prompt_clusters(run: LoadedRun) -> Clusters:
     """Per tag, per prompt: the sum of the per-image values and the number of images."""
     if run.records is None:
-        raise ValueError(f"{run.path}: no records")
+        raise UsageError(f"{run.path}: no records")
     out: Clusters = {}
     for r in run.records:
         by_prompt = out.setdefault(r["tag"], {})
@@ -73,20 +75,10 @@ def pairing(base: LoadedRun, run: LoadedRun) -> tuple[bool, str]:
     return True, "same prompts: paired bootstrap over prompts"
 
 
-def _interval(reps: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(reps, [100 * alpha, 100 * (1 - alpha)])
-    return float(lo), float(hi)
-
-
 def _arrays(clusters: dict, prompts: list) -> tuple[np.ndarray, np.ndarray]:
     sums = np.array([clusters[p][0] for p in prompts], dtype=np.float64)
     counts = np.array([clusters[p][1] for p in prompts], dtype=np.float64)
     return sums, counts
-
-
-def _ratio(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
 
 
 def _tag_replicates(ca: dict, cb: dict, paired: bool, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,14 +87,14 @@ def _tag_replicates(ca: dict, cb: dict, paired: bool, n_resamples: int, rng: np.
         prompts = sorted(ca, key=prompt_sort_key)
         sa, na = _arrays(ca, prompts)
         sb, nb = _arrays(cb, prompts)
-        idx = rng.integers(0, len(prompts), size=(n_resamples, len(prompts)))
-        return _ratio(sb, nb, idx) - _ratio(sa, na, idx)
+        # paired: one draw of prompts serves both runs
+        return np.concatenate([ratio_of(sb, nb, idx) - ratio_of(sa, na, idx)
+                               for idx in cluster_draws(len(prompts), n_resamples, rng)])
     pa, pb = sorted(ca, key=prompt_sort_key), sorted(cb, key=prompt_sort_key)
     sa, na = _arrays(ca, pa)
     sb, nb = _arrays(cb, pb)
-    idx_a = rng.integers(0, len(pa), size=(n_resamples, len(pa)))
-    idx_b = rng.integers(0, len(pb), size=(n_resamples, len(pb)))
-    return _ratio(sb, nb, idx_b) - _ratio(sa, na, idx_a)
+    reps_a = ratio_replicates(sa, na, n_resamples, rng)
+    return ratio_replicates(sb, nb, n_resamples, rng) - reps_a
 
 
 def delta_cis(base: LoadedRun, run: LoadedRun, *, n_resamples: int = 2000, confidence: float = 0.95,
@@ -113,11 +105,11 @@ def delta_cis(base: LoadedRun, run: LoadedRun, *, n_resamples: int = 2000, confi
     resampled in base's order from one generator seeded with ``seed``: the result is deterministic.
     """
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+        raise UsageError(f"n_resamples must be >= 1, got {n_resamples}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise UsageError(f"confidence must be in (0, 1), got {confidence}")
     if base.group != run.group:
-        raise ValueError(f"cannot compare {run.label!r} ({'/'.join(run.group)}) with base {base.label!r} "
+        raise UsageError(f"cannot compare {run.label!r} ({'/'.join(run.group)}) with base {base.label!r} "
                          f"({'/'.join(base.group)}): different suite, split or world")
     tags_a, tags_b = base.results["scores"]["tags"], run.results["scores"]["tags"]
     common = [t for t in tags_a if t in tags_b]
@@ -140,13 +132,13 @@ def delta_cis(base: LoadedRun, run: LoadedRun, *, n_resamples: int = 2000, confi
         d = float(run.results["scores"]["overall"]["score"]) - float(base.results["scores"]["overall"]["score"])
         lo = hi = None
         if have_records:
-            lo, hi = _interval(np.mean([reps[t] for t in common], axis=0), confidence)
+            lo, hi = percentile_interval(np.mean([reps[t] for t in common], axis=0), confidence)
         out["overall"] = Delta("overall", d, lo, hi, mode, why)
     else:
         out["overall"] = Delta("overall", None, None, None, NO_CI,
                                f"not comparable: tags differ ({sorted(set(tags_a) ^ set(tags_b))})")
     for t in common:
         d = float(tags_b[t]["score"]) - float(tags_a[t]["score"])
-        lo, hi = _interval(reps[t], confidence) if have_records else (None, None)
+        lo, hi = percentile_interval(reps[t], confidence) if have_records else (None, None)
         out[t] = Delta(t, d, lo, hi, mode, why)
     return out

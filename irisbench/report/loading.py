@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import IrisbenchError
+
 RESULTS_FILE = "results.json"
 RECORDS_FILE = "records.jsonl"
 _SCORE_TOLERANCE = 1e-9
 
 
-class ReportError(ValueError):
+class ReportError(IrisbenchError, ValueError):
     """Input a report cannot be built from (the message names the file and field)."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from irisbench.errors import UsageError
 from irisbench.report.tables import IMPROVES, INCOMPLETE, WORSE
 
 _COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
@@ -36,10 +37,10 @@ def _one_group(tidy: pd.DataFrame, group: str | None) -> tuple[str, pd.DataFrame
     groups = list(dict.fromkeys(tidy["group"]))
     if group is None:
         if len(groups) != 1:
-            raise ValueError(f"the table has several suite/splits {groups}; pass group=")
+            raise UsageError(f"the table has several suite/splits {groups}; pass group=")
         group = groups[0]
     if group not in groups:
-        raise ValueError(f"group {group!r} is not in the table (groups: {groups})")
+        raise UsageError(f"group {group!r} is not in the table (groups: {groups})")
     return group, tidy[tidy["group"] == group]
 
 
@@ -80,7 +81,7 @@ def delta_forest(tidy: pd.DataFrame, group: str | None = None) -> Any:
     group, sub = _one_group(tidy, group)
     rows = sub[sub["delta"].notna()]
     if rows.empty:
-        raise ValueError(f"no deltas to plot for {group} (no base, or no other run)")
+        raise UsageError(f"no deltas to plot for {group} (no base, or no other run)")
     fig = _figure(6.0, max(2.0, 0.2 * len(rows) + 1.0))
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
@@ -105,10 +106,10 @@ def training_curves(df: pd.DataFrame, y: str | Sequence[str], *, x: str = "step"
     (``run=None``: the whole frame is one run). Rows with a missing value are skipped per panel."""
     ys = [y] if isinstance(y, str) else list(y)
     if not ys:
-        raise ValueError("training_curves: give at least one metric column")
+        raise UsageError("training_curves: give at least one metric column")
     missing = [c for c in [x, *ys, *([run] if run else [])] if c not in df.columns]
     if missing:
-        raise ValueError(f"training_curves: column(s) {missing} not in the DataFrame (columns: {list(df.columns)})")
+        raise UsageError(f"training_curves: column(s) {missing} not in the DataFrame (columns: {list(df.columns)})")
     fig = _figure(5.0 * min(len(ys), 3), 3.2 * ((len(ys) + 2) // 3))
     runs = list(dict.fromkeys(df[run])) if run else [None]
     for k, col in enumerate(ys):

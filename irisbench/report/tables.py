@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from irisbench.errors import UsageError
 from irisbench.report.deltas import NO_CI, delta_cis
 from irisbench.report.loading import LoadedRun, ReportError, RunRef, ensure_loaded
 
@@ -161,7 +162,7 @@ def comparison_table(runs: Sequence[RunRef | LoadedRun], base: str | None = None
 def wide_table(tidy: pd.DataFrame, value: str = "cell") -> pd.DataFrame:
     """Runs x (group, metric) view of one tidy column (``cell``, ``score``, ``delta_cell``, ``delta`` ...)."""
     if value not in tidy.columns:
-        raise ValueError(f"wide_table: no column {value!r} in the table (columns: {list(tidy.columns)})")
+        raise UsageError(f"wide_table: no column {value!r} in the table (columns: {list(tidy.columns)})")
     wide = tidy.set_index(["label", "group", "metric"])[value].unstack(["group", "metric"])
     labels = list(dict.fromkeys(tidy["label"]))
     cols = list(dict.fromkeys(zip(tidy["group"], tidy["metric"], strict=True)))

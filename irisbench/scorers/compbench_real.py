@@ -36,12 +36,12 @@ Departures, all deliberate:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from irisbench.protocols.compbench import pre_question
 from irisbench.scorers.geneval_real import (
     PerceptionError,
     check_finite,
@@ -55,14 +55,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 DEFAULT_BLIP = "Salesforce/blip-vqa-capfilt-large"
 DEFAULT_OWL = "google/owlv2-base-patch16-ensemble"
-_PRE_QUESTION_DROP = re.compile(r"[.!\"()*#:;~]")
-
-
-def pre_question(question: str, max_words: int = 50) -> str:
-    """BLIP's ``pre_question``: lowercase, delete ``.!"()*#:;~``, strip trailing spaces, cap the words."""
-    text = _PRE_QUESTION_DROP.sub("", question.lower()).rstrip(" ")
-    words = text.split(" ")
-    return " ".join(words[:max_words]) if len(words) > max_words else text
 
 
 def _single_token_id(tokenizer: Any, word: str, where: str) -> int:

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.protocols import compbench as cb
 from irisbench.scorers.compbench_real import DEFAULT_BLIP, DEFAULT_OWL, BoxDetection
 from irisbench.scorers.geneval_real import PerceptionError, check_image
@@ -61,7 +62,7 @@ COMPLEX_KINDS = ("spatial", "action", "other")
 SUPPORTED_CATEGORIES = tuple(c for c in cb.CATEGORIES if c != "3d_spatial")
 
 
-class UnsupportedCategoryError(ValueError):
+class UnsupportedCategoryError(IrisbenchError, ValueError):
     """A T2I-CompBench category this scorer cannot score (3d_spatial needs a depth model)."""
 
 
@@ -75,7 +76,7 @@ def unidet_frame_size(height: int, width: int) -> tuple[int, int]:
     side becomes 480 and the short side ``int(480 * 479 / long')`` (torchvision's own arithmetic).
     """
     if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
+        raise UsageError(f"image size must be positive, got {height}x{width}")
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = UNIDET_SHORT_SIDE, int(UNIDET_SHORT_SIDE * long / short)
     if new_long > UNIDET_MAX_SIDE:
@@ -170,7 +171,7 @@ class CompBenchScorer:
         model ids: each may be a ready object (with ``yes_no_prob`` / ``detect`` / ``cosine``) or a
         zero-argument factory returning one, called on first use."""
         if not (_finite(detector_threshold) and 0.0 <= float(detector_threshold) < 1.0):
-            raise ValueError(f"detector_threshold must be in [0, 1), got {detector_threshold!r}")
+            raise UsageError(f"detector_threshold must be in [0, 1), got {detector_threshold!r}")
         self.blip_id, self.detector_id = str(blip), str(detector)
         self.clip_model, self.clip_pretrained = clip_model, clip_pretrained
         self.device = device
@@ -227,7 +228,7 @@ class CompBenchScorer:
     def _plan(self, index: int, image: Any, item: Any) -> _Plan:
         where = f"item {index}"
         if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected a dict with 'tag' and 'rule_prompt', got {type(item).__name__}")
+            raise UsageError(f"{where}: expected a dict with 'tag' and 'rule_prompt', got {type(item).__name__}")
         category = item.get("tag")
         if category == "3d_spatial":
             raise UnsupportedCategoryError(
@@ -235,11 +236,11 @@ class CompBenchScorer:
                 "depth model, which is not wired in; score the other categories or drop 3d_spatial"
             )
         if category not in SUPPORTED_CATEGORIES:
-            raise ValueError(f"{where}: field 'tag' must be a T2I-CompBench category, one of "
+            raise UsageError(f"{where}: field 'tag' must be a T2I-CompBench category, one of "
                              f"{list(SUPPORTED_CATEGORIES)}; got {category!r}")
         prompt = item.get("rule_prompt", item.get("prompt"))
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"{where}: field 'rule_prompt' (or 'prompt') must be a non-empty string, got {prompt!r}")
+            raise UsageError(f"{where}: field 'rule_prompt' (or 'prompt') must be a non-empty string, got {prompt!r}")
         height, width = check_image(image, f"image {index}").shape[:2]
         plan = _Plan(category, prompt, int(height), int(width))
         if category in BLIP_CATEGORIES:
@@ -258,7 +259,7 @@ class CompBenchScorer:
         if category == "complex":
             kind = item.get("complex_kind")
             if kind not in COMPLEX_KINDS:
-                raise ValueError(f"{where}: complex items need field 'complex_kind' in {list(COMPLEX_KINDS)} "
+                raise UsageError(f"{where}: complex items need field 'complex_kind' in {list(COMPLEX_KINDS)} "
                                  f"(which 3-in-1 formula applies), got {kind!r}")
             plan.complex_kind = kind
         return plan
@@ -330,7 +331,7 @@ class CompBenchScorer:
         """Per image: ``score``, ``reason``, ``detections`` ([{label, box, score}], image pixels); complex items
         also carry their components ``attribute``, ``spatial`` and ``clip``."""
         if len(images) != len(items):
-            raise ValueError(f"{len(images)} images but {len(items)} items")
+            raise UsageError(f"{len(images)} images but {len(items)} items")
         plans = [self._plan(i, image, item) for i, (image, item) in enumerate(zip(images, items, strict=True))]
         self._ask_blip(images, plans)
         self._ask_detector(images, plans)

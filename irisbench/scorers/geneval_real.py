@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.protocols.geneval import COCO_CLASSES, GENEVAL_COLORS, Detection
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -75,7 +76,7 @@ _LABEL_ALIASES = {
 }
 
 
-class PerceptionError(ValueError):
+class PerceptionError(IrisbenchError, ValueError):
     """A model or an input that would otherwise give a silently wrong perception result."""
 
 
@@ -509,7 +510,7 @@ class Mask2FormerScorer:
         from irisbench.protocols.geneval import judge
 
         if len(images) != len(metadata):
-            raise ValueError(f"{len(images)} images but {len(metadata)} metadata entries")
+            raise UsageError(f"{len(images)} images but {len(metadata)} metadata entries")
         detected = self.detector.detect(images)
         if len(detected) != len(images):
             raise PerceptionError(f"detector returned {len(detected)} results for {len(images)} images")

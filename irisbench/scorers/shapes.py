@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import UsageError
+
 
 class ShapesGenEvalScorer:
     name = "shapes-exact"
@@ -25,7 +27,7 @@ class ShapesGenEvalScorer:
         from irisbench.world.detector import detect
 
         if len(images) != len(metadata):
-            raise ValueError(f"{len(images)} images but {len(metadata)} metadata entries")
+            raise UsageError(f"{len(images)} images but {len(metadata)} metadata entries")
         out = []
         for image, meta in zip(images, metadata, strict=True):
             dets = detect(image)

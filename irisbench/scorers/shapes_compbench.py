@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import UsageError
+
 RULE_SCALE = 480 / 32  # the CompBench rules' pixel constants (150 px, ...) assume ~480-px images
 
 
@@ -52,7 +54,7 @@ class ShapesCompBenchScorer:
             elif cat == "numeracy":
                 value = cb.numeracy_score(cb.numeracy_targets(text, objects=objects, method="rules"), scaled)
             else:
-                raise ValueError(f"shapes CompBench has no category {cat!r}")
+                raise UsageError(f"shapes CompBench has no category {cat!r}")
             out.append({"score": float(value), "reason": "",
                         "detections": [{**asdict(d), "box": [float(v) for v in d.box]} for d in dets]})
         return out

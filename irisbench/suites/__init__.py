@@ -1,34 +1,45 @@
 """Declarative evaluation suites: which prompts, which protocol, which scorer, how many images.
 
-A suite is a YAML file in this folder (``geneval.yaml``, ...). It names a protocol and, per *world*
+A suite is a YAML file in the top-level ``suites/`` folder (``geneval.yaml``, ...; a wheel carries them
+as ``irisbench/_suites``, an editable install or a checkout reads them in place). It names a protocol and, per *world*
 (``shapes`` for the embedded shapes world, ``open`` for real open-vocabulary models), where the prompts
 come from and which scorer perceives the images. ``--suite geneval`` therefore follows the policy: a
 shapes-world policy gets the GenEval protocol over the shapes vocabulary, an open-vocabulary policy the
 official 553 prompts. The resolved prompt set (source, count, sha256 of its canonical JSONL) goes into
 the run's provenance.
+
+A suite declares how its per-image records are aggregated in ``metric_list`` (lm-evaluation-harness's
+idea): each entry names the per-image ``metric`` (``correct`` for GenEval, ``score`` for CompBench), the
+``aggregation`` (``mean_of_tag_means``: per-tag mean over images, overall = unweighted mean of the tags,
+with stratified cluster-bootstrap intervals; ``compbench_mean_of_6``: the IRIS-style mean of the six
+classic categories, when all are present) and ``higher_is_better``. The first entry is the suite's
+headline score; ``irisbench.evaluate.summarize`` computes exactly what the list says.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from irisbench.errors import IrisbenchError, did_you_mean
 from irisbench.registry import SCORERS, unknown_name_message
+from irisbench.specs import read_spec, spec_names
 
 WORLDS = ("shapes", "open")
-_SPEC_KEYS = {"name", "protocol", "description", "images_per_prompt", "prompts", "scorer", "metrics"}
+_SPEC_KEYS = {"name", "protocol", "description", "images_per_prompt", "prompts", "scorer", "metric_list"}
+_METRIC_KEYS = {"metric", "aggregation", "higher_is_better"}
+RECORD_METRICS = ("correct", "score")  # per-image record fields a suite may aggregate
+AGGREGATIONS = ("mean_of_tag_means", "compbench_mean_of_6")
 _PROMPT_KEYS = {"generator", "seed", "sha256", "splits", "default_split", "file"}
 GENERATORS = ("shapes-geneval", "geneval-official", "shapes-compbench", "compbench-official")
 PROTOCOLS = ("geneval", "compbench")
 
 
-class SuiteError(ValueError):
+class SuiteError(IrisbenchError, ValueError):
     """A suite file or name that cannot be used; the message names the file and field."""
 
 
@@ -43,6 +54,21 @@ class PromptSource:
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """One ``metric_list`` entry: the per-image record field, how it is aggregated, and its direction."""
+
+    metric: str
+    aggregation: str = "mean_of_tag_means"
+    higher_is_better: bool = True
+
+
+DEFAULT_METRIC_LIST: dict[str, tuple[MetricSpec, ...]] = {
+    "geneval": (MetricSpec("correct"),),
+    "compbench": (MetricSpec("score"), MetricSpec("score", "compbench_mean_of_6")),
+}
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     protocol: str
@@ -50,7 +76,7 @@ class Suite:
     images_per_prompt: int
     prompts: dict[str, PromptSource]
     scorer: dict[str, str]
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    metric_list: tuple[MetricSpec, ...] = ()
     path: str = ""
 
     def source(self, world: str) -> PromptSource:
@@ -60,33 +86,31 @@ class Suite:
         return self.prompts[world]
 
 
+def suites_folder() -> Any:
+    """The folder of the shipped suite specs: ``suites/`` beside the package in a checkout or editable
+    install, else the copy a wheel installs as ``irisbench/_suites``."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "suites").is_dir():
+        return checkout / "suites"
+    return resources.files("irisbench") / "_suites"
+
+
 def suite_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".yaml"))
+    return spec_names(suites_folder())
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """A suite by registered name or from a YAML file path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SuiteError(f"{path}: no such suite file")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        name = str(name_or_path)
-        if name not in suite_names():
-            raise SuiteError(unknown_name_message("suite", name, suite_names()))
-        res = resources.files(__package__) / f"{name}.yaml"
-        text, where = res.read_text(encoding="utf-8"), f"{name}.yaml"
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SuiteError(f"{where}: not valid YAML: {e}") from None
+    raw, where = read_spec(name_or_path, suites_folder(), "suite", SuiteError)
     return parse_suite(raw, where)
 
 
 def parse_suite(raw: object, where: str) -> Suite:
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a suite file must hold a mapping, got {type(raw).__name__}")
+    if "metrics" in raw:
+        raise SuiteError(f"{where}: field 'metrics' is replaced by 'metric_list' (entries with metric, "
+                         f"aggregation, higher_is_better), which the summary reads")
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
         raise SuiteError(f"{where}: unknown field(s) {sorted(unknown)}; valid: {sorted(_SPEC_KEYS)}")
@@ -121,8 +145,37 @@ def parse_suite(raw: object, where: str) -> Suite:
     for world, name in scorer.items():
         if name not in SCORERS:
             raise SuiteError(f"{where}: scorer.{world}: " + unknown_name_message("scorer", name, SCORERS.names()))
+    metric_list = _parse_metric_list(raw.get("metric_list"), str(raw["protocol"]), where)
     return Suite(str(raw["name"]), str(raw["protocol"]), str(raw.get("description", "")), ipp, prompts,
-                 scorer, list(raw.get("metrics", [])), where)
+                 scorer, metric_list, where)
+
+
+def _parse_metric_list(raw: Any, protocol: str, where: str) -> tuple[MetricSpec, ...]:
+    if raw is None:
+        return DEFAULT_METRIC_LIST[protocol]
+    if not isinstance(raw, list) or not raw:
+        raise SuiteError(f"{where}: field 'metric_list' must be a non-empty list of mappings")
+    out = []
+    for i, entry in enumerate(raw):
+        w = f"{where}: metric_list[{i}]"
+        if not isinstance(entry, dict) or "metric" not in entry or set(entry) - _METRIC_KEYS:
+            raise SuiteError(f"{w}: expected a mapping with 'metric' and keys among {sorted(_METRIC_KEYS)}")
+        spec = MetricSpec(entry["metric"], entry.get("aggregation", "mean_of_tag_means"),
+                          entry.get("higher_is_better", True))
+        if spec.metric not in RECORD_METRICS:
+            raise SuiteError(f"{w}.metric: unknown per-image metric {spec.metric!r} "
+                             f"(known: {', '.join(RECORD_METRICS)})")
+        if spec.aggregation not in AGGREGATIONS:
+            raise SuiteError(f"{w}.aggregation: unknown aggregation {spec.aggregation!r}"
+                             f"{did_you_mean(str(spec.aggregation), AGGREGATIONS)} (known: {', '.join(AGGREGATIONS)})")
+        if not isinstance(spec.higher_is_better, bool):
+            raise SuiteError(f"{w}.higher_is_better: must be true or false, got {spec.higher_is_better!r}")
+        if spec.aggregation == "compbench_mean_of_6" and protocol != "compbench":
+            raise SuiteError(f"{w}: compbench_mean_of_6 applies to the compbench protocol only")
+        out.append(spec)
+    if out[0].aggregation != "mean_of_tag_means":
+        raise SuiteError(f"{where}: metric_list[0] is the headline score and must use mean_of_tag_means")
+    return tuple(out)
 
 
 def canonical_jsonl(items: list[dict]) -> str:

@@ -17,6 +17,7 @@ reported for the shapes world.
 
 from __future__ import annotations
 
+from irisbench.errors import UsageError
 from irisbench.world.vocab import NUMBER_WORDS, article, plural
 
 CATEGORY_OF_TAG = {"color_attr": "color", "position": "spatial", "counting": "numeracy"}
@@ -37,7 +38,7 @@ def rule_prompt(metadata: dict) -> str:
         return f"{article(subject['class'])} {subject['class']} {rel} {article(target['class'])} {target['class']}"
     if tag == "counting":
         return f"{NUMBER_WORDS[inc[0]['count']]} {plural(inc[0]['class'])}"
-    raise ValueError(f"tag {tag!r} has no T2I-CompBench category in the shapes world")
+    raise UsageError(f"tag {tag!r} has no T2I-CompBench category in the shapes world")
 
 
 def compbench_items(split_items: list[dict]) -> list[dict]:

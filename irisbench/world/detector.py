@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from irisbench.errors import IrisbenchError
 from irisbench.protocols.geneval import Detection
 from irisbench.world.scene import shape_mask
 from irisbench.world.vocab import BACKGROUNDS, COLORS, PALETTE, SHAPES
@@ -39,7 +40,7 @@ _PACKED_ORDER = np.argsort(_PACKED)
 _PACKED_SORTED = _PACKED[_PACKED_ORDER]
 
 
-class ImageError(ValueError):
+class ImageError(IrisbenchError, ValueError):
     """An input that is not a uint8 (H, W, 3) RGB image (or a batch of them)."""
 
 

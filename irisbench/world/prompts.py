@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.world.vocab import COLORS, COUNTS, NUMBER_WORDS, RELATIONS, SHAPES, TAGS, article, plural
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -46,7 +47,7 @@ SPLIT_KIND: dict[str, str] = {
 }
 
 
-class UnknownWordsError(ValueError):
+class UnknownWordsError(IrisbenchError, ValueError):
     """A prompt contains words outside the shapes-world GenEval vocabulary."""
 
     def __init__(self, text: str, words: Sequence[str]) -> None:
@@ -80,12 +81,12 @@ def make_metadata(tag: str, classes: Sequence[str], colors: Sequence[str] = (), 
     expect = {"single_object": (1, 0), "two_object": (2, 0), "counting": (1, 0), "colors": (1, 1),
               "position": (2, 0), "color_attr": (2, 2)}
     if tag not in expect:
-        raise ValueError(f"unknown GenEval tag {tag!r}; expected one of {TAGS}")
+        raise UsageError(f"unknown GenEval tag {tag!r}; expected one of {TAGS}")
     if (len(classes), len(colors)) != expect[tag]:
-        raise ValueError(f"tag {tag!r} needs {expect[tag][0]} class(es) and {expect[tag][1]} color(s), "
+        raise UsageError(f"tag {tag!r} needs {expect[tag][0]} class(es) and {expect[tag][1]} color(s), "
                          f"got classes={classes} colors={colors}")
     if (tag == "position") != (relation is not None):
-        raise ValueError(f"a relation is required for position and only for it (tag {tag!r}, "
+        raise UsageError(f"a relation is required for position and only for it (tag {tag!r}, "
                          f"relation {relation!r})")
     if tag == "single_object":
         include, exclude, prompt = [_clause(classes[0])], None, f"a photo of {_a(classes[0])}"
@@ -94,7 +95,7 @@ def make_metadata(tag: str, classes: Sequence[str], colors: Sequence[str] = (), 
         exclude, prompt = None, f"a photo of {_a(classes[0])} and {_a(classes[1])}"
     elif tag == "counting":
         if not 1 <= count < len(NUMBER_WORDS) - 1:
-            raise ValueError(f"counting needs 1 <= count < {len(NUMBER_WORDS) - 1}, got {count}")
+            raise UsageError(f"counting needs 1 <= count < {len(NUMBER_WORDS) - 1}, got {count}")
         include, exclude = [_clause(classes[0], count)], [_clause(classes[0], count + 1)]
         prompt = f"a photo of {NUMBER_WORDS[count]} {plural(classes[0])}"
     elif tag == "colors":
@@ -135,7 +136,7 @@ def _all_prompts(tag: str) -> tuple[dict[str, Any], ...]:
         out = [make_metadata(tag, p, (c1, c2))
                for p in _pairs() for c1 in COLORS for c2 in COLORS if c1 != c2]
     else:
-        raise ValueError(f"unknown GenEval tag {tag!r}; expected one of {TAGS}")
+        raise UsageError(f"unknown GenEval tag {tag!r}; expected one of {TAGS}")
     return tuple(out)
 
 
@@ -179,7 +180,7 @@ def parse_prompt(text: str) -> dict[str, Any]:
         raise UnknownWordsError(text, unknown)
     md = _prompt_index().get(" ".join(words))
     if md is None:
-        raise ValueError(f"prompt {text!r} uses only known words but matches no shapes-world GenEval "
+        raise UsageError(f"prompt {text!r} uses only known words but matches no shapes-world GenEval "
                          "template")
     return copy.deepcopy(md)
 
@@ -194,7 +195,7 @@ def build_splits(seed: int = 0, per_tag: int = DEFAULT_PER_TAG) -> dict[str, lis
     ``TAGS`` order.
     """
     if not isinstance(per_tag, (int, np.integer)) or per_tag < 1:
-        raise ValueError(f"per_tag must be a positive int, got {per_tag!r}")
+        raise UsageError(f"per_tag must be a positive int, got {per_tag!r}")
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for ti, tag in enumerate(TAGS):
         prompts = _all_prompts(tag)
@@ -202,7 +203,7 @@ def build_splits(seed: int = 0, per_tag: int = DEFAULT_PER_TAG) -> dict[str, lis
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, ti])
         if SPLIT_KIND[tag] == "disjoint":
             if 2 * per_tag > n // 2:
-                raise ValueError(f"per_tag={per_tag} is too large for the disjoint tag {tag!r} "
+                raise UsageError(f"per_tag={per_tag} is too large for the disjoint tag {tag!r} "
                                  f"({n} prompts; val + test may use at most half)")
             perm = rng.permutation(n)
             chosen = {"test": perm[:per_tag], "val": perm[per_tag:2 * per_tag],

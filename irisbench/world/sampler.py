@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.world.scene import Obj, Scene, boxes_clear
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, PATCH, RELATIONS, SHAPES, SIZES, TAGS
 
@@ -31,7 +32,7 @@ MAX_TRIES = 1000
 DISTRACTOR_TAGS = frozenset(TAGS)
 
 
-class SamplerError(ValueError):
+class SamplerError(IrisbenchError, ValueError):
     """Metadata the shapes world cannot satisfy (unknown class/color/relation, impossible layout)."""
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, MIN_GAP, PALETTE, PATCH, SHAPES, SIZES
 
 
-class SceneError(ValueError):
+class SceneError(IrisbenchError, ValueError):
     """An invalid object or scene (bad field, off-grid, out of canvas, overlapping)."""
 
 

@@ -26,17 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from irisbench.errors import IrisbenchError, UsageError
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, GRID, PALETTE, PATCH, SHAPES, SIZES
 
 PATCH_DIM = PATCH * PATCH * 3
 FORMAT = "irisbench.patch_tokenizer.v1"
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(IrisbenchError, ValueError):
     """A tokenizer file that is not a valid patch-tokenizer safetensors file."""
 
 
-class TokenizerInputError(ValueError):
+class TokenizerInputError(IrisbenchError, ValueError):
     """Images or codes of the wrong shape, dtype or range."""
 
 
@@ -205,7 +206,7 @@ def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1
     from irisbench.world.scene import render_batch
 
     if n_scenes < 1 or max_codes < 1:
-        raise ValueError(f"n_scenes and max_codes must be positive, got {n_scenes}, {max_codes}")
+        raise UsageError(f"n_scenes and max_codes must be positive, got {n_scenes}, {max_codes}")
     rng = np.random.default_rng(seed)
     train = build_splits(seed)["train"]
     order = rng.permutation(len(train))

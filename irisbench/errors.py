@@ -1,0 +1,69 @@
+"""The project's error classes: what the command line reports as one line, and the helpers they share.
+
+Every error the project raises for bad input (a file, a field, a name, a flag) derives from
+``IrisbenchError``; ``irisbench`` prints such an error as one line and exits with code 2. Any other
+exception (a torch bug, a failed assertion) is a fault, not bad input, and keeps its traceback; the
+global ``--debug`` shows the traceback for project errors too. Most subclasses also derive from
+``ValueError`` (or ``RuntimeError``) so that ``except ValueError`` in callers keeps working.
+
+``did_you_mean`` and ``parse_key_value`` live here because every layer uses them: one phrasing of
+"did you mean" and one ``KEY=VALUE`` parser (values read as YAML) for the whole project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class IrisbenchError(Exception):
+    """Base of every error the project raises for bad input; the CLI prints its message as one line."""
+
+
+class UsageError(IrisbenchError, ValueError):
+    """Bad input that has no more specific class (a flag value, a folder that is not what it should be)."""
+
+
+class MissingDependencyError(IrisbenchError, RuntimeError):
+    """An optional library or file that a requested feature needs is not installed."""
+
+
+def did_you_mean(name: str, valid: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
+    """``" Did you mean 'x' or 'y'?"`` for the close matches of ``name`` among ``valid``; ``""`` if none."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=cutoff)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def parse_key_value(item: str, flag: str = "--set", *, numbers: bool = True) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(KEY, value)``, the value read as YAML (numbers, lists, null, true/false).
+
+    ``numbers``: also read ``1e-3`` (YAML 1.1 keeps it a string) as a float. Raises ``UsageError``
+    naming ``flag`` when the item has no ``=`` or no key, or the value is not valid YAML.
+    """
+    import yaml
+
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"{flag} {item!r} is not of the form KEY=VALUE")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise UsageError(f"{flag} {item!r}: the value is not valid YAML: {e}") from None
+    if numbers and isinstance(parsed, str):
+        with contextlib.suppress(ValueError):
+            parsed = float(parsed)
+    return key, parsed
+
+
+def parse_key_values(items: Iterable[str], flag: str = "--set", *, numbers: bool = True) -> dict[str, Any]:
+    """Several ``KEY=VALUE`` items as a dict (a later key wins)."""
+    return dict(parse_key_value(item, flag, numbers=numbers) for item in items)
+
+
+def parse_named(item: str) -> tuple[str | None, str]:
+    """``NAME=PATH`` -> ``(NAME, PATH)``; a bare ``PATH`` -> ``(None, PATH)`` (run-folder arguments)."""
+    name, sep, rest = item.partition("=")
+    return (name, rest) if sep else (None, item)

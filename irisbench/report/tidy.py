@@ -1,0 +1,56 @@
+"""Tidy result tables: one row per run x suite x split x tag (and x seed), as CSV and Parquet.
+
+The published experiment's numbers live in ``results/experiment/`` as ``scores.csv`` and
+``scores.parquet`` beside its plots, so any figure can be re-plotted or cross-checked without the run
+folders (which stay out of the repository). Every row comes from an eval run's ``results.json``: the
+tag scores, their cluster-bootstrap intervals and counts, plus an ``overall`` row per run. ``seed`` is
+the run's base seed: several seeds of one method give several rows, one per seed (aggregate over them
+with pandas, e.g. ``df.groupby(["run", "suite", "split", "tag"]).score.agg(["mean", "std"])``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from irisbench.errors import UsageError
+
+COLUMNS = ("run", "suite", "split", "world", "seed", "tag", "score", "ci_low", "ci_high", "n_images", "n_prompts",
+           "policy", "folder")
+
+
+def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]]) -> list[dict[str, Any]]:
+    """Rows from ``{run label: {"suite/split": eval run folder}}`` (the experiment's ``evals``)."""
+    rows: list[dict[str, Any]] = []
+    for label, folders in evals.items():
+        for key, folder in folders.items():
+            path = Path(folder) / "results.json"
+            if not path.is_file():
+                raise UsageError(f"{label} ({key}): {path} is missing: not a finished eval run")
+            res = json.loads(path.read_text(encoding="utf-8"))
+            common = {"run": label, "suite": res["suite"], "split": res["split"], "world": res.get("world"),
+                      "seed": res.get("seed"), "policy": (res.get("policy") or {}).get("name"),
+                      "folder": str(folder)}
+            scores = res["scores"]
+            tags = [("overall", scores["overall"]), *scores["tags"].items()]
+            for tag, s in tags:
+                rows.append({**common, "tag": tag, "score": s["score"], "ci_low": s.get("ci_low"),
+                             "ci_high": s.get("ci_high"), "n_images": s.get("n_images"),
+                             "n_prompts": s.get("n_prompts")})
+    return [{c: r.get(c) for c in COLUMNS} for r in rows]
+
+
+def write_tidy(evals: Mapping[str, Mapping[str, str | Path]], folder: str | Path,
+               stem: str = "scores") -> dict[str, Path]:
+    """Write ``<stem>.csv`` and ``<stem>.parquet`` into ``folder``; returns their paths."""
+    import pandas as pd
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(tidy_rows(evals), columns=list(COLUMNS))
+    paths = {"csv": folder / f"{stem}.csv", "parquet": folder / f"{stem}.parquet"}
+    df.to_csv(paths["csv"], index=False)
+    df.to_parquet(paths["parquet"], index=False)
+    return paths
