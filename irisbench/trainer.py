@@ -53,8 +53,9 @@ import numpy as np
 
 from irisbench.distributed import Dist
 from irisbench.errors import IrisbenchError
-from irisbench.policies.base import IMAGE, TEXT, Rollout, TokenLogits, TrainablePolicy, derive_seed
+from irisbench.policies.base import TEXT, Rollout, TokenLogits, TrainablePolicy, derive_seed
 from irisbench.train_config import TrainConfig
+from irisbench.uncertainty import modality_means
 
 METRICS_DIR = "train"
 TIMING_KEYS = ("s_per_step", "t_sample", "t_reward", "t_forward", "t_backward", "t_optimizer", "elapsed_s", "time")
@@ -91,14 +92,6 @@ def _with_stats(rollout: Rollout, sc: np.ndarray, ent: np.ndarray) -> Rollout:
     clone = copy.copy(rollout)
     clone.self_certainty, clone.entropy = sc.astype(np.float32), ent.astype(np.float32)
     return clone
-
-
-def _modality_means(r: Rollout, values: np.ndarray) -> dict[str, float]:
-    out = {}
-    for name, code in (("text", TEXT), ("image", IMAGE)):
-        m = r.token_mask & (r.modality == code)
-        out[name] = float(values[m].mean()) if m.any() else float("nan")
-    return out
 
 
 @dataclass
@@ -464,8 +457,8 @@ class GRPOTrainer:
             pairs = zip(batch.metas, rollout.images, strict=True)
             correct = sum(bool(self.context["judge"](md, im)) for md, im in pairs)
             metrics["train_correct"] = self.dist.all_sum([float(correct)])[0] / n_seq
-        sc = _modality_means(rollout, rollout.self_certainty)
-        ent = _modality_means(rollout, rollout.entropy)
+        sc = modality_means(rollout.self_certainty, rollout.modality, rollout.token_mask)
+        ent = modality_means(rollout.entropy, rollout.modality, rollout.token_mask)
         plan_len = self.dist.all_sum([float((rollout.token_mask & (rollout.modality == TEXT)).sum())])[0] / n_seq
         metrics.update({
             "loss": loss_sum, "kl": kl_sum / n_tok, "clip_ratio": clip_sum / n_tok, "lr": extra.pop("lr"),

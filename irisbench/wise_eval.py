@@ -247,7 +247,7 @@ def summarize_wise(records: Sequence[dict], protocol: str, *, n_resamples: int =
     ``scores["overall"]``: the weighted overall and its CI (each replicate weights the categories' replicates),
     both None unless all 1000 ids have a parsed score.
     """
-    from irisbench.stats import percentile_interval, bootstrap_replicates
+    from irisbench.stats import bootstrap_replicates, percentile_interval
 
     cats = categories(protocol)
     summary = legacy_summary(records) if protocol == "legacy" else verified_summary(records)
