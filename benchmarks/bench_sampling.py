@@ -7,6 +7,11 @@ Measured in one run, on one model and one batch (default: the shipped base, 32 p
   row) and the speed-up; the two must draw identical tokens;
 - sampling with vs without the per-token statistics bookkeeping (logp, self-certainty, entropy):
   ``generate(record_stats=False)``; best of ``--repeats`` alternating runs each;
+- the fast sampling loop (static cache, hand-written decode step; ``irisbench.policies.shapes_decode``) vs
+  today's reference loop (``generate(fast=False)``) in the same run, at the GRPO batch (8 prompts x 8
+  rollouts, CFG) and the eval batch (64 prompts x 1, CFG): images/s, best of ``--repeats`` alternating runs,
+  and whether the tokens are identical; also the faster, not bit-identical ``continue_plan`` variant;
+- one pretraining step (default recipe) in fp32 and in bf16 autocast, and what ``precision="auto"`` picks;
 - peak resident memory (ru_maxrss) of a fresh process that (a) only loads the policy, (b) runs a few
   pretraining steps of the default recipe, (c) samples 256 images.
 
@@ -127,6 +132,31 @@ def main() -> None:
         on.append(_timed(lambda: policy.generate(prompts, **kw))[0])
         off.append(_timed(lambda: policy.generate(prompts, record_stats=False, **kw))[0])
 
+    def loops(prompts_: list[str], n: int) -> dict[str, Any]:
+        variants = {"reference": {"fast": False}, "fast": {}, "fast_continue_plan": {"continue_plan": True}}
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        mismatch: dict[str, int] = {k: 0 for k in variants if k != "reference"}
+        for rep in range(args.repeats):
+            ref = None
+            for name, extra in variants.items():
+                dt, r = _timed(lambda extra=extra, rep=rep: policy.generate(prompts_, n=n, seed=rep, **extra))
+                times[name].append(dt)
+                if ref is None:
+                    ref = r
+                else:
+                    mismatch[name] += int((r.tokens != ref.tokens).sum())
+        n_img = len(prompts_) * n
+        out: dict[str, Any] = {"images": n_img, "repeats": args.repeats}
+        for name, ts in times.items():
+            out[f"{name}_images_per_s"] = round(n_img / min(ts), 1)
+            out[f"{name}_all_s"] = [round(x, 3) for x in ts]
+        for name, bad in mismatch.items():
+            out[f"{name}_speedup"] = round(min(times["reference"]) / min(times[name]), 2)
+            out[f"{name}_tokens_differing"] = bad
+        return out
+
+    fast_loop = {"grpo_batch_8x8": loops(PROMPTS, 8), "eval_batch_64x1": loops(PROMPTS * 8, 1)}
+
     memory = {}
     for kind in ("load", "pretrain", "pretrain-fp32", "pretrain-bf16", "sample256"):
         cmd = [sys.executable, __file__, "--child", kind, "--threads", str(args.threads)]
@@ -145,6 +175,7 @@ def main() -> None:
             "speedup": round(t_naive / t_cache, 2), "identical_tokens": same,
             "generated_tokens": n_tokens(r_cache),
         },
+        "fast_loop": fast_loop,
         "stats_bookkeeping": {
             "with_stats_best_s": round(min(on), 4), "without_stats_best_s": round(min(off), 4),
             "overhead_pct": round(100 * (min(on) / min(off) - 1), 2),
