@@ -21,8 +21,9 @@ predictor of whether the reward can help. It reads one policy snapshot: it says 
 the policy goes after a few updates.
 
 Departure from training: the statistics a reward reads are the sampling loop's own per-token values
-(``sc_source: rollout``, the trainer's default); rows are sampled with seeds derived from ``seed``, not
-from a training step.
+(the conditional logits); the shapes presets read teacher-forced conditional statistics
+(``sc_source: teacher-forced``), the same numbers up to float round-off. Rows are sampled with seeds
+derived from ``seed``, not from a training step.
 """
 
 from __future__ import annotations

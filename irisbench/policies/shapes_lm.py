@@ -14,7 +14,10 @@ IRIS's ``+log|V|`` offset kept, entropy) are computed in fp32 over that step's *
 from the raw (temperature-1, un-truncated) logits: the conditional ones by default, the CFG-mixed ones
 with ``stats_source="guided"`` (plan tokens are never guided, so both sources agree on them).
 
-Sampling is KV-cached (``DynamicCache``), with cond and uncond rows in one batch; prompts are
+Sampling runs the static-cache loop of ``irisbench.policies.shapes_decode`` (a hand-written decode step
+over this model's weights; same tokens, statistics equal to ~1e-6); the reference loop below
+(``generate(fast=False)``) defines it. The reference loop is KV-cached (``DynamicCache``), with cond and
+uncond rows in one batch; prompts are
 left-padded and every row carries explicit position ids, so padding never changes a row's positions.
 Plan lengths differ per row: rows that finished feed masked-out padding until all rows are done, then
 the image phase re-prefills ``prefix + plan + [BOI]`` (left-padded, cond and uncond rows together)
@@ -439,7 +442,8 @@ class ShapesLMPolicy:
         starts the image from the plan's cache: faster, but tokens may differ from the reference loop's.
         ``use_cache=False`` recomputes the whole prefix at every step (the naive baseline);
         ``record_stats=False`` skips logp/self-certainty/entropy (left as NaN); ``keep_logits=True``
-        stores each step's restricted conditional (and guided) logits in ``extras["logits"]``.
+        stores each step's restricted conditional (and guided) logits in ``extras["logits"]`` (the fast loop
+        leaves NaN in the plan logits of rows whose plan has ended: it no longer computes them).
         """
         import torch
 
