@@ -1,7 +1,7 @@
 """The shapes LM's fast sampling loop: a static KV cache and a hand-written decode step over the model's weights.
 
-``ShapesLMPolicy.generate`` runs this loop by default; ``generate(fast=False)`` runs the reference loop
-(transformers' ``LlamaForCausalLM`` forward with a ``DynamicCache`` at every step), which stays the
+``ShapesLMPolicy.generate(fast=True)`` runs this loop; the default, ``fast=False``, runs the reference
+loop (transformers' ``LlamaForCausalLM`` forward with a ``DynamicCache`` at every step), which stays the
 definition of the numbers. This loop computes the same function of the same weights, in fp32, and draws
 the same tokens from the same per-row uniforms; only float round-off differs (different matmul shapes),
 so statistics agree to ~1e-6 and a token could differ only where its uniform lands within ~1e-6 of a CDF
@@ -19,6 +19,13 @@ rollouts with CFG on one thread): ~40% in linear layers, ~20% in ``torch.cat`` g
   row (left-padded to the longest), and the unconditional prefix ``[BOS] [NULL]``, the same for every row,
   is computed once and broadcast;
 - the output layer computes only the allowed sub-vocabulary's rows (plan words + EOP, or the codebook).
+
+Measured (``benchmarks/bench_sampling.py --loops-only``, one thread, heavily loaded 2-core machine): no
+faster than the reference loop at the GRPO batch (8 x 8 with CFG: 14.2 vs 14.1 images/s; CPU time 1.03x)
+nor at the eval batch (1.04x); ``continue_plan`` gains 1.27x but is not bit-identical. The time is in the
+linear layers (compute-bound at 128 rows x hidden 192), which an exact loop cannot shrink in the image
+phase; hence not the default. Kept as the base for a faster step (e.g. compiled), tested against the
+reference.
 
 Requires the model to be the plain Llama that ``build_model`` makes (eager attention, RMSNorm, SiLU MLP,
 default RoPE, no biases); ``supports_fast_decode`` says whether it is. Every tensor is created on the

@@ -14,10 +14,8 @@ IRIS's ``+log|V|`` offset kept, entropy) are computed in fp32 over that step's *
 from the raw (temperature-1, un-truncated) logits: the conditional ones by default, the CFG-mixed ones
 with ``stats_source="guided"`` (plan tokens are never guided, so both sources agree on them).
 
-Sampling runs the static-cache loop of ``irisbench.policies.shapes_decode`` (a hand-written decode step
-over this model's weights; same tokens, statistics equal to ~1e-6); the reference loop below
-(``generate(fast=False)``) defines it. The reference loop is KV-cached (``DynamicCache``), with cond and
-uncond rows in one batch; prompts are
+Sampling is KV-cached (``DynamicCache``), with cond and uncond rows in one batch (``generate(fast=True)``
+runs the static-cache loop of ``irisbench.policies.shapes_decode`` instead: same tokens); prompts are
 left-padded and every row carries explicit position ids, so padding never changes a row's positions.
 Plan lengths differ per row: rows that finished feed masked-out padding until all rows are done, then
 the image phase re-prefills ``prefix + plan + [BOI]`` (left-padded, cond and uncond rows together)
@@ -431,15 +429,16 @@ class ShapesLMPolicy:
         use_cache: bool = True,
         record_stats: bool = True,
         keep_logits: bool = False,
-        fast: bool = True,
+        fast: bool = False,
         continue_plan: bool = False,
     ) -> Rollout:
         """``sample`` with the switches tests and benchmarks need.
 
         ``fast=True`` (with ``use_cache``) runs the static-cache loop of ``irisbench.policies.shapes_decode``
-        (same tokens, statistics equal up to float round-off); ``fast=False`` the reference loop, the
-        transformers forward with a ``DynamicCache`` at every step. ``continue_plan=True`` (fast loop only)
-        starts the image from the plan's cache: faster, but tokens may differ from the reference loop's.
+        (same tokens, statistics equal up to float round-off; measured no faster, so not the default);
+        ``fast=False`` (default) the reference loop, the transformers forward with a ``DynamicCache``.
+        ``continue_plan=True`` (fast loop only) starts the image from the plan's cache: faster (1.27x),
+        but tokens may differ from the reference loop's.
         ``use_cache=False`` recomputes the whole prefix at every step (the naive baseline);
         ``record_stats=False`` skips logp/self-certainty/entropy (left as NaN); ``keep_logits=True``
         stores each step's restricted conditional (and guided) logits in ``extras["logits"]`` (the fast loop
