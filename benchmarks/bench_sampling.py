@@ -7,6 +7,11 @@ Measured in one run, on one model and one batch (default: the shipped base, 32 p
   row) and the speed-up; the two must draw identical tokens;
 - sampling with vs without the per-token statistics bookkeeping (logp, self-certainty, entropy):
   ``generate(record_stats=False)``; best of ``--repeats`` alternating runs each;
+- the fast sampling loop (static cache, hand-written decode step; ``irisbench.policies.shapes_decode``) vs
+  today's reference loop (``generate(fast=False)``) in the same run, at the GRPO batch (8 prompts x 8
+  rollouts, CFG) and the eval batch (64 prompts x 1, CFG): images/s, best of ``--repeats`` alternating runs,
+  and whether the tokens are identical; also the faster, not bit-identical ``continue_plan`` variant;
+- one pretraining step (default recipe) in fp32 and in bf16 autocast, and what ``precision="auto"`` picks;
 - peak resident memory (ru_maxrss) of a fresh process that (a) only loads the policy, (b) runs a few
   pretraining steps of the default recipe, (c) samples 256 images.
 
@@ -65,12 +70,15 @@ def child(kind: str, checkpoint: str | None, threads: int) -> dict[str, Any]:
         dt, r = _timed(lambda: policy.sample(prompts, n=1, seed=0))
         return {"peak_rss_mb": _peak_rss_mb(), "images": len(r.images), "seconds": round(dt, 2),
                 "batch_size": policy.defaults.batch_size}
-    if kind == "pretrain":
+    if kind.startswith("pretrain"):  # "pretrain" (the default precision, resolved), "pretrain-bf16", "pretrain-fp32"
         from irisbench.policies.shapes_lm import ShapesLMPolicy
-        from irisbench.pretrain import BatchMaker, PretrainConfig, batch_loss
+        from irisbench.pretrain import BatchMaker, PretrainConfig, batch_loss, resolve_precision
         from irisbench.world.tokenizer import fit_patch_tokenizer
 
         cfg = PretrainConfig()
+        asked = kind.partition("-")[2] or cfg.precision
+        precision, why = resolve_precision(asked)
+        steps = 2 if precision == "bf16" else 5  # bf16 without native support takes ~16 s a step
         tok = fit_patch_tokenizer(cfg.tokenizer_scenes, cfg.seed, cfg.max_codes)
         policy = ShapesLMPolicy.create(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                                        num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size)
@@ -78,15 +86,16 @@ def child(kind: str, checkpoint: str | None, threads: int) -> dict[str, Any]:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         maker = BatchMaker(cfg, policy.vocab, tok)
         times = []
-        for step in range(5):
+        for step in range(steps):
             t0 = time.perf_counter()
-            loss, _ = batch_loss(model, maker.tensors(step), cfg.precision)
+            loss, _ = batch_loss(model, maker.tensors(step), precision)
             opt.zero_grad()
             loss.backward()
             opt.step()
             times.append(time.perf_counter() - t0)
-        return {"peak_rss_mb": _peak_rss_mb(), "steps": 5, "batch_size": cfg.batch_size,
-                "precision": cfg.precision, "s_per_step_after_first": round(sum(times[1:]) / 4, 3)}
+        return {"peak_rss_mb": _peak_rss_mb(), "steps": steps, "batch_size": cfg.batch_size,
+                "precision_asked": asked, "precision": precision, "why": why,
+                "s_per_step_after_first": round(sum(times[1:]) / (steps - 1), 3)}
     raise ValueError(f"unknown child kind {kind!r}")
 
 
@@ -96,6 +105,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="rows per sampling batch (CFG doubles the forward)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--loops-only", action="store_true", help="only the reference vs fast loop comparison")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -114,6 +124,40 @@ def main() -> None:
     def n_tokens(r: Any) -> int:
         return int(r.token_mask.sum())
 
+    def loops(prompts_: list[str], n: int) -> dict[str, Any]:
+        variants = {"reference": {"fast": False}, "fast": {"fast": True},
+                    "fast_continue_plan": {"fast": True, "continue_plan": True}}
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in variants}  # process CPU time: less sensitive to load
+        mismatch: dict[str, int] = {k: 0 for k in variants if k != "reference"}
+        for rep in range(args.repeats):
+            ref = None
+            for name, extra in variants.items():
+                c0 = time.process_time()
+                dt, r = _timed(lambda extra=extra, rep=rep: policy.generate(prompts_, n=n, seed=rep, **extra))
+                cpu[name].append(time.process_time() - c0)
+                times[name].append(dt)
+                if ref is None:
+                    ref = r
+                else:
+                    mismatch[name] += int((r.tokens != ref.tokens).sum())
+        n_img = len(prompts_) * n
+        out: dict[str, Any] = {"images": n_img, "repeats": args.repeats}
+        for name, ts in times.items():
+            out[f"{name}_images_per_s"] = round(n_img / min(ts), 1)
+            out[f"{name}_all_s"] = [round(x, 3) for x in ts]
+            out[f"{name}_images_per_cpu_s"] = round(n_img / min(cpu[name]), 1)
+        for name, bad in mismatch.items():
+            out[f"{name}_speedup"] = round(min(times["reference"]) / min(times[name]), 2)
+            out[f"{name}_cpu_speedup"] = round(min(cpu["reference"]) / min(cpu[name]), 2)
+            out[f"{name}_tokens_differing"] = bad
+        return out
+
+    fast_loop = {"grpo_batch_8x8": loops(PROMPTS, 8), "eval_batch_64x1": loops(PROMPTS * 8, 1)}
+    if args.loops_only:
+        print(json.dumps({"threads": args.threads, "fast_loop": fast_loop}, indent=1))
+        return
+
     t_cache, r_cache = _timed(lambda: policy.generate(prompts, **kw))
     t_naive, r_naive = _timed(lambda: policy.generate(prompts, use_cache=False, **kw))
     same = bool(np.array_equal(r_cache.tokens, r_naive.tokens))
@@ -124,7 +168,7 @@ def main() -> None:
         off.append(_timed(lambda: policy.generate(prompts, record_stats=False, **kw))[0])
 
     memory = {}
-    for kind in ("load", "pretrain", "sample256"):
+    for kind in ("load", "pretrain", "pretrain-fp32", "pretrain-bf16", "sample256"):
         cmd = [sys.executable, __file__, "--child", kind, "--threads", str(args.threads)]
         if args.checkpoint:
             cmd += ["--checkpoint", args.checkpoint]
@@ -141,6 +185,7 @@ def main() -> None:
             "speedup": round(t_naive / t_cache, 2), "identical_tokens": same,
             "generated_tokens": n_tokens(r_cache),
         },
+        "fast_loop": fast_loop,
         "stats_bookkeeping": {
             "with_stats_best_s": round(min(on), 4), "without_stats_best_s": round(min(off), 4),
             "overhead_pct": round(100 * (min(on) / min(off) - 1), 2),
@@ -152,6 +197,9 @@ def main() -> None:
             "sample_256_images": round(memory["sample256"]["peak_rss_mb"], 1),
         },
         "pretrain_probe": memory["pretrain"], "sample256_probe": memory["sample256"],
+        "pretrain_step_s": {"fp32": memory["pretrain-fp32"]["s_per_step_after_first"],
+                            "bf16": memory["pretrain-bf16"]["s_per_step_after_first"],
+                            "auto_chose": memory["pretrain"]["precision"], "why": memory["pretrain"]["why"]},
     }
     print(json.dumps(result, indent=1))
 

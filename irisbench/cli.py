@@ -738,6 +738,81 @@ def report_cmd(
     _guard(body)
 
 
+@app.command("probe")
+def probe_cmd(
+    policy: str = typer.Option("shapes-base", help="Policy name or a shapes checkpoint folder."),
+    model: str = typer.Option(None, help="Model id/path for policies that need one."),
+    suite: str = typer.Option("geneval", help="Suite whose prompts to probe."),
+    split: str = typer.Option("val", help="Split of the suite's prompts (never test for choosing a method)."),
+    g: int = typer.Option(8, "--g", help="Rollouts per prompt (the GRPO group size)."),
+    rewards: str = typer.Option("nsc,nsc-balanced,sc,entropy,verifier", help="Comma-separated reward names."),
+    prompts: int = typer.Option(48, help="Prompts to probe (0: all), spread evenly over the tags."),
+    cfg: float = typer.Option(None, help="CFG weight for sampling (default: the policy's; GRPO presets use 3)."),
+    seed: int = typer.Option(0, help="Seed of the rollouts, the prompt subset and the bootstrap."),
+    n_resamples: int = typer.Option(2000, help="Bootstrap resamples for the intervals."),
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/)."),
+) -> None:
+    """Reward-quality alignment before training: do a reward's GRPO advantages favour correct images?"""
+
+    def body() -> None:
+        from irisbench.alignment import format_cell, probe_alignment, shapes_judge_and_count, write_outputs
+        from irisbench.policies import load_policy
+        from irisbench.runs import RunDir, env_info
+        from irisbench.suites import load_suite, resolve_prompts
+
+        names = [r.strip() for r in rewards.split(",") if r.strip()]
+        pol = load_policy(policy, model)
+        if getattr(pol, "world", None) != "shapes":
+            raise ValueError(f"policy {policy!r} draws in the {getattr(pol, 'world', '?')!r} world: the probe needs "
+                             "an exact judge of correctness, which only the shapes world has")
+        items, prov = resolve_prompts(load_suite(suite), pol.world, split)
+        if prompts:
+            items = _even_subset(items, prompts, seed)
+        judge, count = shapes_judge_and_count()
+        config = {"policy": policy, "model": model, "suite": suite, "split": split, "g": g, "rewards": names,
+                  "prompts": len(items), "cfg": cfg, "seed": seed, "n_resamples": n_resamples}
+        run = RunDir.create(out or _default_out("probe"), kind="probe", config=config, env=env_info())
+        result = probe_alignment(pol, items, names, g=g, seed=seed, cfg=cfg, judge=judge, count_objects=count,
+                                 n_resamples=n_resamples)
+        result["config"], result["prompt_provenance"] = config, prov
+        write_outputs(result, run.path)
+        acc = result["accuracy"]
+        console.print(f"{len(items)} prompts x {g} rollouts, accuracy {acc['overall']:.3f}")
+        for tag_filter in ("overall", "by tag"):
+            table = Table(title=f"alignment of the GRPO advantage ({tag_filter}; mean [95% prompt-bootstrap CI])")
+            for col in ("reward", "tag", "rho(adv, correct)", "adv correct", "adv incorrect", "rho(adv, plan len)",
+                        "rho(adv, objects)"):
+                table.add_column(col)
+            for name, per in result["summary"].items():
+                for tag, m in per.items():
+                    if (tag == "overall") != (tag_filter == "overall"):
+                        continue
+                    table.add_row(name, tag, format_cell(m["rho_correct"]), format_cell(m["adv_correct"]),
+                                  format_cell(m["adv_incorrect"]), format_cell(m["rho_plan_len"]),
+                                  format_cell(m["rho_objects"]))
+            console.print(table)
+        console.print(f"written: {run.path}/alignment.json, alignment.csv, alignment_rows.csv")
+
+    _guard(body)
+
+
+def _even_subset(items: list[dict], n: int, seed: int) -> list[dict]:
+    """``n`` items spread evenly over the tags (round-robin over seeded shuffles of each tag)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x9B0BE])
+    by_tag: dict[str, list[dict]] = {}
+    for it in items:
+        by_tag.setdefault(str(it.get("tag", "")), []).append(it)
+    queues = [[group[i] for i in rng.permutation(len(group))] for group in by_tag.values()]
+    out: list[dict] = []
+    while len(out) < min(n, len(items)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
 def main() -> None:
     app()
 

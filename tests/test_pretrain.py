@@ -16,8 +16,12 @@ from irisbench.pretrain import (
     BatchMaker,
     PretrainConfig,
     PretrainError,
+    _proc_cpuinfo_flags,
+    batch_loss,
     build_scheduler,
     complete_checkpoints,
+    cpu_bf16_native,
+    resolve_precision,
     run_pretrain,
 )
 from irisbench.protocols.geneval import judge
@@ -138,6 +142,12 @@ def test_pretrain_checkpoints_and_resumes_exactly(tmp_path: Path, monkeypatch: p
     assert all(p.suffix in (".json", ".safetensors") for p in full.iterdir())  # no pickle anywhere
     state = json.loads((full / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["config"]["hidden_size"] == 32
+    # the precision "auto" chose is recorded beside the recipe, with its reason
+    chosen = resolve_precision("auto")
+    assert state["config"]["precision"] == "auto"
+    assert state["precision_used"] == {"precision": chosen[0], "reason": chosen[1]}
+    recorded = json.loads((tmp_path / "full" / "pretrain_config.json").read_text())
+    assert recorded["precision_used"]["precision"] == chosen[0]
     ShapesLMPolicy.load(full).sample(["a photo of a circle"], seed=0)  # a checkpoint is a policy folder
 
     # crash in the third step (after the step-2 checkpoint), then resume
@@ -180,3 +190,49 @@ def test_keep_last_prunes_old_checkpoints(tmp_path: Path) -> None:
     run_pretrain(replace(TINY, checkpoint_every=1, keep_last=1), tmp_path, progress=False)
     assert [s for s, _ in complete_checkpoints(tmp_path)] == [3]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-3"]
+
+
+def _fake_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"),
+                         [(False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16")])
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool,
+                                        expected: str) -> None:
+    _fake_cpu(monkeypatch, avx512_bf16, amx)
+    chosen, why = resolve_precision("auto")
+    assert chosen == expected
+    assert why.startswith("auto: CPU ") and ("lacks" in why) == (expected == "fp32")
+    # an explicit choice is kept whatever the CPU
+    assert resolve_precision("bf16")[0] == "bf16" and resolve_precision("fp32")[0] == "fp32"
+
+
+def test_auto_precision_falls_back_to_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    assert _proc_cpuinfo_flags(str(info)) >= {"avx2", "avx512_bf16"}
+    assert _proc_cpuinfo_flags(str(tmp_path / "missing")) == set()
+    import irisbench.pretrain as pre
+
+    monkeypatch.setattr(pre, "_proc_cpuinfo_flags", lambda: {"avx2", "amx_bf16"})
+    assert cpu_bf16_native()[0] and resolve_precision("auto")[0] == "bf16"
+    monkeypatch.setattr(pre, "_proc_cpuinfo_flags", lambda: {"avx2", "fma"})
+    native, why = cpu_bf16_native()
+    assert not native and "/proc/cpuinfo" in why and resolve_precision("auto")[0] == "fp32"
+
+
+def test_auto_precision_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_cpu(monkeypatch, True, True)  # the CPU does not decide for a CUDA run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "cuda:0")[0] == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda")[0] == "bf16"
+
+
+def test_batch_loss_needs_a_resolved_precision() -> None:
+    with pytest.raises(PretrainError, match="resolved precision"):
+        batch_loss(None, {"input_ids": torch.zeros((1, 2), dtype=torch.long)}, "auto")
