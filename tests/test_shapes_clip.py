@@ -229,3 +229,29 @@ def test_shipped_shapes_clip_fid_separates_oracle_from_random_policies():
     assert f["oracle"] * 50 < f["patch_noise"], f
     kid_oracle, kid_random, kid_noise = (f["kid"][k][0] for k in ("oracle", "random_scenes", "patch_noise"))
     assert kid_oracle < kid_random < kid_noise, f
+
+
+def test_shapes_clip_schedule_is_warmup_then_cosine_to_a_tenth() -> None:
+    """The CLIP training schedule (transformers' cosine_with_min_lr): linear warmup from 0, then a half
+    cosine from lr to 0.1 x lr at the last step, checked against the formula written out by hand."""
+    import math
+
+    import torch
+
+    from irisbench.metrics.shapes_clip_train import WARMUP_FRACTION, _schedulers
+
+    steps, lr = 200, 2e-3
+    opts = [torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr) for _ in range(2)]
+    scheds = _schedulers(opts, steps)
+    warm = max(1, int(WARMUP_FRACTION * steps))
+    for step in range(steps):
+        if step < warm:
+            expected = lr * step / warm
+        else:
+            t = (step - warm) / (steps - warm)
+            expected = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+        for o in opts:
+            assert o.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-12), step
+        for o, s in zip(opts, scheds, strict=True):
+            o.step()
+            s.step()

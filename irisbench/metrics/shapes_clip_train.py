@@ -250,12 +250,14 @@ def _param_groups(model: Any) -> tuple[list[Any], list[Any], Any]:
     return decay, no_decay, emb
 
 
-def _lr_at(step: int, steps: int, lr: float) -> float:
+def _schedulers(optimizers: Sequence[Any], steps: int) -> list[Any]:
+    """One ``transformers.get_scheduler("cosine_with_min_lr")`` per optimizer: linear warmup over the first
+    ``WARMUP_FRACTION`` of the steps, then a half cosine to 0.1 x lr at ``steps``."""
+    from transformers import get_scheduler
+
     warm = max(1, int(WARMUP_FRACTION * steps))
-    if step < warm:
-        return lr * (step + 1) / warm
-    t = (step - warm) / max(1, steps - warm)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+    return [get_scheduler("cosine_with_min_lr", o, num_warmup_steps=warm, num_training_steps=steps,
+                          scheduler_specific_kwargs={"min_lr_rate": 0.1}) for o in optimizers]
 
 
 def _progress(enabled: bool) -> Any:
@@ -327,6 +329,7 @@ def _train(steps: int, batch_size: int, seed: int, out: Path, progress: bool, cf
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
     opt_emb = torch.optim.SparseAdam([emb], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    schedulers = _schedulers((opt, opt_emb), steps)
     tokenizer = open_clip.get_tokenizer(reg_name)
     token_cache: dict[str, Any] = {}
     by_tag = train_prompts_by_tag(split_seed)
@@ -341,10 +344,6 @@ def _train(steps: int, batch_size: int, seed: int, out: Path, progress: bool, cf
             if new:
                 token_cache.update(zip(new, tokenizer(new), strict=True))
             tokens = torch.stack([token_cache[c] for c in batch.captions])
-            current = _lr_at(step, steps, lr)
-            for o in (opt, opt_emb):
-                for g in o.param_groups:
-                    g["lr"] = current
             img = model.encode_image(fast_pixels(batch.images, model), normalize=True)
             txt = model.encode_text(tokens, normalize=True)
             loss = multi_positive_loss(img, txt, torch.from_numpy(batch.positives), model.logit_scale.exp())
@@ -353,6 +352,8 @@ def _train(steps: int, batch_size: int, seed: int, out: Path, progress: bool, cf
             loss.backward()
             opt.step()
             opt_emb.step()
+            for sched in schedulers:
+                sched.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             losses.append(float(loss.item()))
