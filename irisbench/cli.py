@@ -82,6 +82,8 @@ def eval_cmd(
                                                      "detector_model=/models/mask2former (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/). "
                                         "Re-running into the same folder resumes."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """Generate images for a suite's prompts, score them and write per-image records and results."""
     from irisbench.evaluate import EvalOptions, evaluate
@@ -94,7 +96,8 @@ def eval_cmd(
         return EvalOptions(policy=policy, model=model, suite=suite, split=split, images_per_prompt=images_per_prompt,
                            seed=seed, batch_size=batch_size, cfg=cfg, temperature=temperature, top_k=top_k,
                            limit=limit, prompts_file=str(prompts) if prompts else None, save_images=save_images,
-                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"))
+                           metrics=metric_opts, scorer_options=_key_values(scorer_option, "--scorer-option"),
+                           device=device)
 
     opts = _guard(options)
     target = out or _guard(lambda: _default_out(f"eval-{suite}-{Path(policy).name}"))
@@ -155,6 +158,8 @@ def pretrain_cmd(
     out: Path = typer.Option(None, help="Output folder (default: a new folder under results/); re-running resumes."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
@@ -173,9 +178,12 @@ def pretrain_cmd(
                 with contextlib.suppress(ValueError):
                     parsed = float(parsed)
             values[key.strip()] = parsed
+        from irisbench.devices import resolve_device
+
         cfg = PretrainConfig.from_dict(values)
+        dev = resolve_device(device)  # before the output folder is made
         target = out or _default_out("pretrain")
-        last = run_pretrain(cfg, target, progress=progress)
+        last = run_pretrain(cfg, target, progress=progress, device=dev)
         console.print(f"last checkpoint: {last}\nuse it with: irisbench eval --policy {last}")
 
     _guard(body)
@@ -215,12 +223,15 @@ def experiment_cmd(
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
                                                    "and its plots under docs/experiment/."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
     from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
 
     def body() -> None:
-        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
+        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads,
+                               device=device)
         if method:
             cfg.methods = dict(m.split("=", 1) for m in method)
         readme = Path("README.md")
@@ -372,12 +383,14 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     """Versions, devices and the git hash: what a run records as provenance."""
     import torch  # noqa: F401  (so env_info can report devices)
 
+    from irisbench.devices import cpu_has_native_bf16
     from irisbench.runs import env_info
 
     info = env_info()
     info["torch_threads"] = torch.get_num_threads()
     info["cuda_available"] = torch.cuda.is_available()
     info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    info["cpu_native_bf16"] = cpu_has_native_bf16()
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
@@ -399,6 +412,8 @@ def train_cmd(
     allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards."""
     from irisbench.train_config import load_preset, preset_names, resolve_config
@@ -415,11 +430,14 @@ def train_cmd(
         return
 
     def body() -> Path:
+        from irisbench.devices import resolve_device
         from irisbench.trainer import GRPOTrainer
 
         cfg = resolve_config(config, set_)
+        resolve_device(device)  # one line before a run folder is made (the trainer resolves it again per rank)
         target = out or _default_out(f"train-{Path(config).stem}")
-        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change)
+        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change,
+                              device=device)
         last = trainer.train()
         distributed.end()
         if trainer.dist.main:

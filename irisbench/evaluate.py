@@ -48,6 +48,7 @@ class EvalOptions:
     n_resamples: int = 2000
     metrics: Any = None  # irisbench.metrics.suite_metrics.MetricOptions: CLIP score, FID, KID beside the protocol
     scorer_options: dict[str, Any] | None = None  # e.g. detector_model / clip_model ids or local paths
+    device: str | None = None  # where the policy runs (irisbench.devices; None: cuda when available, else cpu)
 
 
 class EvalError(ValueError):
@@ -70,12 +71,14 @@ def image_relpath(prompt_index: int, sample_index: int) -> str:
 
 def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True) -> dict:
     """Run (or resume) one evaluation into ``out``; returns the results dict written to results.json."""
+    from irisbench.devices import device_record, resolve_device
     from irisbench.policies import NEEDS_MODEL, load_policy
     from irisbench.registry import POLICIES
     from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, read_records, write_parquet
     from irisbench.stats import count_check
     from irisbench.suites import load_suite, resolve_prompts
 
+    device = resolve_device(opts.device)  # before anything is loaded or written: one line if unusable
     suite = load_suite(opts.suite)
     if policy is None:
         # check the scorer before loading a (possibly large) model
@@ -84,7 +87,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             raise EvalError(f"policy {opts.policy!r} needs --model (a model id or a local folder)")
         if entry is not None and entry.world is not None:
             _scorer_entry(suite, entry.world)
-        policy = load_policy(opts.policy, opts.model)
+        policy = load_policy(opts.policy, opts.model, device=device)
     world = policy.world
     scorer_entry = _scorer_entry(suite, world)
     scorer_name = scorer_entry.name
@@ -136,10 +139,10 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     }
     from irisbench.distributed import Dist
 
-    ranks = Dist.from_env()
+    ranks = Dist.from_env(device)
     rank, world_size = ranks.rank, ranks.world_size
     if rank == 0:
-        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+        run = RunDir.open_or_create(out, kind="eval", config=config, env={**env_info(), **device_record(device)})
     ranks.barrier()
     if rank != 0:
         run = RunDir.open(out)

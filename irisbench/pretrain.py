@@ -185,7 +185,9 @@ def batch_loss(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tu
     import torch
     import torch.nn.functional as F
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    dev = next(model.parameters()).device
+    batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     per_tok = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE,
@@ -218,8 +220,12 @@ def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, where: Path
 
 
 # ---------------------------------------------------------------------------------------- the loop
-def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True) -> Path:
+def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
+                 device: str | None = None) -> Path:
     """Train (or resume training) the shapes base policy; returns the final checkpoint folder.
+
+    ``device``: where the model trains (``irisbench.devices.resolve_device``: ``None`` is cuda when
+    available); batches are drawn on the CPU and moved there. Recorded in each checkpoint's state.
 
     ``resume=True`` continues from the newest complete checkpoint in ``out_dir`` (the recipe must match,
     except ``RESUMABLE_CHANGES``); ``resume=False`` refuses a folder that already holds checkpoints.
@@ -227,10 +233,12 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     import torch
     from safetensors.torch import load_file
 
+    from irisbench.devices import resolve_device
     from irisbench.policies.shapes_lm import ShapesLMPolicy
     from irisbench.world.tokenizer import fit_patch_tokenizer
 
     cfg.check()
+    device = resolve_device(device)  # one line, before the output folder is made, if unusable
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
@@ -243,7 +251,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
         start_step, ckpt = existing[-1]
         state = json.loads((ckpt / STATE_FILE).read_text())
         _check_resume_config(state["config"], cfg, ckpt / STATE_FILE)
-        policy = ShapesLMPolicy.load(ckpt)
+        policy = ShapesLMPolicy.load(ckpt, device=device)
         elapsed = float(state.get("elapsed_s", 0.0))
         cpu = float(state.get("cpu_s", 0.0))
     else:
@@ -251,6 +259,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
         policy = ShapesLMPolicy.create(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                                        num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                                        seed=cfg.seed)
+        policy.model.to(device)
     (out_dir / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     model = policy.model
     model.train()
@@ -307,7 +316,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 model.eval()
                 last = save_checkpoint(out_dir, done, policy, optimizer, scheduler, cfg,
-                                       {"elapsed_s": elapsed, "cpu_s": cpu, "loss": loss_value})
+                                       {"elapsed_s": elapsed, "cpu_s": cpu, "loss": loss_value, "device": device})
                 model.train()
     model.eval()
     if last is None:  # nothing to do: already trained to cfg.steps

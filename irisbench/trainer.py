@@ -96,12 +96,15 @@ class GRPOTrainer:
     """Drives one GRPO run into a run folder; ``train()`` resumes if the folder has checkpoints."""
 
     def __init__(self, cfg: TrainConfig, out: str | Path, *, progress: bool = True,
-                 allow_config_change: bool = False, policy: Any = None) -> None:
+                 allow_config_change: bool = False, policy: Any = None, device: str | None = None) -> None:
         import torch
 
         cfg.check()
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.dist = Dist.from_env()
+        # the device the policy is loaded on (irisbench.devices; under a launcher cuda:LOCAL_RANK); recorded
+        # in env.json, not in the config, so that a run may resume on another device
+        self.dist = Dist.from_env(device)
+        self.device = self.dist.device
         if cfg.prompts_per_step % self.dist.world_size:
             raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the number of "
                              f"processes ({self.dist.world_size}): each rank takes whole groups")
@@ -113,6 +116,7 @@ class GRPOTrainer:
     def _setup(self) -> None:
         import torch
 
+        from irisbench.devices import device_record
         from irisbench.policies import load_policy
         from irisbench.rewards import build_reward
         from irisbench.runs import RunDir, env_info
@@ -120,7 +124,8 @@ class GRPOTrainer:
 
         cfg = self.cfg
         if self.dist.main:
-            self.run = RunDir.open_or_create(self.out, kind="train", config=cfg.to_dict(), env=env_info(),
+            env = {**env_info(), **device_record(self.device)}
+            self.run = RunDir.open_or_create(self.out, kind="train", config=cfg.to_dict(), env=env,
                                              allow_config_change=self.allow_config_change)
         self.dist.barrier()
         if not self.dist.main:
@@ -132,10 +137,10 @@ class GRPOTrainer:
         ckpts = complete_checkpoints(self.out)
         self.start_step = ckpts[-1][0] if ckpts else 0
         if ckpts:
-            self.policy = load_policy(str(ckpts[-1][1]))
+            self.policy = load_policy(str(ckpts[-1][1]), device=self.device)
         else:
             self.policy = self._policy if self._policy is not None else \
-                load_policy(cfg.policy, cfg.model, **cfg.policy_options)
+                load_policy(cfg.policy, cfg.model, device=self.device, **cfg.policy_options)
         self.world = self.policy.world
         self.items, self.prompt_prov = self._training_prompts(load_suite(cfg.suite), resolve_prompts)
         self.reward = build_reward(cfg.reward, weights=cfg.reward_weights, options=cfg.reward_options or None)
@@ -201,7 +206,7 @@ class GRPOTrainer:
         ref_dir = self.out / "checkpoints" / "reference"
         if not ref_dir.is_dir():
             raise FileNotFoundError(f"{ref_dir}: the frozen reference policy of this run is missing")
-        return load_policy(str(ref_dir))
+        return load_policy(str(ref_dir), device=self.device)
 
     def _restore(self, ckpt: Path) -> None:
         from irisbench.checkpoints import restore_optimizer

@@ -103,9 +103,10 @@ def test_image_loop_greedy_equals_hf_generate(policy: JanusPolicy, cfg: float) -
     out = sample_image_tokens(policy.model, ids, policy._generators([1, 2, 3]), num_tokens=GRID * GRID,
                               cfg=cfg, bos_id=policy.bos_id, boi_id=policy.boi_id, pad_id=policy.pad_id, top_k=1)
     batch = policy.processor(text=[image_request(p) for p in PROMPTS], generation_mode="image",
-                             return_tensors="pt", padding=True)
+                             return_tensors="pt", padding=True).to(policy.device)  # processor outputs are CPU
     extra = {"logits_processor": LogitsProcessorList([_CondHalf()])} if cfg == 1.0 else {}
-    hf = policy.model.generate(**batch, generation_mode="image", do_sample=False, guidance_scale=cfg, **extra)
+    hf = policy.model.generate(**batch, generation_mode="image", do_sample=False, guidance_scale=cfg,
+                               **extra).cpu()
     assert out.tokens.shape == (3, GRID * GRID)
     assert torch.equal(out.tokens, hf)
     assert len(set(out.tokens.flatten().tolist())) > 8  # the tiny model's output is not degenerate
@@ -114,12 +115,12 @@ def test_image_loop_greedy_equals_hf_generate(policy: JanusPolicy, cfg: float) -
 def test_text_loop_greedy_equals_hf_generate_and_stops_at_eos(policy: JanusPolicy) -> None:
     ids = [policy.encode(cot_request(p)) for p in PROMPTS]
     gens = policy._generators([4, 5, 6])
-    padded, mask = _left_pad(ids, policy.pad_id, "cpu")
+    padded, mask = _left_pad(ids, policy.pad_id, policy.device)
 
     def hf(eos: int) -> torch.Tensor:
         out = policy.model.generate(input_ids=padded, attention_mask=mask, generation_mode="text", do_sample=False,
                                     max_new_tokens=10, eos_token_id=eos, pad_token_id=policy.pad_id)
-        return out[:, padded.shape[1]:]
+        return out[:, padded.shape[1]:].cpu()
 
     free = sample_text(policy.model, ids, gens, max_new_tokens=10, eos_id=policy.eos_id, pad_id=policy.pad_id,
                        top_k=1)

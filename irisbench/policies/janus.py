@@ -505,16 +505,20 @@ class JanusPolicy:
     ) -> JanusPolicy:
         """Load a transformers-format Janus folder (safetensors only, no remote code).
 
-        ``device`` defaults to CUDA when available; ``dtype`` to bf16 on CUDA and fp32 on the CPU.
+        ``device`` defaults to CUDA when available (``irisbench.devices.resolve_device``); ``dtype`` to bf16
+        on CUDA and fp32 on the CPU (bf16 on a CPU without native bf16 instructions is refused).
         Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``) go to the constructor.
         """
-        import torch
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
+        from irisbench.devices import check_dtype, resolve_device
+
         path = resolve_checkpoint(model_id_or_path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)  # one clear line for cuda without a GPU, cuda:7 on a 1-GPU host
+        torch_dtype = _dtype(dtype, device)
+        check_dtype(torch_dtype, device, flag="dtype")  # bf16 weights on a CPU without bf16 instructions
         model = JanusForConditionalGeneration.from_pretrained(
-            path, dtype=_dtype(dtype, device), use_safetensors=True, trust_remote_code=False
+            path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
         )
         model = model.to(device).eval()
         processor = JanusProcessor.from_pretrained(path, trust_remote_code=False)

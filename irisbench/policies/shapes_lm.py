@@ -32,6 +32,7 @@ allowed sub-vocabulary (so |V| is the plan vocabulary or the codebook, not the w
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -311,8 +312,11 @@ class ShapesLMPolicy:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> ShapesLMPolicy:
+    def load(cls, path: str | Path, *, device: str | None = None, **overrides: Any) -> ShapesLMPolicy:
         """Load a folder written by ``save``; ``overrides`` replace sampling defaults (e.g. ``cfg=5``).
+
+        ``device``: where the model lives (``irisbench.devices.resolve_device``; default: the CPU, the
+        project's reference device for the shapes world, unless ``IRISBENCH_DEVICE`` says otherwise).
 
         Raises ``ShapesCheckpointError`` naming the missing file or the mismatching field.
         """
@@ -380,8 +384,14 @@ class ShapesLMPolicy:
             raise ShapesCheckpointError(f"{meta_path}: field 'num_image_tokens' is "
                                         f"{meta.get('num_image_tokens')}, the image tokenizer makes "
                                         f"{tokenizer.num_tokens}")
-        model = _load_llama(path)
+        from irisbench.devices import resolve_device
+
+        model = _load_llama(path).to(resolve_device(device or os.environ.get("IRISBENCH_DEVICE") or "cpu"))
         return cls(model, vocab, tokenizer, defaults, checkpoint=str(path))
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
 
     # ------------------------------------------------------------------ prompts
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -625,6 +635,7 @@ class ShapesLMPolicy:
         if prompt_ids is None or len(prompt_ids) != len(rollout):
             raise ValueError("rollout.extras['prompt_ids'] is missing or has the wrong length: token_logits "
                              "needs a rollout made by ShapesLMPolicy.sample")
+        dev = self.device
         tokens = torch.as_tensor(rollout.tokens, dtype=torch.long)
         tmask = torch.as_tensor(rollout.token_mask, dtype=torch.bool)
         modality = torch.as_tensor(rollout.modality, dtype=torch.long)
@@ -643,17 +654,19 @@ class ShapesLMPolicy:
             t = torch.arange(width)
             gather[r] = torch.where(t < len(plan), prefix - 1 + t, prefix + t).clamp(max=len(seqs[-1]) - 1)
         ids, mask = _right_pad(seqs, v.pad)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+        gather, tokens, tmask, modality, is_text, is_img = (
+            t.to(dev) for t in (gather, tokens, tmask, modality, is_text, is_img))
         picked = logits.gather(1, gather.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        text_ids = torch.as_tensor(v.text_ids)
+        text_ids = torch.as_tensor(v.text_ids, device=dev)
         lo, hi = v.image_offset, v.image_offset + v.codebook_size
         text_logits, image_logits = picked[..., text_ids], picked[..., lo:hi]
-        local = torch.as_tensor(rollout.extras.get("local_tokens"), dtype=torch.long) \
+        local = torch.as_tensor(rollout.extras.get("local_tokens"), dtype=torch.long, device=dev) \
             if "local_tokens" in rollout.extras else self._local_tokens(tokens, is_text, is_img)
         safe = local.clamp(min=0)
         t_lp, t_sc, t_ent = token_stats(text_logits, safe.clamp(max=len(v.text_ids) - 1))
         i_lp, i_sc, i_ent = token_stats(image_logits, safe.clamp(max=v.codebook_size - 1))
-        zero = torch.zeros((), dtype=torch.float32)
+        zero = torch.zeros((), dtype=torch.float32, device=dev)
 
         def pick(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             return torch.where(is_text, a, torch.where(is_img, c, zero))
@@ -664,9 +677,9 @@ class ShapesLMPolicy:
         if uncond:
             useqs = [[v.bos, v.null, v.boi, *tokens[r][is_img[r]].tolist()] for r in range(b)]
             uids, _ = _right_pad(useqs, v.pad)
-            ulog = self.model(input_ids=uids).logits.float()[:, 2:-1, lo:hi]  # predicts image tokens 0..63
+            ulog = self.model(input_ids=uids.to(dev)).logits.float()[:, 2:-1, lo:hi]  # predicts image tokens 0..63
             img_start = is_text.sum(1)
-            idx = (torch.arange(width).unsqueeze(0) - img_start.unsqueeze(1))
+            idx = (torch.arange(width, device=dev).unsqueeze(0) - img_start.unsqueeze(1))
             idx = idx.clamp(0, self.num_image_tokens - 1)
             out["image_logits_uncond"] = ulog.gather(1, idx.unsqueeze(-1).expand(-1, -1, ulog.shape[-1]))
         return out
@@ -676,8 +689,8 @@ class ShapesLMPolicy:
         import torch
 
         v = self.vocab
-        lookup = torch.full((v.size,), -1, dtype=torch.long)
-        lookup[torch.as_tensor(v.text_ids)] = torch.arange(len(v.text_ids))
+        lookup = torch.full((v.size,), -1, dtype=torch.long, device=tokens.device)
+        lookup[torch.as_tensor(v.text_ids, device=tokens.device)] = torch.arange(len(v.text_ids), device=tokens.device)
         local = torch.where(is_text, lookup[tokens], torch.full_like(tokens, -1))
         return torch.where(is_img, tokens - v.image_offset, local)
 
@@ -731,9 +744,9 @@ def _load_llama(path: Path) -> Any:
     return model.float().eval()
 
 
-def load_shipped_base(**overrides: Any) -> ShapesLMPolicy:
+def load_shipped_base(*, device: str | None = None, **overrides: Any) -> ShapesLMPolicy:
     """The base checkpoint shipped in ``irisbench/assets/shapes-base`` (see its README.md)."""
-    return ShapesLMPolicy.load(SHIPPED_BASE, **overrides)
+    return ShapesLMPolicy.load(SHIPPED_BASE, device=device, **overrides)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SamplingDefaults", "ShapesCheckpointError",
