@@ -139,17 +139,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--logits-chunk", type=int, default=512)
     parser.add_argument("--sample-batch", type=int, default=16)
     parser.add_argument("--measure", action="store_true", help="run bench_janus_grpo.py on this GPU (1B)")
+    parser.add_argument("--measured", type=Path, default=None,
+                        help="a bench_janus_grpo.py JSON (same settings) to check the 1-GPU 1B prediction against")
     args = parser.parse_args(argv)
     recipe = Recipe(logits_chunk=args.logits_chunk, checkpointing=args.checkpointing,
                     sample_batch=args.sample_batch)
     out: dict[str, Any] = {"recipe": asdict(recipe), "table": table(recipe)}
-    if args.measure:
+    measured = None
+    if args.measured is not None:
+        measured = json.loads(args.measured.read_text())
+    elif args.measure:
         import bench_janus_grpo
 
         argv = ["--rollouts", str(recipe.rollouts), "--grad-accum", str(recipe.grad_accum), "--cot-tokens",
                 str(recipe.cot_tokens), "--sample-batch", str(recipe.sample_batch), "--logits-chunk",
                 str(recipe.logits_chunk), "--steps", "1", "--no-baseline"] + (["--checkpointing"] * args.checkpointing)
         measured = bench_janus_grpo.main(argv)
+    if measured is not None:
         from dataclasses import replace
 
         run = measured.get("chunked") or measured.get("whole_logits") or {}
