@@ -517,3 +517,19 @@ def test_static_policy_samples_equal_eager_and_compiled_needs_cuda(ckpt: Path) -
     compiled = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=2, decode="compiled", device="cpu")
     with pytest.raises(ValueError, match="decode: compiled captures CUDA graphs and needs a CUDA device"):
         compiled.sample(PROMPTS[:1], n=1, seed=0)
+
+
+def test_a_folder_that_does_not_match_the_recipe_is_refused(ckpt: Path) -> None:
+    text = json.loads((ckpt / "config.json").read_text())["text_config"]
+    ok = JanusPolicy.from_pretrained(ckpt, expect={"hidden_size": text["hidden_size"],
+                                                   "num_hidden_layers": text["num_hidden_layers"]})
+    assert ok.model.config.text_config.hidden_size == text["hidden_size"]
+    with pytest.raises(JanusCheckpointError, match=r"config.json: field text_config.hidden_size is 64, the recipe "
+                                                   r"expects 2048"):
+        JanusPolicy.from_pretrained(ckpt, expect={"hidden_size": 2048, "num_hidden_layers": 24})
+    saved = json.loads((ckpt / "config.json").read_text())
+    saved_dtype = saved.get("dtype", saved.get("torch_dtype"))
+    with pytest.raises(JanusCheckpointError, match=f"field dtype is {saved_dtype!r}, the recipe expects 'bfloat16'"):
+        JanusPolicy.from_pretrained(ckpt, expect={"dtype": "bf16"})
+    with pytest.raises(ValueError, match="expect must be a mapping"):
+        JanusPolicy.from_pretrained(ckpt, expect=[2048])

@@ -492,6 +492,34 @@ def resolve_checkpoint(model_id_or_path: str | Path) -> Path:
     return path
 
 
+def check_expected_config(path: Path, expect: dict[str, Any]) -> None:
+    """Refuse a folder whose ``config.json`` does not match what a recipe was written for.
+
+    ``expect`` (policy option ``expect``, e.g. ``{hidden_size: 2048, num_hidden_layers: 24, dtype: bfloat16}``):
+    keys of ``text_config`` (the language model) and ``dtype``, compared with ``config.json``'s
+    ``text_config`` and its ``dtype`` (or ``torch_dtype``) field. One line names the file, the field, both
+    values.
+    """
+    from irisbench.devices import dtype_name
+
+    if not isinstance(expect, dict):
+        raise ValueError(f"policy option expect must be a mapping of config fields, got {expect!r}")
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text())
+    text = config.get("text_config") or {}
+    for key, want in expect.items():
+        if key in ("dtype", "torch_dtype"):
+            have = config.get("dtype", config.get("torch_dtype", text.get("dtype", text.get("torch_dtype"))))
+            if have is None or dtype_name(have) != dtype_name(want):
+                raise JanusCheckpointError(f"{config_path}: field dtype is {have!r}, the recipe expects "
+                                           f"{dtype_name(want)!r} (policy option expect)")
+            continue
+        have = text.get(key)
+        if have != want:
+            raise JanusCheckpointError(f"{config_path}: field text_config.{key} is {have!r}, the recipe expects "
+                                       f"{want!r} (policy option expect): is this the model the preset is for?")
+
+
 def _dtype(dtype: Any, device: str) -> torch.dtype:
     import torch
 
@@ -619,13 +647,18 @@ class JanusPolicy:
 
         ``device`` defaults to CUDA when available (``irisbench.devices.resolve_device``); ``dtype`` to bf16
         on CUDA and fp32 on the CPU (bf16 on a CPU without native bf16 instructions is refused).
-        Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``) go to the constructor.
+        Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``, ``logits_chunk``,
+        ``gradient_checkpointing``, ``decode``) go to the constructor; ``expect`` (a mapping of
+        ``text_config`` fields and ``dtype``) refuses a folder that does not match (``check_expected_config``).
         """
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
         from irisbench.devices import check_dtype, resolve_device
 
+        expect = kwargs.pop("expect", None)
         path = resolve_checkpoint(model_id_or_path)
+        if expect:
+            check_expected_config(path, expect)
         device = resolve_device(device)  # one clear line for cuda without a GPU, cuda:7 on a 1-GPU host
         torch_dtype = _dtype(dtype, device)
         check_dtype(torch_dtype, device, flag="dtype")  # bf16 weights on a CPU without bf16 instructions
