@@ -512,6 +512,16 @@ def test_static_policy_samples_equal_eager_and_compiled_needs_cuda(ckpt: Path) -
     np.testing.assert_array_equal(a.tokens, b.tokens)
     np.testing.assert_array_equal(np.stack(a.images), np.stack(b.images))
     np.testing.assert_allclose(a.self_certainty, b.self_certainty, atol=1e-5)
+    # the second sample reused the decoder of the first (same shapes): a restarted cache gives the same rows
+    held = dict(static.model.model.language_model._irisbench_decoders)
+    assert len(held) == 2  # the CoT loop's and the image loop's
+    c = static.sample(PROMPTS[:2], n=2, seed=9)
+    assert static.model.model.language_model._irisbench_decoders == held
+    np.testing.assert_array_equal(c.tokens, a.tokens)
+    import copy
+
+    copied = copy.deepcopy(static.model).model.language_model._irisbench_decoders
+    assert set(copied.values()) == {None}
     with pytest.raises(ValueError, match="decode must be one of eager, static, compiled"):
         JanusPolicy.from_pretrained(ckpt, decode="graphs")
     compiled = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=2, decode="compiled", device="cpu")

@@ -189,8 +189,40 @@ class FixedShapeDecoder:
         self.mask[:, :p] = mask
         self.length = p
         self.lm, self.head, self.compiled = lm, head, compiled
+        self.key: tuple[Any, ...] = ()
         step = functools.partial(_decode_logits, lm, head, self.cache)
         self._step = torch.compile(step, mode="reduce-overhead", dynamic=False) if compiled else step
+
+    @classmethod
+    def acquire(cls, lm: Any, head: Any, mask: torch.Tensor, max_len: int, *, compiled: bool = False
+                ) -> FixedShapeDecoder:
+        """The decoder of the language model's last call with the same shapes, restarted, else a new one.
+
+        Reusing the cache and the mask keeps their addresses, so a compiled step is captured once per shape
+        and not once per batch (a new cache object would fail the compiled function's guards and recompile).
+        One decoder is kept per language model and head (text and image loops: their KV caches are the
+        memory they hold between calls).
+        """
+        key = (id(head), tuple(mask.shape), max_len, compiled, str(mask.device), mask.dtype)
+        kept = lm.__dict__.setdefault("_irisbench_decoders", {})
+        held = kept.get(id(head))
+        if held is not None and held.key == key:
+            held.restart(mask)
+            return held
+        kept[id(head)] = None  # free the previous cache first
+        dec = cls(lm, head, mask, max_len, compiled=compiled)
+        dec.key = key
+        kept[id(head)] = dec
+        return dec
+
+    def restart(self, mask: torch.Tensor) -> None:
+        self.cache.reset()
+        self.mask.zero_()
+        self.mask[:, :mask.shape[1]] = mask
+        self.length = mask.shape[1]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None  # a copied model (the trainer's KL reference) builds its own
 
     def prefill(self, embeds: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return _decode_logits(self.lm, self.head, self.cache, embeds, self.mask[:, :self.length], pos)
@@ -271,8 +303,8 @@ def sample_text(
     kept: list[torch.Tensor] = []
     with torch.no_grad():
         if decode != "eager":
-            fixed = FixedShapeDecoder(lm, model.lm_head, mask, ids.shape[1] + max_new_tokens,
-                                      compiled=decode == "compiled")
+            fixed = FixedShapeDecoder.acquire(lm, model.lm_head, mask, ids.shape[1] + max_new_tokens,
+                                              compiled=decode == "compiled")
         for i in range(max_new_tokens):
             if fixed is not None:
                 z = (fixed.prefill(embeds, pos) if i == 0 else fixed.step(embeds, pos, active.long())).float()
@@ -349,7 +381,7 @@ def sample_image_tokens(
     kept_c: list[torch.Tensor] = []
     kept_u: list[torch.Tensor] = []
     with torch.no_grad():
-        fixed = None if decode == "eager" else FixedShapeDecoder(
+        fixed = None if decode == "eager" else FixedShapeDecoder.acquire(
             lm, head, mask, ids.shape[1] + num_tokens, compiled=decode == "compiled")
         for step in range(num_tokens):
             if fixed is not None:
