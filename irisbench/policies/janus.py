@@ -907,7 +907,7 @@ class JanusPolicy:
             seqs = [list(cot_ids[r]) + tokens[r, :lengths[r]].tolist() for r in range(b)]
             ids, mask = _left_pad(seqs, self.pad_id, dev)
             hidden = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
-                        position_ids=_positions(mask)).last_hidden_state
+                        position_ids=_positions(mask), use_cache=False).last_hidden_state  # no KV cache to keep
             s = ids.shape[1]
             j = torch.arange(lmax, device=dev)
             idx = torch.stack([(s - lengths[r] - 1 + j).clamp(max=s - 1) for r in range(b)])
@@ -937,7 +937,8 @@ class JanusPolicy:
         embeds = torch.cat([model.get_input_embeddings()(ids),
                             model.prepare_embeddings_for_image_generation(image_tokens)], dim=1)
         mask = torch.cat([mask, torch.ones_like(image_tokens)], dim=1)
-        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
+        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask),
+                    use_cache=False).last_hidden_state
         picked = hidden[:, p - 1:p - 1 + n_img]
         return {
             "image" if head else "image_hidden": model.model.generation_head(picked) if head else picked,
