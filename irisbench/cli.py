@@ -184,6 +184,8 @@ def eval_cmd(
     judge_workers: int = typer.Option(1, help="--suite wise: concurrent judge requests."),
     wise_protocol: str = typer.Option("legacy", help="--suite wise: legacy (WiScore, 0-2 criteria) or verified "
                                                      "(WISE_Verified, binary)."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """Generate images for a suite's prompts (or read them with --images), score them and write per-image
     records, results and the suite's official layout and files."""
@@ -213,7 +215,8 @@ def eval_cmd(
                            metrics=metric_opts,
                            scorer_options=parse_key_values(scorer_option, "--scorer-option", numbers=False),
                            images=str(images) if images is not None else None, category=category,
-                           allow_missing=allow_missing, allow_config_change=allow_config_change)
+                           allow_missing=allow_missing, allow_config_change=allow_config_change,
+                           device=device)
 
     opts = _guard(options, options=True)
     name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
@@ -352,6 +355,8 @@ def pretrain_cmd(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value "
                                                           "(dotted keys reach into mapping fields)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
@@ -362,9 +367,12 @@ def pretrain_cmd(
         values: dict[str, Any] = {}
         for item in set_:
             apply_override(values, *parse_key_value(item, "--set"), where="--set")
+        from irisbench.devices import resolve_device
+
         cfg = PretrainConfig.from_dict(values)
+        dev = resolve_device(device)  # before the output folder is made
         target = out or _default_out("pretrain")
-        last = run_pretrain(cfg, target, progress=progress)
+        last = run_pretrain(cfg, target, progress=progress, device=dev)
         console.print(f"last checkpoint: {last}\nuse it with: irisbench eval --policy {last}")
 
     _guard(body)
@@ -405,12 +413,15 @@ def experiment_cmd(
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
                                                    "and publish its tidy tables and plots under results/experiment/."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
     from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
 
     def body() -> None:
-        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads)
+        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads,
+                               device=device)
         if method:
             cfg.methods = {}
             for item in method:
@@ -611,12 +622,14 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     """Versions, devices and the git hash: what a run records as provenance."""
     import torch  # noqa: F401  (so env_info can report devices)
 
+    from irisbench.devices import cpu_has_native_bf16
     from irisbench.runs import env_info
 
     info = env_info()
     info["torch_threads"] = torch.get_num_threads()
     info["cuda_available"] = torch.cuda.is_available()
     info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    info["cpu_native_bf16"] = cpu_has_native_bf16()
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
@@ -639,6 +652,8 @@ def train_cmd(
     allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards."""
     from irisbench.train_config import load_preset, preset_names, resolve_config
@@ -655,11 +670,14 @@ def train_cmd(
         return
 
     def body() -> Path:
+        from irisbench.devices import resolve_device
         from irisbench.trainer import GRPOTrainer
 
         cfg = resolve_config(config, set_)
+        resolve_device(device)  # one line before a run folder is made (the trainer resolves it again per rank)
         target = out or _default_out(f"train-{Path(config).stem}")
-        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change)
+        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change,
+                              device=device)
         last = trainer.train()
         distributed.end()
         if trainer.dist.main:

@@ -1,8 +1,11 @@
 """One process, or several under ``torchrun`` / ``accelerate launch``: rank, world size and collectives.
 
-``Dist.from_env()`` reads ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` (both launchers set them) and joins the
-process group on first use: gloo on CPU hosts; on GPU hosts gloo for CPU tensors beside NCCL for CUDA
-ones, each process on the GPU its ``LOCAL_RANK`` names. Training (gradients, metrics) and evaluation
+``Dist.from_env(device)`` reads ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` (both launchers set them) and joins
+the process group on first use. The backend follows the run's device (``irisbench.devices``), not merely
+whether the host has a GPU: a CPU run (``--device cpu``, no GPU visible, or ``IRISBENCH_DEVICE=cpu`` as
+the test suite sets) uses gloo, so more processes than GPUs work on the CPU; a CUDA run uses gloo for CPU
+tensors beside NCCL for CUDA ones, each process on the GPU its ``LOCAL_RANK`` names, and a ``LOCAL_RANK``
+beyond the node's GPU count stops with one line (``DeviceError``). Training (gradients, metrics) and evaluation
 (barriers around the per-rank shards) share it; ``end()`` leaves the group cleanly at the end of a command.
 """
 
@@ -23,20 +26,26 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    device: str = "cpu"
+
     @classmethod
-    def from_env(cls) -> Dist:
+    def from_env(cls, device: str | None = None) -> Dist:
+        """Join the launcher's group (if any) for a run on ``device`` (``None``: the default device)."""
+        from irisbench.devices import resolve_device
+
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls()
+            return cls(device=resolve_device(device))
         import torch
         import torch.distributed as dist
 
+        resolved = resolve_device(device)  # cuda -> cuda:LOCAL_RANK, or one line if there is no such GPU
         if not dist.is_initialized():
-            cuda = torch.cuda.is_available()
+            cuda = resolved.startswith("cuda")
             if cuda:  # one GPU per process
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(torch.device(resolved))
             dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+        return cls(dist.get_rank(), dist.get_world_size(), resolved)
 
     def all_sum(self, values: list[float]) -> list[float]:
         if self.world_size == 1:

@@ -62,6 +62,7 @@ class EvalOptions:
     category: str | None = None  # T2I-CompBench layout: the category of a one-category folder
     allow_missing: bool = False  # score an incomplete folder (missing/extra/unreadable images are counted)
     allow_config_change: bool = False  # resume with changes that leave the images alone (the metrics block)
+    device: str | None = None  # where the policy runs (irisbench.devices; None: cuda when available, else cpu)
 
 
 class EvalError(IrisbenchError, ValueError):
@@ -175,7 +176,7 @@ _NO_TOKENS = {"sc_text": None, "entropy_text": None, "sc_image": None, "entropy_
               "sc_all": None, "entropy_all": None, "plan_len": 0}
 
 
-def _generated_plan(opts: EvalOptions, policy: Any) -> _Plan:
+def _generated_plan(opts: EvalOptions, policy: Any, device: str) -> _Plan:
     from irisbench.policies import NEEDS_MODEL, load_policy
     from irisbench.registry import POLICIES
     from irisbench.suites import load_suite, resolve_prompts
@@ -188,7 +189,7 @@ def _generated_plan(opts: EvalOptions, policy: Any) -> _Plan:
             raise EvalError(f"policy {opts.policy!r} needs --model (a model id or a local folder)")
         if entry is not None and entry.world is not None:
             _scorer_entry(suite, entry.world)
-        policy = load_policy(opts.policy, opts.model)
+        policy = load_policy(opts.policy, opts.model, device=device)
     world = policy.world
     _scorer_entry(suite, world)
     items, prompt_prov = resolve_prompts(suite, world, opts.split, opts.prompts_file)
@@ -318,9 +319,11 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
 
     With ``opts.images`` the images are read from that folder (``irisbench.layouts``) instead of generated;
     the rest (records, summaries, official layouts) is the same."""
+    from irisbench.devices import device_record, resolve_device
     from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, read_records, write_parquet
     from irisbench.stats import count_check
 
+    device = resolve_device(opts.device)  # before anything is loaded or written: one line if unusable
     if opts.batch_size < 1:
         raise EvalError(f"--batch-size must be >= 1, got {opts.batch_size}")
     if opts.images is not None:
@@ -328,7 +331,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             raise EvalError("images from a folder are scored without a policy")
         plan = _external_plan(opts)
     else:
-        plan = _generated_plan(opts, policy)
+        plan = _generated_plan(opts, policy, device)
     suite, world, items, prompt_prov, n = plan.suite, plan.world, plan.items, plan.prompt_prov, plan.n
     scorer_entry = _scorer_entry(suite, world)
     split = prompt_prov["split"]
@@ -359,7 +362,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     }
     from irisbench.distributed import Dist
 
-    ranks = Dist.from_env()
+    ranks = Dist.from_env(device)
     rank, world_size = ranks.rank, ranks.world_size
     changed: list[str] = []
     if rank == 0:
@@ -369,7 +372,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             from irisbench.run_metrics import check_config_change
 
             changed = check_config_change(RunDir.open(out).config, config)
-        run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info(),
+        run = RunDir.open_or_create(out, kind="eval", config=config, env={**env_info(), **device_record(device)},
                                     allow_config_change=opts.allow_config_change)
     ranks.barrier()
     if rank != 0:

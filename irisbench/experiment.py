@@ -49,6 +49,7 @@ class ExperimentConfig:
     eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
     threads: int | None = None  # torch threads (None: torch's default); 1 is faster on a busy machine
     eval_images_per_prompt: int | None = 2  # 2 per prompt keeps the whole experiment near 30 min on 2 cores
+    device: str | None = None  # every evaluation and training run (irisbench.devices; None: cuda when available)
 
 
 def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig, console: Console) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig,
 
     console.print(f"[bold]eval[/] {policy} on {suite}/{split}")
     return evaluate(EvalOptions(policy=policy, suite=suite, split=split, seed=cfg.seed, limit=cfg.eval_limit,
-                                images_per_prompt=cfg.eval_images_per_prompt), out)
+                                images_per_prompt=cfg.eval_images_per_prompt, device=cfg.device), out)
 
 
 def selected_steps(run: Path) -> tuple[int, int]:
@@ -75,12 +76,14 @@ def selected_steps(run: Path) -> tuple[int, int]:
 
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
                    publish_readme: Path | None = None) -> dict[str, Any]:
+    from irisbench.devices import resolve_device
     from irisbench.policies.shapes_lm import SHIPPED_BASE
     from irisbench.runs import atomic_write_json, atomic_write_text
     from irisbench.train_config import resolve_config
     from irisbench.trainer import GRPOTrainer
 
     cfg = cfg or ExperimentConfig()
+    cfg.device = resolve_device(cfg.device)  # one line before anything is written; recorded in summary.json
     console = console or Console()
     if cfg.threads:
         import torch
@@ -114,7 +117,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
                      "eval_images_per_prompt": cfg.val_images_per_prompt, "seed": cfg.seed,
                      **({"num_threads": cfg.threads} if cfg.threads else {}), **cfg.train_overrides}
         run = out / "train" / label
-        GRPOTrainer(resolve_config(preset, overrides), run, progress=True).train()
+        GRPOTrainer(resolve_config(preset, overrides), run, progress=True, device=cfg.device).train()
         train_runs[label] = run
 
     console.rule("[bold]3. selected (best val) and last checkpoints on every suite and split")

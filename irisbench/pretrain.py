@@ -248,8 +248,9 @@ def batch_loss(model: Any, batch: dict[str, Any], precision: str = "fp32") -> tu
 
     if precision not in ("bf16", "fp32"):
         raise PretrainError(f"batch_loss needs a resolved precision ('bf16' or 'fp32'), got {precision!r}")
-    device_type = batch["input_ids"].device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    dev = next(model.parameters()).device
+    batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     per_tok = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE,
@@ -282,8 +283,12 @@ def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, where: Path
 
 
 # ---------------------------------------------------------------------------------------- the loop
-def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True) -> Path:
+def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
+                 device: str | None = None) -> Path:
     """Train (or resume training) the shapes base policy; returns the final checkpoint folder.
+
+    ``device``: where the model trains (``irisbench.devices.resolve_device``: ``None`` is cuda when
+    available); batches are drawn on the CPU and moved there. Recorded in each checkpoint's state.
 
     ``resume=True`` continues from the newest complete checkpoint in ``out_dir`` (the recipe must match,
     except ``RESUMABLE_CHANGES``); ``resume=False`` refuses a folder that already holds checkpoints.
@@ -291,10 +296,12 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     import torch
     from safetensors.torch import load_file
 
+    from irisbench.devices import resolve_device
     from irisbench.policies.shapes_lm import ShapesLMPolicy
     from irisbench.world.tokenizer import fit_patch_tokenizer
 
     cfg.check()
+    device = resolve_device(device)  # one line, before the output folder is made, if unusable
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
@@ -307,7 +314,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
         start_step, ckpt = existing[-1]
         state = json.loads((ckpt / STATE_FILE).read_text())
         _check_resume_config(state["config"], cfg, ckpt / STATE_FILE)
-        policy = ShapesLMPolicy.load(ckpt)
+        policy = ShapesLMPolicy.load(ckpt, device=device)
         elapsed = float(state.get("elapsed_s", 0.0))
         cpu = float(state.get("cpu_s", 0.0))
     else:
@@ -315,7 +322,8 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
         policy = ShapesLMPolicy.create(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                                        num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                                        seed=cfg.seed)
-    precision, precision_reason = resolve_precision(cfg.precision, str(next(policy.model.parameters()).device))
+        policy.model.to(device)
+    precision, precision_reason = resolve_precision(cfg.precision, str(device))
     chosen = {"precision": precision, "reason": precision_reason}
     (out_dir / "pretrain_config.json").write_text(
         json.dumps({**asdict(cfg), "precision_used": chosen}, indent=1) + "\n")
@@ -376,7 +384,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 model.eval()
                 last = save_checkpoint(out_dir, done, policy, optimizer, scheduler, cfg,
-                                       {"elapsed_s": elapsed, "cpu_s": cpu, "loss": loss_value,
+                                       {"elapsed_s": elapsed, "cpu_s": cpu, "loss": loss_value, "device": device,
                                         "precision_used": chosen})
                 model.train()
     model.eval()

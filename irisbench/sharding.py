@@ -75,9 +75,11 @@ def shard(policy: Any) -> int:
     if loose:
         raise ShardingError(f"policy {name!r}: trainable parameters outside every FSDP unit: {loose[:5]}"
                             f"{' ...' if len(loose) > 5 else ''}; freeze them or add their module to fsdp_units()")
-    if not dist.is_initialized():  # one process without a launcher: a group of one (every shard is whole)
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     device_type = next(policy.model.parameters()).device.type  # shard where the policy lives
+    if not dist.is_initialized():  # one process without a launcher: a group of one (every shard is whole)
+        # FSDP's collectives on CUDA tensors need NCCL (gloo takes CPU tensors only)
+        backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     for group in groups:
         fully_shard(group if len(group) > 1 else group[0], mesh=mesh)

@@ -118,14 +118,19 @@ class GRPOTrainer:
     """Drives one GRPO run into a run folder; ``train()`` resumes if the folder has checkpoints."""
 
     def __init__(self, cfg: TrainConfig, out: str | Path, *, progress: bool = True,
-                 allow_config_change: bool = False, policy: Any = None, reward: Any = None) -> None:
+                 allow_config_change: bool = False, policy: Any = None, reward: Any = None,
+                 device: str | None = None) -> None:
         """``policy``: a ``TrainablePolicy`` to start from instead of ``cfg.policy``; ``reward``: a reward
-        (``irisbench.rewards.Reward``) used instead of ``cfg.reward`` (programmatic use and tests)."""
+        (``irisbench.rewards.Reward``) used instead of ``cfg.reward`` (programmatic use and tests);
+        ``device``: where the policy runs (``irisbench.devices.resolve_device``; default cuda when available)."""
         import torch
 
         cfg.check()
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.dist = Dist.from_env()
+        # the device the policy is loaded on (irisbench.devices; under a launcher cuda:LOCAL_RANK); recorded
+        # in env.json, not in the config, so that a run may resume on another device
+        self.dist = Dist.from_env(device)
+        self.device = self.dist.device
         if cfg.prompts_per_step % self.dist.world_size:
             raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the number of "
                              f"processes ({self.dist.world_size}): each rank takes whole groups")
@@ -142,6 +147,7 @@ class GRPOTrainer:
     def _setup(self) -> None:
         import torch
 
+        from irisbench.devices import device_record
         from irisbench.policies import load_policy
         from irisbench.rewards import build_reward
         from irisbench.runs import RunDir, env_info
@@ -149,7 +155,8 @@ class GRPOTrainer:
 
         cfg = self.cfg
         if self.dist.main:
-            self.run = RunDir.open_or_create(self.out, kind="train", config=cfg.to_dict(), env=env_info(),
+            env = {**env_info(), **device_record(self.device)}
+            self.run = RunDir.open_or_create(self.out, kind="train", config=cfg.to_dict(), env=env,
                                              allow_config_change=self.allow_config_change)
         self.dist.barrier()
         if not self.dist.main:
@@ -161,10 +168,10 @@ class GRPOTrainer:
         ckpts = complete_checkpoints(self.out)
         self.start_step = ckpts[-1][0] if ckpts else 0
         if ckpts:
-            self.policy = load_policy(str(ckpts[-1][1]))
+            self.policy = load_policy(str(ckpts[-1][1]), device=self.device)
         else:
             self.policy = self._policy if self._policy is not None else \
-                load_policy(cfg.policy, cfg.model, **cfg.policy_options)
+                load_policy(cfg.policy, cfg.model, device=self.device, **cfg.policy_options)
         if not isinstance(self.policy, TrainablePolicy):
             missing = [n for n in ("model", "vocab_sizes", "max_completion_length", "token_logits", "fsdp_units",
                                    "save") if not hasattr(self.policy, n)]
@@ -269,7 +276,7 @@ class GRPOTrainer:
         ref_dir = self.out / "checkpoints" / "reference"
         if not ref_dir.is_dir():
             raise FileNotFoundError(f"{ref_dir}: the frozen reference policy of this run is missing")
-        return load_policy(str(ref_dir))
+        return load_policy(str(ref_dir), device=self.device)
 
     def _restore(self, ckpt: Path) -> None:
         from irisbench.checkpoints import restore_optimizer

@@ -28,6 +28,7 @@ without it (``irisbench ls`` lists the rewards without torch).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -104,6 +105,55 @@ def token_stats(
     logp = logp_all.gather(-1, chosen.long().unsqueeze(-1)).squeeze(-1)
     sc_raw = torch.logsumexp(d, dim=-1) - d.mean(dim=-1)
     return logp, sc_raw, ent
+
+
+def _chunk_stats(h: torch.Tensor, c: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor]:
+    return token_stats(head(h), c)
+
+
+def head_token_stats(
+    hidden: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    chosen: torch.Tensor,
+    *,
+    chunk_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``token_stats(head(hidden), chosen)`` without ever holding every position's logits at once.
+
+    ``hidden`` (..., D), ``head`` a module or function mapping (n, D) to (n, V) logits (Janus-Pro's
+    ``lm_head`` has V = 102,400), ``chosen`` (...) token ids. Positions are processed ``chunk_size`` at a
+    time; when gradients are needed each chunk runs under non-reentrant activation checkpointing, so the
+    backward pass recomputes one chunk's logits at a time instead of keeping them all: peak memory for the
+    logits is about ``chunk_size * V * 4`` bytes times the few fp32 temporaries of ``token_stats``, instead of
+    that for every position. Values equal ``token_stats`` on the full logits up to the head's rounding, and
+    so do the gradients of ``hidden`` and of the head's parameters (tests/test_uncertainty.py).
+    """
+    import torch
+
+    if tuple(chosen.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(f"chosen has shape {tuple(chosen.shape)}, expected hidden.shape[:-1] = "
+                         f"{tuple(hidden.shape[:-1])}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    from torch.utils.checkpoint import checkpoint
+
+    shape = chosen.shape
+    h = hidden.reshape(-1, hidden.shape[-1])
+    c = chosen.reshape(-1)
+    params = head.parameters() if isinstance(head, torch.nn.Module) else ()
+    grad = torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in params))
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for start in range(0, h.shape[0], chunk_size):
+        hc, cc = h[start:start + chunk_size], c[start:start + chunk_size]
+        if grad:
+            parts.append(checkpoint(_chunk_stats, hc, cc, head, use_reentrant=False))
+        else:
+            parts.append(_chunk_stats(hc, cc, head))
+    if not parts:
+        empty = h.new_zeros(shape, dtype=torch.float32)
+        return empty, empty.clone(), empty.clone()
+    return tuple(torch.cat([p[i] for p in parts]).reshape(shape) for i in range(3))  # type: ignore[return-value]
 
 
 def masked_mean(values: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.ndarray:

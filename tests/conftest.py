@@ -9,6 +9,24 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite's references are CPU computations: everything that resolves the default device
+# (irisbench.devices) runs on the CPU, also on a GPU host, and torchrun tests use gloo; tests marked
+# ``gpu`` (tests/test_gpu.py) pass device="cuda" explicitly.
+os.environ.setdefault("IRISBENCH_DEVICE", "cpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.gpu`` tests where no CUDA GPU is visible."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 def reference_dir() -> Path:

@@ -103,9 +103,10 @@ def test_image_loop_greedy_equals_hf_generate(policy: JanusPolicy, cfg: float) -
     out = sample_image_tokens(policy.model, ids, policy._generators([1, 2, 3]), num_tokens=GRID * GRID,
                               cfg=cfg, bos_id=policy.bos_id, boi_id=policy.boi_id, pad_id=policy.pad_id, top_k=1)
     batch = policy.processor(text=[image_request(p) for p in PROMPTS], generation_mode="image",
-                             return_tensors="pt", padding=True)
+                             return_tensors="pt", padding=True).to(policy.device)  # processor outputs are CPU
     extra = {"logits_processor": LogitsProcessorList([_CondHalf()])} if cfg == 1.0 else {}
-    hf = policy.model.generate(**batch, generation_mode="image", do_sample=False, guidance_scale=cfg, **extra)
+    hf = policy.model.generate(**batch, generation_mode="image", do_sample=False, guidance_scale=cfg,
+                               **extra).cpu()
     assert out.tokens.shape == (3, GRID * GRID)
     assert torch.equal(out.tokens, hf)
     assert len(set(out.tokens.flatten().tolist())) > 8  # the tiny model's output is not degenerate
@@ -114,12 +115,12 @@ def test_image_loop_greedy_equals_hf_generate(policy: JanusPolicy, cfg: float) -
 def test_text_loop_greedy_equals_hf_generate_and_stops_at_eos(policy: JanusPolicy) -> None:
     ids = [policy.encode(cot_request(p)) for p in PROMPTS]
     gens = policy._generators([4, 5, 6])
-    padded, mask = _left_pad(ids, policy.pad_id, "cpu")
+    padded, mask = _left_pad(ids, policy.pad_id, policy.device)
 
     def hf(eos: int) -> torch.Tensor:
         out = policy.model.generate(input_ids=padded, attention_mask=mask, generation_mode="text", do_sample=False,
                                     max_new_tokens=10, eos_token_id=eos, pad_token_id=policy.pad_id)
-        return out[:, padded.shape[1]:]
+        return out[:, padded.shape[1]:].cpu()
 
     free = sample_text(policy.model, ids, gens, max_new_tokens=10, eos_id=policy.eos_id, pad_id=policy.pad_id,
                        top_k=1)
@@ -414,3 +415,153 @@ def test_bad_sampling_arguments(policy: JanusPolicy, ckpt: Path) -> None:
         from irisbench.policies.base import Rollout
 
         policy.token_logits(Rollout(prompts=["a"], seeds=[0], images=[]))
+
+
+# ------------------------------------------------------------------------- GRPO memory options
+
+
+@pytest.mark.parametrize("chunk,checkpointing", [(7, False), (0, True), (5, True)])
+def test_chunked_statistics_and_checkpointing_equal_the_whole_logits(ckpt: Path, chunk: int,
+                                                                     checkpointing: bool) -> None:
+    """logits_chunk / gradient_checkpointing change memory only: the per-token view and its gradients agree."""
+    ref_pol = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=5)
+    r = ref_pol.sample(PROMPTS[:2], n=2, seed=4)
+    pol = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=5, logits_chunk=chunk,
+                                      gradient_checkpointing=checkpointing)
+    assert pol.describe()["compute"] == {"logits_chunk": chunk, "gradient_checkpointing": checkpointing,
+                                         "decode": "eager"}
+    results = []
+    for p in (ref_pol, pol):
+        p.model.zero_grad(set_to_none=True)
+        tf = p.part_logits(r)
+        m = tf["mask"]
+        loss = tf["logp"][m].sum() - 0.1 * tf["self_certainty"][m].sum() + 0.05 * tf["entropy"][m].sum()
+        loss.backward()
+        grads = {n: q.grad.clone() for n, q in p.model.named_parameters() if q.grad is not None}
+        results.append((tf, grads))
+        assert not p.model.training  # checkpointing switched training mode on for the pass only
+    (ref, g_ref), (got, g_got) = results
+    assert ("text" in got) == (chunk == 0) and ("image" in got) == (chunk == 0)
+    for key in ("logp", "self_certainty", "entropy"):
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-5, atol=1e-5)
+    assert set(g_got) == set(g_ref) and len(g_ref) > 10
+    for name, g in g_ref.items():
+        scale = float(g.abs().max())
+        assert float((g_got[name] - g).abs().max()) <= 1e-5 * scale, (name, float((g_got[name] - g).abs().max()), scale)
+    # guided log-probs still get their image logits (both branches)
+    with torch.no_grad():
+        guided = pol.part_logits(r, uncond=True)
+        full = ref_pol.part_logits(r, uncond=True)
+    torch.testing.assert_close(guided["image_logits_uncond"], full["image_logits_uncond"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(guided["logp"], full["logp"], rtol=1e-5, atol=1e-5)
+    # the options do act: fewer saved activations for backward (checkpointed blocks keep only their inputs)
+    saved = []
+    for p in (ref_pol, pol):
+        count = [0]
+
+        def pack(t: torch.Tensor, count: list[int] = count) -> torch.Tensor:
+            count[0] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            p.part_logits(r)
+        saved.append(count[0])
+    assert saved[1] < saved[0]
+
+
+def test_memory_options_are_checked(ckpt: Path) -> None:
+    with pytest.raises(ValueError, match="logits_chunk must be an integer >= 0"):
+        JanusPolicy.from_pretrained(ckpt, logits_chunk=-1)
+    pol = JanusPolicy.from_pretrained(ckpt, logits_chunk=4)
+    r = pol.sample(PROMPTS[:1], n=1, seed=0)
+    with pytest.raises(ValueError, match="per-token view only"):
+        pol.part_logits(r, parts=("image",))
+    assert "image" in pol.part_logits(r, parts=("image",), logits=True)
+
+
+# ------------------------------------------------------------------- fixed-shape (static) decoding
+
+
+@pytest.mark.parametrize("cfg,top_k", [(5.0, 1), (3.0, 20), (1.0, None)])
+def test_static_image_loop_equals_the_eager_loop(policy: JanusPolicy, cfg: float, top_k: int | None) -> None:
+    ids = _image_ids(policy, PROMPTS)  # three lengths: left padding in the preallocated mask
+    kw = dict(num_tokens=GRID * GRID, cfg=cfg, bos_id=policy.bos_id, boi_id=policy.boi_id, pad_id=policy.pad_id,
+              temperature=0.9, top_k=top_k, keep_logits=True)
+    eager = sample_image_tokens(policy.model, ids, policy._generators([5, 6, 7]), **kw)
+    static = sample_image_tokens(policy.model, ids, policy._generators([5, 6, 7]), decode="static", **kw)
+    assert torch.equal(static.tokens, eager.tokens)
+    for field in ("logp", "self_certainty", "entropy"):
+        torch.testing.assert_close(getattr(static, field), getattr(eager, field), rtol=0, atol=1e-5)
+    assert float((static.logits - eager.logits).abs().max()) < 1e-4
+    if cfg != 1.0:
+        assert float((static.uncond_logits - eager.uncond_logits).abs().max()) < 1e-4
+
+
+def test_static_image_loop_greedy_equals_hf_generate(policy: JanusPolicy) -> None:
+    ids = _image_ids(policy, PROMPTS)
+    out = sample_image_tokens(policy.model, ids, policy._generators([1, 2, 3]), num_tokens=GRID * GRID, cfg=5.0,
+                              bos_id=policy.bos_id, boi_id=policy.boi_id, pad_id=policy.pad_id, top_k=1,
+                              decode="static")
+    batch = policy.processor(text=[image_request(p) for p in PROMPTS], generation_mode="image",
+                             return_tensors="pt", padding=True).to(policy.device)
+    hf = policy.model.generate(**batch, generation_mode="image", do_sample=False, guidance_scale=5.0).cpu()
+    assert torch.equal(out.tokens, hf)
+
+
+def test_static_text_loop_equals_the_eager_loop_with_early_eos(policy: JanusPolicy) -> None:
+    ids = [policy.encode(cot_request(p)) for p in PROMPTS]
+    free = sample_text(policy.model, ids, policy._generators([4, 5, 6]), max_new_tokens=10, eos_id=policy.eos_id,
+                       pad_id=policy.pad_id, top_k=1)
+    eos = int(free.tokens[0, 2])  # row 0 stops early: its mask column turns 0 while the others go on
+    for temperature, top_k in ((1.0, 1), (0.8, 30)):
+        kw = dict(max_new_tokens=10, eos_id=eos, pad_id=policy.pad_id, temperature=temperature, top_k=top_k,
+                  keep_logits=True)
+        eager = sample_text(policy.model, ids, policy._generators([4, 5, 6]), **kw)
+        static = sample_text(policy.model, ids, policy._generators([4, 5, 6]), decode="static", **kw)
+        assert torch.equal(static.tokens, eager.tokens) and torch.equal(static.mask, eager.mask)
+        assert top_k != 1 or not eager.mask.all()  # greedy: the early stop is exercised
+        for field in ("logp", "self_certainty", "entropy"):
+            torch.testing.assert_close(getattr(static, field), getattr(eager, field), rtol=0, atol=1e-5)
+        m = eager.mask
+        assert float((static.logits - eager.logits)[m].abs().max()) < 1e-4
+
+
+def test_static_policy_samples_equal_eager_and_compiled_needs_cuda(ckpt: Path) -> None:
+    eager = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=6)
+    static = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=6, decode="static")
+    a = eager.sample(PROMPTS[:2], n=2, seed=9)
+    b = static.sample(PROMPTS[:2], n=2, seed=9)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(np.stack(a.images), np.stack(b.images))
+    np.testing.assert_allclose(a.self_certainty, b.self_certainty, atol=1e-5)
+    # the second sample reused the decoder of the first (same shapes): a restarted cache gives the same rows
+    held = dict(static.model.model.language_model._irisbench_decoders)
+    assert len(held) == 2  # the CoT loop's and the image loop's
+    c = static.sample(PROMPTS[:2], n=2, seed=9)
+    assert static.model.model.language_model._irisbench_decoders == held
+    np.testing.assert_array_equal(c.tokens, a.tokens)
+    import copy
+
+    copied = copy.deepcopy(static.model).model.language_model._irisbench_decoders
+    assert set(copied.values()) == {None}
+    with pytest.raises(ValueError, match="decode must be one of eager, static, compiled"):
+        JanusPolicy.from_pretrained(ckpt, decode="graphs")
+    compiled = JanusPolicy.from_pretrained(ckpt, cot_max_new_tokens=2, decode="compiled", device="cpu")
+    with pytest.raises(ValueError, match="decode: compiled captures CUDA graphs and needs a CUDA device"):
+        compiled.sample(PROMPTS[:1], n=1, seed=0)
+
+
+def test_a_folder_that_does_not_match_the_recipe_is_refused(ckpt: Path) -> None:
+    text = json.loads((ckpt / "config.json").read_text())["text_config"]
+    ok = JanusPolicy.from_pretrained(ckpt, expect={"hidden_size": text["hidden_size"],
+                                                   "num_hidden_layers": text["num_hidden_layers"]})
+    assert ok.model.config.text_config.hidden_size == text["hidden_size"]
+    with pytest.raises(JanusCheckpointError, match=r"config.json: field text_config.hidden_size is 64, the recipe "
+                                                   r"expects 2048"):
+        JanusPolicy.from_pretrained(ckpt, expect={"hidden_size": 2048, "num_hidden_layers": 24})
+    saved = json.loads((ckpt / "config.json").read_text())
+    saved_dtype = saved.get("dtype", saved.get("torch_dtype"))
+    with pytest.raises(JanusCheckpointError, match=f"field dtype is {saved_dtype!r}, the recipe expects 'bfloat16'"):
+        JanusPolicy.from_pretrained(ckpt, expect={"dtype": "bf16"})
+    with pytest.raises(ValueError, match="expect must be a mapping"):
+        JanusPolicy.from_pretrained(ckpt, expect=[2048])

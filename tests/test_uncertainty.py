@@ -151,3 +151,82 @@ def test_per_sample_parts_and_batch_modality_means() -> None:
     assert math.isnan(modality_means(values, only_image, mask)["text"])
     with pytest.raises(ValueError, match="part must be one of"):
         part_mask(modality, mask, "cot")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ chunked statistics from a head
+
+
+def _head_case(seed: int = 0, v: int = 97, d: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(d, v, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(v, d, generator=g))
+        head.bias.copy_(torch.randn(v, generator=g))
+    hidden = torch.randn(3, 11, d, generator=g, requires_grad=True)
+    chosen = torch.randint(0, v, (3, 11), generator=g)
+    return head, hidden, chosen
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 33, 1000])
+def test_head_token_stats_equal_the_unchunked_values_and_gradients(chunk: int) -> None:
+    from irisbench.uncertainty import head_token_stats
+
+    head, hidden, chosen = _head_case()
+    weights = torch.tensor([1.0, -0.3, 0.2])  # a loss touching all three statistics
+
+    def loss_and_grads(stats):
+        loss = sum(w * s.sum() for w, s in zip(weights, stats, strict=True))
+        grads = torch.autograd.grad(loss, [hidden, head.weight, head.bias])
+        return [s.detach() for s in stats], grads
+
+    ref, ref_g = loss_and_grads(token_stats(head(hidden), chosen))
+    got, got_g = loss_and_grads(head_token_stats(hidden, head, chosen, chunk_size=chunk))
+    for a, b in zip(got, ref, strict=True):
+        assert a.shape == (3, 11) and a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-5)
+    for a, b in zip(got_g, ref_g, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # the statistics are the float64 definitions, too
+    logp64 = torch.log_softmax(head(hidden).double(), -1).gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(got[0].double(), logp64.detach(), rtol=0, atol=1e-4)
+
+
+def test_head_token_stats_without_grad_and_bad_input() -> None:
+    from irisbench.uncertainty import head_token_stats
+
+    head, hidden, chosen = _head_case(1)
+    with torch.no_grad():
+        got = head_token_stats(hidden, head, chosen, chunk_size=5)
+        ref = token_stats(head(hidden), chosen)
+    assert not any(t.requires_grad for t in got)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-5)
+    empty = head_token_stats(hidden[:, :0], head, chosen[:, :0])
+    assert all(t.shape == (3, 0) for t in empty)
+    with pytest.raises(ValueError, match="chosen has shape"):
+        head_token_stats(hidden, head, chosen[:, :3])
+    with pytest.raises(ValueError, match="chunk_size"):
+        head_token_stats(hidden, head, chosen, chunk_size=0)
+
+
+def test_head_token_stats_never_holds_every_positions_logits() -> None:
+    """Saved-for-backward tensors stay at one chunk's logits: count the largest saved tensor."""
+    from irisbench.uncertainty import head_token_stats
+
+    head, _, _ = _head_case(2, v=4096, d=8)
+    hidden = torch.randn(64, 8, requires_grad=True)
+    chosen = torch.randint(0, 4096, (64,))
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        stats = head_token_stats(hidden, head, chosen, chunk_size=8)
+    assert max(sizes) < 64 * 4096  # the unchunked graph saves (64, 4096) logits; checkpointing saves inputs
+    stats[0].sum().backward()
+    sizes.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_stats(head(hidden), chosen)
+    assert max(sizes) >= 64 * 4096  # the check can fail: the plain computation does save them

@@ -11,14 +11,20 @@ from irisbench.registry import POLICIES
 NEEDS_MODEL = {"shapes-lm", "janus-pro"}
 
 
-def load_policy(name: str, model: str | None = None, **kwargs: Any) -> Any:
+MODEL_POLICIES = {"shapes-base", "shapes-lm", "janus-pro"}  # policies with a torch model: they take ``device``
+
+
+def load_policy(name: str, model: str | None = None, *, device: str | None = None, **kwargs: Any) -> Any:
     """A policy object from a registered name (``--policy``) and, where needed, a model id/path.
 
-    A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``.
+    A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``. ``device`` (a
+    resolved device string, ``irisbench.devices``) goes to policies with a model; the others ignore it.
     """
     if name not in POLICIES and Path(name).is_dir():
         name, model = _kind_of_folder(Path(name)), name
     factory = POLICIES.load(name)  # unknown names raise with did-you-mean
+    if device is not None and name in MODEL_POLICIES:
+        kwargs["device"] = device
     if name in NEEDS_MODEL:
         if not model:
             raise UsageError(f"policy {name!r} needs --model (a model id or a local folder)")

@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,100 @@ def _pick(
     return out
 
 
+DECODE_MODES = ("eager", "static", "compiled")
+
+
+def _decode_logits(lm: Any, head: Any, cache: Any, embeds: torch.Tensor, mask: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+    """One decode step on a static KV cache: (R, 1, D) embeddings -> (R, V) logits of the head."""
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+    return head(out.last_hidden_state[:, -1, :])
+
+
+class FixedShapeDecoder:
+    """The decode step with every input of one shape at every step, so it can be captured once.
+
+    A ``StaticCache`` of ``max_len`` positions (transformers 5.23 tracks the write position inside the cache,
+    as a tensor) and an attention mask allocated at ``max_len`` up front: step ``t`` sets column ``P + t``
+    (1, or 0 for a finished CoT row) in place instead of concatenating a column, so the mask's shape and
+    address never change. The prefill runs eagerly on the first ``P`` columns. ``compiled=True`` wraps the
+    step in ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one replay per step instead of hundreds of
+    kernel launches); it needs CUDA. Values equal the eager loop's (tests/test_janus.py, fp32 on the CPU).
+    """
+
+    def __init__(self, lm: Any, head: Any, mask: torch.Tensor, max_len: int, *, compiled: bool = False) -> None:
+        import functools
+
+        import torch
+        from transformers import StaticCache
+
+        if compiled and mask.device.type != "cuda":
+            raise UsageError("decode: compiled captures CUDA graphs and needs a CUDA device; use decode: static "
+                             "on the CPU")
+        rows, p = mask.shape
+        self.cache = StaticCache(config=lm.config, max_cache_len=max_len)
+        self.mask = torch.zeros((rows, max_len), dtype=mask.dtype, device=mask.device)
+        self.mask[:, :p] = mask
+        self.length = p
+        self.lm, self.head, self.compiled = lm, head, compiled
+        self.key: tuple[Any, ...] = ()
+        step = functools.partial(_decode_logits, lm, head, self.cache)
+        self._step = torch.compile(step, mode="reduce-overhead", dynamic=False) if compiled else step
+
+    @classmethod
+    def acquire(cls, lm: Any, head: Any, mask: torch.Tensor, max_len: int, *, compiled: bool = False
+                ) -> FixedShapeDecoder:
+        """The decoder of the language model's last call with the same shapes, restarted, else a new one.
+
+        Reusing the cache and the mask keeps their addresses, so a compiled step is captured once per shape
+        and not once per batch (a new cache object would fail the compiled function's guards and recompile).
+        One decoder is kept per language model and head (text and image loops: their KV caches are the
+        memory they hold between calls).
+        """
+        key = (id(head), tuple(mask.shape), max_len, compiled, str(mask.device), mask.dtype)
+        kept = lm.__dict__.setdefault("_irisbench_decoders", {})
+        held = kept.get(id(head))
+        if held is not None and held.key == key:
+            held.restart(mask)
+            return held
+        kept[id(head)] = None  # free the previous cache first
+        dec = cls(lm, head, mask, max_len, compiled=compiled)
+        dec.key = key
+        kept[id(head)] = dec
+        return dec
+
+    def restart(self, mask: torch.Tensor) -> None:
+        self.cache.reset()
+        self.mask.zero_()
+        self.mask[:, :mask.shape[1]] = mask
+        self.length = mask.shape[1]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None  # a copied model (the trainer's KL reference) builds its own
+
+    def prefill(self, embeds: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return _decode_logits(self.lm, self.head, self.cache, embeds, self.mask[:, :self.length], pos)
+
+    def step(self, embeds: torch.Tensor, pos: torch.Tensor, column: torch.Tensor | None = None) -> torch.Tensor:
+        """Append one token per row (``column``: its mask value, default 1) and return the next logits."""
+        import torch
+
+        if column is None:
+            self.mask[:, self.length] = 1
+        else:
+            self.mask[:, self.length] = column
+        self.length += 1
+        if self.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
+            return self._step(embeds, self.mask, pos).clone()  # a replay reuses its output buffer
+        return self._step(embeds, self.mask, pos)
+
+
+def _check_decode(decode: str) -> None:
+    if decode not in DECODE_MODES:
+        raise UsageError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+
+
 @dataclass
 class LoopOutput:
     """What a sampling loop returns: tokens and their statistics, (B, T) tensors on the CPU.
@@ -189,14 +284,20 @@ def sample_text(
     temperature: float = 1.0,
     top_k: int | None = None,
     keep_logits: bool = False,
+    decode: str = "eager",
 ) -> LoopOutput:
-    """KV-cached text sampling with ``lm_head`` until EOS (included) or ``max_new_tokens``."""
+    """KV-cached text sampling with ``lm_head`` until EOS (included) or ``max_new_tokens``.
+
+    ``decode``: ``eager`` (a dynamic cache that grows), ``static`` (``FixedShapeDecoder``: a static cache of
+    prompt + ``max_new_tokens`` positions) or ``compiled`` (the same, captured as CUDA graphs).
+    """
     import torch
 
     from irisbench.uncertainty import token_stats
 
     if max_new_tokens < 1:
         raise UsageError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    _check_decode(decode)
 
     device = model.lm_head.weight.device
     lm = model.model.language_model
@@ -206,14 +307,21 @@ def sample_text(
     b = ids.shape[0]
     active = torch.ones(b, dtype=torch.bool, device=device)
     cache = None
+    fixed = None
     steps: list[tuple[torch.Tensor, ...]] = []
     kept: list[torch.Tensor] = []
     with torch.no_grad():
-        for _ in range(max_new_tokens):
-            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                     use_cache=True)
-            cache = out.past_key_values
-            z = model.lm_head(out.last_hidden_state[:, -1, :]).float()
+        if decode != "eager":
+            fixed = FixedShapeDecoder.acquire(lm, model.lm_head, mask, ids.shape[1] + max_new_tokens,
+                                              compiled=decode == "compiled")
+        for i in range(max_new_tokens):
+            if fixed is not None:
+                z = (fixed.prefill(embeds, pos) if i == 0 else fixed.step(embeds, pos, active.long())).float()
+            else:
+                out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True)
+                cache = out.past_key_values
+                z = model.lm_head(out.last_hidden_state[:, -1, :]).float()
             tok = _pick(z, temperature, top_k, generators, active.tolist())
             tok = torch.where(active, tok, torch.full_like(tok, pad_id))
             steps.append((tok, active.clone(), *token_stats(z, tok)))
@@ -223,7 +331,8 @@ def sample_text(
             if not bool(active.any()):
                 break
             embeds = model.get_input_embeddings()(tok.unsqueeze(-1))
-            mask = torch.cat([mask, active.long().unsqueeze(-1)], dim=-1)
+            if fixed is None:
+                mask = torch.cat([mask, active.long().unsqueeze(-1)], dim=-1)
             pos = pos[:, -1:] + 1
     tok, act, logp, sc, ent = (torch.stack([s[i] for s in steps], dim=1).cpu() for i in range(5))
     return LoopOutput(tok, act, logp, sc, ent, torch.stack(kept, dim=1) if keep_logits else None)
@@ -243,11 +352,14 @@ def sample_image_tokens(
     top_k: int | None = None,
     stats_source: str = "conditional",
     keep_logits: bool = False,
+    decode: str = "eager",
 ) -> LoopOutput:
     """Static-KV-cached CFG image-token sampling: ``uncond + cfg * (cond - uncond)`` from ``generation_head``.
 
     ``prompt_ids`` rows end with ``<begin_of_image>``. The conditional and unconditional rows run in one
     batch ([cond; uncond], as transformers); with ``cfg == 1`` the unconditional rows are skipped.
+    ``decode``: ``eager`` (the mask grows by a column per step), ``static`` (``FixedShapeDecoder``: every
+    step has the same shapes) or ``compiled`` (the same, captured as CUDA graphs).
     """
     import torch
     from transformers import StaticCache
@@ -258,6 +370,7 @@ def sample_image_tokens(
         raise UsageError(f"num_tokens must be >= 1, got {num_tokens}")
     if stats_source not in STATS_SOURCES:
         raise UsageError(f"stats_source must be one of {STATS_SOURCES}, got {stats_source!r}")
+    _check_decode(decode)
 
     device = model.lm_head.weight.device
     lm = model.model.language_model
@@ -277,11 +390,16 @@ def sample_image_tokens(
     kept_c: list[torch.Tensor] = []
     kept_u: list[torch.Tensor] = []
     with torch.no_grad():
+        fixed = None if decode == "eager" else FixedShapeDecoder.acquire(
+            lm, head, mask, ids.shape[1] + num_tokens, compiled=decode == "compiled")
         for step in range(num_tokens):
-            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                     use_cache=True)
-            cache = out.past_key_values
-            z = head(out.last_hidden_state[:, -1, :]).float()
+            if fixed is not None:
+                z = (fixed.prefill(embeds, pos) if step == 0 else fixed.step(embeds, pos)).float()
+            else:
+                out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True)
+                cache = out.past_key_values
+                z = head(out.last_hidden_state[:, -1, :]).float()
             if guided:
                 cond, uncond = z[:b], z[b:]
                 mixed = uncond + cfg * (cond - uncond)
@@ -297,7 +415,8 @@ def sample_image_tokens(
                 break
             nxt = torch.cat([tok, tok]) if guided else tok
             embeds = model.prepare_embeddings_for_image_generation(nxt.unsqueeze(-1))
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            if fixed is None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             pos = pos[:, -1:] + 1
     tok, logp, sc, ent = (torch.stack([s[i] for s in steps], dim=1).cpu() for i in range(4))
     return LoopOutput(
@@ -414,6 +533,34 @@ def resolve_checkpoint(model_id_or_path: str | Path) -> Path:
     return path
 
 
+def check_expected_config(path: Path, expect: dict[str, Any]) -> None:
+    """Refuse a folder whose ``config.json`` does not match what a recipe was written for.
+
+    ``expect`` (policy option ``expect``, e.g. ``{hidden_size: 2048, num_hidden_layers: 24, dtype: bfloat16}``):
+    keys of ``text_config`` (the language model) and ``dtype``, compared with ``config.json``'s
+    ``text_config`` and its ``dtype`` (or ``torch_dtype``) field. One line names the file, the field, both
+    values.
+    """
+    from irisbench.devices import dtype_name
+
+    if not isinstance(expect, dict):
+        raise UsageError(f"policy option expect must be a mapping of config fields, got {expect!r}")
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text())
+    text = config.get("text_config") or {}
+    for key, want in expect.items():
+        if key in ("dtype", "torch_dtype"):
+            have = config.get("dtype", config.get("torch_dtype", text.get("dtype", text.get("torch_dtype"))))
+            if have is None or dtype_name(have) != dtype_name(want):
+                raise JanusCheckpointError(f"{config_path}: field dtype is {have!r}, the recipe expects "
+                                           f"{dtype_name(want)!r} (policy option expect)")
+            continue
+        have = text.get(key)
+        if have != want:
+            raise JanusCheckpointError(f"{config_path}: field text_config.{key} is {have!r}, the recipe expects "
+                                       f"{want!r} (policy option expect): is this the model the preset is for?")
+
+
 def _dtype(dtype: Any, device: str) -> torch.dtype:
     import torch
 
@@ -426,6 +573,17 @@ def _dtype(dtype: Any, device: str) -> torch.dtype:
             raise UsageError(f"dtype: unknown torch dtype {dtype!r}")
         return value
     return dtype
+
+
+@contextmanager
+def _training_mode(module: Any) -> Iterator[None]:
+    """``module.train()`` for the duration (transformers checkpoints decoder blocks only in training mode)."""
+    was = module.training
+    module.train()
+    try:
+        yield
+    finally:
+        module.train(was)
 
 
 def freeze_for_rl(model: Any) -> int:
@@ -465,6 +623,9 @@ class JanusPolicy:
         cot_top_k: int | None = 50,
         stats_source: str = "conditional",
         batch_size: int = 16,
+        logits_chunk: int = 0,
+        gradient_checkpointing: bool = False,
+        decode: str = "eager",
     ) -> None:
         check_sampling_args(1, cfg, temperature, top_k)
         check_sampling_args(1, None, cot_temperature, cot_top_k)
@@ -474,7 +635,18 @@ class JanusPolicy:
             raise UsageError(f"cot_max_new_tokens must be >= 1, got {cot_max_new_tokens}")
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(logits_chunk, int) or isinstance(logits_chunk, bool) or logits_chunk < 0:
+            raise UsageError(f"logits_chunk must be an integer >= 0 (0: whole logits), got {logits_chunk!r}")
+        _check_decode(decode)
+        self.decode = decode  # sampling loops: eager, static (fixed-shape step) or compiled (CUDA graphs)
         self.model = model
+        # GRPO memory (token_logits): per-token statistics from chunks of positions, and activation
+        # checkpointing of the language model's decoder blocks (recomputed in backward)
+        self.logits_chunk = logits_chunk
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        if self.gradient_checkpointing:
+            model.model.language_model.activation_checkpointing_enable(  # transformers 5.23's name
+                activation_checkpointing_kwargs={"use_reentrant": False})
         self.processor = processor
         self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
         self.checkpoint = checkpoint
@@ -514,16 +686,25 @@ class JanusPolicy:
     ) -> JanusPolicy:
         """Load a transformers-format Janus folder (safetensors only, no remote code).
 
-        ``device`` defaults to CUDA when available; ``dtype`` to bf16 on CUDA and fp32 on the CPU.
-        Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``) go to the constructor.
+        ``device`` defaults to CUDA when available (``irisbench.devices.resolve_device``); ``dtype`` to bf16
+        on CUDA and fp32 on the CPU (bf16 on a CPU without native bf16 instructions is refused).
+        Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``, ``logits_chunk``,
+        ``gradient_checkpointing``, ``decode``) go to the constructor; ``expect`` (a mapping of
+        ``text_config`` fields and ``dtype``) refuses a folder that does not match (``check_expected_config``).
         """
-        import torch
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
+        from irisbench.devices import check_dtype, resolve_device
+
+        expect = kwargs.pop("expect", None)
         path = resolve_checkpoint(model_id_or_path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if expect:
+            check_expected_config(path, expect)
+        device = resolve_device(device)  # one clear line for cuda without a GPU, cuda:7 on a 1-GPU host
+        torch_dtype = _dtype(dtype, device)
+        check_dtype(torch_dtype, device, flag="dtype")  # bf16 weights on a CPU without bf16 instructions
         model = JanusForConditionalGeneration.from_pretrained(
-            path, dtype=_dtype(dtype, device), use_safetensors=True, trust_remote_code=False
+            path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
         )
         model = model.to(device).eval()
         processor = JanusProcessor.from_pretrained(path, trust_remote_code=False)
@@ -597,7 +778,7 @@ class JanusPolicy:
                 req = [self.encode(cot_request(p)) for p in chunk]
                 text = sample_text(self.model, req, gens, max_new_tokens=self.cot_max_new_tokens,
                                    eos_id=self.eos_id, pad_id=self.pad_id, temperature=self.cot_temperature,
-                                   top_k=self.cot_top_k)
+                                   top_k=self.cot_top_k, decode=self.decode)
                 cots = [self.tokenizer.decode(text.tokens[r][text.mask[r]].tolist(), skip_special_tokens=True)
                         for r in range(len(chunk))]
                 cot_ids.extend(req)
@@ -606,7 +787,8 @@ class JanusPolicy:
             req = [self.encode(image_request(p, c)) + [self.boi_id] for p, c in zip(chunk, cots, strict=True)]
             image = sample_image_tokens(self.model, req, gens, num_tokens=self.num_image_tokens, cfg=cfg,
                                         bos_id=self.bos_id, boi_id=self.boi_id, pad_id=self.pad_id,
-                                        temperature=temperature, top_k=top_k, stats_source=self.stats_source)
+                                        temperature=temperature, top_k=top_k, stats_source=self.stats_source,
+                                        decode=self.decode)
             img_ids.extend(req)
             parts.append((text, image))
             images.extend(tokens_to_pixels(self.model, image.tokens))
@@ -631,39 +813,20 @@ class JanusPolicy:
         positions), ``mask``, ``modality``, and ``logp``, ``self_certainty`` (raw ``logsumexp - mean``),
         ``entropy`` of the conditional logits (0 where masked). ``uncond=True`` adds ``image_logits`` and
         ``image_logits_uncond`` (B, T, V_image), the latter from the unconditional prompt (all but BOS/BOI
-        padded, as the sampling loop), for CFG-guided log-probs. ``parts`` holds ``part_logits``' output.
+        padded, as the sampling loop), for CFG-guided log-probs. ``parts`` holds the rest of ``part_logits``'
+        output (the whole per-part logits unless the policy's ``logits_chunk`` > 0).
         """
-        import torch
-
-        from irisbench.uncertainty import token_stats
-
         out = self.part_logits(rollout, uncond=uncond)
-        lengths, n_img = rollout.extras["text_lengths"], rollout.extras["num_image_tokens"]
-        dev, (b, width) = self.device, rollout.tokens.shape
-
-        def lay(text: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
-            full = image.new_zeros((b, width, *image.shape[2:]))
-            for r, n in enumerate(lengths):
-                if text is not None:
-                    full[r, :n] = text[r, :n]
-                full[r, n:n + n_img] = image[r]
-            return full
-
-        text = token_stats(out["text"], out["text_tokens"])
-        image = token_stats(out["image"], out["image_tokens"])
-        logp, sc, ent = (lay(t_val, i_val) for t_val, i_val in zip(text, image, strict=True))
         return TokenLogits(
-            logp=logp, self_certainty=sc, entropy=ent,
-            mask=torch.as_tensor(rollout.token_mask, dtype=torch.bool, device=dev),
-            modality=torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
-            tokens=torch.as_tensor(rollout.tokens, dtype=torch.long, device=dev),
-            image_logits=lay(None, out["image"]) if uncond else None,
-            image_logits_uncond=lay(None, out["image_uncond"]) if uncond else None,
+            logp=out.pop("logp"), self_certainty=out.pop("self_certainty"), entropy=out.pop("entropy"),
+            mask=out.pop("mask"), modality=out.pop("modality"), tokens=out.pop("tokens"),
+            image_logits=out.pop("image_logits", None), image_logits_uncond=out.pop("image_logits_uncond", None),
             parts=out,
         )
 
     def part_logits(
-        self, rollout: Rollout, *, uncond: bool = False, parts: Sequence[str] = ("text", "image")
+        self, rollout: Rollout, *, uncond: bool = False, parts: Sequence[str] = ("text", "image"),
+        logits: bool | None = None,
     ) -> dict[str, Any]:
         """Teacher-forced, differentiable conditional-branch logits of a rollout's tokens, per part.
 
@@ -672,8 +835,23 @@ class JanusPolicy:
         (bool) and ``*_tokens`` (long) aligned to it (text token j of row r is ``text[r, j]``). The two parts
         are separate forward passes because the image prompt re-templates ``"{prompt}. {CoT}"`` (T2I-R1);
         ``parts`` picks what to compute (the text logits over 102,400 entries are the large ones).
-        ``uncond=True`` adds ``image_uncond`` from the unconditional prompt. Logits are in the model dtype.
+
+        With both parts, also the trainer's per-token view, aligned with ``rollout.tokens`` (B, T): ``tokens``
+        (text ids at TEXT positions, codebook ids at IMAGE positions), ``mask``, ``modality``, and ``logp``,
+        ``self_certainty`` (raw ``logsumexp - mean``), ``entropy`` of the conditional logits (0 where
+        masked). ``uncond=True`` adds ``image_logits`` and ``image_logits_uncond`` (B, T, V_image), the latter
+        from the unconditional prompt (all but BOS/BOI padded, as the sampling loop), for CFG-guided log-probs.
+        Logits are in the model dtype; gradients flow unless the caller disables them.
+
+        ``logits=False`` (the default when the policy's ``logits_chunk`` > 0) returns the per-token view
+        without the whole ``text``/``image`` logits: the statistics come from ``logits_chunk`` positions at a
+        time (``irisbench.uncertainty.head_token_stats``), so the (B, L, 102400) fp32 logits never exist at
+        once, in the forward or the backward pass; ``image`` logits are still returned with ``uncond=True``
+        (CFG-guided log-probs need them). With ``gradient_checkpointing`` the decoder blocks are recomputed
+        in backward.
         """
+        import contextlib
+
         import torch
 
         if not parts or set(parts) - {"text", "image"}:
@@ -684,18 +862,75 @@ class JanusPolicy:
             lengths, n_img = ex["text_lengths"], ex["num_image_tokens"]
         except KeyError as err:
             raise ValueError(f"rollout.extras lacks {err.args[0]!r}: not a rollout of JanusPolicy.sample") from err
+        full = self.logits_chunk == 0 if logits is None else bool(logits)
+        if not full and len(set(parts)) != 2:
+            raise ValueError("logits=False gives the per-token view only: ask for both parts")
         tokens = torch.as_tensor(rollout.tokens, dtype=torch.long)
         out: dict[str, Any] = {}
-        if "text" in parts:
-            out.update(self._text_logits(tokens, cot_ids, lengths))
-        if "image" in parts:
-            out.update(self._image_logits(tokens, img_ids, lengths, n_img))
-            if uncond:
-                keep = [[t if t in (self.bos_id, self.boi_id) else self.pad_id for t in row] for row in img_ids]
-                out["image_uncond"] = self._image_logits(tokens, keep, lengths, n_img)["image"]
+        lm = self.model.model.language_model
+        # decoder-block checkpointing runs only in training mode (transformers' rule); dropout is 0 here
+        ckpt = self.gradient_checkpointing and torch.is_grad_enabled() and not lm.training
+        with _training_mode(lm) if ckpt else contextlib.nullcontext():
+            if "text" in parts:
+                out.update(self._text_logits(tokens, cot_ids, lengths, head=full))
+            if "image" in parts:
+                out.update(self._image_logits(tokens, img_ids, lengths, n_img, head=full or uncond))
+                if uncond:
+                    keep = [[t if t in (self.bos_id, self.boi_id) else self.pad_id for t in row] for row in img_ids]
+                    out["image_uncond"] = self._image_logits(tokens, keep, lengths, n_img)["image"]
+        if len(set(parts)) == 2:
+            out.update(self._per_token(rollout, out, lengths, n_img, uncond))
+        for key in ("text_hidden", "image_hidden"):
+            out.pop(key, None)
+        if not full:
+            out.pop("text", None)
+            if not uncond:
+                out.pop("image", None)
         return out
 
-    def _text_logits(self, tokens: torch.Tensor, cot_ids: list[list[int]], lengths: list[int]) -> dict[str, Any]:
+    def _per_token(
+        self, rollout: Rollout, out: dict[str, Any], lengths: list[int], n_img: int, uncond: bool
+    ) -> dict[str, Any]:
+        """The per-part outputs laid out like ``rollout.tokens`` (B, T); differentiable."""
+        import torch
+
+        from irisbench.uncertainty import head_token_stats, token_stats
+
+        dev, (b, width) = self.device, rollout.tokens.shape
+
+        def lay(text: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+            full = image.new_zeros((b, width, *image.shape[2:]))
+            for r, n in enumerate(lengths):
+                if text is not None:
+                    full[r, :n] = text[r, :n]
+                full[r, n:n + n_img] = image[r]
+            return full
+
+        res: dict[str, Any] = {
+            "tokens": torch.as_tensor(rollout.tokens, dtype=torch.long, device=dev),
+            "mask": torch.as_tensor(rollout.token_mask, dtype=torch.bool, device=dev),
+            "modality": torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
+        }
+        if "text_hidden" in out:  # chunked: never all positions' logits at once (GRPO memory)
+            text = head_token_stats(out["text_hidden"], self.model.lm_head, out["text_tokens"],
+                                    chunk_size=self.logits_chunk)
+        else:
+            text = token_stats(out["text"], out["text_tokens"])
+        if "image_hidden" in out:
+            image = head_token_stats(out["image_hidden"], self.model.model.generation_head, out["image_tokens"],
+                                     chunk_size=self.logits_chunk)
+        else:
+            image = token_stats(out["image"], out["image_tokens"])
+        for key, t_val, i_val in zip(("logp", "self_certainty", "entropy"), text, image, strict=True):
+            res[key] = lay(t_val, i_val)
+        if uncond:
+            res["image_logits"] = lay(None, out["image"])
+            res["image_logits_uncond"] = lay(None, out["image_uncond"])
+        return res
+
+    def _text_logits(self, tokens: torch.Tensor, cot_ids: list[list[int]], lengths: list[int], *,
+                     head: bool = True) -> dict[str, Any]:
+        """``text`` logits (``head=True``) or the ``text_hidden`` states they come from (B, Lmax, D)."""
         import torch
 
         dev, b = self.device, tokens.shape[0]
@@ -711,19 +946,25 @@ class JanusPolicy:
             seqs = [list(cot_ids[r]) + tokens[r, :lengths[r]].tolist() for r in range(b)]
             ids, mask = _left_pad(seqs, self.pad_id, dev)
             hidden = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
-                        position_ids=_positions(mask)).last_hidden_state
+                        position_ids=_positions(mask), use_cache=False).last_hidden_state  # no KV cache to keep
             s = ids.shape[1]
             j = torch.arange(lmax, device=dev)
             idx = torch.stack([(s - lengths[r] - 1 + j).clamp(max=s - 1) for r in range(b)])
             picked = hidden.gather(1, idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-            out["text"] = model.lm_head(picked)
-        else:
+            if head:
+                out["text"] = model.lm_head(picked)
+            else:
+                out["text_hidden"] = picked
+        elif head:
             out["text"] = torch.zeros((b, 0, model.lm_head.out_features), device=dev)
+        else:
+            out["text_hidden"] = torch.zeros((b, 0, model.lm_head.in_features), device=dev,
+                                             dtype=model.lm_head.weight.dtype)
         out["text_tokens"], out["text_mask"] = text_tokens.to(dev), text_mask.to(dev)
         return out
 
     def _image_logits(
-        self, tokens: torch.Tensor, img_ids: list[list[int]], lengths: list[int], n_img: int
+        self, tokens: torch.Tensor, img_ids: list[list[int]], lengths: list[int], n_img: int, *, head: bool = True
     ) -> dict[str, Any]:
         import torch
 
@@ -735,9 +976,12 @@ class JanusPolicy:
         embeds = torch.cat([model.get_input_embeddings()(ids),
                             model.prepare_embeddings_for_image_generation(image_tokens)], dim=1)
         mask = torch.cat([mask, torch.ones_like(image_tokens)], dim=1)
-        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
+        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask),
+                    use_cache=False).last_hidden_state
+        picked = hidden[:, p - 1:p - 1 + n_img]
         return {
-            "image": model.model.generation_head(hidden[:, p - 1:p - 1 + n_img]),
+            "image" if head else "image_hidden": model.model.generation_head(picked) if head else picked,
+            **({"image_hidden": picked} if head and self.logits_chunk else {}),
             "image_tokens": image_tokens,
             "image_mask": torch.ones_like(image_tokens, dtype=torch.bool),
         }
@@ -796,6 +1040,9 @@ class JanusPolicy:
                 "cot_top_k": self.cot_top_k, "stats_source": self.stats_source, "batch_size": self.batch_size,
             },
             "template": {"image": image_request("{prompt}") + "<begin_of_image>", "cot": cot_request("{prompt}")},
+            **({"compute": {"logits_chunk": self.logits_chunk, "gradient_checkpointing": self.gradient_checkpointing,
+                            "decode": self.decode}}
+               if self.logits_chunk or self.gradient_checkpointing or self.decode != "eager" else {}),
         }
 
 

@@ -33,6 +33,7 @@ allowed sub-vocabulary (so |V| is the plan vocabulary or the codebook, not the w
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -332,8 +333,11 @@ class ShapesLMPolicy:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> ShapesLMPolicy:
+    def load(cls, path: str | Path, *, device: str | None = None, **overrides: Any) -> ShapesLMPolicy:
         """Load a folder written by ``save``; ``overrides`` replace sampling defaults (e.g. ``cfg=5``).
+
+        ``device``: where the model lives (``irisbench.devices.resolve_device``; default: the CPU, the
+        project's reference device for the shapes world, unless ``IRISBENCH_DEVICE`` says otherwise).
 
         Raises ``ShapesCheckpointError`` naming the missing file or the mismatching field.
         """
@@ -401,8 +405,14 @@ class ShapesLMPolicy:
             raise ShapesCheckpointError(f"{meta_path}: field 'num_image_tokens' is "
                                         f"{meta.get('num_image_tokens')}, the image tokenizer makes "
                                         f"{tokenizer.num_tokens}")
-        model = _load_llama(path)
+        from irisbench.devices import resolve_device
+
+        model = _load_llama(path).to(resolve_device(device or os.environ.get("IRISBENCH_DEVICE") or "cpu"))
         return cls(model, vocab, tokenizer, defaults, checkpoint=str(path))
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
 
     # ------------------------------------------------------------------ prompts
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -664,7 +674,7 @@ class ShapesLMPolicy:
         if prompt_ids is None or len(prompt_ids) != len(rollout):
             raise ValueError("rollout.extras['prompt_ids'] is missing or has the wrong length: token_logits "
                              "needs a rollout made by ShapesLMPolicy.sample")
-        dev = next(self.model.parameters()).device
+        dev = self.device
         tokens = torch.as_tensor(rollout.tokens, dtype=torch.long)
         tmask = torch.as_tensor(rollout.token_mask, dtype=torch.bool)
         modality = torch.as_tensor(rollout.modality, dtype=torch.long)
@@ -719,8 +729,8 @@ class ShapesLMPolicy:
         import torch
 
         v = self.vocab
-        lookup = torch.full((v.size,), -1, dtype=torch.long)
-        lookup[torch.as_tensor(v.text_ids)] = torch.arange(len(v.text_ids))
+        lookup = torch.full((v.size,), -1, dtype=torch.long, device=tokens.device)
+        lookup[torch.as_tensor(v.text_ids, device=tokens.device)] = torch.arange(len(v.text_ids), device=tokens.device)
         local = torch.where(is_text, lookup[tokens], torch.full_like(tokens, -1))
         return torch.where(is_img, tokens - v.image_offset, local)
 
@@ -789,9 +799,9 @@ def _load_llama(path: Path) -> Any:
     return model.float().eval()
 
 
-def load_shipped_base(**overrides: Any) -> ShapesLMPolicy:
+def load_shipped_base(*, device: str | None = None, **overrides: Any) -> ShapesLMPolicy:
     """The base checkpoint shipped in ``irisbench/assets/shapes-base`` (see its README.md)."""
-    return ShapesLMPolicy.load(SHIPPED_BASE, **overrides)
+    return ShapesLMPolicy.load(SHIPPED_BASE, device=device, **overrides)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SamplingDefaults", "ShapesCheckpointError",
