@@ -53,7 +53,8 @@ def torchrun_train(tmp_path: Path, out: Path, preset: str, args: list[str], *,
     script = tmp_path / "child.py"
     script.write_text(_RANK)
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent),
+    here = Path(__file__).resolve().parent  # the helpers, and the checkout under test (not an installed copy)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)]),
            "ALLOW_CONFIG_CHANGE": "1" if allow_config_change else "0"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(out), preset, *args],
                           env=env, capture_output=True, text=True, timeout=600)
