@@ -53,7 +53,7 @@ def torchrun_train(tmp_path: Path, out: Path, preset: str, args: list[str], *,
     script = tmp_path / "child.py"
     script.write_text(_RANK)
     torchrun = Path(sys.executable).with_name("torchrun")
-    here = Path(__file__).parent  # the tests (grpo helpers, tiny models), then this checkout's irisbench
+    here = Path(__file__).resolve().parent  # the tests (grpo helpers, tiny models), then this checkout's irisbench
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")]),
            "ALLOW_CONFIG_CHANGE": "1" if allow_config_change else "0"}

@@ -575,6 +575,17 @@ def _dtype(dtype: Any, device: str) -> torch.dtype:
     return dtype
 
 
+def _ranks() -> int:
+    """The process group's size when one is joined (FSDP / DDP under a launcher), else 1."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 @contextmanager
 def _training_mode(module: Any) -> Iterator[None]:
     """``module.train()`` for the duration (transformers checkpoints decoder blocks only in training mode)."""
@@ -912,8 +923,16 @@ class JanusPolicy:
             "modality": torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
         }
         if "text_hidden" in out:  # chunked: never all positions' logits at once (GRPO memory)
-            text = head_token_stats(out["text_hidden"], self.model.lm_head, out["text_tokens"],
-                                    chunk_size=self.logits_chunk)
+            hid, toks = out["text_hidden"], out["text_tokens"]
+            lmax = hid.shape[1]
+            if _ranks() > 1 and lmax < self.cot_max_new_tokens:
+                # sharded heads gather their weights at every call: every rank must make the same number of
+                # calls, so the CoT positions are padded to the cap (same rows on every rank)
+                pad = self.cot_max_new_tokens - lmax
+                hid = torch.cat([hid, hid.new_zeros((b, pad, hid.shape[-1]))], dim=1)
+                toks = torch.cat([toks, toks.new_zeros((b, pad))], dim=1)
+            text = tuple(t[:, :lmax] for t in head_token_stats(hid, self.model.lm_head, toks,
+                                                                 chunk_size=self.logits_chunk))
         else:
             text = token_stats(out["text"], out["text_tokens"])
         if "image_hidden" in out:
