@@ -125,48 +125,11 @@ def build_scheduler(optimizer: Any, cfg: PretrainConfig) -> Any:
                          num_training_steps=cfg.steps, scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_ratio})
 
 
-def _proc_cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    """The first processor's feature flags in /proc/cpuinfo (empty where the file is missing)."""
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_bf16_native() -> tuple[bool, str]:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), and the evidence, in words.
-
-    torch's own cpuinfo answers first (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``);
-    where those private helpers are missing, the ``avx512_bf16`` / ``amx_bf16`` flags of /proc/cpuinfo.
-    Anything else (AVX2-only x86, Arm, other systems) counts as not native: there torch emulates bf16
-    matmuls through fp32 conversions, measured ~500x slower than fp32 on an AVX2 EPYC.
-    """
-    import torch
-
-    capability = str(torch.backends.cpu.get_cpu_capability())
-    probe = getattr(torch, "cpu", None)
-    avx512_bf16 = getattr(probe, "_is_avx512_bf16_supported", None)
-    amx = getattr(probe, "_is_amx_tile_supported", None)
-    if callable(avx512_bf16) and callable(amx):
-        found = [name for name, ok in (("avx512_bf16", avx512_bf16()), ("amx", amx())) if ok]
-        source = "torch cpuinfo"
-    else:
-        flags = _proc_cpuinfo_flags()
-        found = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-        source = "/proc/cpuinfo flags"
-    if found:
-        return True, f"CPU has {' and '.join(found)} ({source}; capability {capability})"
-    return False, f"CPU lacks avx512_bf16 and amx ({source}; capability {capability})"
-
-
 def resolve_precision(requested: str, device: str = "cpu") -> tuple[str, str]:
     """The precision a run uses for ``requested`` on ``device`` ("cpu", "cuda", "cuda:1", ...), and why.
 
     Rule for "auto": on CUDA, bf16 when ``torch.cuda.is_bf16_supported()``; on the CPU, bf16 only when
-    ``cpu_bf16_native()``; fp32 otherwise. An explicit "bf16" or "fp32" is kept as asked.
+    ``irisbench.devices.cpu_bf16_native()``; fp32 otherwise. An explicit "bf16" or "fp32" is kept as asked.
     """
     import torch
 
@@ -178,6 +141,8 @@ def resolve_precision(requested: str, device: str = "cpu") -> tuple[str, str]:
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16", "auto: the CUDA device supports bf16"
         return "fp32", "auto: the CUDA device does not support bf16"
+    from irisbench.devices import cpu_bf16_native
+
     native, why = cpu_bf16_native()
     return ("bf16" if native else "fp32"), f"auto: {why}"
 
@@ -394,4 +359,4 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
 
 
 __all__ = ["PRECISIONS", "BatchMaker", "PretrainConfig", "PretrainError", "batch_loss", "build_scheduler",
-           "complete_checkpoints", "cpu_bf16_native", "resolve_precision", "run_pretrain", "save_checkpoint"]
+           "complete_checkpoints", "resolve_precision", "run_pretrain", "save_checkpoint"]

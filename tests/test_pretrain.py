@@ -16,11 +16,9 @@ from irisbench.pretrain import (
     BatchMaker,
     PretrainConfig,
     PretrainError,
-    _proc_cpuinfo_flags,
     batch_loss,
     build_scheduler,
     complete_checkpoints,
-    cpu_bf16_native,
     resolve_precision,
     run_pretrain,
 )
@@ -209,18 +207,14 @@ def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_
     assert resolve_precision("bf16")[0] == "bf16" and resolve_precision("fp32")[0] == "fp32"
 
 
-def test_auto_precision_falls_back_to_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n")
-    assert _proc_cpuinfo_flags(str(info)) >= {"avx2", "avx512_bf16"}
-    assert _proc_cpuinfo_flags(str(tmp_path / "missing")) == set()
-    import irisbench.pretrain as pre
+def test_auto_precision_falls_back_to_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    import irisbench.devices as devices
 
-    monkeypatch.setattr(pre, "_proc_cpuinfo_flags", lambda: {"avx2", "amx_bf16"})
-    assert cpu_bf16_native()[0] and resolve_precision("auto")[0] == "bf16"
-    monkeypatch.setattr(pre, "_proc_cpuinfo_flags", lambda: {"avx2", "fma"})
-    native, why = cpu_bf16_native()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    assert devices.cpu_bf16_native()[0] and resolve_precision("auto")[0] == "bf16"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    native, why = devices.cpu_bf16_native()
     assert not native and "/proc/cpuinfo" in why and resolve_precision("auto")[0] == "fp32"
 
 
