@@ -78,3 +78,14 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
     register_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
     torch.manual_seed(0)
     return load_clip(TINY_CLIP, None)
+
+
+@pytest.fixture(scope="module")
+def tiny_janus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random Janus folder (tests/janus_tiny.py) and a three-line prompts file, built once per module."""
+    from janus_tiny import build_tiny_janus
+
+    root = tmp_path_factory.mktemp("janus")
+    prompts = root / "prompts.txt"
+    prompts.write_text("a red apple on a table\ntwo cats\nthree blue cups\n")
+    return build_tiny_janus(root / "janus"), prompts

@@ -15,6 +15,7 @@ purpose, so that a mix-up of the two heads fails loudly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["<bos>", "<eos>", "<pad>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
 HIDDEN = 64
@@ -136,4 +137,51 @@ def build_tiny_janus(folder: str | Path, seed: int = 0) -> Path:
     JanusProcessor(image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=GRID * GRID).save_pretrained(
         folder
     )
+    return folder
+
+
+# the released Janus-Pro-1B config's sizes, and a smoke-check size
+JANUS_PRO_1B = {"vocab": 102400, "hidden": 2048, "layers": 24, "heads": 16, "mlp": 5632, "codes": 16384,
+                "grid": 24, "vq_base": 128, "vq_mult": [1, 1, 2, 2, 4]}
+SMALL_JANUS = {"vocab": 4096, "hidden": 128, "layers": 2, "heads": 4, "mlp": 256, "codes": 512, "grid": 8,
+               "vq_base": 32, "vq_mult": [1, 2]}
+
+
+def build_sized_janus(folder: Path, sizes: dict[str, Any], seed: int = 0) -> Path:
+    """A random Janus-Pro-sized folder loadable by ``JanusPolicy.from_pretrained`` (bf16 weights on disk)."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        JanusConfig,
+        JanusForConditionalGeneration,
+        JanusImageProcessor,
+        JanusProcessor,
+        JanusVisionConfig,
+        JanusVQVAEConfig,
+        LlamaConfig,
+    )
+
+    tok = build_tokenizer()
+    bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    boi = tok.convert_tokens_to_ids("<begin_of_image>")
+    h, grid = sizes["hidden"], sizes["grid"]
+    patch = 16
+    text = LlamaConfig(vocab_size=sizes["vocab"], hidden_size=h, intermediate_size=sizes["mlp"],
+                       num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
+                       num_key_value_heads=sizes["heads"], max_position_embeddings=16384, bos_token_id=bos,
+                       eos_token_id=eos, pad_token_id=pad, tie_word_embeddings=False)
+    vision = JanusVisionConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=grid * patch,
+                               patch_size=patch, num_image_tokens=grid * grid, projection_dim=h)
+    vq = JanusVQVAEConfig(num_embeddings=sizes["codes"], embed_dim=8, base_channels=sizes["vq_base"],
+                          channel_multiplier=sizes["vq_mult"], projection_dim=h, image_token_embed_dim=h)
+    config = JanusConfig(text_config=text, vision_config=vision, vq_config=vq,
+                         image_token_id=tok.convert_tokens_to_ids("<image_placeholder>"), tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = JanusForConditionalGeneration(config).to(torch.bfloat16).eval()
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+                                               generation_kwargs={"boi_token_id": boi})
+    model.save_pretrained(folder)
+    px = grid * 2 ** (len(sizes["vq_mult"]) - 1)
+    image_processor = JanusImageProcessor(size={"height": px, "width": px}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    JanusProcessor(image_processor=image_processor, tokenizer=tok, num_image_tokens=grid * grid).save_pretrained(folder)
     return folder

@@ -19,16 +19,6 @@ TINY = ["steps=1", "prompts_per_step=2", "num_generations=2", "eval_every=0", "c
 
 
 @pytest.fixture(scope="module")
-def tiny_janus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from janus_tiny import build_tiny_janus
-
-    root = tmp_path_factory.mktemp("janus")
-    prompts = root / "prompts.txt"
-    prompts.write_text("a red apple on a table\ntwo cats\nthree blue cups\n")
-    return build_tiny_janus(root / "janus"), prompts
-
-
-@pytest.fixture(scope="module")
 def tiny_clip_name(tmp_path_factory: pytest.TempPathFactory) -> str:
     from clip_tiny import register_tiny_clip
 

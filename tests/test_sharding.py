@@ -29,16 +29,6 @@ def _janus_args(folder: Path, prompts: Path) -> list[str]:
             "num_threads=1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_janus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from janus_tiny import build_tiny_janus
-
-    root = tmp_path_factory.mktemp("janus")
-    prompts = root / "prompts.txt"
-    prompts.write_text("a red apple on a table\ntwo cats\nthree blue cups\n")
-    return build_tiny_janus(root / "janus"), prompts
-
-
 def _checkpoint(run: Path, step: int, name: str = "model.safetensors") -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
