@@ -256,7 +256,7 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: dict[str,
         return {}
     folder = readme.parent / PUBLISHED
     folder.mkdir(parents=True, exist_ok=True)
-    tables = write_tidy(evals, folder) if evals else {}
+    tables = write_tidy(evals, folder, relative_to=out) if evals else {}  # run folders relative to `out`
     link = PUBLISHED.as_posix()
     images = []
     for png in report.get("plots", []):

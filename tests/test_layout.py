@@ -102,6 +102,7 @@ def test_publish_writes_tidy_tables_and_links_plots_under_results(tmp_path: Path
     assert list(csv.columns) == list(COLUMNS) and len(csv) == len(parquet) == 12
     assert parquet.loc[(parquet.run == "base") & (parquet.split == "test") & (parquet.tag == "overall"),
                        "score"].item() == pytest.approx(0.125)
+    assert not any(f.startswith("/") for f in csv.folder)  # run folders relative to the experiment folder
     assert (folder / plot.name).read_bytes() == plot.read_bytes()
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "](results/experiment/scores-geneval-test.png)" in text

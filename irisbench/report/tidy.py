@@ -21,8 +21,10 @@ COLUMNS = ("run", "suite", "split", "world", "seed", "tag", "score", "ci_low", "
            "policy", "folder")
 
 
-def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]]) -> list[dict[str, Any]]:
-    """Rows from ``{run label: {"suite/split": eval run folder}}`` (the experiment's ``evals``)."""
+def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | Path | None = None
+              ) -> list[dict[str, Any]]:
+    """Rows from ``{run label: {"suite/split": eval run folder}}`` (the experiment's ``evals``); ``folder``
+    is written relative to ``relative_to`` (the experiment folder) when the run lies below it."""
     rows: list[dict[str, Any]] = []
     for label, folders in evals.items():
         for key, folder in folders.items():
@@ -32,7 +34,7 @@ def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]]) -> list[dict[str, A
             res = json.loads(path.read_text(encoding="utf-8"))
             common = {"run": label, "suite": res["suite"], "split": res["split"], "world": res.get("world"),
                       "seed": res.get("seed"), "policy": (res.get("policy") or {}).get("name"),
-                      "folder": str(folder)}
+                      "folder": _shown(Path(folder), relative_to)}
             scores = res["scores"]
             tags = [("overall", scores["overall"]), *scores["tags"].items()]
             for tag, s in tags:
@@ -42,14 +44,23 @@ def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]]) -> list[dict[str, A
     return [{c: r.get(c) for c in COLUMNS} for r in rows]
 
 
+def _shown(folder: Path, relative_to: str | Path | None) -> str:
+    if relative_to is not None:
+        try:
+            return folder.resolve().relative_to(Path(relative_to).resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(folder)
+
+
 def write_tidy(evals: Mapping[str, Mapping[str, str | Path]], folder: str | Path,
-               stem: str = "scores") -> dict[str, Path]:
+               stem: str = "scores", relative_to: str | Path | None = None) -> dict[str, Path]:
     """Write ``<stem>.csv`` and ``<stem>.parquet`` into ``folder``; returns their paths."""
     import pandas as pd
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(tidy_rows(evals), columns=list(COLUMNS))
+    df = pd.DataFrame(tidy_rows(evals, relative_to), columns=list(COLUMNS))
     paths = {"csv": folder / f"{stem}.csv", "parquet": folder / f"{stem}.parquet"}
     df.to_csv(paths["csv"], index=False)
     df.to_parquet(paths["parquet"], index=False)
