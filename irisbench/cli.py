@@ -357,6 +357,8 @@ def pretrain_cmd(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
+    world: str = typer.Option("shapes", help="shapes (flat colours, lossless tokenizer) or textures (per-patch "
+                                             "shading, lossy tokenizer): starts from that world's shipped recipe."),
 ) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
@@ -369,7 +371,7 @@ def pretrain_cmd(
             apply_override(values, *parse_key_value(item, "--set"), where="--set")
         from irisbench.devices import resolve_device
 
-        cfg = PretrainConfig.from_dict(values)
+        cfg = PretrainConfig.for_world(world, values)
         dev = resolve_device(device)  # before the output folder is made
         target = out or _default_out("pretrain")
         last = run_pretrain(cfg, target, progress=progress, device=dev)

@@ -11,7 +11,8 @@ from irisbench.registry import POLICIES
 NEEDS_MODEL = {"shapes-lm", "janus-pro"}
 
 
-MODEL_POLICIES = {"shapes-base", "shapes-lm", "janus-pro"}  # policies with a torch model: they take ``device``
+# policies with a torch model: they take ``device``
+MODEL_POLICIES = {"shapes-base", "textures-base", "shapes-lm", "janus-pro"}
 
 
 def load_policy(name: str, model: str | None = None, *, device: str | None = None, **kwargs: Any) -> Any:

@@ -66,6 +66,7 @@ TOKENIZER_FILE = "image_tokenizer.safetensors"
 MODEL_FILES = ("config.json", "model.safetensors")
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<null>", "<bop>", "<eop>", "<boi>", "<eoi>")
 SHIPPED_BASE = Path(__file__).resolve().parents[1] / "assets" / "shapes-base"
+SHIPPED_TEXTURES_BASE = SHIPPED_BASE.parent / "textures-base"  # irisbench.world.textures
 MAX_POSITIONS = 128  # 1 + 10 prompt words + 1 + 32 plan tokens + 1 + 64 codes = 109 at most
 
 
@@ -760,7 +761,8 @@ class ShapesLMPolicy:
 
     def describe(self) -> dict[str, Any]:
         c = self.model.config
-        return {"name": self.name, "world": self.world, "checkpoint": self.checkpoint,
+        return {"name": self.name, "world": self.world, "render_world": self.image_tokenizer.world,
+                "checkpoint": self.checkpoint,
                 "parameters": self.num_parameters(),
                 "model": {"type": "llama", "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
                           "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
@@ -804,6 +806,11 @@ def load_shipped_base(*, device: str | None = None, **overrides: Any) -> ShapesL
     return ShapesLMPolicy.load(SHIPPED_BASE, device=device, **overrides)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SamplingDefaults", "ShapesCheckpointError",
-           "ShapesLMPolicy", "ShapesVocab", "UnknownTokensError", "build_model", "draw_tokens",
-           "load_shipped_base"]
+def load_textures_base(*, device: str | None = None, **overrides: Any) -> ShapesLMPolicy:
+    """The textures-world base shipped in ``irisbench/assets/textures-base`` (see its README.md)."""
+    return ShapesLMPolicy.load(SHIPPED_TEXTURES_BASE, device=device, **overrides)
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SHIPPED_TEXTURES_BASE", "SamplingDefaults",
+           "ShapesCheckpointError", "ShapesLMPolicy", "ShapesVocab", "UnknownTokensError", "build_model", "draw_tokens",
+           "load_shipped_base", "load_textures_base"]

@@ -82,6 +82,7 @@ class PatchTokenizer:
             raise TokenizerInputError(f"counts must have shape ({len(codebook)},), got {self.counts.shape}")
         # distinct patches seen when fitting (>= codebook_size; more means the codebook is lossy)
         self.distinct_patches: int | None = None
+        self.world = "shapes"  # the world whose renders it was fitted on (irisbench.world.textures.WORLDS)
         self._order = np.argsort(keys)
         self._sorted_keys = keys[self._order]
         self._cb_int = self.codebook.astype(np.int64)
@@ -125,7 +126,7 @@ class PatchTokenizer:
         """Write a safetensors file with ``codebook`` and ``counts``."""
         from safetensors.numpy import save_file
 
-        meta = {"format": FORMAT, "patch": str(PATCH), "canvas": str(CANVAS)}
+        meta = {"format": FORMAT, "patch": str(PATCH), "canvas": str(CANVAS), "world": self.world}
         if self.distinct_patches is not None:
             meta["distinct_patches"] = str(self.distinct_patches)
         save_file({"codebook": np.ascontiguousarray(self.codebook), "counts": self.counts}, str(path),
@@ -167,6 +168,12 @@ class PatchTokenizer:
             raise TokenizerFileError(f"{path}: {e}") from None
         if meta.get("distinct_patches", "").isdigit():
             tok.distinct_patches = int(meta["distinct_patches"])
+        from irisbench.world.textures import WORLDS
+
+        world = meta.get("world", "shapes")  # files from before the textures world are shapes-world files
+        if world not in WORLDS:
+            raise TokenizerFileError(f"{path}: metadata 'world' is {world!r}, expected one of {', '.join(WORLDS)}")
+        tok.world = world
         return tok
 
 
@@ -195,15 +202,21 @@ def theoretical_patches() -> np.ndarray:
     return np.unique(arr, axis=0)
 
 
-def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1024) -> PatchTokenizer:
+def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1024,
+                        world: str = "shapes") -> PatchTokenizer:
     """Count the patches of ``n_scenes`` rendered scenes and keep the ``max_codes`` most frequent.
 
     Half the scenes satisfy train-split prompts (cycled in a seeded order), half are ``random_scene``.
     Ties in frequency are broken by the patch bytes, so the result is deterministic for ``seed``.
+    ``world="textures"`` renders with per-patch shading (``irisbench.world.textures``): more distinct
+    patches than ``max_codes``, so the codebook is lossy (rare patches decode to their nearest code).
     """
     from irisbench.world.prompts import build_splits
     from irisbench.world.sampler import random_scene, scene_for
-    from irisbench.world.scene import render_batch
+    from irisbench.world.textures import check_world, render_world
+
+    check_world(world)
+    shading = np.random.default_rng([seed, 0x7E27])  # its own stream: the scenes are the shapes world's
 
     if n_scenes < 1 or max_codes < 1:
         raise UsageError(f"n_scenes and max_codes must be positive, got {n_scenes}, {max_codes}")
@@ -217,7 +230,8 @@ def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1
     counts = np.empty(0, dtype=np.int64)
     chunk = 4096
     for start in range(0, len(scenes), chunk):  # bounded memory: merge per-chunk unique counts
-        k, c = np.unique(_void(to_patches(render_batch(scenes[start:start + chunk])).reshape(-1, PATCH_DIM)),
+        images = render_world(scenes[start:start + chunk], world, shading)
+        k, c = np.unique(_void(to_patches(images).reshape(-1, PATCH_DIM)),
                          return_counts=True)
         keys, inv = np.unique(np.concatenate([keys, k]), return_inverse=True)
         merged = np.zeros(len(keys), dtype=np.int64)
@@ -228,4 +242,5 @@ def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1
     codebook = keys[rank].view(np.uint8).reshape(-1, PATCH_DIM).copy()
     tok = PatchTokenizer(codebook, counts[rank])
     tok.distinct_patches = len(keys)
+    tok.world = world
     return tok
