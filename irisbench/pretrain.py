@@ -44,7 +44,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 # Each world's shipped base recipe, as changes to the PretrainConfig defaults. The textures world has
 # ~2,300 distinct patches; 1280 codes keep the judge's verdict on >= 99.9% of scenes (1024: 99.3%).
-WORLD_RECIPES: dict[str, dict[str, Any]] = {"shapes": {}, "textures": {"max_codes": 1280}}
+WORLD_RECIPES: dict[str, dict[str, Any]] = {"shapes": {}, "textures": {"max_codes": 1280, "steps": 1200}}
 
 
 class PretrainError(IrisbenchError, ValueError):
