@@ -181,7 +181,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     entries = seed_deltas(evals["base"], seed_evals, split=TEST)
     write_seed_csv(entries, out / SEED_DELTAS)
     analysis = _analyse(evals, train_runs, out, cfg)
-    shown = _report_labels(evals, cfg)
+    shown = _report_labels(cfg)
     refs = [RunRef(lab, str(path)) for lab, d in evals.items() if lab in shown for path in d.values()]
     report = build_report(refs, out / "report", base="base", title="IRIS on the shapes world")
     s_verdicts = seed_verdicts(entries)
@@ -277,7 +277,7 @@ def _evaluate_checkpoints(evals: Evals, train_runs: TrainRuns, out: Path, cfg: E
     return selection, seed_evals
 
 
-def _report_labels(evals: Evals, cfg: ExperimentConfig) -> set[str]:
+def _report_labels(cfg: ExperimentConfig) -> set[str]:
     """The labels of the HTML report: the base, the references and the first seed's checkpoints."""
     first = cfg.seeds[0]
     return {"base", *cfg.references, *(run_label(m, k, first, first) for m in cfg.methods for k in (BEST, LAST))}
@@ -287,7 +287,7 @@ def _analyse(evals: Evals, train_runs: TrainRuns, out: Path, cfg: ExperimentConf
     """The analysis of the report's eval runs on test and of every training run (all seeds)."""
     from irisbench.analysis import analyze_runs
 
-    shown = _report_labels(evals, cfg)
+    shown = _report_labels(cfg)
     inputs: dict[str, Path] = {f"{lab}|{key}": path for lab, d in evals.items() if lab in shown
                                for key, path in d.items() if key.endswith(f"/{TEST}")}
     inputs.update({f"train|{m}|seed-{s}": run for m, runs in train_runs.items() for s, run in runs.items()})
