@@ -411,7 +411,10 @@ def experiment_cmd(
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
                                                "entropy, verifier)."),
-    seed: int = typer.Option(0, help="Base seed."),
+    seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
+                                     "sampling seeds (paired deltas)."),
+    seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "
+                                            "and the summary gives the mean delta across seeds with its CI."),
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
                                                    "and publish its tidy tables and plots under results/experiment/."),
@@ -419,11 +422,11 @@ def experiment_cmd(
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
-    from irisbench.experiment import README_BEGIN, ExperimentConfig, run_experiment
+    from irisbench.experiment import README_BEGIN, ExperimentConfig, parse_seeds, run_experiment
 
     def body() -> None:
-        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, threads=threads,
-                               device=device)
+        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),
+                               threads=threads, device=device)
         if method:
             cfg.methods = {}
             for item in method:

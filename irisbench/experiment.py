@@ -1,17 +1,26 @@
 """The paper's experiment in one command, on the embedded shapes world (the README's main job).
 
-Stages, each resumable (re-running skips finished work: training resumes from its last checkpoint,
-evaluations from their last record):
+Stages, each resumable (re-running skips finished work: a finished training run is not opened again,
+an unfinished one resumes from its last checkpoint, evaluations from their last record):
 
 1. evaluate the shipped base and the reference bounds (``oracle``, ``random``) on every suite x split;
 2. train each method from the base with GRPO (IRIS = ``nsc``, Intuitor's ``sc``, ``entropy``, and the
-   external ``verifier`` baseline), evaluating every ``checkpoint_every`` steps on the **val** split;
-3. for each method pick the checkpoint with the best val overall (ties: the earliest) and evaluate it on
-   every suite x split; the last checkpoint is evaluated too (fixed-step results);
-4. analyse (self-certainty vs quality, best-of-N, diversity, training dynamics, selection) and write the
-   report (tables with CIs and deltas vs the base, plots, HTML gallery).
+   external ``verifier`` baseline) once per training seed (``seeds``, into ``train/<method>/seed-<s>``),
+   evaluating every ``checkpoint_every`` steps on the **val** split;
+3. for each method and seed pick the checkpoint with the best val overall (ties: the earliest) and evaluate
+   it on every suite's test split, and the last checkpoint too when it is another step (fixed-step results).
+   The first seed's best-val checkpoint is also evaluated on every suite's val split (the val columns);
+4. the seed-level statistics: per seed the paired delta against the base on test (bootstrap over prompts),
+   and the mean across seeds with a Student-t interval (``seed_deltas.csv``);
+5. analyse (self-certainty vs quality, best-of-N, diversity, training dynamics, selection) and write the
+   report (tables with CIs and deltas vs the base, plots, HTML gallery) for the first seed.
 
-Checkpoints are never chosen on test. ``summary.md`` states the rule and gives both rows per method.
+Every evaluation uses the evaluation ``seed``: the base and each checkpoint draw the same sampling seeds on
+the same prompts, so their deltas are paired. Checkpoints are never chosen on test. ``summary.md`` states
+the rule and gives both rows per method and seed.
+
+Evaluations: ``(1 + references) x suites x splits`` for the base and references, then per method
+``suites x (1 val + S best-val test + up to S last test)`` for S seeds (last only where it is not the best).
 """
 
 from __future__ import annotations
@@ -29,8 +38,12 @@ from rich.table import Table
 from irisbench.errors import UsageError
 
 REFERENCE_POLICIES = ("oracle", "random")
+BEST, LAST = "best val", "last"  # the checkpoint kinds
+VAL, TEST = "val", "test"
 README_BEGIN = "<!-- experiment:begin -->"
 README_END = "<!-- experiment:end -->"
+Evals = dict[str, dict[str, Path]]  # label -> {"suite/split": eval folder}
+TrainRuns = dict[str, dict[int, Path]]  # method -> {training seed: run folder}
 
 
 @dataclass
@@ -42,14 +55,65 @@ class ExperimentConfig:
     suites: tuple[str, ...] = ("geneval", "compbench")
     splits: tuple[str, ...] = ("val", "test")
     val_images_per_prompt: int = 2  # in-training val evaluations (checkpoint selection)
-    seed: int = 0
+    seed: int = 0  # evaluation seed: the base and every checkpoint draw the same sampling seeds (paired deltas)
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds: each method trains once per seed
     train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to every method
     references: tuple[str, ...] = REFERENCE_POLICIES
     base: str = "shapes-base"
     eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
     threads: int | None = None  # torch threads (None: torch's default); 1 is faster on a busy machine
-    eval_images_per_prompt: int | None = 2  # 2 per prompt keeps the whole experiment near 30 min on 2 cores
+    eval_images_per_prompt: int | None = 2  # 2 per prompt keeps each evaluation cheap on CPU
     device: str | None = None  # every evaluation and training run (irisbench.devices; None: cuda when available)
+
+    def check(self) -> None:
+        """One-line ``UsageError`` for a config the experiment cannot run."""
+        self.seeds = check_seeds(self.seeds)
+        if TEST not in self.splits:
+            raise UsageError(f"splits {self.splits} must include {TEST!r}: checkpoints are reported on test")
+        if "seed" in self.train_overrides:
+            raise UsageError("train_overrides must not set 'seed': the training seeds are ExperimentConfig.seeds")
+
+
+def check_seeds(seeds: Any) -> tuple[int, ...]:
+    """The training seeds as a tuple: non-empty, distinct, non-negative integers."""
+    if not isinstance(seeds, (list, tuple)):
+        raise UsageError(f"seeds must be a tuple of integers, got {seeds!r}")
+    values = tuple(seeds)
+    if not values:
+        raise UsageError("seeds: give at least one training seed")
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise UsageError(f"seeds: {s!r} is not a non-negative integer (seeds {list(values)})")
+    if len(set(values)) != len(values):
+        raise UsageError(f"seeds: {list(values)} has duplicates")
+    return values
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)`` (the ``--seeds`` option); a one-line ``UsageError`` otherwise."""
+    items = [x.strip() for x in str(text).split(",")]
+    bad = next((x for x in items if not (x.isascii() and x.isdigit())), None)
+    if bad is not None:
+        what = "an empty item" if not bad else f"{bad!r} is not a non-negative integer"
+        raise UsageError(f"--seeds {text!r}: {what} (give a comma list such as 0,1,2)")
+    try:
+        return check_seeds(tuple(int(x) for x in items))
+    except UsageError as e:
+        raise UsageError(f"--seeds {text!r}: {str(e).removeprefix('seeds: ')}") from None
+
+
+def run_label(method: str, kind: str, seed: int, first_seed: int) -> str:
+    """The eval label of a checkpoint: ``iris-nsc (best val)`` for the first seed (the report's rows),
+    ``iris-nsc s1 (best val)`` for the others."""
+    return f"{method} ({kind})" if seed == first_seed else f"{method} s{seed} ({kind})"
+
+
+def train_folder(out: Path, method: str, seed: int) -> Path:
+    return out / "train" / method / f"seed-{seed}"
+
+
+def checkpoint_eval_folder(out: Path, method: str, seed: int, step: int) -> Path:
+    return out / "eval" / method / f"seed-{seed}" / f"step-{step}"
 
 
 def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig, console: Console) -> dict[str, Any]:
@@ -74,15 +138,15 @@ def selected_steps(run: Path) -> tuple[int, int]:
     return best, last
 
 
+
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
                    publish_readme: Path | None = None) -> dict[str, Any]:
     from irisbench.devices import resolve_device
     from irisbench.policies.shapes_lm import SHIPPED_BASE
     from irisbench.runs import atomic_write_json, atomic_write_text
-    from irisbench.train_config import resolve_config
-    from irisbench.trainer import GRPOTrainer
 
     cfg = cfg or ExperimentConfig()
+    cfg.check()
     cfg.device = resolve_device(cfg.device)  # one line before anything is written; recorded in summary.json
     console = console or Console()
     if cfg.threads:
@@ -94,68 +158,142 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     started = time.perf_counter()
     if cfg.base == "shapes-base" and not (SHIPPED_BASE / "model.safetensors").is_file():
         raise FileNotFoundError("the shipped shapes base checkpoint is missing; reinstall irisbench")
-    evals: dict[str, dict[str, Path]] = {}  # label -> {"suite/split": folder}
-
-    def evaluate_all(label: str, policy: str, root: Path, splits: tuple[str, ...] | None = None) -> None:
-        for suite in cfg.suites:
-            for split in splits or cfg.splits:
-                folder = root / f"{suite}-{split}"
-                _eval(policy, suite, split, folder, cfg, console)
-                evals.setdefault(label, {})[f"{suite}/{split}"] = folder
+    evals: Evals = {}
 
     console.rule("[bold]1. base and reference policies")
-    evaluate_all("base", cfg.base, out / "eval" / "base")
+    _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", cfg.splits, cfg, console)
     for ref in cfg.references:
-        evaluate_all(ref, ref, out / "eval" / ref)
+        _evaluate_all(evals, ref, ref, out / "eval" / ref, cfg.splits, cfg, console)
 
-    console.rule("[bold]2. GRPO training")
-    train_runs: dict[str, Path] = {}
+    console.rule(f"[bold]2. GRPO training (seeds {', '.join(map(str, cfg.seeds))})")
+    train_runs: TrainRuns = {}
     for label, preset in cfg.methods.items():
-        console.print(f"[bold]train[/] {label} ({preset})")
-        overrides = {"policy": cfg.base, "steps": cfg.steps, "checkpoint_every": cfg.checkpoint_every,
-                     "eval_every": cfg.checkpoint_every, "eval_split": "val",
-                     "eval_images_per_prompt": cfg.val_images_per_prompt, "seed": cfg.seed,
-                     **({"num_threads": cfg.threads} if cfg.threads else {}), **cfg.train_overrides}
-        run = out / "train" / label
-        GRPOTrainer(resolve_config(preset, overrides), run, progress=True, device=cfg.device).train()
-        train_runs[label] = run
+        for seed in cfg.seeds:
+            train_runs.setdefault(label, {})[seed] = _train(label, preset, seed, out, cfg, console)
 
-    console.rule("[bold]3. selected (best val) and last checkpoints on every suite and split")
-    selection: dict[str, dict[str, int]] = {}
-    for label, run in train_runs.items():
-        best, last = selected_steps(run)
-        selection[label] = {"best_val_step": best, "last_step": last}
-        ckpts = run / "checkpoints"
-        evaluate_all(f"{label} (best val)", str(ckpts / f"step-{best}"), out / "eval" / f"{label}-step-{best}")
-        # the fixed-step result: the last checkpoint on test (the same folders when it is also the best on val)
-        evaluate_all(f"{label} (last)", str(ckpts / f"step-{last}"), out / "eval" / f"{label}-step-{last}",
-                     splits=("test",))
+    console.rule("[bold]3. selected (best val) and last checkpoints on test")
+    selection, seed_evals = _evaluate_checkpoints(evals, train_runs, out, cfg, console)
 
-    console.rule("[bold]4. analysis and report")
-    from irisbench.analysis import analyze_runs
+    console.rule("[bold]4. seed-level deltas and 5. analysis and report")
     from irisbench.report import RunRef, build_report
+    from irisbench.report.seeds import seed_deltas, seed_verdicts, write_seed_csv
 
-    analysis_inputs = {f"{lab}|{key}": path for lab, d in evals.items() for key, path in d.items()
-                       if key.endswith("/test")}
-    analysis_inputs.update({f"train|{lab}": run for lab, run in train_runs.items()})
-    named = {k.replace("/", "-").replace("|", "-").replace(" ", ""): v for k, v in analysis_inputs.items()}
-    analysis = analyze_runs(named, out / "analysis", n_resamples=1000, seed=cfg.seed,
-                            features=_clip_features({k: v for k, v in named.items() if not k.startswith("train")}))
-    refs = [RunRef(lab, str(path)) for lab, d in evals.items() for path in d.values()]
+    entries = seed_deltas(evals["base"], seed_evals, split=TEST)
+    write_seed_csv(entries, out / SEED_DELTAS)
+    analysis = _analyse(evals, train_runs, out, cfg)
+    shown = _report_labels(cfg)
+    refs = [RunRef(lab, str(path)) for lab, d in evals.items() if lab in shown for path in d.values()]
     report = build_report(refs, out / "report", base="base", title="IRIS on the shapes world")
+    s_verdicts = seed_verdicts(entries)
     elapsed = time.perf_counter() - started
     summary = {"config": asdict(cfg), "selection": selection, "evals": {k: {s: str(p) for s, p in d.items()}
                                                                         for k, d in evals.items()},
+               "train_runs": {m: {f"seed-{s}": str(p) for s, p in d.items()} for m, d in train_runs.items()},
                "report": str(report["html"]), "analysis": analysis.get("runs", {}),
-               "verdicts": report["verdicts"], "seconds": round(elapsed, 1)}
+               "verdicts": report["verdicts"], "seed_deltas": entries, "seed_verdicts": s_verdicts,
+               "seed_deltas_csv": str(out / SEED_DELTAS), "seconds": round(elapsed, 1)}
     atomic_write_json(out / "summary.json", summary)
-    md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed)
+    md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed, entries=entries,
+                          seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed)
     atomic_write_text(out / "summary.md", md)
     console.print(summary_table(evals))
-    console.print(f"summary: {out / 'summary.md'}\nreport: {report['html']}")
+    console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
     if publish_readme is not None:
         publish(publish_readme, md, report, train_runs, out, evals)
     return summary
+
+
+def _evaluate_all(evals: Evals, label: str, policy: str, root: Path, splits: tuple[str, ...],
+                  cfg: ExperimentConfig, console: Console) -> None:
+    """Evaluate ``policy`` on every suite x ``splits`` into ``root/<suite>-<split>``, recorded under ``label``."""
+    for suite in cfg.suites:
+        for split in splits:
+            folder = root / f"{suite}-{split}"
+            _eval(policy, suite, split, folder, cfg, console)
+            evals.setdefault(label, {})[f"{suite}/{split}"] = folder
+
+
+def _train(label: str, preset: str, seed: int, out: Path, cfg: ExperimentConfig, console: Console) -> Path:
+    """Train ``label`` with training seed ``seed`` (skipped when that run already finished); its folder."""
+    from irisbench.runs import RUN_MARKER
+    from irisbench.train_config import resolve_config
+    from irisbench.trainer import GRPOTrainer
+
+    overrides = {"policy": cfg.base, "steps": cfg.steps, "checkpoint_every": cfg.checkpoint_every,
+                 "eval_every": cfg.checkpoint_every, "eval_split": VAL,
+                 "eval_images_per_prompt": cfg.val_images_per_prompt,
+                 **({"num_threads": cfg.threads} if cfg.threads else {}), **cfg.train_overrides, "seed": seed}
+    run = train_folder(out, label, seed)
+    if (run.parent / RUN_MARKER).is_file():
+        raise UsageError(f"{run.parent} is a training run of the layout without seeds: use a new experiment folder")
+    train_cfg = resolve_config(preset, overrides)
+    if finished_run(run, train_cfg.to_dict(), train_cfg.steps):
+        console.print(f"[bold]train[/] {label} ({preset}) seed {seed}: finished, skipped")
+        return run
+    console.print(f"[bold]train[/] {label} ({preset}) seed {seed}")
+    GRPOTrainer(train_cfg, run, progress=True, device=cfg.device).train()
+    return run
+
+
+def finished_run(run: Path, config: dict[str, Any], steps: int) -> bool:
+    """Whether ``run`` is a training run of this very ``config`` whose checkpoint of step ``steps`` is complete
+    (then the trainer has nothing left to do; a changed config is left to the trainer, which refuses it)."""
+    from irisbench.checkpoints import complete_checkpoints
+    from irisbench.runs import NotARunError, RunDir
+
+    try:
+        rundir = RunDir.open(run)
+    except NotARunError:
+        return False
+    if rundir.kind != "train" or rundir.config_changes(config):
+        return False
+    ckpts = complete_checkpoints(run)
+    return bool(ckpts) and ckpts[-1][0] == steps
+
+
+def _evaluate_checkpoints(evals: Evals, train_runs: TrainRuns, out: Path, cfg: ExperimentConfig,
+                          console: Console) -> tuple[dict[str, dict[str, dict[str, int]]], list[Any]]:
+    """Per method and seed: the best-val checkpoint on every suite's test split (the first seed's on every
+    split), the last one on test where it is another step (else the same folders). Returns the selection
+    ``{method: {"seed-<s>": {"best_val_step", "last_step"}}}`` and the ``SeedEval`` of every checkpoint."""
+    from irisbench.report.seeds import SeedEval
+
+    first = cfg.seeds[0]
+    selection: dict[str, dict[str, dict[str, int]]] = {}
+    seed_evals: list[SeedEval] = []
+    for method, runs in train_runs.items():
+        for seed, run in runs.items():
+            best, last = selected_steps(run)
+            selection.setdefault(method, {})[f"seed-{seed}"] = {"best_val_step": best, "last_step": last}
+            for kind, step, splits in ((BEST, best, cfg.splits if seed == first else (TEST,)), (LAST, last, (TEST,))):
+                label = run_label(method, kind, seed, first)
+                if kind == LAST and last == best:  # the fixed-step result is the selected checkpoint's
+                    evals[label] = {k: v for k, v in evals[run_label(method, BEST, seed, first)].items()
+                                    if k.endswith(f"/{TEST}")}
+                else:
+                    _evaluate_all(evals, label, str(run / "checkpoints" / f"step-{step}"),
+                                  checkpoint_eval_folder(out, method, seed, step), splits, cfg, console)
+                seed_evals.append(SeedEval(method, kind, seed, step, label, dict(evals[label])))
+    return selection, seed_evals
+
+
+def _report_labels(cfg: ExperimentConfig) -> set[str]:
+    """The labels of the HTML report: the base, the references and the first seed's checkpoints."""
+    first = cfg.seeds[0]
+    return {"base", *cfg.references, *(run_label(m, k, first, first) for m in cfg.methods for k in (BEST, LAST))}
+
+
+def _analyse(evals: Evals, train_runs: TrainRuns, out: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The analysis of the report's eval runs on test and of every training run (all seeds)."""
+    from irisbench.analysis import analyze_runs
+
+    shown = _report_labels(cfg)
+    inputs: dict[str, Path] = {f"{lab}|{key}": path for lab, d in evals.items() if lab in shown
+                               for key, path in d.items() if key.endswith(f"/{TEST}")}
+    inputs.update({f"train|{m}|seed-{s}": run for m, runs in train_runs.items() for s, run in runs.items()})
+    named = {k.replace("/", "-").replace("|", "-").replace(" ", ""): v for k, v in inputs.items()}
+    return analyze_runs(named, out / "analysis", n_resamples=1000, seed=cfg.seed,
+                        features=_clip_features({k: v for k, v in named.items() if not k.startswith("train")}))
 
 
 def _clip_features(runs: dict[str, Path]) -> dict[str, Any]:
@@ -182,8 +320,7 @@ def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
     return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
 
 
-def summary_markdown(evals: dict[str, dict[str, Path]], selection: dict[str, dict[str, int]],
-                     verdicts: list[str], train_runs: dict[str, Path], elapsed: float) -> str:
+def _scores_table(evals: Evals) -> list[str]:
     keys = list(next(iter(evals.values())))
     lines = ["| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
              "|---|" + "---|" * len(keys)]
@@ -196,26 +333,62 @@ def summary_markdown(evals: dict[str, dict[str, Path]], selection: dict[str, dic
             s, lo, hi, _ = _overall(d[k])
             cells.append(f"{s:.3f} [{lo:.3f}, {hi:.3f}]")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    rule = ("Checkpoint rule: *best val* = the checkpoint with the best GenEval overall on the val split "
-            "(ties: earliest), then reported on every split; *last* = the final step (fixed-step result). "
-            "Test scores never choose a checkpoint.")
-    sel = ", ".join(f"{k}: best val step {v['best_val_step']}, last step {v['last_step']}"
-                    for k, v in selection.items())
-    curves = []
+    return lines
+
+
+def _rules(seeds: tuple[int, ...], eval_seed: int) -> str:
+    first, others = seeds[0], ", ".join(map(str, seeds[1:]))
+    text = ("Checkpoint rule: for each method and training seed, *best val* = the checkpoint with the best "
+            "GenEval overall among the run's in-training val evaluations (ties: earliest); *last* = the final "
+            "step (fixed-step result). Test scores never choose a checkpoint. "
+            f"Each method is trained once per training seed ({', '.join(map(str, seeds))}); every evaluation "
+            f"uses evaluation seed {eval_seed}, so the base and each checkpoint are scored on the same prompts "
+            "with the same sampling seeds (paired deltas). "
+            f"Rows without a seed are training seed {first}: the only seed whose best-val checkpoint is also "
+            "evaluated on the val split (the val columns), and the one the HTML report and its plots show")
+    if others:
+        text += f"; rows `sN` are training seed N ({others}), evaluated on test only"
+    return text + "."
+
+
+def _curves(train_runs: TrainRuns) -> list[str]:
     from irisbench.trainer import read_metrics
 
-    for label, run in train_runs.items():
-        rows = read_metrics(run)
-        if rows:
-            a, b = rows[0], rows[-1]
-            curves.append(f"| {label} | {a['sc_image']:.3f} → {b['sc_image']:.3f} | "
-                          f"{a['sc_text']:.3f} → {b['sc_text']:.3f} | {a.get('train_correct', float('nan')):.3f} → "
-                          f"{b.get('train_correct', float('nan')):.3f} |")
-    out = ["\n".join(lines), "", rule, "", f"Selected steps: {sel}.", ""]
-    if curves:
-        out += ["| method | image self-certainty (first → last step) | plan self-certainty | train accuracy |",
-                "|---|---|---|---|", *curves, ""]
-    out += ["Verdicts against the base (paired bootstrap over prompts):", ""]
+    nan = float("nan")
+    curves = []
+    for label, runs in train_runs.items():
+        for seed, run in runs.items():
+            rows = read_metrics(run)
+            if rows:
+                a, b = rows[0], rows[-1]
+                curves.append(f"| {label} | {seed} | {a['sc_image']:.3f} → {b['sc_image']:.3f} | "
+                              f"{a['sc_text']:.3f} → {b['sc_text']:.3f} | {a.get('train_correct', nan):.3f} → "
+                              f"{b.get('train_correct', nan):.3f} |")
+    if not curves:
+        return []
+    return ["| method | training seed | image self-certainty (first → last step) | plan self-certainty | "
+            "train accuracy |", "|---|---|---|---|---|", *curves, ""]
+
+
+def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]]], verdicts: list[str],
+                     train_runs: TrainRuns, elapsed: float, *, entries: list[dict[str, Any]] | None = None,
+                     seed_verdict_lines: list[str] | None = None, seeds: tuple[int, ...] = (0,),
+                     eval_seed: int = 0) -> str:
+    """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, the training
+    curves and the verdicts (across seeds, then the first seed's per-prompt ones)."""
+    from irisbench.report.seeds import seed_markdown
+
+    sel = "; ".join(f"{m}: " + ", ".join(f"{k} best val step {v['best_val_step']} (last {v['last_step']})"
+                                          for k, v in by_seed.items())
+                    for m, by_seed in selection.items())
+    out = ["\n".join(_scores_table(evals)), "", _rules(tuple(seeds), eval_seed), "", f"Selected steps: {sel}.", ""]
+    if entries:
+        out += [seed_markdown(entries)]
+    out += _curves(train_runs)
+    if seed_verdict_lines:
+        out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, 95% Student-t "
+                "interval across seeds):", "", *[f"- {v}" for v in seed_verdict_lines], ""]
+    out += [f"Verdicts for training seed {seeds[0]} against the base (paired bootstrap over prompts):", ""]
     out += [f"- {v}" for v in verdicts]
     out += ["", f"Wall time: {elapsed / 60:.1f} min."]
     return "\n".join(out) + "\n"
@@ -240,13 +413,15 @@ def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
 
 
 PUBLISHED = Path("results") / "experiment"  # beside the README: the published tables and plots (tracked)
+SEED_DELTAS = "seed_deltas.csv"
 
 
-def publish(readme: Path, md: str, report: dict[str, Any], train_runs: dict[str, Path], out: Path,
-            evals: dict[str, dict[str, Path]] | None = None) -> dict[str, Path]:
+def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
+            evals: Evals | None = None) -> dict[str, Path]:
     """Write the published experiment under ``results/experiment/`` beside the README (tidy score tables
-    as CSV and Parquet, the plots) and replace the README's experiment block, whose images link there.
-    Returns the tidy tables' paths (none without ``evals``)."""
+    as CSV and Parquet, ``seed_deltas.csv``, the plots) and replace the README's experiment block, whose
+    images link there. Returns the tidy tables' paths (none without ``evals``; ``seed_deltas`` when the
+    experiment folder has one)."""
     import shutil
 
     from irisbench.report.tidy import write_tidy
@@ -268,13 +443,20 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: dict[str,
     if tables:
         images.append(f"Tidy tables (one row per run, suite, split and tag): [{link}/scores.csv]({link}/scores.csv), "
                       f"[{link}/scores.parquet]({link}/scores.parquet).")
+    if (out / SEED_DELTAS).is_file():
+        tables = {**tables, "seed_deltas": folder / SEED_DELTAS}
+        shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)
+        images.append(f"Seed-level deltas (one row per method, checkpoint, suite, split and training seed, plus the "
+                      f"mean across seeds): [{link}/{SEED_DELTAS}]({link}/{SEED_DELTAS}).")
     block = f"{README_BEGIN}\n{md}\n" + "\n".join(images) + f"\n{README_END}"
     pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
     return tables
 
 
-def _training_plot(train_runs: dict[str, Path], path: Path) -> bool:
+def _training_plot(train_runs: TrainRuns, path: Path) -> bool:
+    """Image self-certainty, plan self-certainty and train accuracy per step: one colour per method, one
+    line per training seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,14 +465,17 @@ def _training_plot(train_runs: dict[str, Path], path: Path) -> bool:
     from irisbench.trainer import read_metrics
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for label, run in train_runs.items():
-        rows = read_metrics(run)
-        steps = [r["step"] for r in rows]
-        for ax, key in zip(axes, ("sc_image", "sc_text", "train_correct"), strict=True):
-            ax.plot(steps, [r.get(key) for r in rows], label=label)
-            ax.set_title(key)
-            ax.set_xlabel("step")
-    axes[0].legend(fontsize=8)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, runs) in enumerate(train_runs.items()):
+        for j, run in enumerate(runs.values()):
+            rows = read_metrics(run)
+            steps = [r["step"] for r in rows]
+            for ax, key in zip(axes, ("sc_image", "sc_text", "train_correct"), strict=True):
+                ax.plot(steps, [r.get(key) for r in rows], color=colours[i % len(colours)], alpha=0.8, lw=1.2,
+                        label=label if j == 0 else None)
+                ax.set_title(key)
+                ax.set_xlabel("step")
+    axes[0].legend(fontsize=8, title="one line per seed", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

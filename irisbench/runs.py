@@ -560,9 +560,7 @@ class RunDir:
         run = cls.open(path)
         if run.kind != kind:
             raise UsageError(f"{path} is a run of kind {run.kind!r}, not {kind!r}")
-        saved = run.config
-        new = _normalise_config(config)
-        diff = config_diff(saved, new)
+        diff = run.config_changes(config)
         if diff and not allow_config_change:
             raise UsageError(f"the config differs from the one saved in {path / CONFIG_FILE}:\n"
                              + "\n".join(diff)
@@ -599,6 +597,10 @@ class RunDir:
             return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as e:
             raise UsageError(f"{p}: cannot read the run's config ({e})") from None
+
+    def config_changes(self, config: Mapping[str, Any]) -> list[str]:
+        """How ``config`` differs from the saved one (``config_diff`` lines; empty when they are equal)."""
+        return config_diff(self.config, _normalise_config(config))
 
     @property
     def env(self) -> dict:

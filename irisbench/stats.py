@@ -16,6 +16,9 @@ This module is the one home of the cluster bootstrap: ``cluster_draws`` (the res
 bounded chunks), ``ratio_replicates`` (sum/count statistics over them) and ``percentile_interval``; the
 analysis (``irisbench.analysis.records.resampled_weights``) and the report's deltas
 (``irisbench.report.deltas``) draw their replicates through them.
+
+Across a handful of training seeds (too few to bootstrap), ``mean_t_interval`` gives the mean of the per-seed
+values with a Student-t interval (n - 1 degrees of freedom, scipy).
 """
 
 from __future__ import annotations
@@ -254,6 +257,33 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
         "ci": {"method": "stratified cluster bootstrap over prompts (percentile)", "confidence": confidence,
                "n_resamples": n_resamples, "seed": seed},
     }
+
+
+def mean_t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean of a few values (e.g. one delta per training seed) with a Student-t interval.
+
+    ``{"mean", "ci_low", "ci_high", "sd", "n"}``: the interval is ``mean +- t(1 - alpha/2, n - 1) * sd / sqrt(n)``
+    (``scipy.stats.t.interval``, sample sd with ``ddof=1``). One value gives no interval (``ci_low`` and
+    ``ci_high`` are None, ``sd`` too); equal values give a zero-width interval.
+    """
+    from scipy import stats as sps
+
+    if not 0.0 < confidence < 1.0:
+        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
+    a = np.asarray(list(values), dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise UsageError("mean_t_interval: no values")
+    if not np.all(np.isfinite(a)):
+        raise UsageError(f"mean_t_interval: non-finite value in {a.tolist()}")
+    mean = float(a.mean())
+    if a.size == 1:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "sd": None, "n": 1}
+    sd = float(a.std(ddof=1))
+    if sd == 0.0:
+        lo = hi = mean
+    else:
+        lo, hi = (float(x) for x in sps.t.interval(confidence, a.size - 1, loc=mean, scale=sd / np.sqrt(a.size)))
+    return {"mean": mean, "ci_low": lo, "ci_high": hi, "sd": sd, "n": int(a.size)}
 
 
 def count_check(expected: int, actual: int) -> dict[str, Any]:

@@ -1,13 +1,29 @@
-"""The one-command experiment, end to end at toy scale (a tiny random policy, a few steps)."""
+"""The one-command experiment, end to end at toy scale (a tiny random policy, a few steps, two training seeds),
+and its seed-level statistics on hand-made eval runs."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
+from report_fixtures import make_run
 
-from irisbench.experiment import README_BEGIN, README_END, ExperimentConfig, run_experiment
+from irisbench.errors import UsageError
+from irisbench.experiment import README_BEGIN, README_END, ExperimentConfig, parse_seeds, run_experiment
+from irisbench.report.seeds import (
+    MEAN,
+    SEED_COLUMNS,
+    SeedEval,
+    seed_deltas,
+    seed_markdown,
+    seed_rows,
+    seed_verdicts,
+    write_seed_csv,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,33 +38,202 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _overall(folder: str | Path) -> float:
+    return json.loads((Path(folder) / "results.json").read_text())["scores"]["overall"]["score"]
+
+
+def _csv_matches_entries(csv: Path, entries: list[dict[str, Any]]) -> None:
+    """Every row of seed_deltas.csv is one seed (or the mean) of one entry of summary.json, and back."""
+    df = pd.read_csv(csv, dtype={"seed": str, "step": str})
+    assert list(df.columns) == list(SEED_COLUMNS)
+    assert len(df) == sum(len(e["seeds"]) + 1 for e in entries)
+    for e in entries:
+        sub = df[(df.method == e["method"]) & (df.checkpoint == e["checkpoint"]) & (df.suite == e["suite"])
+                 & (df.split == e["split"])].set_index("seed")
+        for s in e["seeds"]:
+            row = sub.loc[str(s["seed"])]
+            assert (row["delta"], row["ci_low"], row["ci_high"]) == pytest.approx((s["delta"], s["ci_low"],
+                                                                                     s["ci_high"]))
+            assert row["label"] == s["label"] and str(row["step"]) == str(s["step"])  # written as an integer
+        mean = sub.loc[MEAN]
+        assert mean["delta"] == pytest.approx(e["mean"]["delta"]) and mean["n_seeds"] == len(e["seeds"])
+        for key in ("ci_low", "ci_high"):
+            assert (math.isnan(mean[key]) if e["mean"][key] is None else mean[key] == pytest.approx(e["mean"][key]))
+
+
 @pytest.mark.slow
-def test_experiment_runs_resumes_and_publishes(tiny_base: Path, tmp_path: Path) -> None:
+def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: Path) -> None:
+    from irisbench.experiment import selected_steps
+    from irisbench.stats import mean_t_interval
+
     cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "verifier": "verifier-shapes"}, steps=2,
                            checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
-                           base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2,
-                           train_overrides={"prompts_per_step": 2, "num_generations": 2})
+                           base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2, seeds=(0, 1),
+                           train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 12})
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\ntail\n")
     out = tmp_path / "exp"
     summary = run_experiment(out, cfg, publish_readme=readme)
+
+    # layout: one training run per method and seed, selected on its own val evaluations
     assert set(summary["selection"]) == {"iris-nsc", "verifier"}
-    for label in ("base", "oracle", "random", "iris-nsc (last)", "verifier (best val)"):
-        assert label in summary["evals"], summary["evals"].keys()
+    for method in ("iris-nsc", "verifier"):
+        assert not (out / "train" / method / "run.json").exists()
+        assert set(summary["selection"][method]) == {"seed-0", "seed-1"}
+        for seed in (0, 1):
+            run = out / "train" / method / f"seed-{seed}"
+            assert (run / "run.json").is_file() and (run / "checkpoints" / "step-2").is_dir()
+            best, last = selected_steps(run)
+            assert summary["selection"][method][f"seed-{seed}"] == {"best_val_step": best, "last_step": last}
+            assert json.loads((run / "run.json").read_text())["kind"] == "train"
+        # the two seeds trained differently (the training seed reaches the sampler)
+        assert (out / "train" / method / "seed-0" / "train" / "metrics.jsonl").read_text() != \
+            (out / "train" / method / "seed-1" / "train" / "metrics.jsonl").read_text()
+    evals = summary["evals"]
+    for label in ("base", "oracle", "random", "iris-nsc (last)", "verifier (best val)", "iris-nsc s1 (best val)",
+                  "verifier s1 (last)"):
+        assert label in evals, evals.keys()
+    splits = {"geneval/val", "geneval/test", "compbench/val", "compbench/test"}
+    assert set(evals["iris-nsc (best val)"]) == splits  # the first seed's best also on val (the val columns)
+    for label in ("iris-nsc (last)", "iris-nsc s1 (best val)", "iris-nsc s1 (last)"):
+        assert set(evals[label]) == {"geneval/test", "compbench/test"}  # the others on test only
+    best1 = summary["selection"]["iris-nsc"]["seed-1"]["best_val_step"]
+    assert Path(evals["iris-nsc s1 (best val)"]["geneval/test"]) == \
+        out / "eval" / "iris-nsc" / "seed-1" / f"step-{best1}" / "geneval-test"
+    for method in ("iris-nsc", "verifier"):  # last == best: the same folders, not a second evaluation
+        for seed, tag in ((0, ""), (1, " s1")):
+            sel = summary["selection"][method][f"seed-{seed}"]
+            same = evals[f"{method}{tag} (last)"]["geneval/test"] == evals[f"{method}{tag} (best val)"]["geneval/test"]
+            assert same == (sel["best_val_step"] == sel["last_step"])
     assert (out / "report" / "report.html").is_file() and (out / "analysis" / "summary.json").is_file()
+    report_labels = set(pd.read_csv(out / "report" / "report.csv")["label"])
+    assert "iris-nsc (best val)" in report_labels and "iris-nsc s1 (best val)" not in report_labels
+
+    # seed-level statistics: per seed the paired delta vs the base, across seeds the t-interval of their mean
+    entries = summary["seed_deltas"]
+    assert {(e["method"], e["checkpoint"], e["suite"]) for e in entries} == {
+        (m, k, s) for m in ("iris-nsc", "verifier") for k in ("best val", "last") for s in ("geneval", "compbench")}
+    report = pd.read_csv(out / "report" / "report.csv")
+    for e in entries:
+        assert e["split"] == "test" and [s["seed"] for s in e["seeds"]] == [0, 1]
+        key = f"{e['suite']}/test"
+        for s in e["seeds"]:
+            assert s["delta"] == pytest.approx(_overall(evals[s["label"]][key]) - _overall(evals["base"][key]))
+            assert s["ci_low"] <= s["ci_high"] and s["mode"] == "paired"
+        m = mean_t_interval([s["delta"] for s in e["seeds"]])
+        assert (e["mean"]["delta"], e["mean"]["ci_low"], e["mean"]["ci_high"]) == pytest.approx(
+            (m["mean"], m["ci_low"], m["ci_high"]))
+        # seed 0's per-prompt interval is the report's (the same paired bootstrap)
+        s0 = e["seeds"][0]
+        row = report[(report.label == s0["label"]) & (report.group == key) & (report.metric == "overall")]
+        assert row["delta_ci_low"].item() == pytest.approx(s0["ci_low"], abs=1e-5)
+    _csv_matches_entries(out / "seed_deltas.csv", entries)
+    md = (out / "summary.md").read_text()
+    assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
+    assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
+    # the table in summary.md is the numbers of the eval runs
+    assert f"{_overall(evals['oracle']['geneval/test']):.3f}" in md
+
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
-    assert (tmp_path / "results" / "experiment" / "training_dynamics.png").is_file()
-    assert (tmp_path / "results" / "experiment" / "scores.parquet").is_file()
-    # the table in summary.md is the numbers of the eval runs
-    res = json.loads((Path(summary["evals"]["oracle"]["geneval/test"]) / "results.json").read_text())
-    assert f"{res['scores']['overall']['score']:.3f}" in (out / "summary.md").read_text()
-    # re-running resumes: nothing is trained or generated again
+    assert "per-seed deltas" in text and "results/experiment/seed_deltas.csv" in text
+    published = tmp_path / "results" / "experiment"
+    assert (published / "training_dynamics.png").is_file() and (published / "scores.parquet").is_file()
+    assert (published / "seed_deltas.csv").read_text() == (out / "seed_deltas.csv").read_text()
+
+    # re-running resumes: nothing is trained, opened for training or generated again
+    metrics = {p: p.stat().st_mtime_ns for p in (out / "train").glob("*/seed-*/train/metrics.*")}
+    assert len(metrics) >= 4
     again = run_experiment(out, cfg)
     assert again["selection"] == summary["selection"]
+    assert {p: p.stat().st_mtime_ns for p in metrics} == metrics
+    assert not list((out / "train").glob("*/seed-*/resumes.jsonl"))
     for folders in again["evals"].values():
         for folder in folders.values():
             assert json.loads((Path(folder) / "results.json").read_text())["counts"]["generated_now"] == 0
+    assert again["seed_deltas"] == entries == json.loads((out / "summary.json").read_text())["seed_deltas"]
+
+
+def _synthetic(tmp_path: Path) -> tuple[dict[str, Path], list[SeedEval]]:
+    """A base right on prompt 0's first image (1/8) and three seeds right on every image of 2, 3 and 4 of
+    the 4 prompts (4/8, 6/8, 8/8): deltas 0.375, 0.625, 0.875."""
+    tags = {p: "single_object" for p in range(4)}
+
+    def run(name: str, right: set[int], first_only: bool = False) -> Path:
+        correct = {(p, s): p in right and (s == 0 or not first_only) for p in tags for s in range(2)}
+        return make_run(tmp_path / name, correct, tags, policy=name)
+
+    base = {"geneval/test": run("base", {0}, first_only=True)}
+    evals = [SeedEval("iris-nsc", "best val", seed, 3, f"iris-nsc s{seed} (best val)",
+                      {"geneval/test": run(f"s{seed}", set(range(n)))})
+             for seed, n in ((0, 2), (1, 3), (2, 4))]
+    return base, evals
+
+
+def test_seed_deltas_hand_computed(tmp_path: Path) -> None:
+    base, evals = _synthetic(tmp_path)
+    (e,) = seed_deltas(base, evals, n_resamples=500)
+    assert [s["delta"] for s in e["seeds"]] == pytest.approx([0.375, 0.625, 0.875])
+    assert all(s["mode"] == "paired" and s["ci_low"] <= s["delta"] <= s["ci_high"] for s in e["seeds"])
+    # mean 0.625, sd 0.25, half-width t(0.975, 2) * 0.25 / sqrt(3) = 0.62103
+    half = 4.302653 * 0.25 / 3 ** 0.5
+    assert (e["mean"]["delta"], e["mean"]["ci_low"], e["mean"]["ci_high"]) == pytest.approx(
+        (0.625, 0.625 - half, 0.625 + half), abs=1e-6)
+    assert e["mean"]["n_seeds"] == 3 and e["class"] == "improves"
+    assert e["seeds_above_0"] == sum(s["ci_low"] > 0 for s in e["seeds"]) and e["seeds_below_0"] == 0
+    rows = seed_rows([e])
+    assert [r["seed"] for r in rows] == [0, 1, 2, MEAN]
+    assert rows[-1]["delta"] == pytest.approx(0.625) and rows[-1]["n_seeds"] == 3
+    _csv_matches_entries(write_seed_csv([e], tmp_path / "seed_deltas.csv"), json.loads(json.dumps([e])))
+    md = seed_markdown([e])
+    assert "| iris-nsc | geneval | s0: +0.375 [" in md and "+0.625 [+0.004, +1.246]" in md
+    (v,) = seed_verdicts([e])
+    assert v.startswith("iris-nsc (best val) improves on the base on geneval/test across 3 seeds: mean delta "
+                        "+0.625 [+0.004, +1.246]") and "s2: +0.875" in v
+
+
+def test_one_seed_has_no_interval_across_seeds(tmp_path: Path) -> None:
+    base, evals = _synthetic(tmp_path)
+    (e,) = seed_deltas(base, evals[:1], n_resamples=200)
+    assert e["mean"]["delta"] == pytest.approx(0.375) and e["mean"]["ci_low"] is None and e["class"] == "unknown"
+    assert "+0.375 (n/a: one seed)" in seed_markdown([e])
+    assert "no interval across seeds (n/a)" in seed_verdicts([e])[0]
+    with pytest.raises(UsageError, match="twice"):
+        seed_deltas(base, [evals[0], evals[0]], n_resamples=200)
+
+
+def test_parse_seeds_good_and_bad() -> None:
+    assert parse_seeds("0,1,2") == (0, 1, 2)
+    assert parse_seeds(" 3, 1 ") == (3, 1)
+    assert parse_seeds("7") == (7,)
+    for bad, why in (("0,x", "'x' is not a non-negative integer"), ("", "empty item"), ("0,,1", "empty item"),
+                     ("-1", "'-1' is not"), ("1,1", "duplicates"), ("1.5", "'1.5' is not")):
+        with pytest.raises(UsageError, match=why) as info:
+            parse_seeds(bad)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="seeds"):
+        ExperimentConfig(seeds=()).check()
+    with pytest.raises(UsageError, match="'seed'"):
+        ExperimentConfig(train_overrides={"seed": 3}).check()
+
+
+def test_cli_passes_seeds_and_refuses_bad_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import irisbench.experiment
+    from irisbench.cli import app
+
+    seen: list[ExperimentConfig] = []
+    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append(cfg))
+    runner = CliRunner()
+    args = ["experiment", "--out", str(tmp_path / "exp"), "--no-publish-readme"]
+    result = runner.invoke(app, [*args, "--seeds", "4,2", "--seed", "9"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].seeds == (4, 2) and seen[-1].seed == 9
+    assert runner.invoke(app, args).exit_code == 0 and seen[-1].seeds == (0, 1, 2)
+    bad = runner.invoke(app, [*args, "--seeds", "0,x"])
+    assert bad.exit_code == 2 and "--seeds '0,x'" in bad.output and len(seen) == 2
+    assert "Traceback" not in bad.output
 
 
 def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from irisbench.stats import bootstrap_ci, bootstrap_replicates, count_check, geneval_summary
+from irisbench.errors import UsageError
+from irisbench.stats import bootstrap_ci, bootstrap_replicates, count_check, geneval_summary, mean_t_interval
 
 
 def test_one_image_per_prompt_matches_scipy_percentile_bootstrap():
@@ -199,3 +200,28 @@ def test_count_check():
     assert count_check(4, 5)["complete"] is False
     with pytest.raises(ValueError, match="actual"):
         count_check(4, -1)
+
+
+def test_mean_t_interval_hand_computed() -> None:
+    """Three seeds' deltas 0.1, 0.2, 0.3: mean 0.2, sd 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3) with
+    t(0.975, 2) = 4.302653 (a table value, not scipy's): [-0.0484, 0.4484]."""
+    m = mean_t_interval([0.1, 0.2, 0.3])
+    half = 4.302653 * 0.1 / 3 ** 0.5
+    assert m["n"] == 3 and m["mean"] == pytest.approx(0.2) and m["sd"] == pytest.approx(0.1)
+    assert (m["ci_low"], m["ci_high"]) == (pytest.approx(0.2 - half, abs=1e-6), pytest.approx(0.2 + half, abs=1e-6))
+    assert (round(m["ci_low"], 3), round(m["ci_high"], 3)) == (-0.048, 0.448)
+    # 90%: t(0.95, 2) = 2.919986
+    m90 = mean_t_interval([0.1, 0.2, 0.3], confidence=0.9)
+    assert m90["ci_high"] == pytest.approx(0.2 + 2.919986 * 0.1 / 3 ** 0.5, abs=1e-6)
+
+
+def test_mean_t_interval_one_value_equal_values_and_bad_input() -> None:
+    one = mean_t_interval([0.07])
+    assert one == {"mean": 0.07, "ci_low": None, "ci_high": None, "sd": None, "n": 1}
+    same = mean_t_interval([0.5, 0.5])
+    assert (same["ci_low"], same["ci_high"], same["sd"]) == (0.5, 0.5, 0.0)
+    for bad in ([], [0.1, float("nan")]):
+        with pytest.raises(UsageError):
+            mean_t_interval(bad)
+    with pytest.raises(UsageError, match="confidence"):
+        mean_t_interval([0.1, 0.2], confidence=1.0)

@@ -1,0 +1,190 @@
+"""Seed-level deltas: each training seed's paired delta against the base, and their mean across seeds.
+
+A method trained with several seeds gives one checkpoint per seed. For each (method, checkpoint kind, suite)
+on a split (test), every seed's overall delta ``checkpoint - base`` comes with its paired cluster-bootstrap
+interval over prompts (``irisbench.report.deltas.delta_cis``, the numbers of the report's delta tables);
+the seeds' deltas are then averaged with a Student-t interval across seeds (n - 1 degrees of freedom,
+``irisbench.stats.mean_t_interval``; none with one seed). The per-prompt interval measures how sure one
+run's delta is; the across-seed interval measures whether the method's effect survives a new training seed.
+
+``seed_deltas`` returns JSON-able entries (summary.json), ``seed_rows`` the tidy rows of ``seed_deltas.csv``
+(one per seed, plus one "mean" row per entry), ``seed_markdown`` the summary's tables and ``seed_verdicts``
+one sentence per entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from irisbench.errors import UsageError
+from irisbench.report.loading import LoadedRun, RunRef, load_run
+from irisbench.report.tables import IMPROVES, NO_DIFFERENCE, WORSE, _missing, base_words, delta_class, fmt_delta
+
+SEED_COLUMNS = ("method", "checkpoint", "suite", "split", "metric", "seed", "step", "label", "delta", "ci_low",
+                "ci_high", "interval", "n_seeds")
+MEAN = "mean"  # the ``seed`` of the across-seed rows of seed_deltas.csv
+PER_PROMPT = "paired bootstrap over prompts"
+ACROSS_SEEDS = "Student t across seeds (n-1 df)"
+
+
+@dataclass(frozen=True)
+class SeedEval:
+    """One training seed's evaluated checkpoint of a method: ``folders`` maps "suite/split" to eval folders."""
+
+    method: str
+    checkpoint: str  # "best val" or "last"
+    seed: int
+    step: int
+    label: str
+    folders: Mapping[str, str | Path]
+
+
+def _loader() -> Any:
+    cache: dict[str, LoadedRun] = {}
+
+    def load(label: str, folder: str | Path) -> LoadedRun:
+        key = str(Path(folder).resolve())
+        if key not in cache:
+            cache[key] = load_run(RunRef(label, folder))
+        return cache[key]
+
+    return load
+
+
+def _seed_entry(base: LoadedRun, run: LoadedRun, ev: SeedEval, kw: dict[str, Any]) -> dict[str, Any]:
+    from irisbench.report.deltas import delta_cis
+
+    d = delta_cis(base, run, **kw)["overall"]
+    return {"seed": ev.seed, "step": ev.step, "label": ev.label, "delta": d.delta, "ci_low": d.ci_low,
+            "ci_high": d.ci_high, "mode": d.mode, "class": delta_class(d.ci_low, d.ci_high)}
+
+
+def _across(per_seed: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
+    from irisbench.stats import mean_t_interval
+
+    values = [s["delta"] for s in per_seed if not _missing(s["delta"])]
+    if not values:
+        return {"delta": None, "ci_low": None, "ci_high": None, "sd": None, "n_seeds": 0, "interval": ACROSS_SEEDS}
+    m = mean_t_interval(values, confidence)
+    return {"delta": m["mean"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "sd": m["sd"], "n_seeds": m["n"],
+            "interval": ACROSS_SEEDS}
+
+
+def seed_deltas(base: Mapping[str, str | Path], evals: Sequence[SeedEval], *, split: str = "test",
+                n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+    """One entry per (method, checkpoint kind, suite) on ``split``, in order of first appearance.
+
+    ``base``: the base's eval folders ("suite/split" -> folder); ``evals``: every (method, kind, seed)
+    checkpoint's. Each entry: ``method``, ``checkpoint``, ``suite``, ``split``, ``metric`` ("overall"),
+    ``seeds`` (per seed: ``seed``, ``step``, ``label``, ``delta``, ``ci_low``, ``ci_high``, ``mode``,
+    ``class``), ``mean`` (``delta``, ``ci_low``, ``ci_high``, ``sd``, ``n_seeds``, ``interval``; no interval
+    with one seed), ``seeds_above_0``, ``seeds_below_0`` and ``class`` (of the across-seed interval).
+    ``n_resamples``/``seed`` are the bootstrap's (the report's defaults give the report's intervals).
+    """
+    load = _loader()
+    kw = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    groups: dict[tuple[str, str, str], list[SeedEval]] = {}
+    suites = [k.split("/")[0] for k in base if k.endswith(f"/{split}")]
+    for ev in evals:
+        for suite in suites:
+            if f"{suite}/{split}" in ev.folders:
+                groups.setdefault((ev.method, ev.checkpoint, suite), []).append(ev)
+    out = []
+    for (method, kind, suite), members in groups.items():
+        seeds = [ev.seed for ev in members]
+        if len(set(seeds)) != len(seeds):
+            raise UsageError(f"{method} ({kind}) on {suite}/{split}: a seed appears twice in {seeds}")
+        key = f"{suite}/{split}"
+        base_run = load("base", base[key])
+        per_seed = [_seed_entry(base_run, load(ev.label, ev.folders[key]), ev, kw) for ev in members]
+        mean = _across(per_seed, confidence)
+        out.append({"method": method, "checkpoint": kind, "suite": suite, "split": split, "metric": "overall",
+                    "seeds": per_seed, "mean": mean,
+                    "seeds_above_0": sum(s["class"] == IMPROVES for s in per_seed),
+                    "seeds_below_0": sum(s["class"] == WORSE for s in per_seed),
+                    "class": delta_class(mean["ci_low"], mean["ci_high"])})
+    return out
+
+
+def seed_rows(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tidy rows (columns ``SEED_COLUMNS``): one per seed of each entry, then its across-seed "mean" row."""
+    rows = []
+    for e in entries:
+        common = {"method": e["method"], "checkpoint": e["checkpoint"], "suite": e["suite"], "split": e["split"],
+                  "metric": e["metric"]}
+        for s in e["seeds"]:
+            rows.append({**common, "seed": s["seed"], "step": s["step"], "label": s["label"], "delta": s["delta"],
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"], "interval": PER_PROMPT, "n_seeds": 1})
+        m = e["mean"]
+        rows.append({**common, "seed": MEAN, "step": None, "label": None, "delta": m["delta"], "ci_low": m["ci_low"],
+                     "ci_high": m["ci_high"], "interval": m["interval"], "n_seeds": m["n_seeds"]})
+    return [{c: r[c] for c in SEED_COLUMNS} for r in rows]
+
+
+def write_seed_csv(entries: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write ``seed_rows(entries)`` as CSV (full precision; empty cells for missing values)."""
+    import pandas as pd
+
+    path = Path(path)
+    df = pd.DataFrame(seed_rows(entries), columns=list(SEED_COLUMNS))
+    df["step"] = df["step"].astype("Int64")  # integers, empty on the "mean" rows
+    df.to_csv(path, index=False)
+    return path
+
+
+def _mean_cell(m: Mapping[str, Any]) -> str:
+    if _missing(m["delta"]):
+        return "n/a"
+    if m["n_seeds"] < 2:
+        return f"{m['delta']:+.3f} (n/a: one seed)"
+    return fmt_delta(m["delta"], m["ci_low"], m["ci_high"])
+
+
+def _seeds_cell(e: Mapping[str, Any], sep: str) -> str:
+    return sep.join(f"s{s['seed']}: {fmt_delta(s['delta'], s['ci_low'], s['ci_high'])}" for s in e["seeds"])
+
+
+def seed_markdown(entries: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> str:
+    """One Markdown table per checkpoint kind: method | suite | per-seed deltas | mean across seeds | counts."""
+    pct = f"{round(confidence * 100):g}%"
+    out = []
+    for kind in dict.fromkeys(e["checkpoint"] for e in entries):
+        rows = [e for e in entries if e["checkpoint"] == kind]
+        split = rows[0]["split"]
+        out += [f"*{kind}* checkpoints on {split}: delta vs the base (overall) per training seed and across seeds",
+                "",
+                f"| method | suite | per-seed deltas [{pct} CI over prompts, paired] | "
+                f"mean across seeds [{pct} CI across seeds, Student t] | seeds with CI above 0 / below 0 |",
+                "|---|---|---|---|---|"]
+        for e in rows:
+            counts = f"{e['seeds_above_0']} / {e['seeds_below_0']} of {len(e['seeds'])}"
+            out.append(f"| {e['method']} | {e['suite']} | {_seeds_cell(e, '<br>')} | {_mean_cell(e['mean'])} "
+                       f"| {counts} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def seed_verdict(e: Mapping[str, Any], base: str = "base", confidence: float = 0.95) -> str:
+    """One sentence on an entry, from its across-seed interval (none with one seed), with each seed's delta."""
+    pct = f"{round(confidence * 100):g}%"
+    who, where, b = f"{e['method']} ({e['checkpoint']})", f"{e['suite']}/{e['split']}", base_words(base)
+    m, n = e["mean"], e["mean"]["n_seeds"]
+    each = f"each seed: {_seeds_cell(e, '; ')}"
+    counts = f"{e['seeds_above_0']} of {len(e['seeds'])} seeds' CIs above 0, {e['seeds_below_0']} below"
+    if _missing(m["delta"]):
+        return f"{who} cannot be compared with {b} on {where} ({each})"
+    if n < 2:
+        return (f"{who} on {where}: one training seed, no interval across seeds (n/a): "
+                f"delta {m['delta']:+.3f} ({each})")
+    text = fmt_delta(m["delta"], m["ci_low"], m["ci_high"])
+    words = {IMPROVES: (f"improves on {b}", "above 0"), WORSE: (f"is worse than {b}", "below 0"),
+             NO_DIFFERENCE: (f"does not improve on {b}", "includes 0")}[e["class"]]
+    return (f"{who} {words[0]} on {where} across {n} seeds: mean delta {text} ({pct} t-interval across seeds "
+            f"{words[1]}); {each}; {counts}")
+
+
+def seed_verdicts(entries: Sequence[Mapping[str, Any]], base: str = "base", confidence: float = 0.95) -> list[str]:
+    return [seed_verdict(e, base, confidence) for e in entries]
