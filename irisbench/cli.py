@@ -405,12 +405,16 @@ def pretrain_clip_cmd(
 
 @app.command("experiment", cls=_Command)
 def experiment_cmd(
-    out: Path = typer.Option(Path("results/runs/experiment"), help="Experiment folder of run folders "
-                                                                   "(re-running resumes)."),
+    out: Path = typer.Option(None, help="Experiment folder of run folders (re-running resumes; default: "
+                                        "results/runs/experiment, or results/runs/experiment-WORLD)."),
+    world: str = typer.Option("shapes", help="shapes, or textures (per-patch shading, lossy tokenizer: image tokens "
+                                             "are genuinely uncertain); sets the base, the default methods and "
+                                             "the README block."),
     steps: int = typer.Option(40, help="GRPO steps per method."),
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
-                                               "entropy, verifier)."),
+                                               "entropy, verifier; textures world: iris-nsc, nsc-balanced, "
+                                               "iris-faithful, verifier)."),
     seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
                                      "sampling seeds (paired deltas)."),
     seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "
@@ -422,11 +426,11 @@ def experiment_cmd(
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
-    from irisbench.experiment import README_BEGIN, ExperimentConfig, parse_seeds, run_experiment
+    from irisbench.experiment import ExperimentConfig, parse_seeds, readme_markers, run_experiment
 
     def body() -> None:
         cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),
-                               threads=threads, device=device)
+                               threads=threads, device=device, world=world)
         if method:
             cfg.methods = {}
             for item in method:
@@ -434,9 +438,12 @@ def experiment_cmd(
                 if not label or not preset:
                     raise UsageError(f"--method {item!r} is not of the form LABEL=PRESET")
                 cfg.methods[label] = preset
+        cfg.check()  # one line for a bad --world or method list, before anything is written
         readme = Path("README.md")
-        target = readme if publish_readme and readme.is_file() and README_BEGIN in readme.read_text() else None
-        run_experiment(out, cfg, console=console, publish_readme=target)
+        begin = readme_markers(cfg.world)[0]
+        target = readme if publish_readme and readme.is_file() and begin in readme.read_text() else None
+        default_out = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
+        run_experiment(out or default_out, cfg, console=console, publish_readme=target)
 
     _guard(body)
 

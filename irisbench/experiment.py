@@ -42,14 +42,22 @@ BEST, LAST = "best val", "last"  # the checkpoint kinds
 VAL, TEST = "val", "test"
 README_BEGIN = "<!-- experiment:begin -->"
 README_END = "<!-- experiment:end -->"
+# what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
+WORLD_BASES = {"shapes": "shapes-base", "textures": "textures-base"}
+DEFAULT_METHODS = {
+    "shapes": {"iris-nsc": "iris-shapes", "sc": "sc-shapes", "entropy": "entropy-shapes",
+               "verifier": "verifier-shapes"},
+    # the textures world asks whether IRIS still collapses once image tokens are genuinely uncertain
+    "textures": {"iris-nsc": "iris-shapes", "nsc-balanced": "nsc-balanced-shapes",
+                 "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes"},
+}
 Evals = dict[str, dict[str, Path]]  # label -> {"suite/split": eval folder}
 TrainRuns = dict[str, dict[int, Path]]  # method -> {training seed: run folder}
 
 
 @dataclass
 class ExperimentConfig:
-    methods: dict[str, str] = field(default_factory=lambda: {
-        "iris-nsc": "iris-shapes", "sc": "sc-shapes", "entropy": "entropy-shapes", "verifier": "verifier-shapes"})
+    methods: dict[str, str] | None = None  # label -> preset (None: DEFAULT_METHODS of the world)
     steps: int = 40
     checkpoint_every: int = 20
     suites: tuple[str, ...] = ("geneval", "compbench")
@@ -59,14 +67,22 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds: each method trains once per seed
     train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to every method
     references: tuple[str, ...] = REFERENCE_POLICIES
-    base: str = "shapes-base"
+    base: str | None = None  # a policy name or checkpoint folder (None: the world's shipped base)
+    world: str = "shapes"  # "shapes" or "textures" (irisbench.world.textures)
     eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
     threads: int | None = None  # torch threads (None: torch's default); 1 is faster on a busy machine
     eval_images_per_prompt: int | None = 2  # 2 per prompt keeps each evaluation cheap on CPU
     device: str | None = None  # every evaluation and training run (irisbench.devices; None: cuda when available)
 
     def check(self) -> None:
-        """One-line ``UsageError`` for a config the experiment cannot run."""
+        """One-line ``UsageError`` for a config the experiment cannot run; fills the world's defaults."""
+        from irisbench.world.textures import check_world
+
+        check_world(self.world, "--world")
+        self.base = self.base or WORLD_BASES[self.world]
+        self.methods = dict(DEFAULT_METHODS[self.world]) if self.methods is None else self.methods
+        if not self.methods:
+            raise UsageError("the experiment needs at least one method")
         self.seeds = check_seeds(self.seeds)
         if TEST not in self.splits:
             raise UsageError(f"splits {self.splits} must include {TEST!r}: checkpoints are reported on test")
@@ -142,7 +158,7 @@ def selected_steps(run: Path) -> tuple[int, int]:
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
                    publish_readme: Path | None = None) -> dict[str, Any]:
     from irisbench.devices import resolve_device
-    from irisbench.policies.shapes_lm import SHIPPED_BASE
+    from irisbench.policies.shapes_lm import SHIPPED_BASE, SHIPPED_TEXTURES_BASE
     from irisbench.runs import atomic_write_json, atomic_write_text
 
     cfg = cfg or ExperimentConfig()
@@ -156,8 +172,9 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if cfg.base == "shapes-base" and not (SHIPPED_BASE / "model.safetensors").is_file():
-        raise FileNotFoundError("the shipped shapes base checkpoint is missing; reinstall irisbench")
+    shipped = {"shapes-base": SHIPPED_BASE, "textures-base": SHIPPED_TEXTURES_BASE}.get(cfg.base)
+    if shipped is not None and not (shipped / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the shipped {cfg.base} checkpoint is missing ({shipped}); reinstall irisbench")
     evals: Evals = {}
 
     console.rule("[bold]1. base and reference policies")
@@ -183,7 +200,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     analysis = _analyse(evals, train_runs, out, cfg)
     shown = _report_labels(cfg)
     refs = [RunRef(lab, str(path)) for lab, d in evals.items() if lab in shown for path in d.values()]
-    report = build_report(refs, out / "report", base="base", title="IRIS on the shapes world")
+    report = build_report(refs, out / "report", base="base", title=f"IRIS on the {cfg.world} world")
     s_verdicts = seed_verdicts(entries)
     elapsed = time.perf_counter() - started
     summary = {"config": asdict(cfg), "selection": selection, "evals": {k: {s: str(p) for s, p in d.items()}
@@ -199,7 +216,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
     if publish_readme is not None:
-        publish(publish_readme, md, report, train_runs, out, evals)
+        publish(publish_readme, md, report, train_runs, out, evals, world=cfg.world)
     return summary
 
 
@@ -413,11 +430,23 @@ def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
 
 
 PUBLISHED = Path("results") / "experiment"  # beside the README: the published tables and plots (tracked)
+
+
+def readme_markers(world: str = "shapes") -> tuple[str, str]:
+    """The README block an experiment on ``world`` rewrites (the shapes world's is the main job's)."""
+    if world == "shapes":
+        return README_BEGIN, README_END
+    return f"<!-- experiment-{world}:begin -->", f"<!-- experiment-{world}:end -->"
+
+
+def published_folder(world: str = "shapes") -> Path:
+    """Where, beside the README, an experiment on ``world`` publishes its tables and plots (tracked)."""
+    return PUBLISHED if world == "shapes" else PUBLISHED.with_name(f"experiment-{world}")
 SEED_DELTAS = "seed_deltas.csv"
 
 
 def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
-            evals: Evals | None = None) -> dict[str, Path]:
+            evals: Evals | None = None, *, world: str = "shapes") -> dict[str, Path]:
     """Write the published experiment under ``results/experiment/`` beside the README (tidy score tables
     as CSV and Parquet, ``seed_deltas.csv``, the plots) and replace the README's experiment block, whose
     images link there. Returns the tidy tables' paths (none without ``evals``; ``seed_deltas`` when the
@@ -426,13 +455,15 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
 
     from irisbench.report.tidy import write_tidy
 
+    begin, end = readme_markers(world)
     text = readme.read_text(encoding="utf-8")
-    if README_BEGIN not in text or README_END not in text:
+    if begin not in text or end not in text:
         return {}
-    folder = readme.parent / PUBLISHED
+    published = published_folder(world)
+    folder = readme.parent / published
     folder.mkdir(parents=True, exist_ok=True)
     tables = write_tidy(evals, folder, relative_to=out) if evals else {}  # run folders relative to `out`
-    link = PUBLISHED.as_posix()
+    link = published.as_posix()
     images = []
     for png in report.get("plots", []):
         target = folder / Path(png).name
@@ -448,8 +479,8 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
         shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)
         images.append(f"Seed-level deltas (one row per method, checkpoint, suite, split and training seed, plus the "
                       f"mean across seeds): [{link}/{SEED_DELTAS}]({link}/{SEED_DELTAS}).")
-    block = f"{README_BEGIN}\n{md}\n" + "\n".join(images) + f"\n{README_END}"
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    block = f"{begin}\n{md}\n" + "\n".join(images) + f"\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
     return tables
 

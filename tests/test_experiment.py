@@ -255,3 +255,51 @@ def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path:
     assert s["candidate_steps"] == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="no val evaluation"):
         selected_steps(tmp_path / "empty")
+
+
+def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
+    from irisbench.experiment import DEFAULT_METHODS, publish, published_folder, readme_markers
+
+    shapes, textures = ExperimentConfig(), ExperimentConfig(world="textures")
+    shapes.check()
+    textures.check()
+    assert (shapes.base, textures.base) == ("shapes-base", "textures-base")
+    assert shapes.methods == DEFAULT_METHODS["shapes"] and "sc" in shapes.methods
+    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier"}
+    assert textures.methods["iris-faithful"] == "iris-shapes-faithful"
+    kept = ExperimentConfig(world="textures", base="/some/folder", methods={"v": "verifier-shapes"})
+    kept.check()
+    assert kept.base == "/some/folder" and kept.methods == {"v": "verifier-shapes"}
+    with pytest.raises(UsageError, match="--world must be one of shapes, textures"):
+        ExperimentConfig(world="tiles").check()
+    with pytest.raises(UsageError, match="at least one method"):
+        ExperimentConfig(methods={}).check()
+    # each world publishes into its own README block and folder, and leaves the other's alone
+    assert readme_markers("shapes") == (README_BEGIN, README_END)
+    begin, end = readme_markers("textures")
+    assert published_folder("textures") == Path("results/experiment-textures")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\nshapes block\n{README_END}\n\n{begin}\nold\n{end}\n")
+    publish(readme, "textures table\n", {}, {}, tmp_path / "exp", world="textures")
+    text = readme.read_text()
+    assert "shapes block" in text and "old" not in text and f"{begin}\ntextures table\n" in text
+    assert (tmp_path / "results" / "experiment-textures").is_dir()
+    assert not (tmp_path / "results" / "experiment").exists()
+
+
+def test_cli_world_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import irisbench.experiment
+    from irisbench.cli import app
+
+    seen: list[tuple[Path, ExperimentConfig]] = []
+    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append((out, cfg)))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment", "--world", "textures", "--no-publish-readme"])
+    assert result.exit_code == 0, result.output
+    out, cfg = seen[-1]
+    assert out == Path("results/runs/experiment-textures") and cfg.base == "textures-base"
+    bad = runner.invoke(app, ["experiment", "--world", "tiles"])
+    assert bad.exit_code == 2 and "--world must be one of shapes, textures" in bad.output and len(seen) == 1
