@@ -412,8 +412,8 @@ def experiment_cmd(
                                              "the README block."),
     steps: int = typer.Option(40, help="GRPO steps per method."),
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
-    method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, sc, "
-                                               "entropy, verifier; textures world: iris-nsc, nsc-balanced, "
+    method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, "
+                                               "iris-faithful, verifier; textures world: iris-nsc, nsc-balanced, "
                                                "iris-faithful, verifier)."),
     seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
                                      "sampling seeds (paired deltas)."),
