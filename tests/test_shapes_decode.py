@@ -15,8 +15,9 @@ import torch
 
 from irisbench.errors import UsageError
 from irisbench.policies import shapes_decode
-from irisbench.policies.shapes_decode import MIN_ROWS, generate_chunk_fast, image_parts, supports_fast_decode
+from irisbench.policies.shapes_decode import generate_chunk_fast, image_parts, supports_fast_decode
 from irisbench.policies.shapes_lm import SamplingDefaults, build_model, load_shipped_base
+from irisbench.policies.shapes_step import MIN_ROWS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
@@ -86,7 +87,7 @@ def test_threaded_image_phase_equals_the_reference(base) -> None:  # noqa: ANN00
     assert image_parts(len(ids), True, torch.device("cpu"), threads=2) == 2
     with torch.inference_mode():
         want = base._generate_chunk(ids, seeds, s, use_cache=True, record_stats=True, keep_logits=False)
-        got = generate_chunk_fast(base, ids, seeds, s, record_stats=True, keep_logits=False, parts=2)
+        got = generate_chunk_fast(base, ids, seeds, s, record_stats=True, keep_logits=False, threads=2)
     assert torch.get_num_threads() == 1
     assert got["plans"] == want["plans"]
     assert torch.equal(got["codes"], want["codes"])

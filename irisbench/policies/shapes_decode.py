@@ -1,252 +1,50 @@
-"""The shapes LM's fast sampling loop: the reference loop's arithmetic, without its overheads.
+"""The shapes LM's fast sampling loop (the default): the reference loop's arithmetic, without its overheads.
 
 ``ShapesLMPolicy.generate`` runs this loop by default (``fast=True``); ``fast=False`` runs the reference
 loop (transformers' ``LlamaForCausalLM`` forward with a ``DynamicCache`` at every step), which stays the
-definition of the numbers. This loop performs the same floating-point operations on the same values,
-so on the machines measured it reproduces the reference loop's logits bit for bit (tests and
-``benchmarks/bench_sampling.py`` check the tokens; the benchmark also reports the largest logit gap):
+definition of the numbers. This loop performs the same floating-point operations on the same values
+(the decode step: ``irisbench.policies.shapes_step``), so on the CPU measured it reproduces the reference
+loop's logits bit for bit (tests and ``benchmarks/bench_sampling.py`` check the tokens; the benchmark also
+reports the largest logit gap). What it saves:
 
-- every matmul keeps the reference's operand values and a row count in the same BLAS regime: MKL's
-  sgemm rounds a row the same way for any row count >= 16 (below that it takes other kernels; K = 512 is
-  the last to converge), so a decode step may run a subset of the rows only when >= ``MIN_ROWS`` remain;
-- the decode step is a hand-written Llama layer whose every op rounds as transformers' does:
-  ``F.rms_norm`` is LlamaRMSNorm's op sequence in one call, RoPE's ``cat(-x2, x1) * sin`` is
-  ``flip(x) * sin'`` with the sign folded into the table (negation is exact), ``baddbmm(mask, q, K^T,
-  alpha)`` is ``q @ K^T * scale + mask`` (alpha applied to the finished dot product), q/k/v and gate/up
-  are one matmul each against pre-transposed weights (a column subset of a product is that column);
-  the attention spans the reference cache's width exactly (a wider, zero-padded softmax would sum in
-  other vector lanes);
-- the plan phase runs only rows still writing (compacted, not gathered, when some finish), padded
-  with finished rows up to ``MIN_ROWS``;
-- the image phase's prefill of ``prefix + plan + [BOI]`` (left-padded to the longest row, as the
-  reference does, so every softmax sums in the same lanes) runs once per distinct row: the 64
-  unconditional rows ``[BOS] [NULL] [BOI]`` are one row, repeated rollouts with equal plans one row;
+- decode steps read and write a pre-allocated cache (no ``torch.cat`` growing it) through a few plain
+  tensor ops per layer (no module calls, no mask building);
+- the plan phase runs only rows still writing (finished rows are compacted away, kept as fillers while
+  fewer than ``MIN_ROWS`` remain) instead of feeding padding through every row until the longest plan ends;
+- the image phase's prefill of ``prefix + plan + [BOI]`` (left-padded to the longest row, as the reference
+  does, so every softmax sums in the same lanes) runs once per distinct row: the 64 unconditional rows
+  ``[BOS] [NULL] [BOI]`` are one row, repeated rollouts with equal plans one row; the unconditional rows'
+  attention skips 16 of their padding columns;
 - on a multi-core CPU the image phase is split by prompt into independent parts (each prompt's
-  conditional and unconditional rows together), one Python thread and one BLAS thread each: tiny
-  elementwise ops then run on every core instead of one, and no op waits on a thread barrier.
+  conditional and unconditional rows together, >= ``PART_ROWS`` rows each), one Python thread and one
+  BLAS thread per part: the small elementwise ops then run on every core instead of one, and no op waits
+  on a thread barrier. On the GPU, one part.
 
-Measured (``benchmarks/bench_sampling.py --loops-only``; Intel Xeon, AVX-512 + AMX, 2 cores, shared): see
-``FIGURES`` below; the step is bound by the linear layers (~0.5 GFLOP at 128 rows) and by reading
-the fp32 KV cache (~50 MB a step), not by Python.
+FIGURES
 
-Requires the plain fp32 Llama that ``build_model`` makes (eager attention, RMSNorm, SiLU MLP, default
-RoPE, no biases); ``supports_fast_decode`` says whether the model is one. Every tensor is created on the
-device of the model's weights; the threaded split is CPU-only.
+The remaining time is arithmetic and memory traffic an exact loop must do (eval batch, 64 images, one
+core): 63 image steps x 128 rows x ~3.9 MFLOP (~31 GFLOP, ~0.16 s at ~200 GFLOP/s), reading the fp32 KV
+cache at every step (~43 MB a step, ~2.7 GB in all: ~0.11-0.25 s at 11-25 GB/s), prefills and plan steps
+(~13 GFLOP, ~0.07 s): a floor of ~0.35-0.45 s against the reference loop's ~1.2-1.7 s, i.e. ~3-4x at
+best, reached only without per-op overhead and on an idle memory system; a shared 2-core machine gives
+~2x. Skipping the image prefill (``continue_plan=True``, opt-in) changes the image logits by ~4e-5 (9 of
+12,288 tokens differed at the GRPO batch), so it stays off; bf16 would change every number.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from irisbench.policies.shapes_step import MIN_ROWS, Decoder, Weights, supports_fast_decode
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    Out = tuple[torch.Tensor, torch.Tensor | slice]  # an output layer: (its transpose (C, V'), vocabulary rows)
+    from irisbench.policies.shapes_step import Out
 
-MIN_ROWS = 16  # the smallest row count whose sgemm rounding equals the reference's at any larger count
-LANES = 16  # softmax's vector width (AVX-512 floats; a multiple of AVX2's 8)
 PART_ROWS = 32  # the image phase is split only into parts of at least this many rows (cond + uncond)
-
-FIGURES = "filled in from benchmarks/bench_sampling.py"
-
-
-def supports_fast_decode(model: Any) -> bool:
-    """True for the plain fp32 Llama of ``build_model`` (what the hand-written step reproduces)."""
-    import torch
-
-    c = getattr(model, "config", None)
-    if c is None or getattr(c, "model_type", None) != "llama":
-        return False
-    rope = getattr(c, "rope_parameters", None) or {}
-    return (c.hidden_act == "silu" and not c.attention_bias and not c.mlp_bias
-            and rope.get("rope_type", "default") == "default"
-            and c.num_key_value_heads == c.num_attention_heads
-            and next(model.parameters()).dtype == torch.float32
-            and getattr(model.model, "rotary_emb", None) is not None)
-
-
-@dataclass
-class Layer:
-    """One decoder layer's weights: the module's own (N, K) matrices, as transformers multiplies them, and
-    fused, transposed copies (q/k/v, gate/up) for the many-row path."""
-
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
-    o: torch.Tensor
-    gate: torch.Tensor
-    up: torch.Tensor
-    down: torch.Tensor
-    ln1: torch.Tensor
-    ln2: torch.Tensor
-    qkv_t: torch.Tensor  # (C, 3C)
-    o_t: torch.Tensor
-    gate_up_t: torch.Tensor  # (C, 2I)
-    down_t: torch.Tensor
-
-
-@dataclass
-class Weights:
-    """The model's weights in the layouts the step wants, read once per chunk."""
-
-    embed: torch.Tensor
-    layers: list[Layer]
-    norm: torch.Tensor
-    head: torch.Tensor  # (V, C), the model's lm_head
-    cos: torch.Tensor  # (P, D): the model's own RoPE table
-    sin: torch.Tensor  # (P, D) with the first half negated: rotate_half folded in
-    heads: int
-    head_dim: int
-    inter: int
-    eps: float
-
-    @classmethod
-    def of(cls, model: Any) -> Weights:
-        import torch
-
-        c, inner = model.config, model.model
-        layers = []
-        for layer in inner.layers:
-            a, m = layer.self_attn, layer.mlp
-            q, k, v, o = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight
-            g, u, dn = m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight
-            layers.append(Layer(q=q, k=k, v=v, o=o, gate=g, up=u, down=dn, ln1=layer.input_layernorm.weight,
-                                ln2=layer.post_attention_layernorm.weight, qkv_t=torch.cat([q, k, v]).t().contiguous(),
-                                o_t=o.t().contiguous(), gate_up_t=torch.cat([g, u]).t().contiguous(),
-                                down_t=dn.t().contiguous()))
-        embed = inner.embed_tokens.weight
-        positions = torch.arange(c.max_position_embeddings, device=embed.device).unsqueeze(0)
-        cos, sin = inner.rotary_emb(embed[:1].unsqueeze(0), positions)
-        d = c.hidden_size // c.num_attention_heads
-        sin = torch.cat([-sin[0, :, : d // 2], sin[0, :, d // 2:]], dim=-1)
-        return cls(embed=embed, layers=layers, norm=inner.norm.weight, head=model.lm_head.weight, cos=cos[0],
-                   sin=sin, heads=c.num_attention_heads, head_dim=d, inter=c.intermediate_size,
-                   eps=float(c.rms_norm_eps))
-
-    def out(self, ids: torch.Tensor | slice) -> Out:
-        """The output layer restricted to vocabulary rows ``ids``: (its transpose (C, V'), ``ids``)."""
-        return self.head[ids].t().contiguous(), ids
-
-
-class Decoder:
-    """A pre-allocated KV cache of ``rows`` rows x ``width`` columns and one-token decode steps.
-
-    Keys and values are stored (rows * heads, width, head_dim) and the additive mask (rows * heads, 1,
-    width), so attention is one ``baddbmm`` and one ``bmm`` over the columns written so far. Column ``j`` of
-    a row holds the key/value of one of its tokens, or is masked; positions are explicit.
-    """
-
-    def __init__(self, w: Weights, rows: int, width: int) -> None:
-        import torch
-
-        self.w, self.rows, self.width = w, rows, width
-        dev, dt = w.embed.device, w.embed.dtype
-        shape = (rows * w.heads, width, w.head_dim)
-        self.k = [torch.zeros(shape, device=dev, dtype=dt) for _ in w.layers]
-        self.v = [torch.zeros(shape, device=dev, dtype=dt) for _ in w.layers]
-        self.neg = torch.finfo(dt).min  # transformers' additive mask value
-        self.mask = torch.full((rows * w.heads, 1, width), self.neg, device=dev, dtype=dt)
-        self.groups = [(0, rows * w.heads, 0)]  # attention row groups (first, end, first column read)
-
-    def load(self, cache: Any, src: torch.Tensor, valid: torch.Tensor, *, dst: slice = slice(None),
-             start: int = 0) -> None:
-        """Copy rows ``src`` of a transformers ``DynamicCache`` (its L columns) into rows ``dst``, columns
-        ``start:start+L``; ``valid`` (len(src), L) marks real tokens."""
-        import torch
-
-        h, d = self.w.heads, self.w.head_dim
-        for i, layer in enumerate(cache.layers):
-            n = layer.keys.shape[2]
-            self.k[i].view(self.rows, h, self.width, d)[dst, :, start:start + n] = layer.keys[src]
-            self.v[i].view(self.rows, h, self.width, d)[dst, :, start:start + n] = layer.values[src]
-        n = valid.shape[1]
-        self.mask.view(self.rows, h, self.width)[dst, :, start:start + n] = \
-            torch.where(valid, 0.0, self.neg).unsqueeze(1)
-
-    def skip_padding(self, sizes: list[int], col: int) -> None:
-        """Let consecutive row groups of ``sizes`` rows skip the leading columns masked in all their rows, in
-        multiples of ``LANES``, as long as at least ``LANES`` columns remain at column ``col``. Exact: the
-        skipped scores are exp(-inf) = 0 in every vector lane of the softmax sums, and the dot products
-        over the remaining columns keep their lanes and kernels (more than 8 columns)."""
-        import torch
-
-        h, first = self.w.heads, 0
-        real = (self.mask.view(self.rows, h, self.width)[:, 0, :col] == 0).to(torch.int8)
-        lead = torch.where(real.any(1), real.argmax(1), col)  # leading masked columns per row
-        self.groups = []
-        for n in sizes:
-            skip = min(int(lead[first:first + n].min()), col + 1 - LANES) // LANES * LANES if n else 0
-            self.groups.append((first * h, (first + n) * h, max(skip, 0)))
-            first += n
-
-    def keep(self, idx: torch.Tensor) -> None:
-        """Keep rows ``idx`` (in that order) only."""
-        r, rest = self.rows, self.w.heads * self.width
-        self.k = [x.view(r, -1)[idx].view(-1, self.width, self.w.head_dim) for x in self.k]
-        self.v = [x.view(r, -1)[idx].view(-1, self.width, self.w.head_dim) for x in self.v]
-        self.mask = self.mask.view(r, rest)[idx].view(-1, 1, self.width)
-        self.rows = int(idx.shape[0])
-        self.groups = [(0, self.rows * self.w.heads, 0)]
-
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, col: int, out: Out,
-             live: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed ``tokens`` (R,) at ``positions`` (R,) into column ``col`` and return the logits (R, V') over
-        the vocabulary rows of ``out`` (``Weights.out``). ``live`` (R,) bool: rows whose column ``col`` is a
-        real token (default: all). Fewer than ``MIN_ROWS`` rows multiply exactly as transformers does (one
-        ``F.linear`` per projection, the whole vocabulary), whose rounding then depends on the shapes."""
-        import torch
-        import torch.nn.functional as F
-
-        w, r, width = self.w, tokens.shape[0], self.width
-        h, d, c, n = w.heads, w.head_dim, w.heads * w.head_dim, w.inter
-        few = r < MIN_ROWS
-        x = w.embed[tokens]
-        cos, sin = w.cos[positions].view(r, 1, 1, d), w.sin[positions].view(r, 1, 1, d)
-        if live is None:
-            self.mask[:, :, col] = 0.0
-        else:
-            self.mask[:, 0, col] = torch.where(live, 0.0, self.neg).repeat_interleave(h)
-        mask = self.mask[:, :, : col + 1]
-        for i, lw in enumerate(w.layers):
-            y = F.rms_norm(x, (c,), lw.ln1, w.eps)
-            if few:
-                qkv = torch.stack([F.linear(y, lw.q), F.linear(y, lw.k), F.linear(y, lw.v)], 1).view(r, 3, h, d)
-            else:
-                qkv = torch.mm(y, lw.qkv_t).view(r, 3, h, d)
-            qk = qkv[:, :2]
-            qk = qk * cos + qk.unflatten(-1, (2, d // 2)).flip(-2).flatten(-2) * sin  # RoPE, q and k at once
-            self.k[i].view(r, h, width, d)[:, :, col] = qk[:, 1]
-            self.v[i].view(r, h, width, d)[:, :, col] = qkv[:, 2]
-            q = qk[:, 0].reshape(r * h, 1, d)
-            if len(self.groups) == 1 and not self.groups[0][2]:
-                o = self._attend(q, mask, self.k[i][:, : col + 1], self.v[i][:, : col + 1]).view(r, c)
-            else:
-                o = torch.empty((r * h, 1, d), device=x.device, dtype=x.dtype)
-                for a, z, s0 in self.groups:
-                    self._attend(q[a:z], self.mask[a:z, :, s0: col + 1], self.k[i][a:z, s0: col + 1],
-                                 self.v[i][a:z, s0: col + 1], out=o[a:z])
-                o = o.view(r, c)
-            x = x + (F.linear(o, lw.o) if few else torch.mm(o, lw.o_t))
-            y = F.rms_norm(x, (c,), lw.ln2, w.eps)
-            if few:
-                x = x + F.linear(F.silu(F.linear(y, lw.gate)) * F.linear(y, lw.up), lw.down)
-            else:
-                gu = torch.mm(y, lw.gate_up_t)
-                x = x + torch.mm(F.silu(gu[:, :n]) * gu[:, n:], lw.down_t)
-        y = F.rms_norm(x, (c,), w.norm, w.eps)
-        return (F.linear(y, w.head)[:, out[1]] if few else torch.mm(y, out[0])).float()
-
-    def _attend(self, q: torch.Tensor, mask: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-        """transformers' eager attention for one query: softmax(q k^T * scale + mask) v."""
-        import torch
-
-        att = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=self.w.head_dim ** -0.5)
-        att = torch.softmax(att, dim=-1, dtype=torch.float32).to(att.dtype)
-        return torch.bmm(att, v) if out is None else torch.bmm(att, v, out=out)
 
 
 def _run_parts(jobs: list[Callable[[], None]]) -> None:
@@ -295,14 +93,14 @@ def image_parts(rows: int, guided: bool, device: Any, threads: int | None = None
 
 def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[int], s: Any, *,
                         record_stats: bool, keep_logits: bool, continue_plan: bool = False,
-                        parts: int | None = None) -> dict[str, Any]:
+                        threads: int | None = None) -> dict[str, Any]:
     """``ShapesLMPolicy._generate_chunk`` (same inputs, same output dict) on the fast loop.
 
     ``continue_plan=True`` starts the image from the plan's cache instead of re-prefilling every row's
     ``prefix + plan + [BOI]`` as the reference loop does: less work, but the image logits then differ from
     the reference loop's by float round-off (~1e-5), enough to flip about one token per few thousand
-    draws under CFG, so it is off by default. ``parts`` overrides how many threads the image phase is
-    split into (``image_parts``).
+    draws under CFG, so it is off by default. ``threads`` overrides the CPU thread count the image phase
+    is split by (``image_parts``; default: torch's).
     """
     import torch
     from transformers import DynamicCache
@@ -396,7 +194,7 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
     plans = [[int(k) for k in text_ids[plan_local[r, : int(plan_len[r])]].tolist()] for r in range(b)]
     lo, hi = v.image_offset, v.image_offset + v.codebook_size
     w_img = w.out(slice(lo, hi))
-    n_parts = image_parts(b, guided, dev, threads=parts)
+    n_parts = image_parts(b, guided, dev, threads=threads)
     bounds = [b * i // n_parts for i in range(n_parts + 1)]
     part_rows = [torch.arange(bounds[i], bounds[i + 1], device=dev) for i in range(n_parts)]
     decs: list[Decoder] = []
@@ -524,4 +322,4 @@ def _continue_image(model: Any, w: Weights, dec: Decoder, v: Any, part_rows: lis
     return first, pos0, col + 1
 
 
-__all__ = ["MIN_ROWS", "Decoder", "Weights", "generate_chunk_fast", "image_parts", "supports_fast_decode"]
+__all__ = ["PART_ROWS", "generate_chunk_fast", "image_parts", "supports_fast_decode"]
