@@ -2,20 +2,33 @@
 
 Measured in one run, on one model and one batch (default: the shipped base, 32 prompts, CFG rows on):
 
-- KV-cached sampling vs the naive baseline that recomputes the whole prefix at every step
+- KV-cached sampling (the reference loop) vs the naive baseline that recomputes the whole prefix at every step
   (``generate(use_cache=False)``), generated tokens per second for both (plan + 64 image tokens per
   row) and the speed-up; the two must draw identical tokens;
 - sampling with vs without the per-token statistics bookkeeping (logp, self-certainty, entropy):
   ``generate(record_stats=False)``; best of ``--repeats`` alternating runs each;
-- the fast sampling loop (static cache, hand-written decode step; ``irisbench.policies.shapes_decode``) vs
-  today's reference loop (``generate(fast=False)``) in the same run, at the GRPO batch (8 prompts x 8
-  rollouts, CFG) and the eval batch (64 prompts x 1, CFG): images/s, best of ``--repeats`` alternating runs,
-  and whether the tokens are identical; also the faster, not bit-identical ``continue_plan`` variant;
+- the sampling loops in the same run, at the GRPO batch (8 prompts x 8 rollouts, CFG) and the eval batch
+  (64 prompts x 1, CFG): today's reference loop (``generate(fast=False)``, transformers' forward with a
+  ``DynamicCache``), the previous fast loop (``fast="static"``), the default fast loop
+  (``irisbench.policies.shapes_decode``) and its ``continue_plan`` variant (not exact): images/s and images
+  per CPU second (best of ``--repeats`` alternating runs), speed-ups over the reference in both, tokens
+  differing from the reference's and the largest gap between kept image logits; ``--compile-probe`` adds
+  ``torch.compile`` of one decode step (compile seconds, compiled vs eager step ms, logit gap);
 - one pretraining step (default recipe) in fp32 and in bf16 autocast, and what ``precision="auto"`` picks;
 - peak resident memory (ru_maxrss) of a fresh process that (a) only loads the policy, (b) runs a few
   pretraining steps of the default recipe, (c) samples 256 images.
 
     python benchmarks/bench_sampling.py [--checkpoint DIR] [--batch 32] [--repeats 3] [--threads 2]
+                                        [--loops-only] [--compile-probe]
+
+Loops measured on Intel Xeon, AVX-512 + AMX, 2 cores, shared with two other jobs (``--loops-only
+--threads 1 --repeats 5``), images/s: GRPO batch reference 35.1, previous fast loop 55.0 (1.57x), fast
+loop 59.0 (1.68x; CPU time 1.68x), continue_plan 58.7 (1.67x, 9 tokens differing, logit gap 3.9e-5);
+eval batch 34.8, 49.2 (1.41x), 59.3 (1.70x), 62.1 (1.78x, logit gap 4.5e-5). The fast loop's tokens
+were identical and its image logits bit-identical (gap 0.0) at both batches. An earlier run on one
+thread: 1.83x at both. ``--threads 2`` on the busy machine is dominated by OpenMP threads spinning
+(reference runs of 3.5-48 s). ``--compile-probe``: compile 7.6 s (warm inductor cache), step 20.0 ms
+compiled vs 10.7 ms eager, gap 6.7e-6; ``max-autotune-no-cudagraphs`` alike.
 """
 
 from __future__ import annotations

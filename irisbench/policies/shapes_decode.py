@@ -14,21 +14,32 @@ reports the largest logit gap). What it saves:
 - the image phase's prefill of ``prefix + plan + [BOI]`` (left-padded to the longest row, as the reference
   does, so every softmax sums in the same lanes) runs once per distinct row: the 64 unconditional rows
   ``[BOS] [NULL] [BOI]`` are one row, repeated rollouts with equal plans one row; the unconditional rows'
-  attention skips 16 of their padding columns;
+  attention skips their padding in multiples of 16 columns;
 - on a multi-core CPU the image phase is split by prompt into independent parts (each prompt's
   conditional and unconditional rows together, >= ``PART_ROWS`` rows each), one Python thread and one
   BLAS thread per part: the small elementwise ops then run on every core instead of one, and no op waits
   on a thread barrier. On the GPU, one part.
 
-FIGURES
+Measured (``benchmarks/bench_sampling.py --loops-only``; Intel Xeon, AVX-512 + AMX, 2 cores, shared with
+two other jobs; best of 5 alternating runs, images/s): on one thread, the GRPO batch (8 prompts x 8
+rollouts, CFG 3) 59-67 against the reference loop's 35-36 (1.68-1.83x; CPU time alike) and the
+previous fast loop's 55-57; the eval batch (64 prompts x 1, CFG 3) 59-72 against 35-39 (1.70-1.83x)
+and 49-58. Tokens identical and image logits bit-identical (largest gap 0.0) on both. On two threads
+with the cores busy elsewhere every loop's OpenMP threads spin on barriers and single runs of the
+reference took 3.5-48 s; there the split image phase gave 41-43 against the reference's 5-18 (2.3-9x),
+which says more about the contention than about the loop. No compilation: ``torch.compile`` of the step
+took 7.6 s (31 s with a cold cache) and ran slower; bf16 (not exact anyway) was no faster eagerly.
 
-The remaining time is arithmetic and memory traffic an exact loop must do (eval batch, 64 images, one
-core): 63 image steps x 128 rows x ~3.9 MFLOP (~31 GFLOP, ~0.16 s at ~200 GFLOP/s), reading the fp32 KV
-cache at every step (~43 MB a step, ~2.7 GB in all: ~0.11-0.25 s at 11-25 GB/s), prefills and plan steps
-(~13 GFLOP, ~0.07 s): a floor of ~0.35-0.45 s against the reference loop's ~1.2-1.7 s, i.e. ~3-4x at
-best, reached only without per-op overhead and on an idle memory system; a shared 2-core machine gives
-~2x. Skipping the image prefill (``continue_plan=True``, opt-in) changes the image logits by ~4e-5 (9 of
-12,288 tokens differed at the GRPO batch), so it stays off; bf16 would change every number.
+Why not 3x (roofline, eval batch, 64 images, one core): 63 image steps x 128 rows x ~3.9 MFLOP (~31
+GFLOP: ~0.16 s at the ~200 GFLOP/s one core's sgemm reaches at these shapes), the fp32 KV cache read at
+every step (~43 MB a step, ~2.7 GB in all: 0.11-0.25 s at the 11-25 GB/s one core streams from L3 here),
+prefills and plan steps (~13 GFLOP, ~0.07 s): a floor of ~0.35-0.45 s against the reference loop's
+1.6-1.8 s on one core, i.e. ~4x at the very best. The loop spends ~1 s: matmuls run at ~60% of their
+isolated speed and attention at ~half the streaming bandwidth on the shared machine, and ~130 small
+kernels a step (norms, RoPE, SiLU, cache writes: ~25% of its CPU time) cannot be fused without changing
+the rounding. Skipping the image prefill (``continue_plan=True``, opt-in) saves little now that the prefill
+runs once per distinct row, and changes the image logits by ~4e-5 (9 tokens differed in the benchmark's
+GRPO batches), so it stays off; bf16 would change every number.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ its logits can differ from the reference loop's by float round-off.
 Measured when it was written (``benchmarks/bench_sampling.py --loops-only``; Intel Xeon, AVX-512 + AMX,
 2 cores): 1.36x the reference loop at the GRPO batch (8 x 8, CFG) and 1.44x at the eval batch (64 x 1),
 tokens identical on both; ``continue_plan`` (skip the image phase's re-prefill) 1.65x / 1.71x, not
-bit-identical (9 of 12,288 tokens differed at the GRPO batch).
+bit-identical (9 tokens differed in the benchmark's GRPO batches).
 
 Requires the model to be the plain Llama that ``build_model`` makes; ``supports_fast_decode`` (in
 ``irisbench.policies.shapes_decode``) says whether it is. Every tensor is created on the device of the
