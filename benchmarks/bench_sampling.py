@@ -2,20 +2,33 @@
 
 Measured in one run, on one model and one batch (default: the shipped base, 32 prompts, CFG rows on):
 
-- KV-cached sampling vs the naive baseline that recomputes the whole prefix at every step
+- KV-cached sampling (the reference loop) vs the naive baseline that recomputes the whole prefix at every step
   (``generate(use_cache=False)``), generated tokens per second for both (plan + 64 image tokens per
   row) and the speed-up; the two must draw identical tokens;
 - sampling with vs without the per-token statistics bookkeeping (logp, self-certainty, entropy):
   ``generate(record_stats=False)``; best of ``--repeats`` alternating runs each;
-- the fast sampling loop (static cache, hand-written decode step; ``irisbench.policies.shapes_decode``) vs
-  today's reference loop (``generate(fast=False)``) in the same run, at the GRPO batch (8 prompts x 8
-  rollouts, CFG) and the eval batch (64 prompts x 1, CFG): images/s, best of ``--repeats`` alternating runs,
-  and whether the tokens are identical; also the faster, not bit-identical ``continue_plan`` variant;
+- the sampling loops in the same run, at the GRPO batch (8 prompts x 8 rollouts, CFG) and the eval batch
+  (64 prompts x 1, CFG): today's reference loop (``generate(fast=False)``, transformers' forward with a
+  ``DynamicCache``), the previous fast loop (``fast="static"``), the default fast loop
+  (``irisbench.policies.shapes_decode``) and its ``continue_plan`` variant (not exact): images/s and images
+  per CPU second (best of ``--repeats`` alternating runs), speed-ups over the reference in both, tokens
+  differing from the reference's and the largest gap between kept image logits; ``--compile-probe`` adds
+  ``torch.compile`` of one decode step (compile seconds, compiled vs eager step ms, logit gap);
 - one pretraining step (default recipe) in fp32 and in bf16 autocast, and what ``precision="auto"`` picks;
 - peak resident memory (ru_maxrss) of a fresh process that (a) only loads the policy, (b) runs a few
   pretraining steps of the default recipe, (c) samples 256 images.
 
     python benchmarks/bench_sampling.py [--checkpoint DIR] [--batch 32] [--repeats 3] [--threads 2]
+                                        [--loops-only] [--compile-probe]
+
+Loops measured on Intel Xeon, AVX-512 + AMX, 2 cores, shared with two other jobs (``--loops-only
+--threads 1 --repeats 5``), images/s: GRPO batch reference 35.1, previous fast loop 55.0 (1.57x), fast
+loop 59.0 (1.68x; CPU time 1.68x), continue_plan 58.7 (1.67x, 9 tokens differing, logit gap 3.9e-5);
+eval batch 34.8, 49.2 (1.41x), 59.3 (1.70x), 62.1 (1.78x, logit gap 4.5e-5). The fast loop's tokens
+were identical and its image logits bit-identical (gap 0.0) at both batches. An earlier run on one
+thread: 1.83x at both. ``--threads 2`` on the busy machine is dominated by OpenMP threads spinning
+(reference runs of 3.5-48 s). ``--compile-probe``: compile 7.6 s (warm inductor cache), step 20.0 ms
+compiled vs 10.7 ms eager, gap 6.7e-6; ``max-autotune-no-cudagraphs`` alike.
 """
 
 from __future__ import annotations
@@ -99,6 +112,43 @@ def child(kind: str, checkpoint: str | None, threads: int) -> dict[str, Any]:
     raise ValueError(f"unknown child kind {kind!r}")
 
 
+def compile_probe(policy: Any, repeats: int) -> dict[str, Any]:
+    """``torch.compile`` (inductor) of one image decode step at the eval batch's shape (128 rows, column 64 of
+    a 94-column cache), against the same step eager: compile seconds, best step ms of each, largest gap."""
+    import torch
+
+    from irisbench.policies.shapes_step import Decoder, Weights
+
+    w = Weights.of(policy.model)
+    out = w.out(slice(policy.vocab.image_offset, policy.vocab.size))
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(policy.vocab.image_offset, policy.vocab.size, (128,), generator=gen)
+    positions = torch.randint(20, 40, (128,), generator=gen)
+    result: dict[str, Any] = {}
+    with torch.inference_mode():
+        dec = Decoder(w, 128, 94)
+        for k in dec.k + dec.v:
+            k.normal_(generator=gen)
+        dec.mask[:, :, :31] = 0.0
+        eager = dec.step(tokens, positions, 64, out)
+        for mode in ("default", "max-autotune-no-cudagraphs"):
+            torch._dynamo.reset()
+            step = torch.compile(dec.step, dynamic=False, mode=None if mode == "default" else mode)
+            try:
+                t_compile, got = _timed(lambda step=step: step(tokens, positions, 64, out))
+            except Exception as e:  # no compiler, or inductor failing: the loop never compiles, so report it
+                result[mode] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                continue
+            ms = {"eager": [], "compiled": []}
+            for _ in range(max(repeats, 3) * 5):
+                ms["eager"].append(_timed(lambda: dec.step(tokens, positions, 64, out))[0] * 1e3)
+                ms["compiled"].append(_timed(lambda step=step: step(tokens, positions, 64, out))[0] * 1e3)
+            result[mode] = {"compile_s": round(t_compile, 1), "eager_step_ms": round(min(ms["eager"]), 2),
+                            "compiled_step_ms": round(min(ms["compiled"]), 2),
+                            "max_logit_gap": float((got - eager).abs().max())}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="shapes-lm folder (default: the shipped base)")
@@ -106,6 +156,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--loops-only", action="store_true", help="only the reference vs fast loop comparison")
+    ap.add_argument("--compile-probe", action="store_true",
+                    help="also time torch.compile of the decode step (compile seconds, step ms vs eager)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -125,12 +177,12 @@ def main() -> None:
         return int(r.token_mask.sum())
 
     def loops(prompts_: list[str], n: int) -> dict[str, Any]:
-        variants = {"reference": {"fast": False}, "fast": {"fast": True},
+        variants = {"reference": {"fast": False}, "static": {"fast": "static"}, "fast": {"fast": True},
                     "fast_continue_plan": {"fast": True, "continue_plan": True}}
         times: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}  # process CPU time: less sensitive to load
         mismatch: dict[str, int] = {k: 0 for k in variants if k != "reference"}
-        for rep in range(args.repeats):
+        for rep in range(args.repeats):  # alternating, so load drifts hit every loop alike
             ref = None
             for name, extra in variants.items():
                 c0 = time.process_time()
@@ -151,14 +203,23 @@ def main() -> None:
             out[f"{name}_speedup"] = round(min(times["reference"]) / min(times[name]), 2)
             out[f"{name}_cpu_speedup"] = round(min(cpu["reference"]) / min(cpu[name]), 2)
             out[f"{name}_tokens_differing"] = bad
+        # the largest gap between the kept image logits (conditional and guided) and the reference's, seed 0
+        kept = {name: policy.generate(prompts_, n=n, seed=0, keep_logits=True, **extra).extras["logits"]
+                for name, extra in variants.items()}
+        for name in mismatch:
+            gap = max(float((x - y).abs().max()) for a, b in zip(kept["reference"], kept[name], strict=True)
+                      for key in ("image_cond", "image_guided") for x, y in zip(a[key], b[key], strict=True))
+            out[f"{name}_max_image_logit_gap"] = gap
         return out
 
     fast_loop = {"grpo_batch_8x8": loops(PROMPTS, 8), "eval_batch_64x1": loops(PROMPTS * 8, 1)}
+    if args.compile_probe:
+        fast_loop["compile_probe"] = compile_probe(policy, args.repeats)
     if args.loops_only:
         print(json.dumps({"threads": args.threads, "fast_loop": fast_loop}, indent=1))
         return
 
-    t_cache, r_cache = _timed(lambda: policy.generate(prompts, **kw))
+    t_cache, r_cache = _timed(lambda: policy.generate(prompts, fast=False, **kw))
     t_naive, r_naive = _timed(lambda: policy.generate(prompts, use_cache=False, **kw))
     same = bool(np.array_equal(r_cache.tokens, r_naive.tokens))
 

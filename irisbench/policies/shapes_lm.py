@@ -14,8 +14,10 @@ IRIS's ``+log|V|`` offset kept, entropy) are computed in fp32 over that step's *
 from the raw (temperature-1, un-truncated) logits: the conditional ones by default, the CFG-mixed ones
 with ``stats_source="guided"`` (plan tokens are never guided, so both sources agree on them).
 
-Sampling is KV-cached (``DynamicCache``), with cond and uncond rows in one batch (``generate(fast=True)``
-runs the static-cache loop of ``irisbench.policies.shapes_decode`` instead: same tokens); prompts are
+Sampling is KV-cached, with cond and uncond rows in one batch. The reference loop (``generate(fast=False)``)
+runs transformers' forward with a ``DynamicCache`` and defines the numbers; the default loop
+(``irisbench.policies.shapes_decode``) performs the same arithmetic without its overheads and reproduces
+its logits bit for bit on the CPU measured (about 1.8x faster on one thread); prompts are
 left-padded and every row carries explicit position ids, so padding never changes a row's positions.
 Plan lengths differ per row: rows that finished feed masked-out padding until all rows are done, then
 the image phase re-prefills ``prefix + plan + [BOI]`` (left-padded, cond and uncond rows together)
@@ -460,20 +462,21 @@ class ShapesLMPolicy:
         use_cache: bool = True,
         record_stats: bool = True,
         keep_logits: bool = False,
-        fast: bool = False,
+        fast: bool | str = True,
         continue_plan: bool = False,
     ) -> Rollout:
         """``sample`` with the switches tests and benchmarks need.
 
-        ``fast=True`` (with ``use_cache``) runs the static-cache loop of ``irisbench.policies.shapes_decode``
-        (same tokens, statistics equal up to float round-off; measured no faster, so not the default);
-        ``fast=False`` (default) the reference loop, the transformers forward with a ``DynamicCache``.
-        ``continue_plan=True`` (fast loop only) starts the image from the plan's cache: faster (1.27x),
-        but tokens may differ from the reference loop's.
+        ``fast=True`` (default, with ``use_cache``) runs the fast loop of ``irisbench.policies.shapes_decode``
+        (the reference loop's arithmetic without its overheads: same tokens, same logits on the CPU
+        measured); ``fast=False`` the reference loop, the transformers forward with a ``DynamicCache``, which
+        defines the numbers; ``fast="static"`` the previous fast loop (``shapes_decode_static``, a benchmark
+        baseline). ``continue_plan=True`` (fast loops only) starts the image from the plan's cache instead of
+        re-prefilling it: faster, but tokens may differ from the reference loop's (float round-off).
         ``use_cache=False`` recomputes the whole prefix at every step (the naive baseline);
         ``record_stats=False`` skips logp/self-certainty/entropy (left as NaN); ``keep_logits=True``
-        stores each step's restricted conditional (and guided) logits in ``extras["logits"]`` (the fast loop
-        leaves NaN in the plan logits of rows whose plan has ended: it no longer computes them).
+        stores each step's restricted conditional (and guided) logits in ``extras["logits"]`` (the fast loops
+        leave NaN in the plan logits of rows whose plan has ended: they no longer compute them).
         """
         import torch
 
@@ -491,15 +494,20 @@ class ShapesLMPolicy:
         rows = [i for i in range(len(prompts)) for _ in range(n)]
         chunks = []
         from irisbench.policies.shapes_decode import generate_chunk_fast, supports_fast_decode
+        from irisbench.policies.shapes_decode_static import generate_chunk_static
 
-        fast = fast and use_cache and supports_fast_decode(self.model)
+        if fast not in (True, False, "static"):
+            raise UsageError(f"fast must be True, False or 'static', got {fast!r}")
+        loop = generate_chunk_static if fast == "static" else generate_chunk_fast
+        fast = bool(fast) and use_cache and supports_fast_decode(self.model) and not torch.is_autocast_enabled(
+            self.device.type)
         with torch.inference_mode():
             for start in range(0, len(rows), s.batch_size):
                 sel = rows[start:start + s.batch_size]
                 chunk_ids, chunk_seeds = [prompt_ids[i] for i in sel], seeds[start:start + len(sel)]
                 if fast:
-                    chunks.append(generate_chunk_fast(self, chunk_ids, chunk_seeds, s, record_stats=record_stats,
-                                                      keep_logits=keep_logits, continue_plan=continue_plan))
+                    chunks.append(loop(self, chunk_ids, chunk_seeds, s, record_stats=record_stats,
+                                       keep_logits=keep_logits, continue_plan=continue_plan))
                 else:
                     chunks.append(self._generate_chunk(chunk_ids, chunk_seeds, s, use_cache=use_cache,
                                                        record_stats=record_stats, keep_logits=keep_logits))
