@@ -116,19 +116,13 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
     import torch
     from transformers import DynamicCache
 
-    from irisbench.policies.shapes_lm import _left_pad, _stats, draw_tokens
+    from irisbench.policies.shapes_lm import _left_pad, _stats, draw_tokens, row_uniforms
 
     model, v = policy.model, policy.vocab
     w = Weights.of(model)
     dev = w.embed.device
     b, n_img, p_max = len(prompt_ids), policy.num_image_tokens, s.max_plan_tokens
-    u_img = torch.empty((b, n_img), dtype=torch.float64)
-    u_plan = torch.empty((b, p_max), dtype=torch.float64)
-    for r, sd in enumerate(seeds):  # as the reference loop: image uniforms first, per-row CPU generator
-        g = torch.Generator().manual_seed(int(sd) & 0xFFFF_FFFF_FFFF_FFFF)
-        u_img[r] = torch.rand(n_img, generator=g, dtype=torch.float64)
-        u_plan[r] = torch.rand(p_max, generator=g, dtype=torch.float64)
-    u_img, u_plan = u_img.to(dev), u_plan.to(dev)
+    u_img, u_plan = (u.to(dev) for u in row_uniforms(seeds, n_img, p_max))  # the reference loop's uniforms
     nan = float("nan")
     stats = {k: torch.full((b, p_max + n_img), nan, device=dev) for k in ("logp", "sc", "entropy")}
     kept: dict[str, list[torch.Tensor]] = {"plan": [], "image_cond": [], "image_guided": []}

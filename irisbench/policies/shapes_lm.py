@@ -269,6 +269,21 @@ def draw_tokens(z: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int
     return idx.clamp_(max=z.shape[-1] - 1)
 
 
+def row_uniforms(seeds: Sequence[int], n_img: int, p_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's sampling uniforms, float64 on the CPU, from its own generator seeded with the row seed:
+    (rows, n_img) for the image, then (rows, p_max) for the plan. Image uniforms come first, so they do not
+    move when ``max_plan_tokens`` does. Every sampling loop draws its tokens from these."""
+    import torch
+
+    u_img = torch.empty((len(seeds), n_img), dtype=torch.float64)
+    u_plan = torch.empty((len(seeds), p_max), dtype=torch.float64)
+    for r, sd in enumerate(seeds):
+        g = torch.Generator().manual_seed(int(sd) & 0xFFFF_FFFF_FFFF_FFFF)
+        u_img[r] = torch.rand(n_img, generator=g, dtype=torch.float64)
+        u_plan[r] = torch.rand(p_max, generator=g, dtype=torch.float64)
+    return u_img, u_plan
+
+
 def _stats(z: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logp of chosen, logsumexp - mean, entropy) per row of fp32 logits ``z`` (..., V)."""
     from irisbench.uncertainty import token_stats
@@ -526,12 +541,7 @@ class ShapesLMPolicy:
 
         v = self.vocab
         b, n_img, p_max = len(prompt_ids), self.num_image_tokens, s.max_plan_tokens
-        u_img = torch.empty((b, n_img), dtype=torch.float64)
-        u_plan = torch.empty((b, p_max), dtype=torch.float64)
-        for r, sd in enumerate(seeds):  # image uniforms first: they do not move when max_plan_tokens does
-            g = torch.Generator().manual_seed(int(sd) & 0xFFFF_FFFF_FFFF_FFFF)
-            u_img[r] = torch.rand(n_img, generator=g, dtype=torch.float64)
-            u_plan[r] = torch.rand(p_max, generator=g, dtype=torch.float64)
+        u_img, u_plan = row_uniforms(seeds, n_img, p_max)
         nan = float("nan")
         stats = {k: torch.full((b, p_max + n_img), nan) for k in ("logp", "sc", "entropy")}
         kept: dict[str, list[torch.Tensor]] = {"plan": [], "image_cond": [], "image_guided": []}
