@@ -160,11 +160,10 @@ def selected_steps(run: Path) -> tuple[int, int]:
     return best, last
 
 
-
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
                    publish_readme: Path | None = None) -> dict[str, Any]:
     from irisbench.devices import resolve_device
-    from irisbench.policies.shapes_lm import SHIPPED_BASE, SHIPPED_TEXTURES_BASE
+    from irisbench.policies.shapes_lm import SHIPPED_BASES
     from irisbench.runs import atomic_write_json, atomic_write_text
 
     cfg = cfg or ExperimentConfig()
@@ -178,7 +177,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    shipped = {"shapes-base": SHIPPED_BASE, "textures-base": SHIPPED_TEXTURES_BASE}.get(cfg.base)
+    shipped = SHIPPED_BASES.get(cfg.base)
     if shipped is not None and not (shipped / "model.safetensors").is_file():
         raise FileNotFoundError(f"the shipped {cfg.base} checkpoint is missing ({shipped}); reinstall irisbench")
     evals: Evals = {}

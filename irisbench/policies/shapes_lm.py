@@ -69,6 +69,7 @@ MODEL_FILES = ("config.json", "model.safetensors")
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<null>", "<bop>", "<eop>", "<boi>", "<eoi>")
 SHIPPED_BASE = Path(__file__).resolve().parents[1] / "assets" / "shapes-base"
 SHIPPED_TEXTURES_BASE = SHIPPED_BASE.parent / "textures-base"  # irisbench.world.textures
+SHIPPED_BASES = {"shapes-base": SHIPPED_BASE, "textures-base": SHIPPED_TEXTURES_BASE}  # policy name -> folder
 MAX_POSITIONS = 128  # 1 + 10 prompt words + 1 + 32 plan tokens + 1 + 64 codes = 109 at most
 
 
@@ -829,6 +830,6 @@ def load_textures_base(*, device: str | None = None, **overrides: Any) -> Shapes
     return ShapesLMPolicy.load(SHIPPED_TEXTURES_BASE, device=device, **overrides)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SHIPPED_TEXTURES_BASE", "SamplingDefaults",
+__all__ = ["FORMAT", "FORMAT_VERSION", "SHIPPED_BASE", "SHIPPED_BASES", "SHIPPED_TEXTURES_BASE", "SamplingDefaults",
            "ShapesCheckpointError", "ShapesLMPolicy", "ShapesVocab", "UnknownTokensError", "build_model", "draw_tokens",
            "load_shipped_base", "load_textures_base"]
