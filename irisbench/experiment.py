@@ -259,9 +259,11 @@ def _train(label: str, preset: str, seed: int, out: Path, cfg: ExperimentConfig,
 
 def finished_run(run: Path, config: dict[str, Any], steps: int) -> bool:
     """Whether ``run`` is a training run of this very ``config`` whose checkpoint of step ``steps`` is complete
-    (then the trainer has nothing left to do; a changed config is left to the trainer, which refuses it)."""
+    and, where it evaluates in training, whose evaluation of that step finished (then the trainer has nothing
+    left to do; a changed config is left to the trainer, which refuses it)."""
     from irisbench.checkpoints import complete_checkpoints
     from irisbench.runs import NotARunError, RunDir
+    from irisbench.trainer import eval_finished
 
     try:
         rundir = RunDir.open(run)
@@ -270,7 +272,9 @@ def finished_run(run: Path, config: dict[str, Any], steps: int) -> bool:
     if rundir.kind != "train" or rundir.config_changes(config):
         return False
     ckpts = complete_checkpoints(run)
-    return bool(ckpts) and ckpts[-1][0] == steps
+    if not ckpts or ckpts[-1][0] != steps:
+        return False
+    return not config.get("eval_every") or eval_finished(run, config.get("eval_split", VAL), steps)
 
 
 def _evaluate_checkpoints(evals: Evals, train_runs: TrainRuns, out: Path, cfg: ExperimentConfig,

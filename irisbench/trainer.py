@@ -500,6 +500,8 @@ class GRPOTrainer:
             task = bar.add_task("grpo", total=cfg.steps, completed=self.start_step, r=float("nan"),
                                 sc=float("nan"), s=float("nan"))
             with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:
+                if self._eval_due(self.start_step) and not eval_finished(self.out, cfg.eval_split, self.start_step):
+                    self.evaluate_checkpoint(self.start_step)  # stopped during it: finish it before going on
                 for step in range(self.start_step, cfg.steps):
                     t0 = time.perf_counter()
                     m = self.step(step)
@@ -515,7 +517,7 @@ class GRPOTrainer:
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                         last = self._save(done) or last
                         self.dist.barrier()
-                    if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                    if self._eval_due(done):
                         self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
         if self.dist.main:
             _write_metrics_parquet(metrics_path)
@@ -523,11 +525,16 @@ class GRPOTrainer:
 
         return last or complete_checkpoints(self.out)[-1][1]
 
+    def _eval_due(self, step: int) -> bool:
+        """Whether step ``step`` (> 0) has an in-training evaluation."""
+        every = self.cfg.eval_every
+        return bool(every) and step > 0 and (step % every == 0 or step == self.cfg.steps)
+
     def evaluate_checkpoint(self, step: int) -> dict[str, Any]:
         from irisbench.evaluate import EvalOptions, evaluate
 
         cfg = self.cfg
-        out = self.out / "eval" / cfg.eval_split / f"step-{step}"
+        out = eval_folder(self.out, cfg.eval_split, step)
         opts = EvalOptions(policy="in-training", suite=cfg.suite, split=cfg.eval_split, seed=cfg.seed,
                            limit=cfg.eval_prompts, images_per_prompt=cfg.eval_images_per_prompt, save_images=False)
         from irisbench.sharding import gathered
@@ -539,6 +546,16 @@ class GRPOTrainer:
                 return evaluate(opts, out, policy=_Named(self.policy, step), progress=False)
         finally:
             self.policy.model.train(was_training)
+
+
+def eval_folder(run: str | Path, split: str, step: int) -> Path:
+    """The folder of a training run's in-training evaluation of step ``step`` on ``split``."""
+    return Path(run) / "eval" / split / f"step-{step}"
+
+
+def eval_finished(run: str | Path, split: str, step: int) -> bool:
+    """Whether that evaluation finished (its ``results.json`` is written last)."""
+    return (eval_folder(run, split, step) / "results.json").is_file()
 
 
 class _Named:

@@ -163,6 +163,47 @@ def test_exact_resume_after_kill_9(tiny_policy_dir: Path, tmp_path: Path) -> Non
     assert all(np.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_an_in_training_evaluation_cut_short_is_finished_on_resume(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """Stopped during the evaluation of a checkpoint (mid-run, or of the last step): resuming finishes that
+    evaluation with the records an uninterrupted run wrote, and the experiment does not take the run as done."""
+    import shutil
+
+    from irisbench.experiment import finished_run
+    from irisbench.trainer import eval_finished, eval_folder
+
+    args = [f"policy={tiny_policy_dir}", "steps=2", "prompts_per_step=2", "num_generations=2", "eval_every=1",
+            "eval_prompts=4", "eval_images_per_prompt=1", "checkpoint_every=1", "lr=1e-3"]
+    cfg = resolve_config("iris-shapes", args)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    GRPOTrainer(cfg, ref, progress=False).train()
+    shutil.copytree(ref, run)
+    assert finished_run(run, cfg.to_dict(), 2)
+
+    def cut(step: int) -> None:  # what a stop during that evaluation leaves: some records, no results.json
+        folder = eval_folder(run, "val", step)
+        (folder / "results.json").unlink()
+        lines = (folder / "records.jsonl").read_text().splitlines(keepends=True)
+        (folder / "records.jsonl").write_text("".join(lines[:1]))
+        assert not eval_finished(run, "val", step)
+
+    def scores(root: Path, step: int) -> dict:
+        return json.loads((eval_folder(root, "val", step) / "results.json").read_text())["scores"]
+
+    cut(2)  # the last step's evaluation
+    assert not finished_run(run, cfg.to_dict(), 2)
+    GRPOTrainer(cfg, run, progress=False).train()
+    assert finished_run(run, cfg.to_dict(), 2) and scores(run, 2) == scores(ref, 2)
+    # mid-run: step 1's evaluation cut short, so step 2 was never trained
+    shutil.rmtree(run / "checkpoints" / "step-2")
+    shutil.rmtree(eval_folder(run, "val", 2))
+    cut(1)
+    GRPOTrainer(cfg, run, progress=False).train()
+    assert scores(run, 1) == scores(ref, 1) and scores(run, 2) == scores(ref, 2)
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]
+    wa, wb = _weights(ref, 2), _weights(run, 2)
+    assert all(np.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
 def test_non_finite_logits_stop_the_run_and_keep_the_last_good_checkpoint(tiny_policy_dir: Path,
                                                                           tmp_path: Path) -> None:
     import torch
