@@ -332,13 +332,16 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_duplicates(tmp_path):
     partial_seen = 0
     for cycle in range(8):
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_child_env())
+        early = ""
         if cycle % 2 == 0:  # from spawn: may land in start-up, in recovery, or while appending
             time.sleep(rng.uniform(0.0, 0.3))
-        else:  # once writing has begun
+        else:  # once writing has begun: after the first batch is reported (>= 99 batches x 2 ms remain)
             assert child.stdout.readline().strip() == "ready"
+            early = child.stdout.readline()  # a batch, or "finished" where earlier cycles wrote everything
             time.sleep(rng.uniform(0.0, 0.08))
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate()
+        out = early + out
         reported = {tuple(map(int, k.split(","))) for line in out.splitlines()
                     if line not in ("ready", "finished") for k in line.split()}
         if path.exists():
