@@ -2,8 +2,8 @@
 
 Used by the fast sampling loop (``irisbench.policies.shapes_decode``). It performs the floating-point
 operations transformers' ``LlamaForCausalLM`` (eager attention, fp32) performs for one new token, on the
-same values, so its logits equal the reference loop's bit for bit on the CPU measured (Intel Xeon,
-AVX-512 + AMX, MKL sgemm):
+same values, so its logits equal the reference loop's bit for bit where the CPU's sgemm rounds a row alike
+at any row count (``sgemm_rows_invariant``: true on the Intel Xeon with AVX-512 + AMX measured, MKL sgemm):
 
 - every matmul keeps the reference's operand values and a row count in the same BLAS regime: MKL's sgemm
   rounds a row the same way for any row count >= 16 (below that it takes other kernels; K = 512 is the
@@ -25,11 +25,17 @@ Where the step's time goes (128 rows: 64 prompts with CFG, one thread, shared ma
 ~4-5 ms, memory-bound), ~130 small kernels (~1.5 ms). ``torch.compile`` (inductor) of the step was slower
 (20 vs 10.7 ms at a fixed shape, also with ``max-autotune-no-cudagraphs``) and not bit-exact (6.7e-6).
 
+Where the probe says no (MKL restricted to AVX2, as on an AVX2-only CPU: ``MKL_ENABLE_INSTRUCTIONS=AVX2
+ATEN_CPU_CAPABILITY=avx2`` on the Xeon above), a row's product changes with the row count even in the
+reference loop itself, and the fast loop's logits differ from the reference's by round-off (largest gap
+1.05e-5 on logits of magnitude ~10 in the tests; the same tokens there).
+
 Every tensor is created on the device of the model's weights.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +46,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MIN_ROWS = 16  # the smallest row count whose sgemm rounding equals the reference's at any larger count
 LANES = 16  # softmax's vector width (AVX-512 floats; a multiple of AVX2's 8)
+
+
+@functools.cache
+def sgemm_rows_invariant(hidden: int = 192, inter: int = 512) -> bool:
+    """Whether this CPU's sgemm gives the fast step the reference's bits at these sizes: a row's product is
+    the same at every row count >= ``MIN_ROWS`` and through the fused, transposed weights, for the
+    contraction sizes ``hidden`` and ``inter`` (default: the shipped bases'). Probed once per process on
+    fixed random matrices, one torch thread; True means the fast loop reproduces the reference loop bit for bit."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for k, n in ((hidden, 3 * hidden), (inter, hidden), (hidden, 2 * inter)):
+            x, w = torch.randn(4 * MIN_ROWS, k, generator=g), torch.randn(n, k, generator=g)
+            full = F.linear(x, w)
+            if not torch.equal(torch.mm(x, w.t().contiguous()), full):
+                return False
+            for r in (MIN_ROWS, MIN_ROWS + 1, 2 * MIN_ROWS + 3):
+                if not torch.equal(F.linear(x[:r], w), full[:r]):
+                    return False
+            half = n // 2  # a column block of a fused weight is that block's own product
+            if not torch.equal(torch.mm(x, w.t().contiguous())[:, :half], F.linear(x, w[:half])):
+                return False
+    finally:
+        torch.set_num_threads(before)
+    return True
 
 
 def supports_fast_decode(model: Any) -> bool:
@@ -238,4 +273,4 @@ class Decoder:
         return torch.bmm(att, v) if out is None else torch.bmm(att, v, out=out)
 
 
-__all__ = ["LANES", "MIN_ROWS", "Decoder", "Layer", "Weights", "supports_fast_decode"]
+__all__ = ["LANES", "MIN_ROWS", "Decoder", "Layer", "Weights", "sgemm_rows_invariant", "supports_fast_decode"]
