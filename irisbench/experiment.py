@@ -31,6 +31,7 @@ Evaluations: ``(1 + references) x suites x splits`` for the base and references,
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,7 @@ from irisbench.errors import UsageError
 REFERENCE_POLICIES = ("oracle", "random")
 BEST, LAST = "best val", "last"  # the checkpoint kinds
 VAL, TEST = "val", "test"
+INVOCATIONS = "invocations.jsonl"  # one line per invocation that reached its summary: wall seconds, CPU
 README_BEGIN = "<!-- experiment:begin -->"
 README_END = "<!-- experiment:end -->"
 # what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
@@ -208,21 +210,56 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     report = build_report(refs, out / "report", base="base", title=f"IRIS on the {cfg.world} world")
     s_verdicts = seed_verdicts(entries)
     elapsed = time.perf_counter() - started
+    timing = log_invocation(out, elapsed, cfg.threads)
     summary = {"config": asdict(cfg), "selection": selection, "evals": {k: {s: str(p) for s, p in d.items()}
                                                                         for k, d in evals.items()},
                "train_runs": {m: {f"seed-{s}": str(p) for s, p in d.items()} for m, d in train_runs.items()},
                "report": str(report["html"]), "analysis": analysis.get("runs", {}),
                "verdicts": report["verdicts"], "seed_deltas": entries, "seed_verdicts": s_verdicts,
-               "seed_deltas_csv": str(out / SEED_DELTAS), "seconds": round(elapsed, 1)}
+               "seed_deltas_csv": str(out / SEED_DELTAS), "seconds": round(elapsed, 1), "timing": timing}
     atomic_write_json(out / "summary.json", summary)
     md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed, entries=entries,
-                          seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed)
+                          seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed, timing=timing)
     atomic_write_text(out / "summary.md", md)
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
     if publish_readme is not None:
         publish(publish_readme, md, report, train_runs, out, evals, world=cfg.world)
     return summary
+
+
+def log_invocation(out: Path, seconds: float, threads: int | None) -> dict[str, Any]:
+    """Append this invocation (wall seconds, CPU, torch threads, ISA overrides) to ``invocations.jsonl`` and
+    return it with the totals over every invocation that got this far. A resumed experiment's wall time is
+    the sum; an invocation stopped before its summary is not in the file (its training and evaluations are
+    kept and not redone, so its time is missing from the total)."""
+    import torch
+
+    from irisbench.runs import ISA_VARS, cpu_model
+
+    path = out / INVOCATIONS
+    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1), "cpu": cpu_model(),
+           "capability": str(torch.backends.cpu.get_cpu_capability()),
+           "threads": threads or torch.get_num_threads(),
+           "isa_env": {k: os.environ[k] for k in ISA_VARS if k in os.environ}}
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {**rec, "invocations": len(rows), "total_seconds": round(sum(r["seconds"] for r in rows), 1)}
+
+
+def _timing_line(elapsed: float, timing: dict[str, Any] | None) -> str:
+    """The summary's wall-time line, naming the CPU it ran on."""
+    if not timing:
+        return f"Wall time: {elapsed / 60:.1f} min."
+    isa = ", ".join(f"{k}={v}" for k, v in timing["isa_env"].items())
+    where = (f"{timing['cpu']}, ATen capability {timing['capability']}{f' ({isa})' if isa else ''}, "
+             f"{timing['threads']} torch thread{'s' if timing['threads'] != 1 else ''}")
+    line = f"Wall time: {elapsed / 60:.1f} min on {where}"
+    if timing["invocations"] > 1:
+        line += (f"; {timing['total_seconds'] / 60:.1f} min over the {timing['invocations']} invocations that "
+                 f"reached a summary ({INVOCATIONS})")
+    return line + "."
 
 
 def _evaluate_all(evals: Evals, label: str, policy: str, root: Path, splits: tuple[str, ...],
@@ -399,7 +436,7 @@ def _curves(train_runs: TrainRuns) -> list[str]:
 def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]]], verdicts: list[str],
                      train_runs: TrainRuns, elapsed: float, *, entries: list[dict[str, Any]] | None = None,
                      seed_verdict_lines: list[str] | None = None, seeds: tuple[int, ...] = (0,),
-                     eval_seed: int = 0) -> str:
+                     eval_seed: int = 0, timing: dict[str, Any] | None = None) -> str:
     """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, the training
     curves and the verdicts (across seeds, then the first seed's per-prompt ones)."""
     from irisbench.report.seeds import seed_markdown
@@ -416,7 +453,7 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
                 "interval across seeds):", "", *[f"- {v}" for v in seed_verdict_lines], ""]
     out += [f"Verdicts for training seed {seeds[0]} against the base (paired bootstrap over prompts):", ""]
     out += [f"- {v}" for v in verdicts]
-    out += ["", f"Wall time: {elapsed / 60:.1f} min."]
+    out += ["", _timing_line(elapsed, timing)]
     return "\n".join(out) + "\n"
 
 

@@ -702,8 +702,24 @@ def _git_info(repo: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+# environment variables that change which instructions the math libraries use (timings depend on them)
+ISA_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else the platform's processor string, else "unknown")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def env_info() -> dict[str, Any]:
-    """Provenance of this process: Python, platform, package versions, git commit, CPU, host, time.
+    """Provenance of this process: Python, platform, package versions, git commit, CPU model, host, time.
 
     Package versions come from installed metadata (torch is never imported here). Device details are added
     only if torch is already imported by the caller.
@@ -729,18 +745,20 @@ def env_info() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
         "argv": list(sys.argv),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "irisbench_version": packages.get("irisbench"),
         "git": _git_info(Path(__file__).resolve().parent.parent),
         "packages": packages,
-        "env_vars": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "OMP_NUM_THREADS")
-                     if k in os.environ},
+        "env_vars": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "OMP_NUM_THREADS",
+                                                 *ISA_VARS) if k in os.environ},
     }
     torch = sys.modules.get("torch")
     if torch is not None:
         dev: dict[str, Any] = {"torch": getattr(torch, "__version__", None)}
         try:
+            dev["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())  # the kernels ATen runs
             dev["cuda_available"] = bool(torch.cuda.is_available())
             if dev["cuda_available"]:
                 dev["cuda"] = torch.version.cuda

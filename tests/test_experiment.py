@@ -152,6 +152,16 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         for folder in folders.values():
             assert json.loads((Path(folder) / "results.json").read_text())["counts"]["generated_now"] == 0
     assert again["seed_deltas"] == entries == json.loads((out / "summary.json").read_text())["seed_deltas"]
+    # the wall time of a resumed experiment is the sum over its invocations, on the CPU named
+    from irisbench.runs import cpu_model
+
+    t1, t2 = summary["timing"], again["timing"]
+    assert (t1["invocations"], t2["invocations"]) == (1, 2) and t1["total_seconds"] == t1["seconds"]
+    assert t2["total_seconds"] == pytest.approx(t1["seconds"] + t2["seconds"], abs=0.11)
+    assert t2["cpu"] == cpu_model() != "" and t2["threads"] >= 1
+    line = (out / "summary.md").read_text().strip().splitlines()[-1]
+    assert line.startswith(f"Wall time: {t2['seconds'] / 60:.1f} min on {cpu_model()}, ATen capability ")
+    assert f"; {t2['total_seconds'] / 60:.1f} min over the 2 invocations that reached a summary" in line
 
 
 def _synthetic(tmp_path: Path) -> tuple[dict[str, Path], list[SeedEval]]:

@@ -431,3 +431,15 @@ def test_env_info_is_json_and_does_not_import_torch():
     assert got["pk"]["numpy"] == np.__version__ and "device" not in got["keys"]
     e = env_info()
     assert set(e["git"]) == {"commit", "dirty"}
+
+
+def test_env_info_names_the_cpu_and_the_instruction_set_overrides(monkeypatch):
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    e = env_info()
+    assert e["cpu_model"] == (model or e["cpu_model"]) and e["cpu_model"]
+    assert e["env_vars"]["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert e["device"]["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
