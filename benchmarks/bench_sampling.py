@@ -212,7 +212,14 @@ def main() -> None:
             out[f"{name}_max_image_logit_gap"] = gap
         return out
 
-    fast_loop = {"grpo_batch_8x8": loops(PROMPTS, 8), "eval_batch_64x1": loops(PROMPTS * 8, 1)}
+    from irisbench.devices import cpu_bf16_native
+    from irisbench.policies.shapes_step import sgemm_rows_invariant
+
+    fast_loop = {"cpu": {"capability": str(torch.backends.cpu.get_cpu_capability()),
+                         "bf16": cpu_bf16_native()[1],
+                         "sgemm_rows_invariant": sgemm_rows_invariant(policy.model.config.hidden_size,
+                                                                      policy.model.config.intermediate_size)},
+                 "grpo_batch_8x8": loops(PROMPTS, 8), "eval_batch_64x1": loops(PROMPTS * 8, 1)}
     if args.compile_probe:
         fast_loop["compile_probe"] = compile_probe(policy, args.repeats)
     if args.loops_only:

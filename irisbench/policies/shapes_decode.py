@@ -3,9 +3,10 @@
 ``ShapesLMPolicy.generate`` runs this loop by default (``fast=True``); ``fast=False`` runs the reference
 loop (transformers' ``LlamaForCausalLM`` forward with a ``DynamicCache`` at every step), which stays the
 definition of the numbers. This loop performs the same floating-point operations on the same values
-(the decode step: ``irisbench.policies.shapes_step``), so on the CPU measured it reproduces the reference
-loop's logits bit for bit (tests and ``benchmarks/bench_sampling.py`` check the tokens; the benchmark also
-reports the largest logit gap). What it saves:
+(the decode step: ``irisbench.policies.shapes_step``), so where the CPU's sgemm rounds a row alike at any row
+count (``sgemm_rows_invariant``; the AVX-512 Xeon measured) it reproduces the reference loop's logits bit for
+bit, and elsewhere (MKL on AVX2) to round-off (tests and ``benchmarks/bench_sampling.py`` check the tokens;
+the benchmark also reports the largest logit gap). What it saves:
 
 - decode steps read and write a pre-allocated cache (no ``torch.cat`` growing it) through a few plain
   tensor ops per layer (no module calls, no mask building);
