@@ -310,7 +310,7 @@ KILL_CHILD = textwrap.dedent("""
             w.append(batch)
             print(" ".join(f"{r['prompt_index']},{r['sample_index']}" for r in batch), flush=True)
             batch = []
-            time.sleep(0.002)
+            time.sleep(0.005)  # 100 batches: >= 0.5 s of writing, longer than any kill's delay below
     print("finished", flush=True)
 """)
 
@@ -335,7 +335,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_never_duplicates(tmp_path):
         early = ""
         if cycle % 2 == 0:  # from spawn: may land in start-up, in recovery, or while appending
             time.sleep(rng.uniform(0.0, 0.3))
-        else:  # once writing has begun: after the first batch is reported (>= 99 batches x 2 ms remain)
+        else:  # once writing has begun: after the first batch is reported (>= 99 batches x 5 ms remain)
             assert child.stdout.readline().strip() == "ready"
             early = child.stdout.readline()  # a batch, or "finished" where earlier cycles wrote everything
             time.sleep(rng.uniform(0.0, 0.08))
