@@ -426,7 +426,8 @@ def experiment_cmd(
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
-    from irisbench.experiment import ExperimentConfig, parse_seeds, readme_markers, run_experiment
+    from irisbench.experiment import ExperimentConfig, parse_seeds, run_experiment
+    from irisbench.experiment_summary import readme_markers
 
     def body() -> None:
         cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),

@@ -13,7 +13,8 @@ import pytest
 from report_fixtures import make_run
 
 from irisbench.errors import UsageError
-from irisbench.experiment import README_BEGIN, README_END, ExperimentConfig, parse_seeds, run_experiment
+from irisbench.experiment import ExperimentConfig, parse_seeds, run_experiment
+from irisbench.experiment_summary import README_BEGIN, README_END
 from irisbench.report.seeds import (
     MEAN,
     SEED_COLUMNS,
@@ -268,7 +269,8 @@ def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path:
 
 
 def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
-    from irisbench.experiment import DEFAULT_METHODS, publish, published_folder, readme_markers
+    from irisbench.experiment import DEFAULT_METHODS
+    from irisbench.experiment_summary import publish, published_folder, readme_markers
 
     shapes, textures = ExperimentConfig(), ExperimentConfig(world="textures")
     shapes.check()

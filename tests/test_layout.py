@@ -14,7 +14,7 @@ import pytest
 import tomllib
 from report_fixtures import make_run
 
-from irisbench.experiment import README_BEGIN, README_END, publish
+from irisbench.experiment_summary import README_BEGIN, README_END, publish
 from irisbench.report.tidy import COLUMNS, tidy_rows, write_tidy
 
 ROOT = Path(__file__).resolve().parents[1]

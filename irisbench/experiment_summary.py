@@ -1,0 +1,242 @@
+"""An experiment's written results: ``summary.md``, the wall-time log, and the block and files it publishes
+beside the README.
+
+``irisbench.experiment`` runs the stages; this module turns their folders into text. ``summary.md`` holds the
+scores table with CIs, the checkpoint rule, the selected steps, the seed-level deltas, the training curves,
+the verdicts and a wall-time line naming the CPU. ``invocations.jsonl`` logs every invocation that reached its
+summary, so a resumed experiment's wall time is their sum. ``publish`` rewrites the README's block for the
+world (``readme_markers``) and copies tidy tables and plots under ``results/experiment[-<world>]/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+INVOCATIONS = "invocations.jsonl"  # one line per invocation that reached its summary: wall seconds, CPU
+README_BEGIN = "<!-- experiment:begin -->"
+README_END = "<!-- experiment:end -->"
+Evals = dict[str, dict[str, Path]]  # label -> {"suite/split": eval folder}
+TrainRuns = dict[str, dict[int, Path]]  # method -> {training seed: run folder}
+
+
+def log_invocation(out: Path, seconds: float, threads: int | None) -> dict[str, Any]:
+    """Append this invocation (wall seconds, CPU, torch threads, ISA overrides) to ``invocations.jsonl`` and
+    return it with the totals over every invocation that got this far. A resumed experiment's wall time is
+    the sum; an invocation stopped before its summary is not in the file (its training and evaluations are
+    kept and not redone, so its time is missing from the total)."""
+    import torch
+
+    from irisbench.runs import ISA_VARS, cpu_model
+
+    path = out / INVOCATIONS
+    rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1), "cpu": cpu_model(),
+           "capability": str(torch.backends.cpu.get_cpu_capability()),
+           "threads": threads or torch.get_num_threads(),
+           "isa_env": {k: os.environ[k] for k in ISA_VARS if k in os.environ}}
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {**rec, "invocations": len(rows), "total_seconds": round(sum(r["seconds"] for r in rows), 1)}
+
+
+def _timing_line(elapsed: float, timing: dict[str, Any] | None) -> str:
+    """The summary's wall-time line, naming the CPU it ran on."""
+    if not timing:
+        return f"Wall time: {elapsed / 60:.1f} min."
+    isa = ", ".join(f"{k}={v}" for k, v in timing["isa_env"].items())
+    where = (f"{timing['cpu']}, ATen capability {timing['capability']}{f' ({isa})' if isa else ''}, "
+             f"{timing['threads']} torch thread{'s' if timing['threads'] != 1 else ''}")
+    line = f"Wall time: {elapsed / 60:.1f} min on {where}"
+    if timing["invocations"] > 1:
+        line += (f"; {timing['total_seconds'] / 60:.1f} min over the {timing['invocations']} invocations that "
+                 f"reached a summary ({INVOCATIONS})")
+    return line + "."
+
+
+def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
+    res = json.loads((folder / "results.json").read_text())
+    o = res["scores"]["overall"]
+    return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
+
+
+def _scores_table(evals: Evals) -> list[str]:
+    keys = list(next(iter(evals.values())))
+    lines = ["| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for label, d in evals.items():
+        cells = []
+        for k in keys:
+            if k not in d:
+                cells.append("–")
+                continue
+            s, lo, hi, _ = _overall(d[k])
+            cells.append(f"{s:.3f} [{lo:.3f}, {hi:.3f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _rules(seeds: tuple[int, ...], eval_seed: int) -> str:
+    first, others = seeds[0], ", ".join(map(str, seeds[1:]))
+    text = ("Checkpoint rule: for each method and training seed, *best val* = the checkpoint with the best "
+            "GenEval overall among the run's in-training val evaluations (ties: earliest); *last* = the final "
+            "step (fixed-step result). Test scores never choose a checkpoint. "
+            f"Each method is trained once per training seed ({', '.join(map(str, seeds))}); every evaluation "
+            f"uses evaluation seed {eval_seed}, so the base and each checkpoint are scored on the same prompts "
+            "with the same sampling seeds (paired deltas). "
+            f"Rows without a seed are training seed {first}: the only seed whose best-val checkpoint is also "
+            "evaluated on the val split (the val columns), and the one the HTML report and its plots show")
+    if others:
+        text += f"; rows `sN` are training seed N ({others}), evaluated on test only"
+    return text + "."
+
+
+def _curves(train_runs: TrainRuns) -> list[str]:
+    from irisbench.trainer import read_metrics
+
+    nan = float("nan")
+    curves = []
+    for label, runs in train_runs.items():
+        for seed, run in runs.items():
+            rows = read_metrics(run)
+            if rows:
+                a, b = rows[0], rows[-1]
+                curves.append(f"| {label} | {seed} | {a['sc_image']:.3f} → {b['sc_image']:.3f} | "
+                              f"{a['sc_text']:.3f} → {b['sc_text']:.3f} | {a.get('train_correct', nan):.3f} → "
+                              f"{b.get('train_correct', nan):.3f} |")
+    if not curves:
+        return []
+    return ["| method | training seed | image self-certainty (first → last step) | plan self-certainty | "
+            "train accuracy |", "|---|---|---|---|---|", *curves, ""]
+
+
+def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]]], verdicts: list[str],
+                     train_runs: TrainRuns, elapsed: float, *, entries: list[dict[str, Any]] | None = None,
+                     seed_verdict_lines: list[str] | None = None, seeds: tuple[int, ...] = (0,),
+                     eval_seed: int = 0, timing: dict[str, Any] | None = None) -> str:
+    """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, the training
+    curves and the verdicts (across seeds, then the first seed's per-prompt ones)."""
+    from irisbench.report.seeds import seed_markdown
+
+    sel = "; ".join(f"{m}: " + ", ".join(f"{k} best val step {v['best_val_step']} (last {v['last_step']})"
+                                          for k, v in by_seed.items())
+                    for m, by_seed in selection.items())
+    out = ["\n".join(_scores_table(evals)), "", _rules(tuple(seeds), eval_seed), "", f"Selected steps: {sel}.", ""]
+    if entries:
+        out += [seed_markdown(entries)]
+    out += _curves(train_runs)
+    if seed_verdict_lines:
+        out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, 95% Student-t "
+                "interval across seeds):", "", *[f"- {v}" for v in seed_verdict_lines], ""]
+    out += [f"Verdicts for training seed {seeds[0]} against the base (paired bootstrap over prompts):", ""]
+    out += [f"- {v}" for v in verdicts]
+    out += ["", _timing_line(elapsed, timing)]
+    return "\n".join(out) + "\n"
+
+
+def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
+    keys = list(next(iter(evals.values())))
+    table = Table(title="overall scores (95% CI)")
+    table.add_column("run", no_wrap=True)
+    for k in keys:
+        table.add_column(k, justify="right")
+    for label, d in evals.items():
+        row = []
+        for k in keys:
+            if k not in d:
+                row.append("–")
+                continue
+            s, lo, hi, _ = _overall(d[k])
+            row.append(f"{s:.3f} [{lo:.2f}, {hi:.2f}]")
+        table.add_row(label, *row)
+    return table
+
+
+PUBLISHED = Path("results") / "experiment"  # beside the README: the published tables and plots (tracked)
+
+
+def readme_markers(world: str = "shapes") -> tuple[str, str]:
+    """The README block an experiment on ``world`` rewrites (the shapes world's is the main job's)."""
+    if world == "shapes":
+        return README_BEGIN, README_END
+    return f"<!-- experiment-{world}:begin -->", f"<!-- experiment-{world}:end -->"
+
+
+def published_folder(world: str = "shapes") -> Path:
+    """Where, beside the README, an experiment on ``world`` publishes its tables and plots (tracked)."""
+    return PUBLISHED if world == "shapes" else PUBLISHED.with_name(f"experiment-{world}")
+SEED_DELTAS = "seed_deltas.csv"
+
+
+def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
+            evals: Evals | None = None, *, world: str = "shapes") -> dict[str, Path]:
+    """Write the published experiment under ``results/experiment/`` beside the README (tidy score tables
+    as CSV and Parquet, ``seed_deltas.csv``, the plots) and replace the README's experiment block, whose
+    images link there. Returns the tidy tables' paths (none without ``evals``; ``seed_deltas`` when the
+    experiment folder has one)."""
+    import shutil
+
+    from irisbench.report.tidy import write_tidy
+
+    begin, end = readme_markers(world)
+    text = readme.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        return {}
+    published = published_folder(world)
+    folder = readme.parent / published
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = write_tidy(evals, folder, relative_to=out) if evals else {}  # run folders relative to `out`
+    link = published.as_posix()
+    images = []
+    for png in report.get("plots", []):
+        target = folder / Path(png).name
+        shutil.copyfile(png, target)
+        images.append(f"![{target.stem}]({link}/{target.name})")
+    if train_runs and _training_plot(train_runs, folder / "training_dynamics.png"):
+        images.append(f"![training dynamics]({link}/training_dynamics.png)")
+    if tables:
+        images.append(f"Tidy tables (one row per run, suite, split and tag): [{link}/scores.csv]({link}/scores.csv), "
+                      f"[{link}/scores.parquet]({link}/scores.parquet).")
+    if (out / SEED_DELTAS).is_file():
+        tables = {**tables, "seed_deltas": folder / SEED_DELTAS}
+        shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)
+        images.append(f"Seed-level deltas (one row per method, checkpoint, suite, split and training seed, plus the "
+                      f"mean across seeds): [{link}/{SEED_DELTAS}]({link}/{SEED_DELTAS}).")
+    block = f"{begin}\n{md}\n" + "\n".join(images) + f"\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+    return tables
+
+
+def _training_plot(train_runs: TrainRuns, path: Path) -> bool:
+    """Image self-certainty, plan self-certainty and train accuracy per step: one colour per method, one
+    line per training seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from irisbench.trainer import read_metrics
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, runs) in enumerate(train_runs.items()):
+        for j, run in enumerate(runs.values()):
+            rows = read_metrics(run)
+            steps = [r["step"] for r in rows]
+            for ax, key in zip(axes, ("sc_image", "sc_text", "train_correct"), strict=True):
+                ax.plot(steps, [r.get(key) for r in rows], color=colours[i % len(colours)], alpha=0.8, lw=1.2,
+                        label=label if j == 0 else None)
+                ax.set_title(key)
+                ax.set_xlabel("step")
+    axes[0].legend(fontsize=8, title="one line per seed", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
