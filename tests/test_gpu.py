@@ -154,6 +154,25 @@ def test_eval_records_do_not_depend_on_batch_size_on_cuda(tmp_path: Path) -> Non
         assert a["counts"]["complete"]
 
 
+def test_shapes_loops_agree_on_cuda() -> None:
+    """The shapes LM's reference loop (transformers' forward) and fast loop on ``cuda``: both build every
+    tensor on the model's device and return CPU results; on the GPU they agree to round-off (the same plans
+    and tokens for nearly every row; a flip needs a uniform within ~1e-5 of a CDF step)."""
+    from irisbench.policies.shapes_lm import SHIPPED_BASE, ShapesLMPolicy
+
+    pol = ShapesLMPolicy.load(SHIPPED_BASE, device=CUDA)
+    assert pol.device.type == "cuda"
+    prompts = ["a photo of a red circle", "a photo of three squares", "a photo of a diamond left of a triangle",
+               "a photo of an orange diamond and a white circle"]
+    ref = pol.generate(prompts, n=4, seed=3, fast=False)
+    new = pol.generate(prompts, n=4, seed=3)
+    same = (ref.tokens == new.tokens).all(1)
+    assert same.mean() >= 0.8, same
+    m = ref.token_mask[same]
+    np.testing.assert_allclose(ref.self_certainty[same][m], new.self_certainty[same][m], atol=1e-3)
+    assert len(ref.images) == len(new.images) == 16
+
+
 def _janus_cfg(folder: Path, prompts: Path, *extra: str):
     from irisbench.train_config import resolve_config
 

@@ -541,28 +541,29 @@ class ShapesLMPolicy:
         from transformers import DynamicCache
 
         v = self.vocab
+        dev = self.device  # every tensor on the model's device; results to the CPU
         b, n_img, p_max = len(prompt_ids), self.num_image_tokens, s.max_plan_tokens
-        u_img, u_plan = row_uniforms(seeds, n_img, p_max)
+        u_img, u_plan = (u.to(dev) for u in row_uniforms(seeds, n_img, p_max))
         nan = float("nan")
-        stats = {k: torch.full((b, p_max + n_img), nan) for k in ("logp", "sc", "entropy")}
+        stats = {k: torch.full((b, p_max + n_img), nan, device=dev) for k in ("logp", "sc", "entropy")}
         kept: dict[str, list[torch.Tensor]] = {"plan": [], "image_cond": [], "image_guided": []}
 
         # ---- phase 1: the plan, conditional rows only
-        text_ids = torch.as_tensor(v.text_ids)
+        text_ids = torch.as_tensor(v.text_ids, device=dev)
         eop_local = len(v.text_ids) - 1
-        ids, mask, pos = _left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad)
+        ids, mask, pos = (t.to(dev) for t in _left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad))
         cache = DynamicCache(config=self.model.config) if use_cache else None
         logits = self._forward_last(ids, mask, pos, cache)
         next_pos = pos[:, -1] + 1
-        plan_local = torch.full((b, p_max), -1, dtype=torch.long)
-        plan_len = torch.zeros(b, dtype=torch.long)
-        done = torch.zeros(b, dtype=torch.bool)
-        forced = torch.zeros(b, dtype=torch.bool)
+        plan_local = torch.full((b, p_max), -1, dtype=torch.long, device=dev)
+        plan_len = torch.zeros(b, dtype=torch.long, device=dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        forced = torch.zeros(b, dtype=torch.bool, device=dev)
         for t in range(p_max):
             z = logits[:, text_ids]
             active = ~done
             if t == p_max - 1:  # out of room: EOP is forced (its statistics are still the model's)
-                local = torch.full((b,), eop_local, dtype=torch.long)
+                local = torch.full((b,), eop_local, dtype=torch.long, device=dev)
                 forced = active.clone()
             else:
                 local = draw_tokens(z, u_plan[:, t], s.temperature, s.top_k)
@@ -594,12 +595,13 @@ class ShapesLMPolicy:
         guided = s.cfg != 1.0
         if guided:
             seqs += [[v.bos, v.null, v.boi]] * b
-        ids, mask, pos = _left_pad(seqs, v.pad)
+        ids, mask, pos = (t.to(dev) for t in _left_pad(seqs, v.pad))
         cache = DynamicCache(config=self.model.config) if use_cache else None
         logits = self._forward_last(ids, mask, pos, cache)
         next_pos = pos[:, -1:] + 1
+        rows = torch.arange(b, device=dev)
         lo, hi = v.image_offset, v.image_offset + v.codebook_size
-        codes = torch.empty((b, n_img), dtype=torch.long)
+        codes = torch.empty((b, n_img), dtype=torch.long, device=dev)
         for t in range(n_img):
             zc = logits[:b, lo:hi]
             zg = logits[b:, lo:hi] + s.cfg * (zc - logits[b:, lo:hi]) if guided else zc
@@ -607,9 +609,8 @@ class ShapesLMPolicy:
             codes[:, t] = local
             if record_stats:
                 lp, sc, ent = _stats(zg if s.stats_source == "guided" else zc, local)
-                stats["logp"][torch.arange(b), plan_len + t] = lp
-                stats["sc"][torch.arange(b), plan_len + t] = sc
-                stats["entropy"][torch.arange(b), plan_len + t] = ent
+                for key, val in (("logp", lp), ("sc", sc), ("entropy", ent)):
+                    stats[key][rows, plan_len + t] = val
             if keep_logits:
                 kept["image_cond"].append(zc.clone())
                 kept["image_guided"].append(zg.clone())
@@ -623,8 +624,10 @@ class ShapesLMPolicy:
                 ids, pos = torch.cat([ids, feed], 1), torch.cat([pos, next_pos], 1)
                 logits = self._forward_last(ids, mask, pos, None)
             next_pos = next_pos + 1
-        return {"plans": plans, "plan_local": plan_local, "plan_len": plan_len, "codes": codes,
-                "stats": stats, "kept": kept, "truncated": forced}
+        cpu = torch.device("cpu")
+        return {"plans": plans, "plan_local": plan_local.to(cpu), "plan_len": plan_len.to(cpu), "codes": codes.to(cpu),
+                "stats": {k: x.to(cpu) for k, x in stats.items()},
+                "kept": {k: [x.to(cpu) for x in xs] for k, xs in kept.items()}, "truncated": forced.to(cpu)}
 
     def _assemble(self, prompts: Sequence[str], rows: list[int], prompt_ids: list[list[int]],
                   seeds: list[int], chunks: list[dict[str, Any]], s: SamplingDefaults,
