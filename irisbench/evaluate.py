@@ -341,7 +341,7 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
 
         if ("fid" in opts.metrics.names or "kid" in opts.metrics.names) and not opts.save_images:
             raise EvalError("FID/KID read the generated images back: drop --no-save-images")
-        metrics = SuiteMetrics(opts.metrics, world)
+        metrics = SuiteMetrics(opts.metrics, world, render_world=plan.policy_info.get("render_world") or "shapes")
 
     config = {
         "command": "eval",

@@ -31,6 +31,37 @@ def test_oracle_is_closer_to_real_scenes_than_random(tmp_path: Path) -> None:
     assert res["oracle"]["metrics"]["identity"]["clip"]["score_scale"] == "raw"
 
 
+def test_fid_references_take_the_policy_s_world_look(tmp_path: Path) -> None:
+    """A textures-world policy is compared with shaded ground-truth renders (the shading drawn from the same
+    held-out stream after the scene), a shapes-world policy with flat ones."""
+    import numpy as np
+
+    from irisbench.metrics.suite_metrics import SuiteMetrics
+    from irisbench.policies.base import derive_seed
+    from irisbench.world.sampler import scene_for
+    from irisbench.world.scene import render
+    from irisbench.world.textures import render_world
+
+    items = [{"prompt": "a photo of a red circle", "tag": "single_object",
+              "include": [{"class": "circle", "count": 1, "color": "red"}]}]
+    records = [{"prompt_index": 0, "sample_index": s} for s in range(3)]
+    flat, src_flat = SuiteMetrics(MetricOptions(("fid",)), "shapes")._reference(records, items, 5)
+    shaded, src = SuiteMetrics(MetricOptions(("fid",)), "shapes", render_world="textures")._reference(records, items, 5)
+    assert "textures world" in src and "textures" not in src_flat
+    for r, a, b in zip(records, flat, shaded, strict=True):
+        rng = np.random.default_rng(derive_seed(5, "fid-reference", 0, r["sample_index"]))
+        scene = scene_for(items[0], rng)
+        np.testing.assert_array_equal(a, render(scene))
+        np.testing.assert_array_equal(b, render_world([scene], "textures", rng)[0])
+        assert not np.array_equal(a, b)
+    with pytest.raises(ValueError, match="world"):
+        SuiteMetrics(MetricOptions(("fid",)), "shapes", render_world="marble")._reference(records, items, 5)
+    # eval passes the policy's look through: the shipped textures base gets shaded references
+    res = evaluate(EvalOptions(policy="textures-base", limit=1, images_per_prompt=2,
+                               metrics=MetricOptions(("fid",))), tmp_path / "tex", progress=False)
+    assert "textures world" in res["metrics"]["reference"]["source"]
+
+
 def test_metric_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown metric"):
         parse_metric_names("clip,fd")

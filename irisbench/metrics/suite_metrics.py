@@ -5,7 +5,8 @@
   world: ``--clip-model`` / ``--clip-pretrained`` (weights must be on this machine). The scale is explicit.
 - ``fid`` / ``kid``: distance between the run's images and reference images, with CLIP image-tower
   features (torchmetrics). Shapes world: the reference is a fresh rendering of a ground-truth scene for every
-  (prompt, sample) of the run, from seeds the policy never sees; open world: ``--fid-reference DIR`` (PNG files).
+  (prompt, sample) of the run, from seeds the policy never sees, in the policy's look (a textures-world policy's
+  references are shaded as its training images are); open world: ``--fid-reference DIR`` (PNG files).
 
 Small samples: KID's subset size adapts to the sample unless given (``kid_subset_size``): min(100, n // 2)
 with n = min(#real, #fake), so that the 100 subsets differ from each other (a subset of all n images would
@@ -105,8 +106,9 @@ def parse_metric_names(spec: str | None) -> tuple[str, ...]:
 class SuiteMetrics:
     """Loads the CLIP model once; scores batches during generation and the whole run at the end."""
 
-    def __init__(self, opts: MetricOptions, world: str) -> None:
+    def __init__(self, opts: MetricOptions, world: str, render_world: str = "shapes") -> None:
         self.opts, self.world = opts, world
+        self.render_world = render_world  # the embedded world's look: FID's reference renders match it
         self._clip = None
         if opts.names and world == "open" and opts.clip_model is None:
             raise UsageError("--metrics on an open-world policy needs --clip-model (and --clip-pretrained with "
@@ -185,11 +187,17 @@ class SuiteMetrics:
         from irisbench.policies.base import derive_seed
         from irisbench.world.sampler import scene_for
         from irisbench.world.scene import render
+        from irisbench.world.textures import check_world, render_world
 
+        check_world(self.render_world)
         real = []
         for r in records:
             meta = items[r["prompt_index"]]
             meta = meta.get("metadata", meta)  # CompBench items carry their GenEval metadata
             rng = np.random.default_rng(derive_seed(seed, "fid-reference", r["prompt_index"], r["sample_index"]))
-            real.append(render(scene_for(meta, rng)))
-        return real, "ground-truth renders of the same prompts (held-out seeds)"
+            scene = scene_for(meta, rng)
+            # textures: shaded as the policy's training images are (shading drawn after the scene, same stream)
+            real.append(render(scene) if self.render_world == "shapes" else render_world([scene], self.render_world,
+                                                                                          rng)[0])
+        look = "" if self.render_world == "shapes" else f", {self.render_world} world"
+        return real, f"ground-truth renders of the same prompts (held-out seeds{look})"
