@@ -28,7 +28,9 @@ previous fast loop's 55-57; the eval batch (64 prompts x 1, CFG 3) 59-72 against
 and 49-58. Tokens identical and image logits bit-identical (largest gap 0.0) on both. On two threads
 with the cores busy elsewhere every loop's OpenMP threads spin on barriers and single runs of the
 reference took 3.5-48 s; there the split image phase gave 41-43 against the reference's 5-18 (2.3-9x),
-which says more about the contention than about the loop. No compilation: ``torch.compile`` of the step
+which says more about the contention than about the loop. On the same Xeon, quiet: 1.72-1.73x on one thread,
+1.50-1.60x on two (the reference loop's own two-thread scaling is better than on a busy machine); with MKL
+held to AVX2, 1.47-1.61x. No compilation: ``torch.compile`` of the step
 took 7.6 s (31 s with a cold cache) and ran slower; bf16 (not exact anyway) was no faster eagerly.
 
 Why not 3x (roofline, eval batch, 64 images, one core): 63 image steps x 128 rows x ~3.9 MFLOP (~31
