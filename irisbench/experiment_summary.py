@@ -66,10 +66,10 @@ def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
     return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
 
 
-def _scores_table(evals: Evals) -> list[str]:
+def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The ``suite/split`` keys and, per run, its overall score cells ("score [lo, hi]"; "–" where not run)."""
     keys = list(next(iter(evals.values())))
-    lines = ["| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
-             "|---|" + "---|" * len(keys)]
+    rows = []
     for label, d in evals.items():
         cells = []
         for k in keys:
@@ -77,9 +77,16 @@ def _scores_table(evals: Evals) -> list[str]:
                 cells.append("–")
                 continue
             s, lo, hi, _ = _overall(d[k])
-            cells.append(f"{s:.3f} [{lo:.3f}, {hi:.3f}]")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+            cells.append(f"{s:.3f} [{lo:.{ci_digits}f}, {hi:.{ci_digits}f}]")
+        rows.append((label, cells))
+    return keys, rows
+
+
+def _scores_table(evals: Evals) -> list[str]:
+    keys, rows = _score_rows(evals, 3)
+    lines = ["| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
 
 
 def _rules(seeds: tuple[int, ...], eval_seed: int) -> str:
@@ -141,20 +148,13 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
 
 
 def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
-    keys = list(next(iter(evals.values())))
+    keys, rows = _score_rows(evals, 2)
     table = Table(title="overall scores (95% CI)")
     table.add_column("run", no_wrap=True)
     for k in keys:
         table.add_column(k, justify="right")
-    for label, d in evals.items():
-        row = []
-        for k in keys:
-            if k not in d:
-                row.append("–")
-                continue
-            s, lo, hi, _ = _overall(d[k])
-            row.append(f"{s:.3f} [{lo:.2f}, {hi:.2f}]")
-        table.add_row(label, *row)
+    for label, cells in rows:
+        table.add_row(label, *cells)
     return table
 
 
