@@ -692,8 +692,10 @@ def train_cmd(
         trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change,
                               device=device)
         last = trainer.train()
+        main = trainer.dist.main
+        del trainer  # its sharded model holds the process group: freed before the group is left
         distributed.end()
-        if trainer.dist.main:
+        if main:
             console.print(f"run folder: {target}\nlast checkpoint: {last}")
         return last
 

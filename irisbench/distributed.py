@@ -76,11 +76,18 @@ class Dist:
 
 
 def end() -> None:
-    """Leave the process group, if one was joined, once every process got here (so launchers exit 0)."""
+    """Leave the process group, if one was joined, once every process got here (so launchers exit 0).
+
+    Objects that hold the group (an FSDP model's device mesh) should be gone first: a group destroyed only at
+    interpreter exit can abort the process there (gloo's worker threads outliving the interpreter), so
+    unreachable ones are collected here and callers drop their trainer before calling this."""
     if "torch.distributed" not in sys.modules:
         return
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()

@@ -30,8 +30,9 @@ weights = np.concatenate([full(p) for p in params])
 grads = np.concatenate([full(p.grad) for p in params if p.grad is not None])
 np.save(os.path.join(sys.argv[1], f"w{t.dist.rank}.npy"), weights)
 np.save(os.path.join(sys.argv[1], f"g{t.dist.rank}.npy"), grads)
-dist.barrier()
-dist.destroy_process_group()
+del t, params  # the sharded model holds the process group (FSDP's mesh): free it before leaving the group
+from irisbench.distributed import end
+end()
 """
 
 
