@@ -129,9 +129,28 @@ def cpu_bf16_native() -> tuple[bool, str]:
     else:
         found = ["bf16 instructions"] if cpu_has_native_bf16() else []
         source = "/proc/cpuinfo flags"
+    held = isa_held_below_avx512()
+    if found and held:
+        return False, (f"CPU has {' and '.join(found)} but {held} holds the math libraries below AVX-512 "
+                       f"({source}; capability {capability})")
     if found:
         return True, f"CPU has {' and '.join(found)} ({source}; capability {capability})"
     return False, f"CPU lacks avx512_bf16 and amx ({source}; capability {capability})"
+
+
+def isa_held_below_avx512() -> str:
+    """The first of ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``, ``ATEN_CPU_CAPABILITY`` set to an
+    instruction set below AVX-512 (as ``NAME=VALUE``; "" when none is): then bf16 is emulated whatever
+    the CPU has."""
+    import os
+
+    from irisbench.runs import ISA_VARS
+
+    for name in ISA_VARS:
+        value = os.environ.get(name, "").strip()
+        if value and not any(k in value.upper() for k in ("AVX512", "AVX10", "AMX", "ALL", "DEFAULT")):
+            return f"{name}={value}"
+    return ""
 
 
 def dtype_name(dtype: object) -> str:

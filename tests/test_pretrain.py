@@ -218,6 +218,20 @@ def test_auto_precision_falls_back_to_proc_cpuinfo(monkeypatch: pytest.MonkeyPat
     assert not native and "/proc/cpuinfo" in why and resolve_precision("auto")[0] == "fp32"
 
 
+def test_auto_precision_follows_an_instruction_set_held_below_avx512(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU with AMX whose math libraries are held to AVX2 (how an AVX2-only CPU is emulated) runs bf16
+    emulated: auto picks fp32 and says why."""
+    _fake_cpu(monkeypatch, True, True)
+    for name in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_precision("auto")[0] == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert resolve_precision("auto")[0] == "bf16"
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    chosen, why = resolve_precision("auto")
+    assert chosen == "fp32" and "MKL_ENABLE_INSTRUCTIONS=AVX2 holds the math libraries below AVX-512" in why
+
+
 def test_auto_precision_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cpu(monkeypatch, True, True)  # the CPU does not decide for a CUDA run
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
