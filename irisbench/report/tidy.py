@@ -4,8 +4,10 @@ The published experiment's numbers live in ``results/experiment/`` as ``scores.c
 ``scores.parquet`` beside its plots, so any figure can be re-plotted or cross-checked without the run
 folders (which stay out of the repository). Every row comes from an eval run's ``results.json``: the
 tag scores, their cluster-bootstrap intervals and counts, plus an ``overall`` row per run. ``seed`` is
-the run's base seed: several seeds of one method give several rows, one per seed (aggregate over them
-with pandas, e.g. ``df.groupby(["run", "suite", "split", "tag"]).score.agg(["mean", "std"])``).
+the eval run's sampling seed: the experiment evaluates everything with one evaluation seed (paired
+deltas), so it is the same on every row there. The experiment's training seeds are in the run labels
+(``iris-nsc s1 (best val)``; no ``sN`` for the first seed) and, with their paired deltas, in
+``seed_deltas.csv``'s ``seed`` column.
 """
 
 from __future__ import annotations
