@@ -191,6 +191,10 @@ def test_keep_last_prunes_old_checkpoints(tmp_path: Path) -> None:
 
 
 def _fake_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:
+    from irisbench.runs import ISA_VARS
+
+    for name in ISA_VARS:  # a CPU whose math libraries are not held to a lower instruction set
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
 
@@ -210,6 +214,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_
 def test_auto_precision_falls_back_to_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
     import irisbench.devices as devices
 
+    _fake_cpu(monkeypatch, True, True)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda cpuinfo=None: True)
     assert devices.cpu_bf16_native()[0] and resolve_precision("auto")[0] == "bf16"
@@ -222,8 +227,6 @@ def test_auto_precision_follows_an_instruction_set_held_below_avx512(monkeypatch
     """A CPU with AMX whose math libraries are held to AVX2 (how an AVX2-only CPU is emulated) runs bf16
     emulated: auto picks fp32 and says why."""
     _fake_cpu(monkeypatch, True, True)
-    for name in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA"):
-        monkeypatch.delenv(name, raising=False)
     assert resolve_precision("auto")[0] == "bf16"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     assert resolve_precision("auto")[0] == "bf16"
