@@ -142,13 +142,10 @@ def isa_held_below_avx512() -> str:
     """The first of ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``, ``ATEN_CPU_CAPABILITY`` set to an
     instruction set below AVX-512 (as ``NAME=VALUE``; "" when none is): then bf16 is emulated whatever
     the CPU has."""
-    import os
+    from irisbench.runs import isa_overrides
 
-    from irisbench.runs import ISA_VARS
-
-    for name in ISA_VARS:
-        value = os.environ.get(name, "").strip()
-        if value and not any(k in value.upper() for k in ("AVX512", "AVX10", "AMX", "ALL", "DEFAULT")):
+    for name, value in isa_overrides().items():
+        if value.strip() and not any(k in value.upper() for k in ("AVX512", "AVX10", "AMX", "ALL", "DEFAULT")):
             return f"{name}={value}"
     return ""
 

@@ -11,7 +11,6 @@ world (``readme_markers``) and copies tidy tables and plots under ``results/expe
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -33,13 +32,13 @@ def log_invocation(out: Path, seconds: float, threads: int | None) -> dict[str, 
     kept and not redone, so its time is missing from the total)."""
     import torch
 
-    from irisbench.runs import ISA_VARS, cpu_model
+    from irisbench.runs import cpu_model, isa_overrides
 
     path = out / INVOCATIONS
     rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1), "cpu": cpu_model(),
            "capability": str(torch.backends.cpu.get_cpu_capability()),
            "threads": threads or torch.get_num_threads(),
-           "isa_env": {k: os.environ[k] for k in ISA_VARS if k in os.environ}}
+           "isa_env": isa_overrides()}
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

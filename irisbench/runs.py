@@ -706,6 +706,11 @@ def _git_info(repo: Path) -> dict[str, Any]:
 ISA_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
 
+def isa_overrides() -> dict[str, str]:
+    """Those of ``ISA_VARS`` set in this process's environment, with their values."""
+    return {k: os.environ[k] for k in ISA_VARS if k in os.environ}
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; else the platform's processor string, else "unknown")."""
     try:
@@ -751,8 +756,8 @@ def env_info() -> dict[str, Any]:
         "irisbench_version": packages.get("irisbench"),
         "git": _git_info(Path(__file__).resolve().parent.parent),
         "packages": packages,
-        "env_vars": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "OMP_NUM_THREADS",
-                                                 *ISA_VARS) if k in os.environ},
+        "env_vars": {**{k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "OMP_NUM_THREADS")
+                        if k in os.environ}, **isa_overrides()},
     }
     torch = sys.modules.get("torch")
     if torch is not None:

@@ -186,10 +186,8 @@ class SuiteMetrics:
             return [read_png(f) for f in files], str(self.opts.fid_reference)
         from irisbench.policies.base import derive_seed
         from irisbench.world.sampler import scene_for
-        from irisbench.world.scene import render
-        from irisbench.world.textures import check_world, render_world
+        from irisbench.world.textures import render_world
 
-        check_world(self.render_world)
         real = []
         for r in records:
             meta = items[r["prompt_index"]]
@@ -197,7 +195,6 @@ class SuiteMetrics:
             rng = np.random.default_rng(derive_seed(seed, "fid-reference", r["prompt_index"], r["sample_index"]))
             scene = scene_for(meta, rng)
             # textures: shaded as the policy's training images are (shading drawn after the scene, same stream)
-            real.append(render(scene) if self.render_world == "shapes" else render_world([scene], self.render_world,
-                                                                                          rng)[0])
+            real.append(render_world([scene], self.render_world, rng)[0])
         look = "" if self.render_world == "shapes" else f", {self.render_world} world"
         return real, f"ground-truth renders of the same prompts (held-out seeds{look})"

@@ -590,7 +590,8 @@ class ShapesLMPolicy:
         del cache
 
         # ---- phase 2: the image; cond rows then (with guidance) uncond rows, in lockstep
-        plans = [[int(text_ids[k]) for k in plan_local[r, : int(plan_len[r])]] for r in range(b)]
+        lens = plan_len.tolist()  # one transfer, not one per token on a GPU
+        plans = [text_ids[plan_local[r, : lens[r]]].tolist() for r in range(b)]
         seqs = [[v.bos, *p, v.bop, *pl, v.boi] for p, pl in zip(prompt_ids, plans, strict=True)]
         guided = s.cfg != 1.0
         if guided:
