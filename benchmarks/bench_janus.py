@@ -174,7 +174,7 @@ def bf16_logits(model: Any, rows: list[list[int]], args: Any, tolerance: float =
     import torch
     from transformers import LogitsProcessorList
 
-    from irisbench.policies.janus import _left_pad, _positions, sample_image_tokens
+    from irisbench.policies.janus_decode import _left_pad, _positions, sample_image_tokens
 
     n = args.tokens
     gens = [torch.Generator(device="cuda").manual_seed(i) for i in range(len(rows))]
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from irisbench.policies.janus import sample_image_tokens
+    from irisbench.policies.janus_decode import sample_image_tokens
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device")

@@ -20,14 +20,8 @@ pytest.importorskip("transformers")
 
 from janus_tiny import GRID, build_tiny_janus  # noqa: E402
 
-from irisbench.policies.janus import (  # noqa: E402
-    JanusPolicy,
-    _left_pad,
-    cot_request,
-    image_request,
-    sample_image_tokens,
-    sample_text,
-)
+from irisbench.policies.janus import JanusPolicy, cot_request, image_request  # noqa: E402
+from irisbench.policies.janus_decode import _left_pad, sample_image_tokens, sample_text  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 PROMPTS = ["a photo of a red cube", "two green cats above a blue sphere to the left of a dog", "a star"]

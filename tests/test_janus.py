@@ -23,13 +23,11 @@ from irisbench.policies.janus import (  # noqa: E402
     COT_SYSTEM_PROMPT,
     JanusCheckpointError,
     JanusPolicy,
-    _left_pad,
     cot_request,
     freeze_for_rl,
     image_request,
-    sample_image_tokens,
-    sample_text,
 )
+from irisbench.policies.janus_decode import _left_pad, sample_image_tokens, sample_text  # noqa: E402
 from irisbench.uncertainty import token_stats  # noqa: E402
 
 PROMPTS = ["a photo of a red cube", "two green cats above a blue sphere to the left of a dog", "a star"]
