@@ -636,7 +636,7 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     import torch  # noqa: F401  (so env_info can report devices)
 
     from irisbench.devices import cpu_has_native_bf16
-    from irisbench.runs import env_info
+    from irisbench.provenance import env_info
 
     info = env_info()
     info["torch_threads"] = torch.get_num_threads()
@@ -790,7 +790,8 @@ def probe_cmd(
     def body() -> None:
         from irisbench.alignment import format_cell, probe_alignment, shapes_judge_and_count, write_outputs
         from irisbench.policies import load_policy
-        from irisbench.runs import RunDir, env_info
+        from irisbench.provenance import env_info
+        from irisbench.runs import RunDir
         from irisbench.suites import load_suite, resolve_prompts
 
         names = [r.strip() for r in rewards.split(",") if r.strip()]

@@ -142,7 +142,7 @@ def isa_held_below_avx512() -> str:
     """The first of ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``, ``ATEN_CPU_CAPABILITY`` set to an
     instruction set below AVX-512 (as ``NAME=VALUE``; "" when none is): then bf16 is emulated whatever
     the CPU has."""
-    from irisbench.runs import isa_overrides
+    from irisbench.provenance import isa_overrides
 
     for name, value in isa_overrides().items():
         if value.strip() and not any(k in value.upper() for k in ("AVX512", "AVX10", "AMX", "ALL", "DEFAULT")):

@@ -320,7 +320,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     With ``opts.images`` the images are read from that folder (``irisbench.layouts``) instead of generated;
     the rest (records, summaries, official layouts) is the same."""
     from irisbench.devices import device_record, resolve_device
-    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, read_records, write_parquet
+    from irisbench.provenance import env_info
+    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, read_records, write_parquet
     from irisbench.stats import count_check
 
     device = resolve_device(opts.device)  # before anything is loaded or written: one line if unusable

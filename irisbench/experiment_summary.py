@@ -32,7 +32,7 @@ def log_invocation(out: Path, seconds: float, threads: int | None) -> dict[str, 
     kept and not redone, so its time is missing from the total)."""
     import torch
 
-    from irisbench.runs import cpu_model, isa_overrides
+    from irisbench.provenance import cpu_model, isa_overrides
 
     path = out / INVOCATIONS
     rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1), "cpu": cpu_model(),

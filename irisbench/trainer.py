@@ -149,8 +149,9 @@ class GRPOTrainer:
 
         from irisbench.devices import device_record
         from irisbench.policies import load_policy
+        from irisbench.provenance import env_info
         from irisbench.rewards import build_reward
-        from irisbench.runs import RunDir, env_info
+        from irisbench.runs import RunDir
         from irisbench.suites import load_suite, resolve_prompts
 
         cfg = self.cfg

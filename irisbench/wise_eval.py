@@ -294,7 +294,8 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> 
     from irisbench.evaluate import save_png
     from irisbench.policies.base import derive_seed
     from irisbench.protocols.wise import score_wise
-    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, env_info, read_records, write_parquet
+    from irisbench.provenance import env_info
+    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, read_records, write_parquet
     from irisbench.stats import count_check
 
     label = LEGACY_LABEL if opts.protocol == "legacy" else VERIFIED_LABEL

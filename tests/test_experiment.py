@@ -154,7 +154,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
             assert json.loads((Path(folder) / "results.json").read_text())["counts"]["generated_now"] == 0
     assert again["seed_deltas"] == entries == json.loads((out / "summary.json").read_text())["seed_deltas"]
     # the wall time of a resumed experiment is the sum over its invocations, on the CPU named
-    from irisbench.runs import cpu_model
+    from irisbench.provenance import cpu_model
 
     t1, t2 = summary["timing"], again["timing"]
     assert (t1["invocations"], t2["invocations"]) == (1, 2) and t1["total_seconds"] == t1["seconds"]

@@ -191,7 +191,7 @@ def test_keep_last_prunes_old_checkpoints(tmp_path: Path) -> None:
 
 
 def _fake_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:
-    from irisbench.runs import ISA_VARS
+    from irisbench.provenance import ISA_VARS
 
     for name in ISA_VARS:  # a CPU whose math libraries are not held to a lower instruction set
         monkeypatch.delenv(name, raising=False)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from irisbench.provenance import env_info
 from irisbench.runs import (
     NotARunError,
     RecordsCorruptError,
@@ -25,7 +26,6 @@ from irisbench.runs import (
     RunLockedError,
     atomic_write_json,
     atomic_write_text,
-    env_info,
     new_run_path,
     read_parquet,
     read_records,
@@ -419,7 +419,7 @@ def test_new_run_path_is_unique_and_usable(tmp_path):
 
 
 def test_env_info_is_json_and_does_not_import_torch():
-    code = ("import json, sys; from irisbench.runs import env_info; e = env_info(); "
+    code = ("import json, sys; from irisbench.provenance import env_info; e = env_info(); "
             "json.dumps(e, allow_nan=False); "
             "print(json.dumps({'torch': 'torch' in sys.modules, 'keys': sorted(e), 'pk': e['packages']}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(),
