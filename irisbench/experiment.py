@@ -224,7 +224,9 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
     if publish_readme is not None:
-        publish(publish_readme, md, report, train_runs, out, evals, world=cfg.world)
+        runs = {ev.label: {"method": ev.method, "checkpoint": ev.checkpoint, "training_seed": ev.seed, "step": ev.step}
+                for ev in seed_evals}
+        publish(publish_readme, md, report, train_runs, out, evals, world=cfg.world, runs=runs)
     return summary
 
 

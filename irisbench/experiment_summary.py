@@ -174,11 +174,12 @@ SEED_DELTAS = "seed_deltas.csv"
 
 
 def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
-            evals: Evals | None = None, *, world: str = "shapes") -> dict[str, Path]:
+            evals: Evals | None = None, *, world: str = "shapes", runs: dict[str, dict[str, Any]] | None = None
+            ) -> dict[str, Path]:
     """Write the published experiment under ``results/experiment/`` beside the README (tidy score tables
     as CSV and Parquet, ``seed_deltas.csv``, the plots) and replace the README's experiment block, whose
     images link there. Returns the tidy tables' paths (none without ``evals``; ``seed_deltas`` when the
-    experiment folder has one)."""
+    experiment folder has one). ``runs``: the tidy tables' method/checkpoint/seed/step per run label."""
     import shutil
 
     from irisbench.report.tidy import write_tidy
@@ -190,7 +191,7 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
     published = published_folder(world)
     folder = readme.parent / published
     folder.mkdir(parents=True, exist_ok=True)
-    tables = write_tidy(evals, folder, relative_to=out) if evals else {}  # run folders relative to `out`
+    tables = write_tidy(evals, folder, relative_to=out, runs=runs) if evals else {}  # run folders relative to `out`
     link = published.as_posix()
     images = []
     for png in report.get("plots", []):

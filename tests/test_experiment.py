@@ -141,6 +141,16 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     published = tmp_path / "results" / "experiment"
     assert (published / "training_dynamics.png").is_file() and (published / "scores.parquet").is_file()
     assert (published / "seed_deltas.csv").read_text() == (out / "seed_deltas.csv").read_text()
+    # the tidy table says what each label stands for: method, checkpoint, training seed and step
+    scores = pd.read_parquet(published / "scores.parquet")  # integer columns with gaps stay integers there
+    for (label, method, kind, seed), rows in scores.groupby(["run", "method", "checkpoint", "training_seed"]):
+        sel = summary["selection"][method][f"seed-{seed}"]
+        assert label.startswith(method) and f"({kind})" in label and (seed == 0) == (f" s{seed} " not in label)
+        assert set(rows["step"]) == {sel["best_val_step"] if kind == "best val" else sel["last_step"]}
+    assert scores.loc[scores.run == "verifier s1 (last)", "training_seed"].eq(1).all()
+    unknown = scores.loc[scores.run.isin(["base", "oracle", "random"]), ["method", "training_seed", "step"]]
+    assert len(unknown) and unknown.isna().all().all()
+    assert scores.groupby(["run", "method", "checkpoint", "training_seed"]).ngroups == 8  # methods x kinds x seeds
 
     # re-running resumes: nothing is trained, opened for training or generated again
     metrics = {p: p.stat().st_mtime_ns for p in (out / "train").glob("*/seed-*/train/metrics.*")}

@@ -14,8 +14,9 @@ import pytest
 import tomllib
 from report_fixtures import make_run
 
+from irisbench.errors import IrisbenchError
 from irisbench.experiment_summary import README_BEGIN, README_END, publish
-from irisbench.report.tidy import COLUMNS, tidy_rows, write_tidy
+from irisbench.report.tidy import COLUMNS, RUN_COLUMNS, tidy_rows, write_tidy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,21 @@ def test_tidy_rows_one_per_run_suite_split_tag_with_hand_checked_scores(tmp_path
     assert by[("iris-nsc (best val)", "val", "overall")]["score"] == pytest.approx(0.5)
     r = by[("base", "test", "single_object")]
     assert (r["n_images"], r["n_prompts"]) == (4, 2) and r["ci_low"] <= r["score"] <= r["ci_high"]
+
+
+def test_tidy_rows_carry_what_a_label_stands_for(tmp_path: Path) -> None:
+    evals = _tiny_experiment(tmp_path)
+    meta = {"iris-nsc (best val)": {"method": "iris-nsc", "checkpoint": "best val", "training_seed": 2, "step": 40}}
+    rows = tidy_rows(evals, runs=meta)
+    for r in rows:
+        want = meta.get(r["run"], {})
+        assert [r[c] for c in RUN_COLUMNS] == [want.get(c) for c in RUN_COLUMNS]
+    paths = write_tidy(evals, tmp_path / "out", runs=meta)
+    csv, parquet = pd.read_csv(paths["csv"]), pd.read_parquet(paths["parquet"])
+    assert str(parquet["training_seed"].dtype) == "Int64" and parquet["training_seed"].dropna().tolist() == [2] * 6
+    assert csv.loc[csv.run == "base", "training_seed"].isna().all()
+    with pytest.raises(IrisbenchError, match="seed"):
+        tidy_rows(evals, runs={"base": {"seed": 1}})
 
 
 def test_publish_writes_tidy_tables_and_links_plots_under_results(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ The published experiment's numbers live in ``results/experiment/`` as ``scores.c
 folders (which stay out of the repository). Every row comes from an eval run's ``results.json``: the
 tag scores, their cluster-bootstrap intervals and counts, plus an ``overall`` row per run. ``seed`` is
 the eval run's sampling seed: the experiment evaluates everything with one evaluation seed (paired
-deltas), so it is the same on every row there. The experiment's training seeds are in the run labels
-(``iris-nsc s1 (best val)``; no ``sN`` for the first seed) and, with their paired deltas, in
-``seed_deltas.csv``'s ``seed`` column.
+deltas), so it is the same on every row there. Where the caller knows what a run label stands for (the
+experiment does), ``method``, ``checkpoint`` ("best val" / "last"), ``training_seed`` and ``step`` say it
+in columns, so a table can be grouped by method and seed without parsing labels; they are empty for the
+base and the references.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ from typing import Any
 
 from irisbench.errors import UsageError
 
-COLUMNS = ("run", "suite", "split", "world", "seed", "tag", "score", "ci_low", "ci_high", "n_images", "n_prompts",
-           "policy", "folder")
+RUN_COLUMNS = ("method", "checkpoint", "training_seed", "step")  # what a label stands for, when known
+COLUMNS = ("run", *RUN_COLUMNS, "suite", "split", "world", "seed", "tag", "score", "ci_low", "ci_high", "n_images",
+           "n_prompts", "policy", "folder")
 
 
-def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | Path | None = None
-              ) -> list[dict[str, Any]]:
+def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | Path | None = None,
+              runs: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Rows from ``{run label: {"suite/split": eval run folder}}`` (the experiment's ``evals``); ``folder``
-    is written relative to ``relative_to`` (the experiment folder) when the run lies below it."""
+    is written relative to ``relative_to`` (the experiment folder) when the run lies below it. ``runs``:
+    ``{run label: {column of RUN_COLUMNS: value}}`` for the labels whose method and seed are known."""
     rows: list[dict[str, Any]] = []
+    runs = runs or {}
+    unknown = sorted({k for meta in runs.values() for k in meta} - set(RUN_COLUMNS))
+    if unknown:
+        raise UsageError(f"tidy_rows: unknown run column(s) {unknown}; known: {list(RUN_COLUMNS)}")
     for label, folders in evals.items():
         for key, folder in folders.items():
             path = Path(folder) / "results.json"
@@ -36,7 +43,7 @@ def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | 
             res = json.loads(path.read_text(encoding="utf-8"))
             common = {"run": label, "suite": res["suite"], "split": res["split"], "world": res.get("world"),
                       "seed": res.get("seed"), "policy": (res.get("policy") or {}).get("name"),
-                      "folder": _shown(Path(folder), relative_to)}
+                      "folder": _shown(Path(folder), relative_to), **runs.get(label, {})}
             scores = res["scores"]
             tags = [("overall", scores["overall"]), *scores["tags"].items()]
             for tag, s in tags:
@@ -55,14 +62,17 @@ def _shown(folder: Path, relative_to: str | Path | None) -> str:
     return str(folder)
 
 
-def write_tidy(evals: Mapping[str, Mapping[str, str | Path]], folder: str | Path,
-               stem: str = "scores", relative_to: str | Path | None = None) -> dict[str, Path]:
+def write_tidy(evals: Mapping[str, Mapping[str, str | Path]], folder: str | Path, stem: str = "scores",
+               relative_to: str | Path | None = None, runs: Mapping[str, Mapping[str, Any]] | None = None
+               ) -> dict[str, Path]:
     """Write ``<stem>.csv`` and ``<stem>.parquet`` into ``folder``; returns their paths."""
     import pandas as pd
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(tidy_rows(evals, relative_to), columns=list(COLUMNS))
+    df = pd.DataFrame(tidy_rows(evals, relative_to, runs), columns=list(COLUMNS))
+    df["training_seed"] = df["training_seed"].astype("Int64")  # integers with gaps, not floats
+    df["step"] = df["step"].astype("Int64")
     paths = {"csv": folder / f"{stem}.csv", "parquet": folder / f"{stem}.parquet"}
     df.to_csv(paths["csv"], index=False)
     df.to_parquet(paths["parquet"], index=False)
