@@ -359,6 +359,8 @@ def pretrain_cmd(
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
     world: str = typer.Option("shapes", help="shapes (flat colours, lossless tokenizer) or textures (per-patch "
                                              "shading, lossy tokenizer): starts from that world's shipped recipe."),
+    threads: int = typer.Option(None, help="torch threads (default: the recipe's 1, the fastest on a busy machine; "
+                                           "on a quiet machine use its cores). May change on resume."),
 ) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
@@ -371,6 +373,8 @@ def pretrain_cmd(
             apply_override(values, *parse_key_value(item, "--set"), where="--set")
         from irisbench.devices import resolve_device
 
+        if threads is not None:
+            values["num_threads"] = threads
         cfg = PretrainConfig.for_world(world, values)
         dev = resolve_device(device)  # before the output folder is made
         target = out or _default_out("pretrain")

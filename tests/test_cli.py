@@ -127,3 +127,8 @@ def test_pretrain_command_trains_and_resumes(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "lr" in again.output
     bad = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "x"), "--set", "stepz=3"])
     assert bad.exit_code != 0 and "stepz" in bad.output
+    # --threads may change on resume (the recipe does not), and is recorded in the run's config
+    assert json.loads((out / "pretrain_config.json").read_text())["num_threads"] == 1
+    more = runner.invoke(app, [*args, "--threads", "2"])
+    assert more.exit_code == 0, more.output
+    assert json.loads((out / "pretrain_config.json").read_text())["num_threads"] == 2
