@@ -6,14 +6,16 @@ exception (a torch bug, a failed assertion) is a fault, not bad input, and keeps
 global ``--debug`` shows the traceback for project errors too. Most subclasses also derive from
 ``ValueError`` (or ``RuntimeError``) so that ``except ValueError`` in callers keeps working.
 
-``did_you_mean`` and ``parse_key_value`` live here because every layer uses them: one phrasing of
-"did you mean" and one ``KEY=VALUE`` parser (values read as YAML) for the whole project.
+``did_you_mean``, ``parse_key_value`` and ``read_utf8`` live here because every layer uses them: one phrasing
+of "did you mean", one ``KEY=VALUE`` parser (values read as YAML) and one strict reader of a user's text file
+for the whole project.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,6 +30,25 @@ class UsageError(IrisbenchError, ValueError):
 
 class MissingDependencyError(IrisbenchError, RuntimeError):
     """An optional library or file that a requested feature needs is not installed."""
+
+
+def read_utf8(path: str | os.PathLike[str], error: type[IrisbenchError], kind: str, expected: str) -> str:
+    """The text of a user's file, decoded as UTF-8, a leading BOM removed. A missing file, a folder or bytes
+    that are not UTF-8 raise ``error`` with one line naming the file (``"{path}: {kind} not found"``,
+    ``"{path}: is a directory, expected {expected}"``) and, for a bad byte, its line and offset."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise error(f"{path}: {kind} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, expected {expected}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = raw.count(b"\n", 0, err.start) + 1
+        raise error(f"{path}:{lineno}: not valid UTF-8 (byte offset {err.start}: {err.reason})") from None
+    return text.removeprefix("\ufeff")
 
 
 def did_you_mean(name: str, valid: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:

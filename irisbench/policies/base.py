@@ -188,6 +188,22 @@ class TrainablePolicy(Policy, Protocol):
         ...
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad: int, device: Any = None) -> tuple[Any, Any, Any]:
+    """Token rows left-padded into (ids, attention mask, position ids), long tensors on ``device``: real tokens
+    get positions 0, 1, ... so padding never shifts a row's positions; padding columns get 0."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
 def row_seeds(n_prompts: int, n: int, seed: int | Sequence[int]) -> list[int]:
     """Per-row seeds: given explicitly, or derived from (base seed, prompt index, sample index)."""
     if isinstance(seed, (int, np.integer)):

@@ -32,23 +32,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from irisbench.errors import UsageError
-from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout
+from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, left_pad
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import torch
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
+    """(ids, attention mask) of left-padded rows on ``device`` (``irisbench.policies.base.left_pad``)."""
+    ids, mask, _ = left_pad(rows, pad_id, device)
+    return ids, mask
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

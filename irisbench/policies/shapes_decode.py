@@ -119,7 +119,8 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
     import torch
     from transformers import DynamicCache
 
-    from irisbench.policies.shapes_lm import _left_pad, _stats, draw_tokens, row_uniforms
+    from irisbench.policies.base import left_pad
+    from irisbench.policies.shapes_lm import _stats, draw_tokens, row_uniforms
 
     model, v = policy.model, policy.vocab
     w = Weights.of(model)
@@ -139,7 +140,7 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
     # ---- prefill [BOS] prompt [BOP] with the transformers model (left-padded), into the static cache
     text_ids = torch.as_tensor(v.text_ids, device=dev)
     eop_local = len(v.text_ids) - 1
-    ids, mask, pos = (t.to(dev) for t in _left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad))
+    ids, mask, pos = left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad, dev)
     w0 = ids.shape[1]
     dec = Decoder(w, b, w0 + p_max)
     cache = DynamicCache(config=model.config)
@@ -258,7 +259,7 @@ def _prefill_image(model: Any, w: Weights, v: Any, prompt_ids: list[list[int]], 
     import torch
     from transformers import DynamicCache
 
-    from irisbench.policies.shapes_lm import _left_pad
+    from irisbench.policies.base import left_pad
 
     dev = w.embed.device
     b = len(prompt_ids)
@@ -274,7 +275,7 @@ def _prefill_image(model: Any, w: Weights, v: Any, prompt_ids: list[list[int]], 
     for i, sq in enumerate(distinct):
         index.setdefault(sq, i)
     src = torch.tensor([index[sq] for sq in seqs], device=dev)
-    ids, mask, pos = (t.to(dev) for t in _left_pad(distinct, v.pad))  # width: the longest row, as the reference
+    ids, mask, pos = left_pad(distinct, v.pad, dev)  # width: the longest row, as the reference
     cache = DynamicCache(config=model.config)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)

@@ -146,7 +146,8 @@ def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[
     import torch
     from transformers import DynamicCache
 
-    from irisbench.policies.shapes_lm import _left_pad, _stats, draw_tokens, row_uniforms
+    from irisbench.policies.base import left_pad
+    from irisbench.policies.shapes_lm import _stats, draw_tokens, row_uniforms
 
     model, v = policy.model, policy.vocab
     dev = next(model.parameters()).device
@@ -161,7 +162,7 @@ def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[
     # ---- prefill [BOS] prompt [BOP] with the transformers model (left-padded), into the static cache
     text_ids = torch.as_tensor(v.text_ids, device=dev)
     eop_local = len(v.text_ids) - 1
-    ids, mask, pos = (t.to(dev) for t in _left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad))
+    ids, mask, pos = left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad, dev)
     w0 = ids.shape[1]
     if continue_plan:
         dec = StaticDecoder(model, rows_all, w0 + p_max + 1 + n_img)
@@ -231,7 +232,7 @@ def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[
         seqs = [[v.bos, *p, v.bop, *pl, v.boi] for p, pl in zip(prompt_ids, plans, strict=True)]
         if guided:
             seqs += [[v.bos, v.null, v.boi]] * b
-        ids, mask, pos = (t.to(dev) for t in _left_pad(seqs, v.pad))
+        ids, mask, pos = left_pad(seqs, v.pad, dev)
         col = ids.shape[1]
         dec = StaticDecoder(model, rows_all, col + n_img)
         cache = DynamicCache(config=model.config)

@@ -53,6 +53,7 @@ from irisbench.policies.base import (
     Rollout,
     TokenLogits,
     check_sampling_args,
+    left_pad,
     row_seeds,
 )
 from irisbench.policies.shapes_vocab import (
@@ -119,21 +120,6 @@ def build_model(vocab_size: int, *, hidden_size: int = 192, num_layers: int = 4,
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model.float().eval()
-
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, attention mask, position ids) for left-padded rows; real tokens get positions 0, 1, ..."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    return ids, mask, pos
 
 
 def _right_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -446,7 +432,7 @@ class ShapesLMPolicy:
         # ---- phase 1: the plan, conditional rows only
         text_ids = torch.as_tensor(v.text_ids, device=dev)
         eop_local = len(v.text_ids) - 1
-        ids, mask, pos = (t.to(dev) for t in _left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad))
+        ids, mask, pos = left_pad([[v.bos, *p, v.bop] for p in prompt_ids], v.pad, dev)
         cache = DynamicCache(config=self.model.config) if use_cache else None
         logits = self._forward_last(ids, mask, pos, cache)
         next_pos = pos[:, -1] + 1
@@ -491,7 +477,7 @@ class ShapesLMPolicy:
         guided = s.cfg != 1.0
         if guided:
             seqs += [[v.bos, v.null, v.boi]] * b
-        ids, mask, pos = (t.to(dev) for t in _left_pad(seqs, v.pad))
+        ids, mask, pos = left_pad(seqs, v.pad, dev)
         cache = DynamicCache(config=self.model.config) if use_cache else None
         logits = self._forward_last(ids, mask, pos, cache)
         next_pos = pos[:, -1:] + 1

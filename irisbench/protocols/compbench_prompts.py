@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.errors import IrisbenchError, UsageError, read_utf8
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,7 @@ def load_prompt_file(path: str | os.PathLike[str]) -> list[str]:
     carriage return inside a line, and a prompt containing "_" or "/" (the official scripts take the prompt
     back from the image file name ``{prompt}_{index:06d}.png`` by splitting at the first "_").
     """
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise PromptFileError(f"{path}: prompt file not found") from None
-    except IsADirectoryError:
-        raise PromptFileError(f"{path}: is a directory, expected a prompt .txt file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        lineno = raw.count(b"\n", 0, err.start) + 1
-        raise PromptFileError(f"{path}:{lineno}: not valid UTF-8 (byte offset {err.start}: {err.reason})") from None
-    text = text.removeprefix("\ufeff")
+    text = read_utf8(path, PromptFileError, "prompt file", "a prompt .txt file")
     if not text.strip():
         raise PromptFileError(f"{path}: prompt file is empty")
     lines = text.split("\n")

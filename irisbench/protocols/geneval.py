@@ -29,7 +29,7 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from irisbench.errors import IrisbenchError
+from irisbench.errors import IrisbenchError, read_utf8
 
 # The 80 GenEval object names in COCO category order (``object_names.txt``). Three differ from COCO:
 # "computer mouse" (COCO "mouse"), "tv remote" ("remote"), "computer keyboard" ("keyboard").
@@ -312,21 +312,7 @@ def validate_metadata(
 
 def load_metadata(path: str | os.PathLike[str], *, classes: Collection[str] | None = None) -> list[dict]:
     """Read a GenEval metadata JSONL file (one object per line, blank lines skipped), validated."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise MetadataError(f"{path}: metadata file not found") from None
-    except IsADirectoryError:
-        raise MetadataError(f"{path}: is a directory, expected a metadata .jsonl file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        lineno = raw.count(b"\n", 0, err.start) + 1
-        raise MetadataError(
-            f"{path}:{lineno}: not valid UTF-8 (byte offset {err.start}: {err.reason})"
-        ) from None
-    text = text.removeprefix("\ufeff")
+    text = read_utf8(path, MetadataError, "metadata file", "a metadata .jsonl file")
     items: list[dict] = []
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.errors import IrisbenchError, UsageError, read_utf8
 
 LEGACY_LABEL = "WISE (GPT-4o legacy)"
 VERIFIED_LABEL = "WISE_Verified"
@@ -125,16 +125,9 @@ def load_wise_prompts(paths: str | os.PathLike[str] | Sequence[str | os.PathLike
     out: list[dict] = []
     seen: dict[int, str] = {}
     for path in paths:
+        text = read_utf8(path, WiseDataError, "WISE prompt file", "a .json prompt file")
         try:
-            raw = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise WiseDataError(f"{path}: WISE prompt file not found") from None
-        except IsADirectoryError:
-            raise WiseDataError(f"{path}: is a directory, expected a .json prompt file") from None
-        try:
-            data = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
-        except UnicodeDecodeError as err:
-            raise WiseDataError(f"{path}: not valid UTF-8 (byte offset {err.start})") from None
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise WiseDataError(f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
         if not isinstance(data, list):
