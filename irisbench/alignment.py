@@ -2,9 +2,10 @@
 
 ``probe_alignment`` samples G rollouts per prompt from a policy (its own ``sample``, with the trainer's
 settings: CFG, temperature, top-k), scores them with each chosen reward from the registry
-(``irisbench.rewards.build_reward``, the trainer's reward path, with the trainer's context: the shapes
-world's exact judge) and turns the rewards into GRPO advantages with ``irisbench.grpo.group_advantages``
-(group-normalised, as the trainer does). It then asks, per reward and per tag:
+(``irisbench.rewards.build_reward``, the trainer's reward path, with the trainer's context:
+``irisbench.rewards.reward_context``, the shapes world's exact judge and a ``clip`` term's CLIP) and turns
+the rewards into GRPO advantages with ``irisbench.grpo.group_advantages`` (group-normalised, as the
+trainer does). It then asks, per reward and per tag:
 
 - ``rho_correct``: the within-group Spearman rank correlation of the advantage with correctness (0/1),
   averaged over the groups where both vary (a group of all-right or all-wrong images, or of equal
@@ -13,6 +14,10 @@ world's exact judge) and turns the rewards into GRPO advantages with ``irisbench
   gap (correct minus incorrect);
 - ``rho_plan_len`` / ``rho_objects``: the within-group Spearman correlation of the advantage with the
   plan length (text tokens, EOP included) and with the number of objects the detector finds;
+- ``rho_clip``: the within-group Spearman correlation of the advantage with a CLIP score of the image
+  against its prompt (the shipped ``shapes-clip`` in the shapes world; a CLIP for real images elsewhere),
+  the quality signal where no judge exists: an open-world policy (Janus-Pro) is probed with it alone, and
+  its correctness, object and accuracy figures are then empty;
 
 each with a 95% prompt-bootstrap interval (``irisbench.stats``: prompts are resampled, a prompt's
 images stay together). A reward whose advantage already favours wrong images at step 0 (negative
@@ -39,7 +44,8 @@ import numpy as np
 from irisbench.errors import UsageError
 from irisbench.policies.base import TEXT, derive_seed
 
-METRICS = ("rho_correct", "adv_correct", "adv_incorrect", "adv_gap", "rho_plan_len", "rho_objects")
+METRICS = ("rho_correct", "adv_correct", "adv_incorrect", "adv_gap", "rho_plan_len", "rho_objects", "rho_clip")
+EMPTY: dict[str, float | int | None] = {"mean": None, "lo": None, "hi": None, "n": 0}  # a metric without its input
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,21 +100,27 @@ def _class_means(adv: list[np.ndarray], correct: list[np.ndarray], n_resamples: 
     return out
 
 
-def summarise(adv: np.ndarray, correct: np.ndarray, plan_len: np.ndarray, objects: np.ndarray, g: int, *,
-              n_resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float | int | None]]:
-    """The alignment metrics (``METRICS``) of group-major per-image arrays (B,), B = prompts x ``g``."""
+def summarise(adv: np.ndarray, correct: np.ndarray | None, plan_len: np.ndarray, objects: np.ndarray | None, g: int,
+              *, clip: np.ndarray | None = None, n_resamples: int = 2000,
+              seed: int = 0) -> dict[str, dict[str, float | int | None]]:
+    """The alignment metrics (``METRICS``) of group-major per-image arrays (B,), B = prompts x ``g``. A
+    missing input (``correct`` without a judge, ``objects`` without a detector, ``clip`` without a CLIP)
+    leaves its metrics empty (``EMPTY``)."""
     groups = [slice(i, i + g) for i in range(0, len(adv), g)]
     a = [np.asarray(adv[s], dtype=np.float64) for s in groups]
-    c = [np.asarray(correct[s], dtype=bool) for s in groups]
-    out = {"rho_correct": _mean_ci([_spearman(x, y.astype(float)) for x, y in zip(a, c, strict=True)],
-                                   n_resamples, seed)}
-    out.update(_class_means(a, c, n_resamples, seed))
-    out["rho_plan_len"] = _mean_ci([_spearman(x, np.asarray(plan_len[s], float)) for x, s in zip(a, groups,
-                                                                                                    strict=True)],
-                                   n_resamples, seed)
-    out["rho_objects"] = _mean_ci([_spearman(x, np.asarray(objects[s], float)) for x, s in zip(a, groups,
-                                                                                                 strict=True)],
-                                  n_resamples, seed)
+
+    def rho(values: np.ndarray | None) -> dict[str, float | int | None]:
+        if values is None:
+            return dict(EMPTY)
+        return _mean_ci([_spearman(x, np.asarray(values[s], float)) for x, s in zip(a, groups, strict=True)],
+                        n_resamples, seed)
+
+    if correct is None:
+        out = {k: dict(EMPTY) for k in ("rho_correct", "adv_correct", "adv_incorrect", "adv_gap")}
+    else:
+        out = {"rho_correct": rho(np.asarray(correct, bool))}
+        out.update(_class_means(a, [np.asarray(correct[s], dtype=bool) for s in groups], n_resamples, seed))
+    out.update(rho_plan_len=rho(plan_len), rho_objects=rho(objects), rho_clip=rho(clip))
     return out
 
 
@@ -122,22 +134,35 @@ def shapes_judge_and_count() -> tuple[Callable[[dict, np.ndarray], bool], Callab
 
 def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], *, g: int = 8, seed: int = 0,
                     cfg: float | None = None, temperature: float | None = None, top_k: int | None = None,
-                    judge: Callable[[dict, np.ndarray], bool], count_objects: Callable[[np.ndarray], int],
-                    prompts_per_batch: int = 8, n_resamples: int = 2000,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    judge: Callable[[dict, np.ndarray], bool] | None = None,
+                    count_objects: Callable[[np.ndarray], int] | None = None,
+                    clip_score: Callable[[Sequence[np.ndarray], Sequence[str]], Any] | None = None,
+                    reward_options: dict[str, dict[str, Any]] | None = None, prompts_per_batch: int = 8,
+                    n_resamples: int = 2000, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Sample ``g`` rollouts per item, score every reward, and summarise alignment overall and per tag.
 
-    ``items``: prompt metadata dicts (``prompt``, ``tag``, and what ``judge`` reads). Returns
-    ``{"rows": per-image records, "summary": {reward: {tag or "overall": metrics}}, "accuracy": ...}``.
+    ``items``: prompt metadata dicts (``prompt``, ``tag``, and what ``judge`` reads). ``judge`` (correctness),
+    ``count_objects`` and ``clip_score`` (``clip_score(images, prompts) -> floats``) feed the metrics; at least
+    a judge or a CLIP score is needed. ``reward_options``: per-reward factory options, as a preset's
+    ``reward_options``. Returns ``{"rows": per-image records, "summary": {reward: {tag or "overall":
+    metrics}}, "accuracy": ...}`` (``accuracy`` is None without a judge).
     """
     from irisbench.grpo import group_advantages
-    from irisbench.rewards import build_reward
+    from irisbench.rewards import build_reward, reward_context
 
     if g < 2:
         raise UsageError(f"the probe needs at least 2 rollouts per prompt (a group), got g={g}")
     if not items:
         raise UsageError("the probe needs at least one prompt")
-    terms = {name: build_reward(name) for name in rewards}  # unknown names fail here, before sampling
+    if judge is None and clip_score is None:
+        raise UsageError("the probe needs a judge of correctness or a CLIP score to compare the advantages with")
+    options = reward_options or {}
+    # unknown names fail here, before sampling; each reward's context as the trainer builds it
+    terms = {name: build_reward(name, options={name: options[name]} if name in options else None)
+             for name in rewards}
+    world = getattr(policy, "world", "shapes")
+    contexts = {name: {**reward_context(reward, world), **({"judge": judge} if judge else {})}
+                for name, reward in terms.items()}
     records: list[dict[str, Any]] = []
     values: dict[str, list[np.ndarray]] = {name: [] for name in rewards}
     for start in range(0, len(items), prompts_per_batch):
@@ -146,36 +171,50 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
         roll = policy.sample([it["prompt"] for it in batch], n=g, seed=seeds, cfg=cfg, temperature=temperature,
                              top_k=top_k)
         metas = [it for it in batch for _ in range(g)]
-        context = {"judge": judge, "metadata": metas}
         for name, reward in terms.items():
-            values[name].append(reward.evaluate(roll, context)[0])
+            values[name].append(reward.evaluate(roll, {**contexts[name], "metadata": metas})[0])
+        clip = (np.asarray(clip_score(roll.images, [m["prompt"] for m in metas]), np.float64).reshape(-1)
+                if clip_score is not None else None)
         text = roll.token_mask & (roll.modality == TEXT) if roll.tokens.size else np.zeros((len(roll), 1), bool)
         for row in range(len(roll)):
             meta, image = metas[row], roll.images[row]
             records.append({"prompt": meta["prompt"], "tag": meta.get("tag", "all"), "group": start + row // g,
-                            "row": row % g, "seed": seeds[row], "correct": bool(judge(meta, image)),
-                            "plan_len": int(text[row].sum()), "objects": int(count_objects(image)),
+                            "row": row % g, "seed": seeds[row],
+                            "correct": bool(judge(meta, image)) if judge else None,
+                            "plan_len": int(text[row].sum()),
+                            "objects": int(count_objects(image)) if count_objects else None,
+                            "clip": float(clip[row]) if clip is not None else None,
                             "plan": roll.plans[row] if roll.plans else ""})
         if progress is not None:
             progress(min(start + prompts_per_batch, len(items)), len(items))
-    correct = np.array([r["correct"] for r in records])
+
+    def column(key: str, dtype: Any) -> np.ndarray | None:
+        return None if records[0][key] is None else np.array([r[key] for r in records], dtype=dtype)
+
+    correct, objects, clip_all = column("correct", bool), column("objects", np.float64), column("clip", np.float64)
     plan_len = np.array([r["plan_len"] for r in records])
-    objects = np.array([r["objects"] for r in records])
     tags = np.array([r["tag"] for r in records])
+
+    def part(x: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+        return None if x is None else x[keep]
+
     summary: dict[str, dict[str, Any]] = {}
     for name in rewards:
         raw = np.concatenate(values[name])
         adv = group_advantages(raw, g)[0].numpy()
         for rec, r, a in zip(records, raw, adv, strict=True):
             rec[f"reward:{name}"], rec[f"adv:{name}"] = float(r), float(a)
-        per = {"overall": summarise(adv, correct, plan_len, objects, g, n_resamples=n_resamples, seed=seed)}
+        per = {"overall": summarise(adv, correct, plan_len, objects, g, clip=clip_all, n_resamples=n_resamples,
+                                    seed=seed)}
         for tag in dict.fromkeys(tags.tolist()):
             keep = tags == tag
-            per[tag] = summarise(adv[keep], correct[keep], plan_len[keep], objects[keep], g,
-                                 n_resamples=n_resamples, seed=seed)
+            per[tag] = summarise(adv[keep], part(correct, keep), plan_len[keep], part(objects, keep), g,
+                                 clip=part(clip_all, keep), n_resamples=n_resamples, seed=seed)
         summary[name] = per
-    acc = {"overall": float(correct.mean())}
-    acc.update({tag: float(correct[tags == tag].mean()) for tag in dict.fromkeys(tags.tolist())})
+    acc = None
+    if correct is not None:
+        acc = {"overall": float(correct.mean())}
+        acc.update({tag: float(correct[tags == tag].mean()) for tag in dict.fromkeys(tags.tolist())})
     return {"rows": records, "summary": summary, "accuracy": acc, "g": g, "prompts": len(items)}
 
 
@@ -211,5 +250,5 @@ def format_cell(v: dict[str, Any]) -> str:
     return f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
 
 
-__all__ = ["METRICS", "format_cell", "probe_alignment", "shapes_judge_and_count", "summarise", "summary_rows",
+__all__ = ["EMPTY", "METRICS", "format_cell", "probe_alignment", "shapes_judge_and_count", "summarise", "summary_rows",
            "write_outputs"]

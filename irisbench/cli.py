@@ -775,63 +775,94 @@ def report_cmd(
     _guard(body)
 
 
-@app.command("probe")
+@app.command("probe", cls=_Command)
 def probe_cmd(
     policy: str = typer.Option("shapes-base", help="Policy name or a shapes checkpoint folder."),
     model: str = typer.Option(None, help="Model id/path for policies that need one."),
     suite: str = typer.Option("geneval", help="Suite whose prompts to probe."),
-    split: str = typer.Option("val", help="Split of the suite's prompts (never test for choosing a method)."),
+    split: str = typer.Option(None, help="Split of the suite's prompts (default: val in the shapes world, never "
+                                         "test for choosing a method; the suite's own elsewhere)."),
+    prompts_file: Path = typer.Option(None, help="Official-format prompts replacing the suite's (GenEval metadata "
+                                                 "JSONL, or the T2I-CompBench folder), as eval --prompts."),
     g: int = typer.Option(8, "--g", help="Rollouts per prompt (the GRPO group size)."),
-    rewards: str = typer.Option("nsc,nsc-balanced,sc,entropy,verifier", help="Comma-separated reward names."),
-    prompts: int = typer.Option(48, help="Prompts to probe (0: all), spread evenly over the tags."),
+    rewards: str = typer.Option(None, help="Comma-separated reward names (default: nsc, nsc-balanced, sc, entropy, "
+                                           "verifier, clip in the shapes world; the intrinsic ones elsewhere)."),
+    n_prompts: int = typer.Option(48, "--prompts", help="Prompts to probe (0: all), spread evenly over the tags."),
     cfg: float = typer.Option(None, help="CFG weight for sampling (default: the policy's; GRPO presets use 3)."),
+    clip_model: str = typer.Option(None, help="CLIP for rho(adv, clip) and the clip reward (default: the shipped "
+                                              "shapes-clip in the shapes world; an open_clip backbone elsewhere)."),
+    clip_pretrained: str = typer.Option(None, help="Local weights (.safetensors) of --clip-model."),
     seed: int = typer.Option(0, help="Seed of the rollouts, the prompt subset and the bootstrap."),
     n_resamples: int = typer.Option(2000, help="Bootstrap resamples for the intervals."),
-    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/)."),
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/)."),
 ) -> None:
     """Reward-quality alignment before training: do a reward's GRPO advantages favour correct images?"""
 
     def body() -> None:
-        from irisbench.alignment import format_cell, probe_alignment, shapes_judge_and_count, write_outputs
+        from irisbench.alignment import probe_alignment, shapes_judge_and_count, write_outputs
         from irisbench.policies import load_policy
         from irisbench.provenance import env_info
         from irisbench.runs import RunDir
         from irisbench.suites import load_suite, resolve_prompts
 
-        names = [r.strip() for r in rewards.split(",") if r.strip()]
         pol = load_policy(policy, model)
-        if getattr(pol, "world", None) != "shapes":
-            raise ValueError(f"policy {policy!r} draws in the {getattr(pol, 'world', '?')!r} world: the probe needs "
-                             "an exact judge of correctness, which only the shapes world has")
-        items, prov = resolve_prompts(load_suite(suite), pol.world, split)
-        if prompts:
-            items = _even_subset(items, prompts, seed)
-        judge, count = shapes_judge_and_count()
-        config = {"policy": policy, "model": model, "suite": suite, "split": split, "g": g, "rewards": names,
-                  "prompts": len(items), "cfg": cfg, "seed": seed, "n_resamples": n_resamples}
+        world = getattr(pol, "world", "shapes")
+        shapes = world == "shapes"
+        if not shapes and clip_model is None:
+            raise UsageError(f"policy {policy!r} draws in the {world!r} world, which has no judge of correctness: "
+                             "the probe then compares the advantages with a CLIP score; give --clip-model and "
+                             "--clip-pretrained (an open_clip backbone and its local weights)")
+        default = "nsc,nsc-balanced,sc,entropy,verifier,clip" if shapes else "nsc,nsc-balanced,sc,entropy"
+        names = [r.strip() for r in (rewards or default).split(",") if r.strip()]
+        split_used = split or ("val" if shapes else None)
+        items, prov = resolve_prompts(load_suite(suite), world, split_used, prompts_file)
+        if n_prompts:
+            items = _even_subset(items, n_prompts, seed)
+        judge, count = shapes_judge_and_count() if shapes else (None, None)
+        clip_options = {k: v for k, v in (("model", clip_model), ("pretrained", clip_pretrained)) if v is not None}
+        clip = _probe_clip(clip_options)
+        config = {"policy": policy, "model": model, "suite": suite, "split": prov.get("split", split_used),
+                  "prompts_file": str(prompts_file) if prompts_file else None, "g": g, "rewards": names,
+                  "prompts": len(items), "cfg": cfg, "seed": seed, "n_resamples": n_resamples,
+                  "clip": clip_options or "shapes-clip"}
         run = RunDir.create(out or _default_out("probe"), kind="probe", config=config, env=env_info())
         result = probe_alignment(pol, items, names, g=g, seed=seed, cfg=cfg, judge=judge, count_objects=count,
-                                 n_resamples=n_resamples)
+                                 clip_score=clip, n_resamples=n_resamples,
+                                 reward_options={"clip": clip_options} if "clip" in names and clip_options else None)
         result["config"], result["prompt_provenance"] = config, prov
         write_outputs(result, run.path)
-        acc = result["accuracy"]
-        console.print(f"{len(items)} prompts x {g} rollouts, accuracy {acc['overall']:.3f}")
-        for tag_filter in ("overall", "by tag"):
-            table = Table(title=f"alignment of the GRPO advantage ({tag_filter}; mean [95% prompt-bootstrap CI])")
-            for col in ("reward", "tag", "rho(adv, correct)", "adv correct", "adv incorrect", "rho(adv, plan len)",
-                        "rho(adv, objects)"):
-                table.add_column(col)
-            for name, per in result["summary"].items():
-                for tag, m in per.items():
-                    if (tag == "overall") != (tag_filter == "overall"):
-                        continue
-                    table.add_row(name, tag, format_cell(m["rho_correct"]), format_cell(m["adv_correct"]),
-                                  format_cell(m["adv_incorrect"]), format_cell(m["rho_plan_len"]),
-                                  format_cell(m["rho_objects"]))
-            console.print(table)
+        _print_probe(result, len(items), g)
         console.print(f"written: {run.path}/alignment.json, alignment.csv, alignment_rows.csv")
 
     _guard(body)
+
+
+def _probe_clip(options: dict[str, str]) -> Callable[[Any, Any], Any]:
+    """The probe's CLIP scorer: ``options`` (model, pretrained) or the shipped shapes-clip, raw cosine."""
+    from irisbench.metrics.clip_score import clip_score, load_clip
+
+    clip = load_clip(**options)
+    return lambda images, prompts: clip_score(images, prompts, clip)
+
+
+def _print_probe(result: dict[str, Any], n_items: int, g: int) -> None:
+    from irisbench.alignment import format_cell
+
+    acc = result["accuracy"]
+    console.print(f"{n_items} prompts x {g} rollouts" + (f", accuracy {acc['overall']:.3f}" if acc else
+                                                         " (no judge: correctness columns are empty)"))
+    for tag_filter in ("overall", "by tag"):
+        table = Table(title=f"alignment of the GRPO advantage ({tag_filter}; mean [95% prompt-bootstrap CI])")
+        for col in ("reward", "tag", "rho(adv, correct)", "adv correct", "adv incorrect", "rho(adv, plan len)",
+                    "rho(adv, objects)", "rho(adv, clip)"):
+            table.add_column(col)
+        for name, per in result["summary"].items():
+            for tag, m in per.items():
+                if (tag == "overall") != (tag_filter == "overall"):
+                    continue
+                table.add_row(name, tag, *(format_cell(m[k]) for k in ("rho_correct", "adv_correct", "adv_incorrect",
+                                                                     "rho_plan_len", "rho_objects", "rho_clip")))
+        console.print(table)
 
 
 def _even_subset(items: list[dict], n: int, seed: int) -> list[dict]:

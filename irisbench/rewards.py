@@ -383,3 +383,28 @@ def build_reward(
     terms = tuple(make_reward(n, **dict(options.get(n, {}))) for n in names)
     label = "+".join(n if w == 1.0 else f"{w:g}*{n}" for n, w in zip(names, ws, strict=True))
     return CompositeReward(terms=terms, weights=tuple(ws), name=label)
+
+
+def reward_context(reward: CompositeReward, world: str) -> dict[str, Any]:
+    """What the terms of ``reward`` read besides the rollout, for a policy of ``world``: the shapes world's
+    exact judge (``judge``), and ``clip_score`` when a ``clip`` term is configured (its ``model`` /
+    ``pretrained`` / ``scale``; the model is loaded here). The trainer and the alignment probe both use it."""
+    context: dict[str, Any] = {}
+    if world == "shapes":
+        from irisbench.protocols.geneval import judge
+        from irisbench.world.detector import detect
+
+        context["judge"] = lambda meta, image: judge(meta, detect(image)).correct
+    clips = [t for t in reward.terms if isinstance(t, ClipReward)]
+    if clips:
+        from irisbench.metrics.clip_score import SHAPES_CLIP, check_scale, clip_score, load_clip
+
+        spec = clips[0]
+        if world != "shapes" and spec.model == SHAPES_CLIP:
+            raise RewardError("reward 'clip' on an open-world policy needs a CLIP for real images: set "
+                              "reward_options={clip: {model: <open_clip backbone>, pretrained: <local weights "
+                              "file>}}; the default shapes-clip only knows the shapes world")
+        check_scale(spec.scale)
+        clip = load_clip(spec.model, spec.pretrained)
+        context["clip_score"] = lambda images, prompts: clip_score(images, prompts, clip, scale=spec.scale)
+    return context

@@ -223,30 +223,11 @@ class GRPOTrainer:
         (self.out / METRICS_DIR).mkdir(exist_ok=True)
 
     def _reward_context(self) -> dict[str, Any]:
-        """What the rewards read besides the rollout: the shapes world's exact judge, and a CLIP scorer when
-        a ``clip`` term is configured (``ClipReward.model`` / ``pretrained`` / ``scale``)."""
-        from irisbench.rewards import ClipReward
-        from irisbench.train_config import ConfigError
+        """What the rewards read besides the rollout (``irisbench.rewards.reward_context``): the shapes world's
+        exact judge, and a CLIP scorer when a ``clip`` term is configured."""
+        from irisbench.rewards import reward_context
 
-        context: dict[str, Any] = {}
-        if self.world == "shapes":
-            from irisbench.protocols.geneval import judge
-            from irisbench.world.detector import detect
-
-            context["judge"] = lambda meta, image: judge(meta, detect(image)).correct
-        clips = [t for t in self.reward.terms if isinstance(t, ClipReward)]
-        if clips:
-            from irisbench.metrics.clip_score import SHAPES_CLIP, check_scale, clip_score, load_clip
-
-            spec = clips[0]
-            if self.world != "shapes" and spec.model == SHAPES_CLIP:
-                raise ConfigError("reward 'clip' on an open-world policy needs a CLIP for real images: set "
-                                  "reward_options={clip: {model: <open_clip backbone>, pretrained: <local weights "
-                                  "file>}}; the default shapes-clip only knows the shapes world")
-            check_scale(spec.scale)
-            clip = load_clip(spec.model, spec.pretrained)
-            context["clip_score"] = lambda images, prompts: clip_score(images, prompts, clip, scale=spec.scale)
-        return context
+        return reward_context(self.reward, self.world)
 
     def _training_prompts(self, suite: Any, resolve_prompts: Any) -> tuple[list[dict], dict[str, Any]]:
         """The shapes world's train split, or the user's prompt file (required for open-world models).

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from irisbench.alignment import probe_alignment, summarise, write_outputs
+from irisbench.alignment import EMPTY, probe_alignment, summarise, write_outputs
 from irisbench.policies.base import IMAGE, TEXT, Rollout
 
 # per prompt: the correctness of its 4 rollouts, and its tag
@@ -94,6 +94,44 @@ def test_probe_recovers_the_known_alignment() -> None:
     assert row["adv:nsc-balanced"] == pytest.approx(-a_nsc)
 
 
+def _clip(images, prompts):  # noqa: ANN001, ANN202
+    """A stand-in CLIP score: 0.3 for a correct image, 0.1 for a wrong one (channel 0 holds correctness)."""
+    assert len(images) == len(prompts)
+    return [0.1 + 0.2 * float(im[0, 0, 0]) for im in images]
+
+
+class OpenWorldPolicy(FakePolicy):
+    name, world = "fake-open", "open"
+
+
+def test_probe_correlates_the_advantage_with_a_clip_score() -> None:
+    res = probe_alignment(FakePolicy(), ITEMS, ["nsc-balanced", "verifier"], g=G, judge=_judge, count_objects=_count,
+                          clip_score=_clip, n_resamples=100)
+    nsc, ver = res["summary"]["nsc-balanced"]["overall"], res["summary"]["verifier"]["overall"]
+    # the clip score ranks images as correctness does: the same within-group correlations, the same groups
+    assert nsc["rho_clip"]["mean"] == pytest.approx(-1.0) and ver["rho_clip"]["mean"] == pytest.approx(1.0)
+    assert nsc["rho_clip"]["n"] == 2  # the all-correct group has a constant score: no ranking
+    assert res["rows"][0]["clip"] == pytest.approx(0.3) and res["rows"][2]["clip"] == pytest.approx(0.1)
+    # without a CLIP the column is empty, and so is the object count without a detector
+    bare = probe_alignment(FakePolicy(), ITEMS, ["verifier"], g=G, judge=_judge, n_resamples=50)
+    assert bare["summary"]["verifier"]["overall"]["rho_clip"] == EMPTY
+    assert bare["summary"]["verifier"]["overall"]["rho_objects"] == EMPTY and bare["rows"][0]["objects"] is None
+
+
+def test_an_open_world_policy_is_probed_against_the_clip_score_alone() -> None:
+    from irisbench.rewards import RewardInputError
+
+    res = probe_alignment(OpenWorldPolicy(), ITEMS, ["nsc-balanced"], g=G, clip_score=_clip, n_resamples=100)
+    m = res["summary"]["nsc-balanced"]["overall"]
+    assert res["accuracy"] is None and res["rows"][0]["correct"] is None
+    assert all(m[k] == EMPTY for k in ("rho_correct", "adv_correct", "adv_incorrect", "adv_gap", "rho_objects"))
+    assert m["rho_clip"]["mean"] == pytest.approx(-1.0) and m["rho_plan_len"]["mean"] == pytest.approx(1.0)
+    with pytest.raises(RewardInputError, match="judge"):  # the open world has no judge for the verifier
+        probe_alignment(OpenWorldPolicy(), ITEMS, ["verifier"], g=G, clip_score=_clip)
+    with pytest.raises(ValueError, match="judge of correctness or a CLIP score"):
+        probe_alignment(OpenWorldPolicy(), ITEMS, ["nsc"], g=G)
+
+
 def test_probe_uses_the_trainer_reward_registry_and_refuses_bad_input() -> None:
     from irisbench.rewards import UnknownRewardError
 
@@ -133,11 +171,49 @@ def test_probe_command_on_the_shipped_base(tmp_path: Path) -> None:
     from irisbench.cli import app
 
     out = tmp_path / "probe"
-    res = CliRunner().invoke(app, ["probe", "--prompts", "3", "--g", "2", "--rewards", "nsc,verifier",
+    res = CliRunner().invoke(app, ["probe", "--prompts", "6", "--g", "4", "--rewards", "nsc,verifier,clip",
                                    "--n-resamples", "50", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "alignment of the GRPO advantage" in res.output
     data = json.loads((out / "alignment.json").read_text())
-    assert data["prompts"] == 3 and len(data["rows"]) == 6 and data["config"]["split"] == "val"
+    assert data["prompts"] == 6 and len(data["rows"]) == 24 and data["config"]["split"] == "val"
+    # the clip reward is the shipped shapes-clip's score, as is the probe's CLIP column: its advantage ranks
+    # every group's images exactly as that score does
+    clip = data["summary"]["clip"]["overall"]["rho_clip"]
+    assert clip["n"] >= 1 and clip["mean"] == pytest.approx(1.0) and clip["lo"] == pytest.approx(1.0)
+    rows = data["rows"]
+    assert all(r["reward:clip"] == pytest.approx(r["clip"], abs=1e-6) for r in rows)
+    assert data["summary"]["verifier"]["overall"]["rho_correct"]["mean"] in (None, pytest.approx(1.0))
     bad = CliRunner().invoke(app, ["probe", "--policy", "oracle", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0
+
+
+@pytest.mark.slow
+def test_probe_command_on_an_open_world_policy_uses_the_clip_score(tiny_janus, tiny_clip, tmp_path: Path) -> None:
+    from clip_tiny import TINY_CLIP
+    from safetensors.torch import save_file
+
+    from irisbench.cli import app
+
+    folder, _ = tiny_janus
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}, str(weights))
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_text("".join(json.dumps({"tag": "single_object", "include": [{"class": c, "count": 1}],
+                                        "prompt": f"a photo of a {c}"}) + "\n" for c in ("cat", "dog")))
+    base = ["probe", "--policy", "janus-pro", "--model", str(folder), "--prompts-file", str(meta), "--g", "2",
+            "--n-resamples", "20"]
+    no_clip = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x")])
+    assert no_clip.exit_code == 2 and "--clip-model" in no_clip.output and "Traceback" not in no_clip.output
+    out = tmp_path / "probe"
+    res = CliRunner().invoke(app, [*base, "--rewards", "nsc,clip", "--clip-model", TINY_CLIP, "--clip-pretrained",
+                                   str(weights), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "no judge" in res.output
+    data = json.loads((out / "alignment.json").read_text())
+    assert data["accuracy"] is None and len(data["rows"]) == 4 and data["config"]["clip"]["model"] == TINY_CLIP
+    assert all(r["correct"] is None and r["objects"] is None and r["plan_len"] > 0 for r in data["rows"])
+    # the clip reward uses the probe's CLIP (the tiny one, raw cosine): reward and score agree per image
+    assert all(r["reward:clip"] == pytest.approx(r["clip"], abs=1e-6) for r in data["rows"])
+    nsc = data["summary"]["nsc"]["overall"]
+    assert nsc["rho_correct"]["mean"] is None and nsc["rho_clip"]["n"] == 2
