@@ -142,10 +142,11 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
     """Sample ``g`` rollouts per item, score every reward, and summarise alignment overall and per tag.
 
     ``items``: prompt metadata dicts (``prompt``, ``tag``, and what ``judge`` reads). ``judge`` (correctness),
-    ``count_objects`` and ``clip_score`` (``clip_score(images, prompts) -> floats``) feed the metrics; at least
-    a judge or a CLIP score is needed. ``reward_options``: per-reward factory options, as a preset's
-    ``reward_options``. Returns ``{"rows": per-image records, "summary": {reward: {tag or "overall":
-    metrics}}, "accuracy": ...}`` (``accuracy`` is None without a judge).
+    ``count_objects`` and ``clip_score`` (raw cosines: ``clip_score(images, prompts) -> floats``) feed the
+    metrics; at least a judge or a CLIP score is needed. A probed ``clip`` reward scores with that same
+    ``clip_score`` (on its own scale), so its model is loaded once. ``reward_options``: per-reward factory
+    options, as a preset's ``reward_options``. Returns ``{"rows": per-image records, "summary": {reward: {tag
+    or "overall": metrics}}, "accuracy": ...}`` (``accuracy`` is None without a judge).
     """
     from irisbench.grpo import group_advantages
     from irisbench.rewards import build_reward, reward_context
@@ -161,7 +162,8 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
     terms = {name: build_reward(name, options={name: options[name]} if name in options else None)
              for name in rewards}
     world = getattr(policy, "world", "shapes")
-    contexts = {name: {**reward_context(reward, world), **({"judge": judge} if judge else {})}
+    judged = {"judge": judge} if judge else {}
+    contexts = {name: {**reward_context(reward, world, raw_clip_score=clip_score), **judged}
                 for name, reward in terms.items()}
     records: list[dict[str, Any]] = []
     values: dict[str, list[np.ndarray]] = {name: [] for name in rewards}

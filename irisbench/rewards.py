@@ -385,10 +385,12 @@ def build_reward(
     return CompositeReward(terms=terms, weights=tuple(ws), name=label)
 
 
-def reward_context(reward: CompositeReward, world: str) -> dict[str, Any]:
+def reward_context(reward: CompositeReward, world: str, *,
+                   raw_clip_score: Callable[[Any, Sequence[str]], Any] | None = None) -> dict[str, Any]:
     """What the terms of ``reward`` read besides the rollout, for a policy of ``world``: the shapes world's
     exact judge (``judge``), and ``clip_score`` when a ``clip`` term is configured (its ``model`` /
-    ``pretrained`` / ``scale``; the model is loaded here). The trainer and the alignment probe both use it."""
+    ``pretrained`` / ``scale``). ``raw_clip_score`` (raw cosines of that term's CLIP, already built by the
+    caller) is used instead of loading the model again. The trainer and the alignment probe both use it."""
     context: dict[str, Any] = {}
     if world == "shapes":
         from irisbench.protocols.geneval import judge
@@ -397,7 +399,7 @@ def reward_context(reward: CompositeReward, world: str) -> dict[str, Any]:
         context["judge"] = lambda meta, image: judge(meta, detect(image)).correct
     clips = [t for t in reward.terms if isinstance(t, ClipReward)]
     if clips:
-        from irisbench.metrics.clip_score import SHAPES_CLIP, check_scale, clip_score, load_clip
+        from irisbench.metrics.clip_score import SHAPES_CLIP, apply_scale, check_scale, clip_score, load_clip
 
         spec = clips[0]
         if world != "shapes" and spec.model == SHAPES_CLIP:
@@ -405,6 +407,9 @@ def reward_context(reward: CompositeReward, world: str) -> dict[str, Any]:
                               "reward_options={clip: {model: <open_clip backbone>, pretrained: <local weights "
                               "file>}}; the default shapes-clip only knows the shapes world")
         check_scale(spec.scale)
-        clip = load_clip(spec.model, spec.pretrained)
-        context["clip_score"] = lambda images, prompts: clip_score(images, prompts, clip, scale=spec.scale)
+        if raw_clip_score is None:
+            clip = load_clip(spec.model, spec.pretrained)
+            context["clip_score"] = lambda images, prompts: clip_score(images, prompts, clip, scale=spec.scale)
+        else:
+            context["clip_score"] = lambda images, prompts: apply_scale(raw_clip_score(images, prompts), spec.scale)
     return context
