@@ -321,7 +321,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     the rest (records, summaries, official layouts) is the same."""
     from irisbench.devices import device_record, resolve_device
     from irisbench.provenance import env_info
-    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, read_records, write_parquet
+    from irisbench.records import RecordWriter, atomic_write_json, read_records, write_parquet
+    from irisbench.runs import RunDir
     from irisbench.stats import count_check
 
     device = resolve_device(opts.device)  # before anything is loaded or written: one line if unusable
@@ -455,7 +456,7 @@ def _write_official(root: Path, protocol: str, items: list[dict], records: list[
 
 def merge_shards(root: Path) -> int:
     """Append every per-rank record not yet in ``records.jsonl`` to it, then delete the shard files."""
-    from irisbench.runs import RecordWriter, read_records
+    from irisbench.records import RecordWriter, read_records
 
     shards = sorted(root.glob("records.rank-*.jsonl"))
     if not shards:

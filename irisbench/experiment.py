@@ -166,7 +166,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
                    publish_readme: Path | None = None) -> dict[str, Any]:
     from irisbench.devices import resolve_device
     from irisbench.policies.shapes_lm import SHIPPED_BASES
-    from irisbench.runs import atomic_write_json, atomic_write_text
+    from irisbench.records import atomic_write_json, atomic_write_text
 
     cfg = cfg or ExperimentConfig()
     cfg.check()

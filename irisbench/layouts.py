@@ -259,7 +259,8 @@ GENERATION_FIELDS = ("seed", "plan", "sc_text", "sc_image", "sc_all", "entropy_t
 
 
 def read_run(root: Path, ctx: LayoutContext) -> LayoutRead:
-    from irisbench.runs import RunDir, read_records
+    from irisbench.records import read_records
+    from irisbench.runs import RunDir
 
     run = RunDir.open(root)
     if run.kind != "eval":
@@ -491,7 +492,7 @@ def geneval_results_lines(records: list[dict], *, threshold: float = 0.3, counti
 
 def write_geneval_results(path: Path, records: list[dict]) -> int:
     """Write ``results.jsonl`` in the official evaluator's format (one JSON object per image)."""
-    from irisbench.runs import atomic_write_text
+    from irisbench.records import atomic_write_text
 
     rows = geneval_results_lines(records)
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))

@@ -63,7 +63,7 @@ def check_config_change(saved: Mapping[str, Any], new: Mapping[str, Any]) -> lis
 
 def rewrite_records(root: Path, records: list[dict], complete: bool) -> None:
     """Replace ``records.jsonl`` atomically with ``records`` (same order), and its Parquet copy when complete."""
-    from irisbench.runs import atomic_write_text, to_jsonable, write_parquet
+    from irisbench.records import atomic_write_text, to_jsonable, write_parquet
 
     lines = [json.dumps(to_jsonable(r, f"record {i}"), allow_nan=False, ensure_ascii=False) + "\n"
              for i, r in enumerate(records)]
@@ -98,7 +98,7 @@ def attach_metrics(results: dict, metrics: Any, root: Path, records: list[dict],
     otherwise only records without one are scored. On failure ``results`` gets ``metrics_error``, is written
     to ``results.json``, and ``MetricsError`` says the images are kept and how to compute the metrics later.
     """
-    from irisbench.runs import atomic_write_json
+    from irisbench.records import atomic_write_json
 
     try:
         if "clip" in metrics.opts.names:
@@ -124,7 +124,8 @@ def compute_run_metrics(run_path: str | Path, opts: Any, *, n_resamples: int = 2
     recomputed for every image. The run is locked while this runs.
     """
     from irisbench.metrics.suite_metrics import SuiteMetrics
-    from irisbench.runs import RunDir, _now_iso, atomic_write_json, read_records
+    from irisbench.records import atomic_write_json, read_records
+    from irisbench.runs import RunDir, _now_iso
 
     if not opts.names:
         raise MetricsError("no metrics asked for: pass --metrics with any of clip,fid,kid")

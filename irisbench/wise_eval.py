@@ -295,7 +295,8 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> 
     from irisbench.policies.base import derive_seed
     from irisbench.protocols.wise import score_wise
     from irisbench.provenance import env_info
-    from irisbench.runs import RecordWriter, RunDir, atomic_write_json, read_records, write_parquet
+    from irisbench.records import RecordWriter, atomic_write_json, read_records, write_parquet
+    from irisbench.runs import RunDir
     from irisbench.stats import count_check
 
     label = LEGACY_LABEL if opts.protocol == "legacy" else VERIFIED_LABEL

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from irisbench.runs import RecordWriter, RunDir, atomic_write_json
+from irisbench.records import RecordWriter, atomic_write_json
+from irisbench.runs import RunDir
 from irisbench.stats import count_check, geneval_summary, score_summary
 
 ImageFn = Callable[[int, int], np.ndarray]  # (prompt_index, sample_index) -> HxWx3 uint8

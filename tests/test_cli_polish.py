@@ -9,7 +9,7 @@ import pytest
 from report_fixtures import make_run
 from typer.testing import CliRunner
 
-from irisbench import cli
+from irisbench import cli_base
 from irisbench.cli import app
 from irisbench.errors import IrisbenchError, UsageError, did_you_mean, parse_key_value
 from irisbench.train_config import ConfigError, resolve_config
@@ -23,26 +23,26 @@ def test_project_errors_are_one_line_and_others_keep_their_traceback(monkeypatch
             raise exc
         return body
 
-    with pytest.raises(cli.typer.Exit) as e:
-        cli._guard(boom(ConfigError("configs/x.yaml: field 'lr' must be > 0")))
+    with pytest.raises(cli_base.typer.Exit) as e:
+        cli_base.guard(boom(ConfigError("configs/x.yaml: field 'lr' must be > 0")))
     assert e.value.exit_code == 2
     # a genuine fault (a torch bug, a wrong shape deep inside) is not bad input: it propagates
     for fault in (RuntimeError("CUDA error: device-side assert"), ValueError("shapes (2,3) and (4,) mismatch")):
         with pytest.raises(type(fault)):
-            cli._guard(boom(fault))
+            cli_base.guard(boom(fault))
     # ...unless the body only reads flags
-    with pytest.raises(cli.typer.Exit):
-        cli._guard(boom(ValueError("--metrics: unknown metric 'fdi'")), options=True)
+    with pytest.raises(cli_base.typer.Exit):
+        cli_base.guard(boom(ValueError("--metrics: unknown metric 'fdi'")), options=True)
     # --debug lets the project's errors through with their traceback too
-    monkeypatch.setitem(cli._state, "debug", True)
+    monkeypatch.setitem(cli_base.state, "debug", True)
     with pytest.raises(ConfigError):
-        cli._guard(boom(ConfigError("x")))
+        cli_base.guard(boom(ConfigError("x")))
 
 
 def test_project_error_classes_share_the_base_and_keep_their_builtin_bases() -> None:
     from irisbench.protocols.geneval import MetadataError
+    from irisbench.records import RunLockedError
     from irisbench.rewards import UnknownRewardError
-    from irisbench.runs import RunLockedError
     from irisbench.suites import SuiteError
 
     for cls in (ConfigError, SuiteError, MetadataError, UnknownRewardError, UsageError):

@@ -140,7 +140,8 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path: Path) -> None:
 def test_second_process_on_same_run_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     evaluate(EvalOptions(policy="oracle", limit_per_tag=1, images_per_prompt=1), run, progress=False)
-    from irisbench.runs import RunDir, RunLockedError
+    from irisbench.records import RunLockedError
+    from irisbench.runs import RunDir
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\nfrom irisbench.runs import RunDir\n"

@@ -18,19 +18,17 @@ import pytest
 import yaml
 
 from irisbench.provenance import env_info
-from irisbench.runs import (
-    NotARunError,
+from irisbench.records import (
     RecordsCorruptError,
     RecordWriter,
-    RunDir,
     RunLockedError,
     atomic_write_json,
     atomic_write_text,
-    new_run_path,
     read_parquet,
     read_records,
     write_parquet,
 )
+from irisbench.runs import NotARunError, RunDir, new_run_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"suite": {"name": "geneval", "images_per_prompt": 4}, "seed": 0, "tags": ["a", "b"], "lr": 1e-5}
@@ -296,7 +294,7 @@ def test_corruption_before_the_last_line_raises_naming_file_and_line(tmp_path):
 
 KILL_CHILD = textwrap.dedent("""
     import sys, time
-    from irisbench.runs import RecordWriter
+    from irisbench.records import RecordWriter
     path, n_prompts, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     w = RecordWriter(path)
     print("ready", flush=True)

@@ -57,7 +57,7 @@ def run_kind(path: str | Path) -> str | None:
 
 def load_records(run_dir: str | Path):  # -> pandas.DataFrame
     """The per-image records of an eval run folder, as a DataFrame (one row per image)."""
-    from irisbench.runs import read_parquet, read_records
+    from irisbench.records import read_parquet, read_records
 
     run_dir = Path(run_dir)
     parquet, jsonl = run_dir / "records.parquet", run_dir / "records.jsonl"

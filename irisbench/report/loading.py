@@ -191,7 +191,7 @@ def _check_consistent(run: LoadedRun) -> None:
 
 def load_run(ref: RunRef) -> LoadedRun:
     """Read ``results.json`` and (if present) ``records.jsonl`` of ``ref.path``; check they agree."""
-    from irisbench.runs import read_records
+    from irisbench.records import read_records
 
     path = Path(ref.path)
     results = read_results(path)

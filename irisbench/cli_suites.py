@@ -1,0 +1,219 @@
+"""What is there: ``suites`` (ls, show, validate, build), ``scorers check``, ``ls`` and ``env``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from irisbench.cli_base import Command, app, console, err, guard, scorers_app, suites_app
+from irisbench.errors import parse_key_values
+
+
+@suites_app.command("ls", cls=Command)
+def suites_ls() -> None:
+    """List the registered suites."""
+    from irisbench.suites import load_suite, suite_names
+
+    table = Table(title="suites")
+    for col in ("name", "protocol", "images/prompt", "worlds", "description"):
+        table.add_column(col)
+    for name in suite_names():
+        s = load_suite(name)
+        table.add_row(s.name, s.protocol, str(s.images_per_prompt), ", ".join(s.prompts), s.description)
+    table.add_row("wise", "wise-legacy, wise-verified", "1", "open (your prompt files)",
+                  "WISE: world knowledge, scored by a judge model (eval --suite wise --prompts FILE --judge URL)")
+    console.print(table)
+
+
+@suites_app.command("show", cls=Command)
+def suites_show(name: str, world: str = typer.Option("shapes", help="shapes or open"),
+                split: str = typer.Option(None, help="Split to summarise (default: the suite's).")) -> None:
+    """Show a suite: its spec and the resolved prompt set (counts per tag, split kinds, sha256)."""
+
+    def body() -> None:
+        from collections import Counter
+
+        from irisbench.suites import load_suite, resolve_prompts
+
+        s = load_suite(name)
+        items, prov = resolve_prompts(s, world, split)
+        console.print(f"[bold]{s.name}[/]: {s.description}")
+        console.print(f"protocol {s.protocol}, {s.images_per_prompt} images per prompt, "
+                      f"scorer {s.scorer.get(world)}")
+        console.print_json(json.dumps(prov))
+        table = Table(title=f"prompts per tag ({world} world, {prov['split']})")
+        table.add_column("tag")
+        table.add_column("entries", justify="right")
+        table.add_column("distinct prompts", justify="right")
+        if world == "shapes":
+            table.add_column("split kind")
+            from irisbench.world.prompts import SPLIT_KIND
+        by_tag = Counter(it["tag"] for it in items)
+        for tag, count in by_tag.items():
+            distinct = len({it["prompt"] for it in items if it["tag"] == tag})
+            row = [tag, str(count), str(distinct)]
+            if world == "shapes":
+                row.append(SPLIT_KIND.get(tag, "?"))
+            table.add_row(*row)
+        console.print(table)
+
+    guard(body)
+
+
+@suites_app.command("validate", cls=Command)
+def suites_validate(
+    file: Path,
+    world: str = typer.Option("open", help="Vocabulary to check classes against: open (COCO) or shapes."),
+) -> None:
+    """Check a suite YAML or an official-format GenEval metadata JSONL; report the first error precisely."""
+
+    def body() -> None:
+        if file.suffix in (".yaml", ".yml"):
+            from irisbench.suites import load_suite
+
+            s = load_suite(file)
+            console.print(f"[green]ok[/]: suite {s.name!r} ({s.protocol})")
+            return
+        from collections import Counter
+
+        from irisbench.protocols.geneval import load_metadata
+        from irisbench.suites import world_classes
+
+        items = load_metadata(file, classes=world_classes(world))
+        tags = Counter(it["tag"] for it in items)
+        console.print(f"[green]ok[/]: {len(items)} prompts in {file} ({dict(tags)})")
+
+    guard(body)
+
+
+@suites_app.command("build", cls=Command)
+def suites_build(
+    name: str = typer.Argument("geneval"),
+    world: str = typer.Option("open", help="open: the official prompts; shapes: the shapes-world splits."),
+    out: Path = typer.Option(None, help="Output file (open) or folder (shapes). Default: results/prompts/."),
+) -> None:
+    """Regenerate a suite's prompt files with the project's own generator (GenEval: sha256-checked)."""
+
+    def body() -> None:
+        import hashlib
+
+        from irisbench.suites import load_suite
+
+        s = load_suite(name)
+        if s.protocol != "geneval":
+            raise ValueError(f"suite {name!r}: building is implemented for GenEval suites")
+        if world == "open":
+            from irisbench.protocols.geneval_prompts import generate_official_metadata, write_metadata_jsonl
+
+            src = s.source("open")
+            path = out or Path("results/prompts/evaluation_metadata.jsonl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            items = generate_official_metadata(seed=src.seed)
+            write_metadata_jsonl(items, path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            ok = digest == src.sha256
+            console.print(f"wrote {len(items)} prompts to {path}\nsha256 {digest} "
+                          + ("[green](matches the official file)" if ok else f"[red](expected {src.sha256})"))
+            if not ok:
+                raise typer.Exit(1)
+        elif world == "shapes":
+            from irisbench.protocols.geneval_prompts import write_metadata_jsonl
+            from irisbench.world.prompts import build_splits
+
+            folder = out or Path("results/prompts/shapes")
+            folder.mkdir(parents=True, exist_ok=True)
+            for split, items in build_splits(seed=s.source("shapes").seed).items():
+                write_metadata_jsonl(items, folder / f"{split}.jsonl")
+                console.print(f"{split}: {len(items)} prompts -> {folder / f'{split}.jsonl'}")
+        else:
+            raise ValueError(f"unknown world {world!r} (shapes or open)")
+
+    guard(body)
+
+
+@scorers_app.command("check", cls=Command)
+def scorers_check(
+    scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former and "
+                                              "compbench-real)."),
+    scorer_option: list[str] = typer.Option([], help="KEY=VALUE as given to eval, e.g. "
+                                                     "detector_model=/models/mask2former (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Which local weights each real-model scorer would load, and whether they are there (nothing is loaded or
+    downloaded). Exits 1 when something is missing."""
+
+    def body() -> list[Any]:
+        from irisbench.scorer_check import check_scorers
+
+        return check_scorers(scorer or None, parse_key_values(scorer_option, "--scorer-option", numbers=False))
+
+    found = guard(body)
+    if as_json:
+        from irisbench.scorer_check import as_dicts
+
+        console.print_json(json.dumps(as_dicts(found)))
+    else:
+        table = Table(title="scorer weights")
+        for col in ("scorer", "component", "options", "would load", "status", "found / why not"):
+            table.add_column(col, overflow="fold")
+        for c in found:
+            table.add_row(c.scorer, c.component, c.options, c.source, "[green]ok" if c.ok else "[red]MISSING",
+                          f"{c.path}\n{c.detail}" if c.path else c.detail)
+        console.print(table)
+    missing = [c for c in found if not c.ok]
+    if missing:
+        err.print(f"[bold red]{len(missing)} of {len(found)} model(s) missing[/]", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("ls", cls=Command)
+def ls_cmd() -> None:
+    """List registered policies, scorers, metrics, rewards and suites."""
+    from irisbench.registry import METRICS, POLICIES, SCORERS
+    from irisbench.rewards import REWARDS
+    from irisbench.suites import suite_names
+
+    for reg in (POLICIES, SCORERS, METRICS):
+        table = Table(title=reg.plural)
+        table.add_column("name")
+        table.add_column("status")
+        table.add_column("what")
+        for e in reg.entries():
+            table.add_row(e.name, "ready" if e.available else "[yellow]planned", e.summary)
+        console.print(table)
+    table = Table(title="rewards (train --set reward=NAME)")
+    table.add_column("name")
+    table.add_column("what")
+    for name, (_, summary) in REWARDS.items():
+        table.add_row(name, summary)
+    console.print(table)
+    console.print(f"suites: {', '.join(suite_names())}")
+
+
+@app.command("env", cls=Command)
+def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Versions, devices and the git hash: what a run records as provenance."""
+    import torch  # noqa: F401  (so env_info can report devices)
+
+    from irisbench.devices import cpu_has_native_bf16
+    from irisbench.provenance import env_info
+
+    info = env_info()
+    info["torch_threads"] = torch.get_num_threads()
+    info["cuda_available"] = torch.cuda.is_available()
+    info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    info["cpu_native_bf16"] = cpu_has_native_bf16()
+    if as_json:
+        console.print_json(json.dumps(info, default=str))
+        return
+    table = Table(title="irisbench environment")
+    table.add_column("key")
+    table.add_column("value")
+    for k, v in info.items():
+        table.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+    console.print(table)

@@ -1,0 +1,177 @@
+"""The training commands: ``pretrain``, ``pretrain-clip``, ``train`` and the ``experiment`` that trains,
+evaluates and reports every method.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from irisbench import distributed
+from irisbench.cli_base import Command, app, console, default_out, guard
+from irisbench.errors import UsageError, parse_key_value, parse_named
+
+
+@app.command("pretrain", cls=Command)
+def pretrain_cmd(
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/); "
+                                        "re-running resumes."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value "
+                                                          "(dotted keys reach into mapping fields)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+    world: str = typer.Option("shapes", help="shapes (flat colours, lossless tokenizer) or textures (per-patch "
+                                             "shading, lossy tokenizer): starts from that world's shipped recipe."),
+    threads: int = typer.Option(None, help="torch threads (default: the recipe's 1, the fastest on a busy machine; "
+                                           "on a quiet machine use its cores). May change on resume."),
+) -> None:
+    """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
+
+    def body() -> None:
+        from irisbench.pretrain import PretrainConfig, run_pretrain
+        from irisbench.train_config import apply_override
+
+        values: dict[str, Any] = {}
+        for item in set_:
+            apply_override(values, *parse_key_value(item, "--set"), where="--set")
+        from irisbench.devices import resolve_device
+
+        if threads is not None:
+            values["num_threads"] = threads
+        cfg = PretrainConfig.for_world(world, values)
+        dev = resolve_device(device)  # before the output folder is made
+        target = out or default_out("pretrain")
+        last = run_pretrain(cfg, target, progress=progress, device=dev)
+        console.print(f"last checkpoint: {last}\nuse it with: irisbench eval --policy {last}")
+
+    guard(body)
+
+
+@app.command("pretrain-clip", cls=Command)
+def pretrain_clip_cmd(
+    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/)."),
+    steps: int = typer.Option(None, help="Training steps (default: the shipped model's recipe)."),
+    batch_size: int = typer.Option(None, help="Batch size (default: the shipped model's recipe)."),
+    seed: int = typer.Option(0, help="Seed."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a small CLIP contrastively on rendered shapes scenes and captions (the shipped shapes-clip)."""
+
+    def body() -> None:
+        from irisbench.metrics.shapes_clip_train import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
+
+        target = out or default_out("shapes-clip")
+        result = train_shapes_clip(steps or DEFAULT_STEPS, batch_size or DEFAULT_BATCH_SIZE, seed, target,
+                                   progress=progress)
+        console.print(f"shapes CLIP written to {target}")
+        if isinstance(result, dict):
+            console.print_json(json.dumps(result, default=str))
+
+    guard(body)
+
+
+@app.command("experiment", cls=Command)
+def experiment_cmd(
+    out: Path = typer.Option(None, help="Experiment folder of run folders (re-running resumes; default: "
+                                        "results/runs/experiment, or results/runs/experiment-WORLD)."),
+    world: str = typer.Option("shapes", help="shapes, or textures (per-patch shading, lossy tokenizer: image tokens "
+                                             "are genuinely uncertain); sets the base, the default methods and "
+                                             "the README block."),
+    steps: int = typer.Option(40, help="GRPO steps per method."),
+    checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
+    method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, "
+                                               "iris-faithful, verifier; textures world: iris-nsc, nsc-balanced, "
+                                               "iris-faithful, verifier)."),
+    seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
+                                     "sampling seeds (paired deltas)."),
+    seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "
+                                            "and the summary gives the mean delta across seeds with its CI."),
+    threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
+    publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
+                                                   "and publish its tidy tables and plots under results/experiment/."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+) -> None:
+    """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
+    from irisbench.experiment import ExperimentConfig, parse_seeds, run_experiment
+    from irisbench.experiment_summary import readme_markers
+
+    def body() -> None:
+        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),
+                               threads=threads, device=device, world=world)
+        if method:
+            cfg.methods = {}
+            for item in method:
+                label, preset = parse_named(item)
+                if not label or not preset:
+                    raise UsageError(f"--method {item!r} is not of the form LABEL=PRESET")
+                cfg.methods[label] = preset
+        cfg.check()  # one line for a bad --world or method list, before anything is written
+        readme = Path("README.md")
+        begin = readme_markers(cfg.world)[0]
+        target = readme if publish_readme and readme.is_file() and begin in readme.read_text() else None
+        default_out = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
+        run_experiment(out or default_out, cfg, console=console, publish_readme=target)
+
+    guard(body)
+
+
+
+
+@app.command("train", cls=Command)
+def train_cmd(
+    config: str = typer.Option("iris-shapes", "--config", "-c",
+                               help="A preset name (see --list-presets) or a YAML config file."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable); a dotted "
+                                                          "key sets one entry, e.g. policy_options.max_plan_tokens=1."),
+    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
+                                        "Re-running into it resumes from the last checkpoint."),
+    allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
+                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+) -> None:
+    """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards."""
+    from irisbench.train_config import load_preset, preset_names, resolve_config
+
+    if list_presets:
+        table = Table(title="training presets")
+        table.add_column("preset")
+        table.add_column("reward")
+        table.add_column("description")
+        for name in preset_names():
+            raw = load_preset(name)
+            table.add_row(name, str(raw.get("reward", "nsc")), _preset_description(name))
+        console.print(table)
+        return
+
+    def body() -> Path:
+        from irisbench.devices import resolve_device
+        from irisbench.trainer import GRPOTrainer
+
+        cfg = resolve_config(config, set_)
+        resolve_device(device)  # one line before a run folder is made (the trainer resolves it again per rank)
+        target = out or default_out(f"train-{Path(config).stem}")
+        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change,
+                              device=device)
+        last = trainer.train()
+        main = trainer.dist.main
+        del trainer  # its sharded model holds the process group: freed before the group is left
+        distributed.end()
+        if main:
+            console.print(f"run folder: {target}\nlast checkpoint: {last}")
+        return last
+
+    guard(body)
+
+
+def _preset_description(name: str) -> str:
+    from irisbench.train_config import _read_yaml
+
+    return str(_read_yaml(name)[0].get("description", ""))
