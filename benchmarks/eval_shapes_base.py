@@ -22,7 +22,7 @@ def quick_geneval(policy: Any, split: str = "test", n: int = 4, seed: int = 0, l
                   top_k: int | None = None) -> dict[str, Any]:
     """Per-tag and overall accuracy of ``policy`` (a loaded policy) on ``split`` with ``n`` images per entry."""
     from irisbench.evaluate import EvalOptions, evaluate
-    from irisbench.runs import read_records
+    from irisbench.records import read_records
 
     opts = EvalOptions(policy=getattr(policy, "name", "shapes-lm"), suite="geneval", split=split,
                        images_per_prompt=n, seed=seed, limit=limit, cfg=cfg, temperature=temperature,
