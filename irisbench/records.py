@@ -30,7 +30,7 @@ import math
 import os
 import secrets
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +113,16 @@ def tmp_sibling(path: Path, tag: str = "tmp") -> Path:
     return path.parent / f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+def atomic_replace(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Replace ``path`` atomically with what ``write(tmp)`` writes to a fresh temp file beside it: the temp
+    file is fsynced, renamed over ``path`` and the folder fsynced, so readers see the old or the new content,
+    never a mix; on any error the temp file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_sibling(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -130,6 +130,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+
+    def write(tmp: Path) -> None:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(data)
+
+    atomic_replace(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
@@ -365,19 +375,7 @@ def write_parquet(records_jsonl: str | Path, parquet_path: str | Path,
                              f"cannot store it as one Parquet column ({e})") from None
     table = pa.table(columns)
     table = table.replace_schema_metadata({_PARQUET_JSON_META: json.dumps(json_cols).encode()})
-    parquet_path = Path(parquet_path)
-    parquet_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_sibling(parquet_path)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, parquet_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(parquet_path.parent)
+    atomic_replace(parquet_path, lambda tmp: pq.write_table(table, tmp))
     return len(records)
 
 

@@ -16,6 +16,7 @@ import torch
 from irisbench.errors import UsageError
 from irisbench.policies import shapes_decode
 from irisbench.policies.shapes_decode import generate_chunk_fast, image_parts, supports_fast_decode
+from irisbench.policies.shapes_decode_reference import generate_chunk_reference
 from irisbench.policies.shapes_lm import SamplingDefaults, build_model, load_shipped_base
 from irisbench.policies.shapes_step import MIN_ROWS, sgemm_rows_invariant
 
@@ -92,7 +93,7 @@ def test_threaded_image_phase_equals_the_reference(base) -> None:  # noqa: ANN00
     seeds = list(range(100, 132))
     assert image_parts(len(ids), True, torch.device("cpu"), threads=2) == 2
     with torch.inference_mode():
-        want = base._generate_chunk(ids, seeds, s, use_cache=True, record_stats=True, keep_logits=False)
+        want = generate_chunk_reference(base, ids, seeds, s, use_cache=True, record_stats=True, keep_logits=False)
         got = generate_chunk_fast(base, ids, seeds, s, record_stats=True, keep_logits=False, threads=2)
     assert torch.get_num_threads() == 1
     assert got["plans"] == want["plans"]

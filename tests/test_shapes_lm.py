@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from irisbench.policies.base import IMAGE, TEXT, Rollout, TrainablePolicy
+from irisbench.policies.shapes_decode_reference import draw_tokens
 from irisbench.policies.shapes_lm import (
     SHIPPED_BASE,
     SamplingDefaults,
@@ -22,7 +23,6 @@ from irisbench.policies.shapes_lm import (
     ShapesLMPolicy,
     ShapesVocab,
     UnknownTokensError,
-    draw_tokens,
     load_shipped_base,
 )
 from irisbench.world.plan import PLAN_WORDS

@@ -108,7 +108,7 @@ def image_parts(rows: int, guided: bool, device: Any, threads: int | None = None
 def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[int], s: Any, *,
                         record_stats: bool, keep_logits: bool, continue_plan: bool = False,
                         threads: int | None = None) -> dict[str, Any]:
-    """``ShapesLMPolicy._generate_chunk`` (same inputs, same output dict) on the fast loop.
+    """``shapes_decode_reference.generate_chunk_reference`` (same inputs, same output dict) on the fast loop.
 
     ``continue_plan=True`` starts the image from the plan's cache instead of re-prefilling every row's
     ``prefix + plan + [BOI]`` as the reference loop does: less work, but the image logits then differ from
@@ -120,7 +120,7 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
     from transformers import DynamicCache
 
     from irisbench.policies.base import left_pad
-    from irisbench.policies.shapes_lm import _stats, draw_tokens, row_uniforms
+    from irisbench.policies.shapes_decode_reference import chosen_stats, draw_tokens, row_uniforms
 
     model, v = policy.model, policy.vocab
     w = Weights.of(model)
@@ -133,7 +133,7 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
     guided = s.cfg != 1.0
 
     def record(rows: torch.Tensor, cols: torch.Tensor | int, z: torch.Tensor, chosen: torch.Tensor) -> None:
-        lp, sc, ent = _stats(z, chosen)
+        lp, sc, ent = chosen_stats(z, chosen)
         for key, val in (("logp", lp), ("sc", sc), ("entropy", ent)):
             stats[key][rows, cols] = val
 
@@ -224,7 +224,7 @@ def generate_chunk_fast(policy: Any, prompt_ids: list[list[int]], seeds: list[in
             local_i = draw_tokens(zg, u[:, t], s.temperature, s.top_k)
             codes_i.append(local_i)
             if record_stats:
-                stats_i.append(_stats(zg if s.stats_source == "guided" else zc, local_i))
+                stats_i.append(chosen_stats(zg if s.stats_source == "guided" else zc, local_i))
             if keep_logits:
                 cond_i.append(zc.clone())
                 guided_i.append(zg.clone())

@@ -136,7 +136,7 @@ class StaticDecoder:
 
 def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[int], s: Any, *,
                         record_stats: bool, keep_logits: bool, continue_plan: bool = False) -> dict[str, Any]:
-    """``ShapesLMPolicy._generate_chunk`` (same inputs, same output dict) on the static-cache loop.
+    """``shapes_decode_reference.generate_chunk_reference`` (same inputs, same output dict) on the static-cache loop.
 
     ``continue_plan=True`` starts the image from the plan's cache instead of re-prefilling every row's
     ``prefix + plan + [BOI]`` as the reference loop does: less work, but the image logits then differ from
@@ -147,7 +147,7 @@ def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[
     from transformers import DynamicCache
 
     from irisbench.policies.base import left_pad
-    from irisbench.policies.shapes_lm import _stats, draw_tokens, row_uniforms
+    from irisbench.policies.shapes_decode_reference import chosen_stats, draw_tokens, row_uniforms
 
     model, v = policy.model, policy.vocab
     dev = next(model.parameters()).device
@@ -193,7 +193,7 @@ def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[
         plan_local[active_idx, t] = local
         plan_len[active_idx] += 1
         if record_stats:
-            lp, sc, ent = _stats(z, local)
+            lp, sc, ent = chosen_stats(z, local)
             for key, val in (("logp", lp), ("sc", sc), ("entropy", ent)):
                 stats[key][active_idx, t] = val
         if keep_logits:  # the reference loop keeps every row's logits; finished rows' are not computed here
@@ -250,7 +250,7 @@ def generate_chunk_static(policy: Any, prompt_ids: list[list[int]], seeds: list[
         local = draw_tokens(zg, u_img[:, t], s.temperature, s.top_k)
         codes[:, t] = local
         if record_stats:
-            lp, sc, ent = _stats(zg if s.stats_source == "guided" else zc, local)
+            lp, sc, ent = chosen_stats(zg if s.stats_source == "guided" else zc, local)
             stats["logp"][arange_b, plan_len + t] = lp
             stats["sc"][arange_b, plan_len + t] = sc
             stats["entropy"][arange_b, plan_len + t] = ent
