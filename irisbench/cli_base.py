@@ -71,6 +71,8 @@ T = TypeVar("T")
 EXIT_USAGE = 2
 RUNS_ROOT = Path("results") / "runs"  # where run folders go by default (ignored by git)
 state = {"debug": False}
+_reserved: list[Path] = []  # default run folders this invocation reserved (removed again if a failure left them empty)
+_BOOKKEEPING = frozenset({"run.json", "config.yaml", "env.json", ".lock", "resumes.jsonl"})  # what RunDir writes itself
 
 
 def _version(value: bool) -> None:
@@ -93,6 +95,7 @@ def _main(
 ) -> None:
     """irisbench: RL of autoregressive text-to-image models from intrinsic rewards."""
     state["debug"] = debug
+    _reserved.clear()
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -104,7 +107,8 @@ def guard(fn: Callable[[], T], *, options: bool = False) -> T:
     """Run a command body; the project's errors (and a missing file) become one line and exit code 2.
 
     ``options=True`` marks a body that only reads the command's flags: a ``ValueError`` there is bad
-    input too. Anything else propagates with its traceback; ``--debug`` lets every error through.
+    input too. Anything else propagates with its traceback; ``--debug`` lets every error through. Either
+    way a default run folder this invocation reserved and wrote no output into is removed first.
     """
     expected: tuple[type[BaseException], ...] = (IrisbenchError, FileNotFoundError, NotADirectoryError,
                                                  UnicodeDecodeError)
@@ -113,6 +117,7 @@ def guard(fn: Callable[[], T], *, options: bool = False) -> T:
     try:
         return fn()
     except expected as e:
+        discard_unused_folders()
         if state["debug"]:
             raise
         fail(str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}")
@@ -138,4 +143,19 @@ def default_out(prefix: str) -> Path:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would reserve a folder of its own
         raise UsageError("under torchrun / accelerate launch pass --out DIR: every process must write the same "
                          "run folder")
-    return new_run_path(RUNS_ROOT, prefix)
+    path = new_run_path(RUNS_ROOT, prefix)
+    _reserved.append(path)
+    return path
+
+
+def discard_unused_folders() -> None:
+    """Remove the default run folders this invocation reserved (``default_out``) that hold no output: only
+    the run's bookkeeping (marker, config, environment, lock) and empty files. A folder given with ``--out``
+    is never touched, nor one holding any record, image or checkpoint."""
+    import shutil
+
+    for path in _reserved:
+        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else None
+        if files is not None and all(f.name in _BOOKKEEPING or f.stat().st_size == 0 for f in files):
+            shutil.rmtree(path, ignore_errors=True)
+    _reserved.clear()

@@ -115,8 +115,8 @@ def experiment_cmd(
         readme = Path("README.md")
         begin = readme_markers(cfg.world)[0]
         target = readme if publish_readme and readme.is_file() and begin in readme.read_text() else None
-        default_out = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
-        run_experiment(out or default_out, cfg, console=console, publish_readme=target)
+        folder = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
+        run_experiment(out or folder, cfg, console=console, publish_readme=target)
 
     guard(body)
 

@@ -92,6 +92,10 @@ class ExperimentConfig:
         if not self.methods:
             raise UsageError("the experiment needs at least one method")
         self.seeds = check_seeds(self.seeds)
+        from irisbench.train_config import load_preset
+
+        for preset in self.methods.values():  # an unknown or broken preset fails here, before the base is evaluated
+            load_preset(preset)
         if TEST not in self.splits:
             raise UsageError(f"splits {self.splits} must include {TEST!r}: checkpoints are reported on test")
         if "seed" in self.train_overrides:

@@ -106,3 +106,31 @@ def test_report_and_analyze_refuse_to_write_into_a_run_folder(tmp_path: Path, co
     assert result.exit_code == 2, result.output
     assert "eval run folder" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_failed_command_leaves_no_empty_default_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "results" / "runs"
+    # failing before anything is written, and after the run folder (marker, config, empty records) was made
+    for args in (["eval", "--policy", "nosuch", "--limit", "1"], ["eval", "--cfg", "-1", "--limit", "1"],
+                 ["probe", "--rewards", "nosuch", "--prompts", "2", "--g", "2"], ["analyze", str(tmp_path)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+        assert not runs.is_dir() or not any(runs.iterdir()), (args, sorted(p.name for p in runs.iterdir()))
+    # a folder holding output, or one given with --out, is kept
+    kept = cli_base.default_out("kept")
+    (kept / "records.jsonl").write_text('{"prompt_index": 0}\n')
+    empty = cli_base.default_out("empty")
+    (empty / "run.json").write_text("{}")
+    cli_base.discard_unused_folders()
+    assert kept.is_dir() and not empty.exists()
+    given = tmp_path / "given"
+    result = runner.invoke(app, ["eval", "--cfg", "-1", "--limit", "1", "--out", str(given)])
+    assert result.exit_code == 2 and (given / "run.json").is_file()
+
+
+def test_experiment_refuses_an_unknown_preset_before_evaluating_the_base(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    result = runner.invoke(app, ["experiment", "--method", "x=nosuch", "--out", str(out), "--no-publish-readme"])
+    assert result.exit_code == 2 and "unknown config preset 'nosuch'" in result.output
+    assert not out.exists()
