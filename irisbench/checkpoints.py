@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from irisbench.errors import read_json
+
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -69,7 +71,7 @@ def restore_optimizer(ckpt: Path, optimizer: Any, scheduler: Any,
     """
     from safetensors.torch import load_file
 
-    state = json.loads((ckpt / STATE_FILE).read_text())
+    state = read_json(ckpt / STATE_FILE, kind="checkpoint state")
     tensors = load_file(str(ckpt / OPTIMIZER_FILE))
     if loader is not None:
         loader(tensors, state["param_groups"])

@@ -51,6 +51,19 @@ def read_utf8(path: str | os.PathLike[str], error: type[IrisbenchError], kind: s
     return text.removeprefix("\ufeff")
 
 
+def read_json(path: str | os.PathLike[str], error: type[IrisbenchError] | None = None, kind: str = "JSON file") -> Any:
+    """A JSON file's value; a missing, unreadable or invalid file raises ``error`` (default ``UsageError``) with
+    one line naming the file and, for bad JSON, the line and column."""
+    import json
+
+    error = error or UsageError
+    text = read_utf8(path, error, kind, kind)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+
+
 def did_you_mean(name: str, valid: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
     """``" Did you mean 'x' or 'y'?"`` for the close matches of ``name`` among ``valid``; ``""`` if none."""
     close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=cutoff)

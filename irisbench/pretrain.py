@@ -32,7 +32,7 @@ import numpy as np
 
 from irisbench import checkpoints
 from irisbench.checkpoints import OPTIMIZER_FILE, STATE_FILE, complete_checkpoints, load_optimizer, trim_metrics
-from irisbench.errors import IrisbenchError
+from irisbench.errors import IrisbenchError, read_json
 
 METRICS = "metrics.jsonl"
 STATE_FORMAT = "irisbench.pretrain-state"
@@ -298,7 +298,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     start_step, elapsed, cpu = 0, 0.0, 0.0
     if existing:
         start_step, ckpt = existing[-1]
-        state = json.loads((ckpt / STATE_FILE).read_text())
+        state = read_json(ckpt / STATE_FILE, PretrainError, "checkpoint state")
         _check_resume_config(state["config"], cfg, ckpt / STATE_FILE)
         policy = ShapesLMPolicy.load(ckpt, device=device)
         elapsed = float(state.get("elapsed_s", 0.0))

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError
+from irisbench.errors import IrisbenchError, read_json
 
 IMAGE_NEUTRAL_KEYS = ("metrics",)  # top-level config keys an eval run may change on resume
 
@@ -137,7 +137,7 @@ def compute_run_metrics(run_path: str | Path, opts: Any, *, n_resamples: int = 2
         raise MetricsError(f"{results_path} is missing: finish the run first by re-running its eval command with "
                            f"--out {run.path} (it resumes; images already made are not generated again)")
     with run.lock():
-        results = json.loads(results_path.read_text(encoding="utf-8"))
+        results = read_json(results_path, MetricsError, "results file")
         config = run.config
         if "world" not in config or config.get("suite") == "wise":
             raise MetricsError(f"{run.path} is a {config.get('suite', 'non-GenEval/CompBench')!r} run; CLIP score, "

@@ -134,3 +134,18 @@ def test_experiment_refuses_an_unknown_preset_before_evaluating_the_base(tmp_pat
     result = runner.invoke(app, ["experiment", "--method", "x=nosuch", "--out", str(out), "--no-publish-readme"])
     assert result.exit_code == 2 and "unknown config preset 'nosuch'" in result.output
     assert not out.exists()
+
+
+def test_a_corrupt_results_file_is_one_line_naming_file_line_and_column(tmp_path: Path) -> None:
+    from irisbench.errors import read_json
+
+    run = make_run(tmp_path / "run", {(0, 0): True, (1, 0): False}, {0: "single_object", 1: "counting"})
+    (run / "results.json").write_text('{"suite": "geneval",\n  "scores": {oops}\n')
+    for args in (["metrics", str(run), "--metrics", "clip"], ["report", f"a={run}", "--out", str(tmp_path / "rep")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
+        assert "results.json:2:14: not valid JSON" in " ".join(result.output.split()), (args, result.output)
+    with pytest.raises(UsageError, match=r"nothing\.json: JSON file not found"):
+        read_json(tmp_path / "nothing.json")
+    (tmp_path / "ok.json").write_bytes(b'\xef\xbb\xbf{"a": [1, 2]}')
+    assert read_json(tmp_path / "ok.json") == {"a": [1, 2]}

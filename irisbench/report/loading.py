@@ -13,14 +13,13 @@ The per-image value is ``correct`` (bool) for the GenEval protocol and ``score``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError
+from irisbench.errors import IrisbenchError, read_json
 
 RESULTS_FILE = "results.json"
 RECORDS_FILE = "records.jsonl"
@@ -130,10 +129,7 @@ def read_results(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise ReportError(f"{path} is not an eval run folder: {RESULTS_FILE} is missing (run `irisbench eval` "
                           "first, or point the report at the folder that holds results.json)")
-    try:
-        results = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{file}: cannot read ({e})") from None
+    results = read_json(file, ReportError, "results file")
     where = str(file)
     _require(results, "suite", where, str)
     scores = _require(results, "scores", where, dict)
@@ -201,8 +197,8 @@ def load_run(ref: RunRef) -> LoadedRun:
     if records_file.is_file():
         try:
             records = read_records(records_file, key_fields=("prompt_index", "sample_index"))
-        except ValueError as e:
-            raise ReportError(f"{records_file}: {e}") from None
+        except ValueError as e:  # the records reader's messages name the file already
+            raise ReportError(str(e) if str(records_file) in str(e) else f"{records_file}: {e}") from None
         _check_records(records, value_field, records_file)
         run.records = records
         _check_consistent(run)
