@@ -4,7 +4,7 @@ One rollout row = an optional semantic chain of thought (CoT, text tokens drawn 
 then 576 image tokens drawn with classifier-free guidance (CFG) from ``generation_head``, decoded by
 the VQ model. The sampling loops are the project's own (``janus_decode``, with their departures from the
 official code); checkpoint folders are checked by ``janus_checkpoint``. ``token_logits`` recomputes the
-conditional logits teacher-forced and differentiably for GRPO.
+conditional logits teacher-forced and differentiably for GRPO (``janus_logits``).
 
 Prompt format, as found in the official code (deepseek-ai/Janus ``conversation.py``, template
 "deepseek", and ``apply_sft_template_for_multi_turn_prompts``; the same string is produced by the
@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +39,11 @@ from irisbench.policies.janus_decode import (
     LoopOutput,
     _check_decode,
     _lay_out_tokens,
-    _left_pad,
-    _positions,
     sample_image_tokens,
     sample_text,
     tokens_to_pixels,
 )
+from irisbench.policies.janus_logits import image_logits, per_token, text_logits, training_mode
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import torch
@@ -103,28 +101,6 @@ def _dtype(dtype: Any, device: str) -> torch.dtype:
             raise UsageError(f"dtype: unknown torch dtype {dtype!r}")
         return value
     return dtype
-
-
-def _ranks() -> int:
-    """The process group's size when one is joined (FSDP / DDP under a launcher), else 1."""
-    import sys
-
-    if "torch.distributed" not in sys.modules:
-        return 1
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-@contextmanager
-def _training_mode(module: Any) -> Iterator[None]:
-    """``module.train()`` for the duration (transformers checkpoints decoder blocks only in training mode)."""
-    was = module.training
-    module.train()
-    try:
-        yield
-    finally:
-        module.train(was)
 
 
 def freeze_for_rl(model: Any) -> int:
@@ -411,16 +387,16 @@ class JanusPolicy:
         lm = self.model.model.language_model
         # decoder-block checkpointing runs only in training mode (transformers' rule); dropout is 0 here
         ckpt = self.gradient_checkpointing and torch.is_grad_enabled() and not lm.training
-        with _training_mode(lm) if ckpt else contextlib.nullcontext():
+        with training_mode(lm) if ckpt else contextlib.nullcontext():
             if "text" in parts:
-                out.update(self._text_logits(tokens, cot_ids, lengths, head=full))
+                out.update(text_logits(self, tokens, cot_ids, lengths, head=full))
             if "image" in parts:
-                out.update(self._image_logits(tokens, img_ids, lengths, n_img, head=full or uncond))
+                out.update(image_logits(self, tokens, img_ids, lengths, n_img, head=full or uncond))
                 if uncond:
                     keep = [[t if t in (self.bos_id, self.boi_id) else self.pad_id for t in row] for row in img_ids]
-                    out["image_uncond"] = self._image_logits(tokens, keep, lengths, n_img)["image"]
+                    out["image_uncond"] = image_logits(self, tokens, keep, lengths, n_img)["image"]
         if len(set(parts)) == 2:
-            out.update(self._per_token(rollout, out, lengths, n_img, uncond))
+            out.update(per_token(self, rollout, out, lengths, n_img, uncond))
         for key in ("text_hidden", "image_hidden"):
             out.pop(key, None)
         if not full:
@@ -428,112 +404,6 @@ class JanusPolicy:
             if not uncond:
                 out.pop("image", None)
         return out
-
-    def _per_token(
-        self, rollout: Rollout, out: dict[str, Any], lengths: list[int], n_img: int, uncond: bool
-    ) -> dict[str, Any]:
-        """The per-part outputs laid out like ``rollout.tokens`` (B, T); differentiable."""
-        import torch
-
-        from irisbench.uncertainty import head_token_stats, token_stats
-
-        dev, (b, width) = self.device, rollout.tokens.shape
-
-        def lay(text: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
-            full = image.new_zeros((b, width, *image.shape[2:]))
-            for r, n in enumerate(lengths):
-                if text is not None:
-                    full[r, :n] = text[r, :n]
-                full[r, n:n + n_img] = image[r]
-            return full
-
-        res: dict[str, Any] = {
-            "tokens": torch.as_tensor(rollout.tokens, dtype=torch.long, device=dev),
-            "mask": torch.as_tensor(rollout.token_mask, dtype=torch.bool, device=dev),
-            "modality": torch.as_tensor(rollout.modality, dtype=torch.long, device=dev),
-        }
-        if "text_hidden" in out:  # chunked: never all positions' logits at once (GRPO memory)
-            hid, toks = out["text_hidden"], out["text_tokens"]
-            lmax = hid.shape[1]
-            if _ranks() > 1 and lmax < self.cot_max_new_tokens:
-                # sharded heads gather their weights at every call: every rank must make the same number of
-                # calls, so the CoT positions are padded to the cap (same rows on every rank)
-                pad = self.cot_max_new_tokens - lmax
-                hid = torch.cat([hid, hid.new_zeros((b, pad, hid.shape[-1]))], dim=1)
-                toks = torch.cat([toks, toks.new_zeros((b, pad))], dim=1)
-            text = tuple(t[:, :lmax] for t in head_token_stats(hid, self.model.lm_head, toks,
-                                                                 chunk_size=self.logits_chunk))
-        else:
-            text = token_stats(out["text"], out["text_tokens"])
-        if "image_hidden" in out:
-            image = head_token_stats(out["image_hidden"], self.model.model.generation_head, out["image_tokens"],
-                                     chunk_size=self.logits_chunk)
-        else:
-            image = token_stats(out["image"], out["image_tokens"])
-        for key, t_val, i_val in zip(("logp", "self_certainty", "entropy"), text, image, strict=True):
-            res[key] = lay(t_val, i_val)
-        if uncond:
-            res["image_logits"] = lay(None, out["image"])
-            res["image_logits_uncond"] = lay(None, out["image_uncond"])
-        return res
-
-    def _text_logits(self, tokens: torch.Tensor, cot_ids: list[list[int]], lengths: list[int], *,
-                     head: bool = True) -> dict[str, Any]:
-        """``text`` logits (``head=True``) or the ``text_hidden`` states they come from (B, Lmax, D)."""
-        import torch
-
-        dev, b = self.device, tokens.shape[0]
-        model, lm = self.model, self.model.model.language_model
-        out: dict[str, Any] = {}
-        lmax = max(lengths, default=0)
-        text_tokens = torch.zeros((b, lmax), dtype=torch.long)
-        text_mask = torch.zeros((b, lmax), dtype=torch.bool)
-        for r, length in enumerate(lengths):
-            text_tokens[r, :length] = tokens[r, :length]
-            text_mask[r, :length] = True
-        if lmax:
-            seqs = [list(cot_ids[r]) + tokens[r, :lengths[r]].tolist() for r in range(b)]
-            ids, mask = _left_pad(seqs, self.pad_id, dev)
-            hidden = lm(inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
-                        position_ids=_positions(mask), use_cache=False).last_hidden_state  # no KV cache to keep
-            s = ids.shape[1]
-            j = torch.arange(lmax, device=dev)
-            idx = torch.stack([(s - lengths[r] - 1 + j).clamp(max=s - 1) for r in range(b)])
-            picked = hidden.gather(1, idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-            if head:
-                out["text"] = model.lm_head(picked)
-            else:
-                out["text_hidden"] = picked
-        elif head:
-            out["text"] = torch.zeros((b, 0, model.lm_head.out_features), device=dev)
-        else:
-            out["text_hidden"] = torch.zeros((b, 0, model.lm_head.in_features), device=dev,
-                                             dtype=model.lm_head.weight.dtype)
-        out["text_tokens"], out["text_mask"] = text_tokens.to(dev), text_mask.to(dev)
-        return out
-
-    def _image_logits(
-        self, tokens: torch.Tensor, img_ids: list[list[int]], lengths: list[int], n_img: int, *, head: bool = True
-    ) -> dict[str, Any]:
-        import torch
-
-        dev, b = self.device, tokens.shape[0]
-        model, lm = self.model, self.model.model.language_model
-        image_tokens = torch.stack([tokens[r, lengths[r]:lengths[r] + n_img] for r in range(b)]).to(dev)
-        ids, mask = _left_pad(img_ids, self.pad_id, dev)
-        p = ids.shape[1]
-        embeds = torch.cat([model.get_input_embeddings()(ids),
-                            model.prepare_embeddings_for_image_generation(image_tokens)], dim=1)
-        mask = torch.cat([mask, torch.ones_like(image_tokens)], dim=1)
-        hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask),
-                    use_cache=False).last_hidden_state
-        picked = hidden[:, p - 1:p - 1 + n_img]
-        return {
-            "image" if head else "image_hidden": model.model.generation_head(picked) if head else picked,
-            **({"image_hidden": picked} if head and self.logits_chunk else {}),
-            "image_tokens": image_tokens,
-            "image_mask": torch.ones_like(image_tokens, dtype=torch.bool),
-        }
 
     def save(self, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
         """Write a folder that ``from_pretrained`` loads back: model (safetensors), generation config,
