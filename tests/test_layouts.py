@@ -126,20 +126,20 @@ def test_rescoring_a_run_folder_keeps_its_generation_fields(geneval_run: Path, t
 
 
 def test_folder_prompt_sets_are_named() -> None:
-    from irisbench.evaluate import _geneval_folder_prompts
+    from irisbench.eval_plan import geneval_folder_prompts
     from irisbench.protocols.geneval_prompts import generate_official_metadata
     from irisbench.suites import load_suite
     from irisbench.world.prompts import build_splits
 
     suite = load_suite("geneval")
     opts = EvalOptions(images="x")
-    official = _geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43), opts)
+    official = geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43), opts)
     assert official["name"] == "official" and official["official_format_sha256"] == suite.prompts["open"].sha256
-    val = _geneval_folder_prompts(suite, "shapes", build_splits(seed=0)["val"], opts)
+    val = geneval_folder_prompts(suite, "shapes", build_splits(seed=0)["val"], opts)
     assert val["name"] == "geneval shapes val" and val["split"] == "val"
-    assert _geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10], opts)["name"] == "folder"
+    assert geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10], opts)["name"] == "folder"
     shuffled = build_splits(seed=0)["val"][::-1]
-    assert _geneval_folder_prompts(suite, "shapes", shuffled, opts)["name"] == "folder"
+    assert geneval_folder_prompts(suite, "shapes", shuffled, opts)["name"] == "folder"
 
 
 # -------------------------------------------------------------------------------------------- bad input

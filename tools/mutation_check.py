@@ -43,7 +43,7 @@ class Mutation:
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation("trainer-ascends-loss", "irisbench/trainer.py", "loss.backward()", "(-loss).backward()",
              ("tests/test_trainer.py",), "the update descends -loss: rewards go down"),
-    Mutation("eval-sample-index-0", "irisbench/evaluate.py",
+    Mutation("eval-sample-index-0", "irisbench/eval_plan.py",
              "seeds = [derive_seed(self.opts.seed, self.seed_key, src[i] if src else i, j) for i, j in batch]",
              "seeds = [derive_seed(self.opts.seed, self.seed_key, src[i] if src else i, 0) for i, j in batch]",
              ("tests/test_evaluate.py",), "every image of a prompt drawn with the seed of sample 0"),
