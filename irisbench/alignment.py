@@ -143,10 +143,11 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
 
     ``items``: prompt metadata dicts (``prompt``, ``tag``, and what ``judge`` reads). ``judge`` (correctness),
     ``count_objects`` and ``clip_score`` (raw cosines: ``clip_score(images, prompts) -> floats``) feed the
-    metrics; at least a judge or a CLIP score is needed. A probed ``clip`` reward scores with that same
-    ``clip_score`` (on its own scale), so its model is loaded once. ``reward_options``: per-reward factory
-    options, as a preset's ``reward_options``. Returns ``{"rows": per-image records, "summary": {reward: {tag
-    or "overall": metrics}}, "accuracy": ...}`` (``accuracy`` is None without a judge).
+    metrics; at least a judge or a CLIP score is needed. A probed ``clip`` reward reads the scores
+    ``clip_score`` gave the batch (on its own scale): its model is loaded once and each image scored once.
+    ``reward_options``: per-reward factory options, as a preset's ``reward_options``. Returns ``{"rows":
+    per-image records, "summary": {reward: {tag or "overall": metrics}}, "accuracy": ...}`` (``accuracy`` is
+    None without a judge).
     """
     from irisbench.grpo import group_advantages
     from irisbench.rewards import build_reward, reward_context
@@ -163,7 +164,12 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
              for name in rewards}
     world = getattr(policy, "world", "shapes")
     judged = {"judge": judge} if judge else {}
-    contexts = {name: {**reward_context(reward, world, raw_clip_score=clip_score), **judged}
+    scored: dict[str, Any] = {}  # the batch's images and their CLIP scores, computed once for the clip column
+
+    def batch_clip(images: Any, prompts: Sequence[str]) -> Any:  # a probed clip reward reads those scores
+        return scored["clip"] if images is scored.get("images") else clip_score(images, prompts)
+
+    contexts = {name: {**reward_context(reward, world, raw_clip_score=batch_clip if clip_score else None), **judged}
                 for name, reward in terms.items()}
     records: list[dict[str, Any]] = []
     values: dict[str, list[np.ndarray]] = {name: [] for name in rewards}
@@ -173,10 +179,11 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
         roll = policy.sample([it["prompt"] for it in batch], n=g, seed=seeds, cfg=cfg, temperature=temperature,
                              top_k=top_k)
         metas = [it for it in batch for _ in range(g)]
-        for name, reward in terms.items():
-            values[name].append(reward.evaluate(roll, {**contexts[name], "metadata": metas})[0])
         clip = (np.asarray(clip_score(roll.images, [m["prompt"] for m in metas]), np.float64).reshape(-1)
                 if clip_score is not None else None)
+        scored.update(images=roll.images, clip=clip)
+        for name, reward in terms.items():
+            values[name].append(reward.evaluate(roll, {**contexts[name], "metadata": metas})[0])
         text = roll.token_mask & (roll.modality == TEXT) if roll.tokens.size else np.zeros((len(roll), 1), bool)
         for row in range(len(roll)):
             meta, image = metas[row], roll.images[row]

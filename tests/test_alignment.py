@@ -118,6 +118,20 @@ def test_probe_correlates_the_advantage_with_a_clip_score() -> None:
     assert bare["summary"]["verifier"]["overall"]["rho_objects"] == EMPTY and bare["rows"][0]["objects"] is None
 
 
+def test_a_probed_clip_reward_reads_the_batch_scores_of_the_clip_column() -> None:
+    calls: list[int] = []
+
+    def counted(images, prompts):  # noqa: ANN001, ANN202
+        calls.append(len(images))
+        return _clip(images, prompts)
+
+    res = probe_alignment(FakePolicy(), ITEMS, ["clip", "verifier"], g=G, judge=_judge, clip_score=counted,
+                          n_resamples=50, prompts_per_batch=2)
+    assert calls == [G * len(ITEMS[s:s + 2]) for s in range(0, len(ITEMS), 2)]  # each image scored once
+    row = res["rows"][0]
+    assert row["reward:clip"] == pytest.approx(row["clip"])  # the reward is that score (raw scale)
+
+
 def test_an_open_world_policy_is_probed_against_the_clip_score_alone() -> None:
     from irisbench.rewards import RewardInputError
 
