@@ -9,7 +9,7 @@ Measured in one run, on one model and one batch (default: the shipped base, 32 p
   ``generate(record_stats=False)``; best of ``--repeats`` alternating runs each;
 - the sampling loops in the same run, at the GRPO batch (8 prompts x 8 rollouts, CFG) and the eval batch
   (64 prompts x 1, CFG): today's reference loop (``generate(fast=False)``, transformers' forward with a
-  ``DynamicCache``), the previous fast loop (``fast="static"``), the default fast loop
+  ``DynamicCache``), the previous fast loop (``shapes_decode_static`` beside this script), the default fast loop
   (``irisbench.policies.shapes_decode``) and its ``continue_plan`` variant (not exact): images/s and images
   per CPU second (best of ``--repeats`` alternating runs), speed-ups over the reference in both, tokens
   differing from the reference's and the largest gap between kept image logits; ``--compile-probe`` adds
@@ -49,6 +49,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes_decode_static import generate_chunk_static  # noqa: E402  (the benchmark's own baseline loop)
 
 PROMPTS = [
     "a photo of a red circle", "a photo of three squares", "a photo of a diamond left of a triangle",
@@ -185,7 +188,7 @@ def main() -> None:
         return int(r.token_mask.sum())
 
     def loops(prompts_: list[str], n: int) -> dict[str, Any]:
-        variants = {"reference": {"fast": False}, "static": {"fast": "static"}, "fast": {"fast": True},
+        variants = {"reference": {"fast": False}, "static": {"fast": generate_chunk_static}, "fast": {"fast": True},
                     "fast_continue_plan": {"fast": True, "continue_plan": True}}
         times: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}  # process CPU time: less sensitive to load

@@ -2,7 +2,7 @@
 
 ``generate_chunk_reference`` runs transformers' ``LlamaForCausalLM`` forward with a ``DynamicCache`` at every
 step (``ShapesLMPolicy.generate(fast=False)``): it defines the numbers the fast loops
-(``shapes_decode``, ``shapes_decode_static``) reproduce. Phase 1 writes the plan with the conditional rows
+(``shapes_decode``; a benchmark's baseline loop) reproduce. Phase 1 writes the plan with the conditional rows
 only (rows that finished feed masked-out padding until all are done, EOP forced at ``max_plan_tokens``);
 phase 2 re-prefills ``prefix + plan + [BOI]`` (left-padded, cond and uncond rows together) and runs the 64
 image steps in lockstep with classifier-free guidance. ``use_cache=False`` recomputes the whole prefix at

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -319,7 +319,7 @@ class ShapesLMPolicy:
         use_cache: bool = True,
         record_stats: bool = True,
         keep_logits: bool = False,
-        fast: bool | str = True,
+        fast: bool | Callable[..., dict[str, Any]] = True,
         continue_plan: bool = False,
     ) -> Rollout:
         """``sample`` with the switches tests and benchmarks need.
@@ -327,9 +327,9 @@ class ShapesLMPolicy:
         ``fast=True`` (default, with ``use_cache``) runs the fast loop of ``irisbench.policies.shapes_decode``
         (the reference loop's arithmetic without its overheads: same tokens, same logits on the CPU
         measured); ``fast=False`` the reference loop, the transformers forward with a ``DynamicCache``, which
-        defines the numbers; ``fast="static"`` the previous fast loop (``shapes_decode_static``, a benchmark
-        baseline). ``continue_plan=True`` (fast loops only) starts the image from the plan's cache instead of
-        re-prefilling it: faster, but tokens may differ from the reference loop's (float round-off).
+        defines the numbers; a callable with ``generate_chunk_fast``'s signature runs in its place (benchmarks
+        pass their baseline loops so). ``continue_plan=True`` (fast loops only) starts the image from the plan's
+        cache instead of re-prefilling it: faster, but tokens may differ from the reference loop's (float round-off).
         ``use_cache=False`` recomputes the whole prefix at every step (the naive baseline);
         ``record_stats=False`` skips logp/self-certainty/entropy (left as NaN); ``keep_logits=True``
         stores each step's restricted conditional (and guided) logits in ``extras["logits"]`` (the fast loops
@@ -352,11 +352,10 @@ class ShapesLMPolicy:
         chunks = []
         from irisbench.policies.shapes_decode import generate_chunk_fast, supports_fast_decode
         from irisbench.policies.shapes_decode_reference import generate_chunk_reference
-        from irisbench.policies.shapes_decode_static import generate_chunk_static
 
-        if fast not in (True, False, "static"):
-            raise UsageError(f"fast must be True, False or 'static', got {fast!r}")
-        loop = generate_chunk_static if fast == "static" else generate_chunk_fast
+        if fast not in (True, False) and not callable(fast):
+            raise UsageError(f"fast must be True, False or a chunk loop, got {fast!r}")
+        loop = fast if callable(fast) else generate_chunk_fast
         fast = bool(fast) and use_cache and supports_fast_decode(self.model) and not torch.is_autocast_enabled(
             self.device.type)
         with torch.inference_mode():

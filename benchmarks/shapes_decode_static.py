@@ -1,6 +1,6 @@
-"""The previous fast sampling loop (static KV cache, per-step row gathers), kept as a baseline.
+"""The previous fast sampling loop (static KV cache, per-step row gathers), kept as a benchmark baseline.
 
-``ShapesLMPolicy.generate(fast="static")`` runs it; ``benchmarks/bench_sampling.py`` times it against the
+``ShapesLMPolicy.generate(fast=generate_chunk_static)`` runs it; ``bench_sampling.py`` times it against the
 reference loop and against the loop that replaced it (``irisbench.policies.shapes_decode``). It computes
 the same function of the same weights in fp32 and draws the same tokens from the same uniforms, but its
 plan steps run as few rows as are still writing (an sgemm of fewer than 16 rows rounds differently), so
