@@ -1,7 +1,7 @@
 """GRPO maths as small pure torch functions, with trl's ``GRPOTrainer`` names and semantics.
 
 Definitions follow trl's ``GRPOTrainer`` (``_generate_and_score_completions`` / ``_compute_loss``;
-docs: https://huggingface.co/docs/trl/main/grpo_trainer, "Loss Types") and IRIS.md §3:
+docs: https://huggingface.co/docs/trl/main/grpo_trainer, "Loss Types") and docs/method.md §3:
 
 - advantages: ``A_i = (r_i - mean_G r) / (std_G r + 1e-4)`` with the unbiased (Bessel) std of the
   prompt's group of ``num_generations`` rewards; rows are group-major (rows ``i*G .. i*G+G-1`` are

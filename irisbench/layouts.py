@@ -5,7 +5,7 @@ prompt items (index = prompt index) and a list of ``LayoutImage(prompt_index, sa
 the files it could not place (misnamed). Everything after that (missing / extra / unreadable counts, image
 checks, scoring, summaries) is common, so a new layout is one reader and one entry in ``LAYOUTS``:
 
-- ``geneval`` (PROTOCOLS.md §1.3): ``DIR/<digits>/metadata.jsonl`` + ``samples/<digits>.png``. The prompt
+- ``geneval`` (docs/protocols.md §1.3): ``DIR/<digits>/metadata.jsonl`` + ``samples/<digits>.png``. The prompt
   items come from the folders (each ``metadata.jsonl`` is one JSON object, validated as a prompt file is);
   folder ``k`` is prompt ``k``, so the folder numbers must run 0..N-1 without a gap.
 - ``compbench`` (§2.2): ``DIR/samples/{prompt}_{NNNNNN}.png`` for one category, or ``DIR/<category>/samples/``
@@ -466,7 +466,7 @@ def write_official_layout(run: Path, protocol: str, items: list[dict], records: 
 
 def geneval_results_lines(records: list[dict], *, threshold: float = 0.3, counting_threshold: float = 0.9,
                           max_objects: int = 16) -> list[dict]:
-    """GenEval ``evaluate_images.py`` output rows for the records (PROTOCOLS.md §1.4), in (prompt, sample)
+    """GenEval ``evaluate_images.py`` output rows for the records (docs/protocols.md §1.4), in (prompt, sample)
     order: filename (the image in the run's ``geneval/`` layout), tag, prompt, correct, reason, metadata (JSON
     string) and details (JSON string {class: [[x1, y1, x2, y2, score], ...]} of the detections the judge keeps)."""
     from irisbench.protocols.geneval import Detection, kept_by_class

@@ -16,7 +16,7 @@ groups, scheduler, config, step); each is written to a temporary folder and rena
 without ``trainer_state.json`` is ignored, so ``kill -9`` at any moment leaves a resumable run.
 No pickle anywhere. Metrics go to ``out_dir/metrics.jsonl`` (one JSON object per logged step).
 
-Departure from the feasibility prototype (SHAPES-FEASIBILITY.md): the model also learns the plan
+Departure from the feasibility prototype (docs/shapes-world.md): the model also learns the plan
 (the world's chain-of-thought), so the loss covers plan and image tokens, not image tokens only.
 """
 

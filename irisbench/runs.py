@@ -1,6 +1,6 @@
 """Run directories: the marker, the resolved config, provenance and the run lock.
 
-A run directory (DESIGN.md §4) holds ``run.json`` (a marker: ``{"irisbench_run": 1, "kind", "created"}``),
+A run directory (docs/design.md §4) holds ``run.json`` (a marker: ``{"irisbench_run": 1, "kind", "created"}``),
 ``config.yaml`` (the resolved config), ``env.json`` (versions, git hash, hardware of the creating session) and
 whatever the run produces, e.g. ``eval/<suite>/<checkpoint>/records.jsonl`` (written through
 ``irisbench.records``, crash-safe). ``RunDir.lock()`` takes an exclusive, non-blocking ``flock`` on

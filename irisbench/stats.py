@@ -2,7 +2,7 @@
 
 Images of one prompt are not independent (same prompt, same difficulty), so intervals resample PROMPTS
 (clusters) with replacement and keep each prompt's images together — a cluster bootstrap. The GenEval
-summary follows the official ``summary_scores.py`` (PROTOCOLS.md §1.5): a tag's score is the mean of
+summary follows the official ``summary_scores.py`` (docs/protocols.md §1.5): a tag's score is the mean of
 ``correct`` over all its images, and the overall score is the UNWEIGHTED mean of the tag scores (not a
 per-image mean). Its intervals come from a stratified cluster bootstrap: each replicate resamples prompts
 within every tag (tags keep their prompt counts), computes each tag mean, and the mean of the tag means.

@@ -1,4 +1,4 @@
-"""Self-certainty and entropy of next-token distributions, from logits, in fp32 (IRIS.md §2).
+"""Self-certainty and entropy of next-token distributions, from logits, in fp32 (docs/method.md §2).
 
 For logits ``z`` over a vocabulary ``V`` at one position, with ``pi = softmax(z)``::
 

@@ -11,7 +11,7 @@ the pipeline end to end; it is never a default.
 Records (one per judged image, resumable: re-running skips judged ids) carry the judge's numbers;
 ``results.json`` gives per-category scores with cluster-bootstrap CIs (``stats.bootstrap_replicates``, one
 image per prompt), and the overall score with the protocol's weights only when every one of the 1000 ids
-has a parsed score (PROTOCOLS.md §3; otherwise the missing and failed ids are listed). One run is one
+has a parsed score (docs/protocols.md §3; otherwise the missing and failed ids are listed). One run is one
 protocol: "WISE (GPT-4o legacy)" (WiScore) or "WISE_Verified" (binary score), labelled as such; the two are
 never mixed. The overall CI combines the per-category bootstrap replicates with the same weights.
 

@@ -1,4 +1,4 @@
-"""A tiny random open_clip model for tests of ``irisbench.metrics`` (DEPENDENCIES.md section 3).
+"""A tiny random open_clip model for tests of ``irisbench.metrics`` (docs/dependencies.md section 3).
 
 ``register_tiny_clip(folder)`` writes an open_clip JSON config (64 px ViT with 16 px patches, 2 layers,
 32-d embeddings, a 16-token text context) and registers it with ``open_clip.add_model_config`` under

@@ -6,7 +6,7 @@
 generation config and processor with ``save_pretrained`` (safetensors), so that the folder loads back
 through ``JanusPolicy.from_pretrained`` exactly as a real Janus-Pro folder would.
 
-Dimension rules (DEPENDENCIES.md §2): ``vq_config.projection_dim`` and ``image_token_embed_dim`` equal
+Dimension rules (docs/dependencies.md §2): ``vq_config.projection_dim`` and ``image_token_embed_dim`` equal
 the LLM hidden size; ``vision_config.num_image_tokens == (image_size // patch_size) ** 2``;
 ``base_channels >= 32`` (GroupNorm(32)). The image codebook (96) differs from the text vocabulary on
 purpose, so that a mix-up of the two heads fails loudly.
@@ -126,7 +126,7 @@ def build_tiny_janus(folder: str | Path, seed: int = 0) -> Path:
         for name, param in model.named_parameters():
             if param.dim() >= 2 and "vqmodel" not in name and "vision_model" not in name:
                 param.normal_(0.0, WEIGHT_STD)
-    # A fresh GenerationConfig survives the save/load round trip (DEPENDENCIES.md §2, pitfall 3).
+    # A fresh GenerationConfig survives the save/load round trip (docs/dependencies.md §2, pitfall 3).
     model.generation_config = GenerationConfig(
         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, generation_kwargs={"boi_token_id": boi}
     )

@@ -71,7 +71,7 @@ def test_complex_subsets_partition_complex_val(compbench_dir):
         else "action" if cb.normalise_complex_prompt(p) in action else "both"
         for p in prompts
     )
-    assert kinds == {"action": 212, "spatial": 58, "both": 30}  # PROTOCOLS.md §2.1 counts
+    assert kinds == {"action": 212, "spatial": 58, "both": 30}  # docs/protocols.md §2.1 counts
 
 
 def test_localities_match_the_documented_counts(compbench_dir):

@@ -1,4 +1,4 @@
-"""T2I-CompBench(++) scoring rules against hand-computed values (PROTOCOLS.md §2), quirks included.
+"""T2I-CompBench(++) scoring rules against hand-computed values (docs/protocols.md §2), quirks included.
 
 Language-dependent tests pin ``method="rules"`` (the spaCy-free stand-in): their expected outputs are
 hand-written, spaCy-style noun chunks / tags for real prompts of the val files (not checked against spaCy,

@@ -225,4 +225,4 @@ def test_reference_metadata_loads_with_tag_counts() -> None:
     counts = Counter(item["tag"] for item in items)
     tags = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
     assert [counts[t] for t in tags] == [80, 99, 80, 94, 100, 100]
-    assert items[353] == GOOD_POSITION  # line 354, the PROTOCOLS.md example
+    assert items[353] == GOOD_POSITION  # line 354, the docs/protocols.md example

@@ -20,7 +20,7 @@ from irisbench.protocols.geneval_prompts import (
     write_metadata_jsonl,
 )
 
-# Published hash of the official file (PROTOCOLS.md §5), literal so the test cannot drift with the module.
+# Published hash of the official file (docs/protocols.md §5), literal so the test cannot drift with the module.
 EXPECTED_SHA256 = "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13"
 
 

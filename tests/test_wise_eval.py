@@ -1,5 +1,5 @@
 """``irisbench eval --suite wise``: prompt files, the WISE image folder reader, the stub judge, and the results
-(per-category scores with CIs, the weighted overall and the missing-ids rule of PROTOCOLS.md §3), hand-computed."""
+(per-category scores with CIs, the weighted overall and the missing-ids rule of docs/protocols.md §3), hand-computed."""
 
 from __future__ import annotations
 

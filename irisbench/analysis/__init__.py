@@ -14,7 +14,7 @@ modality) and a training run's ``train/metrics.jsonl`` and ``eval/<split>/step-N
 - ``analyze_runs``: all of the above over run folders, into tidy CSV/Parquet tables, PNG plots and a
   summary dict.
 
-Departures from the paper (IRIS, arXiv 2509.25562), following its reviewers (IRIS.md §5): intervals
+Departures from the paper (IRIS, arXiv 2509.25562), following its reviewers (docs/method.md §5): intervals
 everywhere resample prompts (images of a prompt are not independent); checkpoints are chosen on val, not
 test; diversity is measured beside alignment. The p-values reported with correlations are scipy's and
 treat images as independent — read the intervals.

@@ -1,7 +1,7 @@
 """Does an image's own self-certainty (or entropy) predict its quality? Correlations over per-image records.
 
 IRIS (arXiv 2509.25562) argues that low self-certainty goes with richer, better images but shows no
-per-image evidence and no intervals (IRIS.md §5.2). Here, from the evaluator's records alone:
+per-image evidence and no intervals (docs/method.md §5.2). Here, from the evaluator's records alone:
 
 - ``correlate``: Spearman, Pearson (point-biserial when y is binary — the same number, scipy's
   ``pointbiserialr``) and Kendall tau-b between uncertainty columns (x) and quality columns (y), overall and

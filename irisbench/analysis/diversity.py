@@ -1,4 +1,4 @@
-"""Per-prompt diversity of a run's samples, to be read beside alignment (IRIS.md §5.3).
+"""Per-prompt diversity of a run's samples, to be read beside alignment (docs/method.md §5.3).
 
 IRIS's claim is that low self-certainty models draw "simple, uniform" images; alignment scores alone cannot
 show that, so diversity is measured per prompt from the same records:

@@ -1,4 +1,4 @@
-"""Checkpoint selection without test leakage (IRIS.md §5.1).
+"""Checkpoint selection without test leakage (docs/method.md §5.1).
 
 IRIS reports the best of its checkpoints at steps 100-800 as scored on the TEST benchmarks themselves,
 which inflates the reported score (a maximum over noisy estimates). irisbench evaluates checkpoints on a

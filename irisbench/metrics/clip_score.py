@@ -15,7 +15,7 @@
 explicit scale (``SCORE_SCALES``): raw cosine; ``max(100 cos, 0)`` as torchmetrics' ``CLIPScore`` does;
 or ``2.5 max(cos, 0)``, the CLIP-S of Hessel et al. (2021). We compute it ourselves rather than through
 torchmetrics' ``CLIPScore``, which cannot load open_clip models and fails with transformers 5
-(DEPENDENCIES.md section 4). Store ``score_identity(clip, scale)`` next to any reported number.
+(docs/dependencies.md section 4). Store ``score_identity(clip, scale)`` next to any reported number.
 
 Departure from the usual practice: a prompt longer than the text tower's context raises
 ``PromptTooLongError`` instead of being silently truncated (pass ``truncate=True`` to truncate).

@@ -7,7 +7,7 @@ computed from the logits the sampling loop already has. ``token_logits`` re-comp
 teacher-forced (differentiable, conditional branch) for GRPO.
 
 Rows are prompt-major: prompt ``i``, sample ``j`` is row ``i * n + j``. Every row carries its own
-seed, so a sample never depends on which batch it was drawn in (DESIGN.md §4).
+seed, so a sample never depends on which batch it was drawn in (docs/design.md §4).
 
 Departure from the paper's code: IRIS computes self-certainty in a second forward pass; here the
 sampling loop records it from the logits it already holds. Whether the statistics come from the

@@ -1,6 +1,6 @@
 """Janus-Pro's sampling loops: KV-cached CoT text and CFG image-token loops that record per-token statistics.
 
-transformers' image-mode ``generate`` returns no per-step logits (DEPENDENCIES.md §2), so both loops are the
+transformers' image-mode ``generate`` returns no per-step logits (docs/dependencies.md §2), so both loops are the
 project's own. They record, per drawn token, the log-prob, self-certainty ``logsumexp(z) - mean(z)`` and
 entropy of the raw (temperature 1) logits in fp32. ``irisbench.policies.janus.JanusPolicy`` drives them.
 

@@ -2,7 +2,7 @@
 
 Perception (BLIP-VQA probabilities, UniDet detections, MiDaS depth, CLIP cosines) happens elsewhere; the
 functions here take plain data and return the numbers the official scripts would write. Rules follow
-../shared/PROTOCOLS.md §2, itself a description of the official code (Karine-Huang/T2I-CompBench):
+docs/protocols.md §2, itself a description of the official code (Karine-Huang/T2I-CompBench):
 
 - BLIP-VQA (color, shape, texture, attribute part of complex): ``noun_phrases`` -> ``vqa_question`` ->
   the model gives P(yes), P(no) -> ``vqa_phrase_score`` -> ``blip_vqa_image_score``.

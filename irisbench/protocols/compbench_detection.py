@@ -1,7 +1,7 @@
 """T2I-CompBench's detection-based rules: UniDet 2D spatial, UniDet 3D spatial (++) and numeracy (++).
 
 Detections (label, box, score) and MiDaS depth maps come from elsewhere; the functions here take plain data
-and return the numbers the official scripts would write (../shared/PROTOCOLS.md §2).
+and return the numbers the official scripts would write (docs/protocols.md §2).
 
 Departures from the official code, all deliberate (the official code crashes or is undefined here):
 
@@ -154,7 +154,7 @@ def position_score_2d(
     iou_threshold: float = 0.1,
     distance_threshold: float = 150.0,
 ) -> float:
-    """Soft position score of box 1 (first object) relative to box 2, PROTOCOLS.md §2.4 table.
+    """Soft position score of box 1 (first object) relative to box 2, docs/protocols.md §2.4 table.
 
     dx, dy = centre2 - centre1 in pixels (~480-px images), IoU without the +1 convention.
     "next to"/"on side of"/"near": 1 if |dx| < 150 or |dy| < 150, else 150 / max(|dx|, |dy|).
@@ -252,7 +252,7 @@ def position_score_3d(
     *,
     iou_threshold: float = 0.5,
 ) -> float:
-    """3D position score, PROTOCOLS.md §2.5: IoU (no +1) and mean depth over each box (MiDaS: larger = nearer).
+    """3D position score, docs/protocols.md §2.5: IoU (no +1) and mean depth over each box (MiDaS: larger = nearer).
 
     "in front of": depth1 > depth2 needed; IoU > 0.5 -> 1, 0 < IoU < 0.5 -> IoU/0.5, else 0.
     "behind"/"hidden": depth1 < depth2 needed, same IoU table. IoU exactly 0.5 gives 0 (official branches).

@@ -1,7 +1,7 @@
 """GenEval scoring rules (Ghosh et al., 2023) as pure functions, plus the metadata schema.
 
 Contract shared by every perception layer: a detector turns pixels into ``Detection`` objects,
-``judge`` turns (metadata, detections) into a ``Verdict``. See ../shared/PROTOCOLS.md §1.4.
+``judge`` turns (metadata, detections) into a ``Verdict``. See docs/protocols.md §1.4.
 
 ``judge`` re-implements the official ``evaluation/evaluate_images.py`` decision logic (per-class sort,
 strict score cut, top-16, ANDed include clauses with color and position checks, ORed exclude clauses)

@@ -3,7 +3,7 @@
 With the defaults (seed 43, n=100, the 80 GenEval names, the 10 GenEval colors) ``write_metadata_jsonl``
 reproduces the official ``evaluation_metadata.jsonl`` byte for byte (sha256 ``OFFICIAL_METADATA_SHA256``;
 553 prompts). The random draws are made in the official order with the official ``numpy.random.Generator``
-calls, so the stream is the same; see ../shared/PROTOCOLS.md §1.1.
+calls, so the stream is the same; see docs/protocols.md §1.1.
 
 Departures from the official script, none of which change the output for the official inputs:
 

@@ -1,6 +1,6 @@
 """WISE (PKU-YuanGroup, arXiv 2503.07265): prompt loading, judge-output parsing, WiScore and summaries.
 
-Two protocols, never to be mixed (../shared/PROTOCOLS.md §3):
+Two protocols, never to be mixed (docs/protocols.md §3):
 
 - "legacy" — "WISE (GPT-4o legacy)", used by papers up to early 2026 (IRIS included). A judge (GPT-4o-2024-05-13,
   temperature 0, max_tokens 2000) scores Consistency, Realism and Aesthetic Quality 0-2 per image;

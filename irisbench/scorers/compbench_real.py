@@ -1,7 +1,7 @@
 """T2I-CompBench perception on real images: BLIP-VQA yes/no probabilities, an open-vocabulary detector,
 and CLIP cosine similarity. Perception only: the category rules live in ``irisbench.protocols.compbench``.
 
-See ../shared/PROTOCOLS.md §2.3-2.7 for the official pipeline these stand in for.
+See docs/protocols.md §2.3-2.7 for the official pipeline these stand in for.
 
 ``BlipVQA`` follows T2I-CompBench's ``BLIP_VQA.vqa_prob`` (``BLIPvqa_eval/models/blip_vqa.py``):
 

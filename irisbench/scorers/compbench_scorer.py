@@ -2,7 +2,7 @@
 
 Perception comes from ``irisbench.scorers.compbench_real`` (BLIP-VQA, an OWLv2 open-vocabulary detector, CLIP
 cosine); the category rules are the pure functions of ``irisbench.protocols.compbench`` (see
-../shared/PROTOCOLS.md §2). Per category:
+docs/protocols.md §2). Per category:
 
 - color / shape / texture: BLIP-VQA on ``vqa_questions(prompt)`` -> ``vqa_phrase_score`` ->
   ``blip_vqa_image_score`` (product over the 8 phrase slots, 4 decimals);

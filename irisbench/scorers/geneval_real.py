@@ -2,7 +2,7 @@
 
 Feeds ``irisbench.protocols.geneval.judge`` the same way the shapes world's exact detector does
 (``irisbench.scorers.shapes``); the rules are shared, only perception differs. See
-../shared/PROTOCOLS.md §1.4 for the official evaluator this mirrors.
+docs/protocols.md §1.4 for the official evaluator this mirrors.
 
 What follows the official evaluator (``evaluation/evaluate_images.py`` on mmdet 2.x):
 

@@ -1,6 +1,6 @@
 """GenEval prompts and metadata over the shapes vocabulary, their parser and the train/val/test splits.
 
-Metadata dicts follow GenEval's ``evaluation_metadata.jsonl`` schema exactly (PROTOCOLS.md §1.2): keys
+Metadata dicts follow GenEval's ``evaluation_metadata.jsonl`` schema exactly (docs/protocols.md §1.2): keys
 in the order ``tag, include, [exclude,] prompt``; clause keys ``class, count, [color | position]``;
 the same templates, articles, plurals and number words; counting N in {2, 3, 4} with ``exclude``
 N+1; position clauses ``[relation, 0]`` with the target object (the one after the relation words)

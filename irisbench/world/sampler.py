@@ -41,7 +41,7 @@ def relation_offsets(box_a: Sequence[float], box_b: Sequence[float],
     """GenEval's normalised (dx, dy) of box A relative to box B, or None if A has no relation to B.
 
     Centres' offset o = cA - cB is shrunk per axis by ``threshold`` x the sum of the two box sizes on
-    that axis, then divided by |o| (PROTOCOLS.md §1.4).
+    that axis, then divided by |o| (docs/protocols.md §1.4).
     """
     ca = np.array([(box_a[0] + box_a[2]) / 2, (box_a[1] + box_a[3]) / 2])
     cb = np.array([(box_b[0] + box_b[2]) / 2, (box_b[1] + box_b[3]) / 2])

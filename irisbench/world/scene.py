@@ -3,7 +3,7 @@
 A scene is a flat gray background (one of ``BACKGROUNDS``) with a few solid shapes. Every object sits
 on the 4-px patch grid with a box side of 8 or 12 px, and boxes keep at least ``MIN_GAP`` px apart, so
 objects never overlap or touch. Grid alignment is what makes the patch tokenizer lossless: every 4x4
-patch of a rendered image is an exact piece of one shape mask (see SHAPES-FEASIBILITY.md).
+patch of a rendered image is an exact piece of one shape mask (see docs/shapes-world.md).
 
 Shape masks are defined by pixel-centre tests, with no anti-aliasing, and every mask touches all four
 sides of its box, so the tight box of an object's pixels equals the object's box.

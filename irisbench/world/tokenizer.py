@@ -6,7 +6,7 @@ gray: a finite set (``theoretical_patches``). A codebook that simply lists the p
 most frequent first, is therefore lossless on rendered scenes once it has seen them all (the patch set
 is small, under a thousand, well within ``max_codes`` = 1024), and decoding is a table lookup. No k-means:
 centroids of different patches blur the flat backgrounds and shape edges that the exact detector
-judges (SHAPES-FEASIBILITY.md: k-means at K=1024 kept the GenEval verdict on only 48-89% of scenes,
+judges (docs/shapes-world.md: k-means at K=1024 kept the GenEval verdict on only 48-89% of scenes,
 the exact grid codebook on 100%).
 
 - 64 tokens per image (<= 256), row-major over the 8x8 patch grid.
