@@ -46,7 +46,7 @@ def check_config_change(saved: Mapping[str, Any], new: Mapping[str, Any]) -> lis
     Allowed: the ``metrics`` block (names, CLIP model and scale, FID reference). Refused: everything else,
     with the reason.
     """
-    from irisbench.evaluate import EvalError
+    from irisbench.eval_plan import EvalError
 
     changed = changed_config_keys(saved, new)
     refused = [k for k in changed if k.split(".")[0] not in IMAGE_NEUTRAL_KEYS]

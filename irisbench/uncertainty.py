@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from irisbench.policies.base import IMAGE, TEXT
-
 if TYPE_CHECKING:
     import torch
+
+# Modality codes of a rollout's tokens (``Rollout.modality``; ``irisbench.policies.base`` re-exports them).
+TEXT: int = 0
+IMAGE: int = 1
 
 Part = Literal["text", "image", "all"]
 PARTS: tuple[str, ...] = ("text", "image", "all")

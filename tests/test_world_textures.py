@@ -13,8 +13,13 @@ from irisbench.world.detector import detect
 from irisbench.world.prompts import build_splits
 from irisbench.world.sampler import random_scene, scene_for
 from irisbench.world.scene import render_batch
-from irisbench.world.textures import SHADES, check_world, render_world, shade, theoretical_textured_patches
-from irisbench.world.tokenizer import PatchTokenizer, TokenizerFileError, fit_patch_tokenizer
+from irisbench.world.textures import SHADES, check_world, render_world, shade
+from irisbench.world.tokenizer import (
+    PatchTokenizer,
+    TokenizerFileError,
+    fit_patch_tokenizer,
+    theoretical_textured_patches,
+)
 from irisbench.world.vocab import PATCH
 
 

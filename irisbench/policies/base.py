@@ -26,9 +26,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from irisbench.errors import UsageError
+from irisbench.uncertainty import IMAGE, TEXT, masked_mean, part_mask
 
-TEXT: int = 0
-IMAGE: int = 1
+__all__ = ["IMAGE", "STATS_SOURCES", "TEXT", "Policy", "Rollout", "TokenLogits", "TrainablePolicy",
+           "check_sampling_args", "derive_seed", "left_pad", "row_seeds"]
+
 STATS_SOURCES = ("conditional", "guided")
 
 
@@ -82,7 +84,6 @@ class Rollout:
                 out[f"entropy_{part}"] = None
             out["plan_len"] = 0
             return out
-        from irisbench.uncertainty import masked_mean, part_mask
 
         for part in ("text", "image", "all"):
             m = part_mask(self.modality[row], self.token_mask[row], part)  # type: ignore[arg-type]

@@ -72,14 +72,4 @@ def render_world(scenes: Sequence[Scene], world: str, rng: np.random.Generator |
     return shade(images, rng)
 
 
-def theoretical_textured_patches() -> np.ndarray:
-    """Every distinct patch a rendered textures-world scene can contain, uint8 (N, 48): each shapes-world
-    patch under each shade."""
-    from irisbench.world.tokenizer import theoretical_patches
-
-    flat = theoretical_patches().astype(np.int16)
-    out = np.concatenate([np.clip(flat + s, 0, 255) for s in SHADES]).astype(np.uint8)
-    return np.unique(out, axis=0)
-
-
-__all__ = ["SHADES", "WORLDS", "check_world", "render_world", "shade", "theoretical_textured_patches"]
+__all__ = ["SHADES", "WORLDS", "check_world", "render_world", "shade"]

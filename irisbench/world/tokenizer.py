@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from irisbench.errors import IrisbenchError, UsageError
+from irisbench.world.textures import SHADES, WORLDS, check_world, render_world
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, GRID, PALETTE, PATCH, SHAPES, SIZES
 
 PATCH_DIM = PATCH * PATCH * 3
@@ -168,8 +169,6 @@ class PatchTokenizer:
             raise TokenizerFileError(f"{path}: {e}") from None
         if meta.get("distinct_patches", "").isdigit():
             tok.distinct_patches = int(meta["distinct_patches"])
-        from irisbench.world.textures import WORLDS
-
         world = meta.get("world", "shapes")  # files from before the textures world are shapes-world files
         if world not in WORLDS:
             raise TokenizerFileError(f"{path}: metadata 'world' is {world!r}, expected one of {', '.join(WORLDS)}")
@@ -202,6 +201,14 @@ def theoretical_patches() -> np.ndarray:
     return np.unique(arr, axis=0)
 
 
+def theoretical_textured_patches() -> np.ndarray:
+    """Every distinct patch a rendered textures-world scene can contain, uint8 (N, 48): each shapes-world
+    patch under each shade."""
+    flat = theoretical_patches().astype(np.int16)
+    out = np.concatenate([np.clip(flat + s, 0, 255) for s in SHADES]).astype(np.uint8)
+    return np.unique(out, axis=0)
+
+
 def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1024,
                         world: str = "shapes") -> PatchTokenizer:
     """Count the patches of ``n_scenes`` rendered scenes and keep the ``max_codes`` most frequent.
@@ -213,7 +220,6 @@ def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1
     """
     from irisbench.world.prompts import build_splits
     from irisbench.world.sampler import random_scene, scene_for
-    from irisbench.world.textures import check_world, render_world
 
     check_world(world)
     shading = np.random.default_rng([seed, 0x7E27])  # its own stream: the scenes are the shapes world's
