@@ -1,10 +1,13 @@
 """The paper's experiment in one command, on an embedded world (the README's main job is the shapes world).
 
 ``world="shapes"`` (default) trains IRIS as coded (``iris-shapes``), IRIS as released
-(``iris-shapes-faithful``) and the external verifier; ``world="textures"`` (``irisbench.world.textures``)
-trains the same three plus ``nsc-balanced`` from its own base (``DEFAULT_METHODS``). Intuitor's ``sc`` and
-``entropy`` (which collapsed in every earlier run) are left out of the defaults to keep three training seeds
-in the main job's budget; ``methods`` (``--method LABEL=PRESET``) adds any preset.
+(``iris-shapes-faithful``), the external verifier and the null control ``null`` (``null-shapes``:
+``iris-shapes`` with a reward of i.i.d. N(0, 1) noise, so every other method's effect can be stated against
+what an uninformative reward does at the same lr, steps and seeds); ``world="textures"``
+(``irisbench.world.textures``) trains the same four plus ``nsc-balanced`` from its own base
+(``DEFAULT_METHODS``). The second null, ``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
+``sc`` and ``entropy`` are left out of the defaults to keep three training seeds in the main job's budget;
+``methods`` (``--method LABEL=PRESET``) adds any preset.
 
 Stages, each resumable (re-running skips finished work: a finished training run is not opened again,
 an unfinished one resumes from its last checkpoint, evaluations from their last record):
@@ -53,13 +56,16 @@ BEST, LAST = "best val", "last"  # the checkpoint kinds
 VAL, TEST = "val", "test"
 # what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
 WORLD_BASES = {"shapes": "shapes-base", "textures": "textures-base"}
+NULL_METHOD = "null"  # the null control every method's effect is stated against (summary: vs the null)
 DEFAULT_METHODS = {
-    # three training seeds of IRIS as coded, IRIS as released (beta, frozen image head) and the external
-    # verifier fit the main job's budget; sc and entropy (which collapsed in every earlier run) via --method
-    "shapes": {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes"},
+    # three training seeds of IRIS as coded, IRIS as released (beta, frozen image head), the external verifier
+    # and the null control (iris-shapes with a random reward) fit the main job's budget; the shuffled-nsc null,
+    # sc and entropy (which collapsed in every earlier run) via --method
+    "shapes": {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes",
+               NULL_METHOD: "null-shapes"},
     # the textures world asks whether IRIS still collapses once image tokens are genuinely uncertain
     "textures": {"iris-nsc": "iris-shapes", "nsc-balanced": "nsc-balanced-shapes",
-                 "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes"},
+                 "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes", NULL_METHOD: "null-shapes"},
 }
 
 

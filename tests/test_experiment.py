@@ -288,8 +288,9 @@ def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
     assert (shapes.base, textures.base) == ("shapes-base", "textures-base")
     assert shapes.methods == DEFAULT_METHODS["shapes"]
     assert shapes.methods == {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful",
-                              "verifier": "verifier-shapes"}
-    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier"}
+                              "verifier": "verifier-shapes", "null": "null-shapes"}
+    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier", "null"}
+    assert textures.methods["null"] == "null-shapes"
     assert textures.methods["iris-faithful"] == "iris-shapes-faithful"
     kept = ExperimentConfig(world="textures", base="/some/folder", methods={"v": "verifier-shapes"})
     kept.check()
