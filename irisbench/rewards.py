@@ -403,6 +403,8 @@ class ShuffledReward:
 
 # rewards that permute values within a GRPO group (they need num_generations >= 2)
 GROUP_REWARDS = ("shuffled-nsc",)
+# rewards that carry no information about the rollout (null controls; irisbench.report.null_control)
+NULL_REWARDS = ("random", "shuffled-nsc")
 RewardFactory = Callable[..., Reward]
 
 
