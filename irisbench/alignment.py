@@ -150,7 +150,7 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
     None without a judge).
     """
     from irisbench.grpo import group_advantages
-    from irisbench.rewards import build_reward, reward_context
+    from irisbench.rewards import ROW_KEYS, RowKeys, build_reward, reward_context
 
     if g < 2:
         raise UsageError(f"the probe needs at least 2 rollouts per prompt (a group), got g={g}")
@@ -183,7 +183,8 @@ def probe_alignment(policy: Any, items: Sequence[dict], rewards: Sequence[str], 
                 if clip_score is not None else None)
         scored.update(images=roll.images, clip=clip)
         for name, reward in terms.items():
-            values[name].append(reward.evaluate(roll, {**contexts[name], "metadata": metas})[0])
+            keys = RowKeys.groups(seed, 0, range(start, start + len(batch)), g)  # the null rewards' keys
+            values[name].append(reward.evaluate(roll, {**contexts[name], "metadata": metas, ROW_KEYS: keys})[0])
         text = roll.token_mask & (roll.modality == TEXT) if roll.tokens.size else np.zeros((len(roll), 1), bool)
         for row in range(len(roll)):
             meta, image = metas[row], roll.images[row]

@@ -85,15 +85,18 @@ def experiment_cmd(
     steps: int = typer.Option(40, help="GRPO steps per method."),
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, "
-                                               "iris-faithful, verifier; textures world: iris-nsc, nsc-balanced, "
-                                               "iris-faithful, verifier)."),
+                                               "iris-faithful, verifier, null (null-shapes: a random reward); "
+                                               "textures world: those and nsc-balanced). The second null control: "
+                                               "null-shuffled=null-shuffled-shapes."),
     seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
                                      "sampling seeds (paired deltas)."),
     seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "
                                             "and the summary gives the mean delta across seeds with its CI."),
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
-    publish_readme: bool = typer.Option(True, help="Rewrite the experiment block of ./README.md (when it has one) "
-                                                   "and publish its tidy tables and plots under results/experiment/."),
+    publish: bool = typer.Option(False, "--publish/--no-publish", "--publish-readme/--no-publish-readme",
+                                 help="Also rewrite the experiment block of ./README.md and publish the tidy tables "
+                                      "and plots under results/experiment[-WORLD]/ (tracked files; run from the "
+                                      "repository root). Without it the experiment writes only into --out."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
@@ -112,9 +115,13 @@ def experiment_cmd(
                     raise UsageError(f"--method {item!r} is not of the form LABEL=PRESET")
                 cfg.methods[label] = preset
         cfg.check()  # one line for a bad --world or method list, before anything is written
-        readme = Path("README.md")
-        begin = readme_markers(cfg.world)[0]
-        target = readme if publish_readme and readme.is_file() and begin in readme.read_text() else None
+        target = None
+        if publish:
+            target, begin = Path("README.md"), readme_markers(cfg.world)[0]
+            if not target.is_file() or begin not in target.read_text(encoding="utf-8"):
+                raise UsageError(f"--publish rewrites the {begin} block of ./README.md, which "
+                                 f"{'has no such block' if target.is_file() else 'does not exist here'}: run from "
+                                 "the repository root, or leave --publish out")
         folder = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
         run_experiment(out or folder, cfg, console=console, publish_readme=target)
 

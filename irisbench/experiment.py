@@ -1,10 +1,13 @@
 """The paper's experiment in one command, on an embedded world (the README's main job is the shapes world).
 
 ``world="shapes"`` (default) trains IRIS as coded (``iris-shapes``), IRIS as released
-(``iris-shapes-faithful``) and the external verifier; ``world="textures"`` (``irisbench.world.textures``)
-trains the same three plus ``nsc-balanced`` from its own base (``DEFAULT_METHODS``). Intuitor's ``sc`` and
-``entropy`` (which collapsed in every earlier run) are left out of the defaults to keep three training seeds
-in the main job's budget; ``methods`` (``--method LABEL=PRESET``) adds any preset.
+(``iris-shapes-faithful``), the external verifier and the null control ``null`` (``null-shapes``:
+``iris-shapes`` with a reward of i.i.d. N(0, 1) noise, so every other method's effect can be stated against
+what an uninformative reward does at the same lr, steps and seeds); ``world="textures"``
+(``irisbench.world.textures``) trains the same four plus ``nsc-balanced`` from its own base
+(``DEFAULT_METHODS``). The second null, ``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
+``sc`` and ``entropy`` are left out of the defaults to keep three training seeds in the main job's budget;
+``methods`` (``--method LABEL=PRESET``) adds any preset.
 
 Stages, each resumable (re-running skips finished work: a finished training run is not opened again,
 an unfinished one resumes from its last checkpoint, evaluations from their last record):
@@ -16,13 +19,20 @@ an unfinished one resumes from its last checkpoint, evaluations from their last 
    it on every suite's test split, and the last checkpoint too when it is another step (fixed-step results).
    The first seed's best-val checkpoint is also evaluated on every suite's val split (the val columns);
 4. the seed-level statistics: per seed the paired delta against the base on test (bootstrap over prompts),
-   and the mean across seeds with a Student-t interval (``seed_deltas.csv``);
+   and the mean across seeds with a Student-t interval (``seed_deltas.csv``); then each method's effect
+   relative to every null control among the methods (a preset whose reward is in ``NULL_REWARDS``): the
+   difference of the across-seed mean deltas with a Welch t interval (``vs_null.csv``,
+   ``irisbench.report.null_control``);
 5. analyse (self-certainty vs quality, best-of-N, diversity, training dynamics, selection) and write the
    report (tables with CIs and deltas vs the base, plots, HTML gallery) for the first seed.
 
 Every evaluation uses the evaluation ``seed``: the base and each checkpoint draw the same sampling seeds on
 the same prompts, so their deltas are paired. Checkpoints are never chosen on test. ``summary.md`` states
-the rule and gives both rows per method and seed.
+the rule, gives both rows per method and seed, and says how many images per prompt every score is over.
+
+The experiment writes only into its folder (default ``results/runs/experiment[-<world>]``, git-ignored);
+``publish_readme`` (the CLI's ``--publish``) also rewrites the README's block and the tracked
+``results/experiment[-<world>]/`` (``irisbench.experiment_summary.publish``).
 
 Evaluations: ``(1 + references) x suites x splits`` for the base and references, then per method
 ``suites x (1 val + S best-val test + up to S last test)`` for S seeds (last only where it is not the best).
@@ -40,6 +50,7 @@ from rich.console import Console
 from irisbench.errors import UsageError
 from irisbench.experiment_summary import (
     SEED_DELTAS,
+    VS_NULL,
     Evals,
     TrainRuns,
     log_invocation,
@@ -53,13 +64,16 @@ BEST, LAST = "best val", "last"  # the checkpoint kinds
 VAL, TEST = "val", "test"
 # what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
 WORLD_BASES = {"shapes": "shapes-base", "textures": "textures-base"}
+NULL_METHOD = "null"  # the null control every method's effect is stated against (summary: vs the null)
 DEFAULT_METHODS = {
-    # three training seeds of IRIS as coded, IRIS as released (beta, frozen image head) and the external
-    # verifier fit the main job's budget; sc and entropy (which collapsed in every earlier run) via --method
-    "shapes": {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes"},
+    # three training seeds of IRIS as coded, IRIS as released (beta, frozen image head), the external verifier
+    # and the null control (iris-shapes with a random reward) fit the main job's budget; the shuffled-nsc null,
+    # sc and entropy (which collapsed in every earlier run) via --method
+    "shapes": {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes",
+               NULL_METHOD: "null-shapes"},
     # the textures world asks whether IRIS still collapses once image tokens are genuinely uncertain
     "textures": {"iris-nsc": "iris-shapes", "nsc-balanced": "nsc-balanced-shapes",
-                 "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes"},
+                 "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes", NULL_METHOD: "null-shapes"},
 }
 
 
@@ -100,6 +114,21 @@ class ExperimentConfig:
             raise UsageError(f"splits {self.splits} must include {TEST!r}: checkpoints are reported on test")
         if "seed" in self.train_overrides:
             raise UsageError("train_overrides must not set 'seed': the training seeds are ExperimentConfig.seeds")
+
+
+def null_methods(methods: dict[str, str], overrides: dict[str, Any] | None = None) -> list[str]:
+    """The labels of ``methods`` whose preset (with ``overrides``, the experiment's ``train_overrides``) is a
+    null control: every reward term in ``NULL_REWARDS``."""
+    from irisbench.rewards import NULL_REWARDS
+    from irisbench.train_config import TrainConfig, load_preset
+
+    out = []
+    for label, preset in methods.items():
+        reward = {"reward": TrainConfig.reward, **load_preset(preset), **(overrides or {})}["reward"]
+        names = [reward] if isinstance(reward, str) else list(reward)
+        if all(n in NULL_REWARDS for n in names):
+            out.append(label)
+    return out
 
 
 def check_seeds(seeds: Any) -> tuple[int, ...]:
@@ -174,6 +203,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
 
     cfg = cfg or ExperimentConfig()
     cfg.check()
+    nulls = null_methods(cfg.methods or {}, cfg.train_overrides)
     cfg.device = resolve_device(cfg.device)  # one line before anything is written; recorded in summary.json
     console = console or Console()
     if cfg.threads:
@@ -204,10 +234,16 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
 
     console.rule("[bold]4. seed-level deltas and 5. analysis and report")
     from irisbench.report import RunRef, build_report
+    from irisbench.report.null_control import null_comparisons, write_null_csv
     from irisbench.report.seeds import seed_deltas, seed_verdicts, write_seed_csv
 
     entries = seed_deltas(evals["base"], seed_evals, split=TEST)
     write_seed_csv(entries, out / SEED_DELTAS)
+    vs_null = null_comparisons(entries, nulls)
+    if vs_null:
+        write_null_csv(vs_null, out / VS_NULL)
+    else:
+        (out / VS_NULL).unlink(missing_ok=True)  # a stale table of an earlier method list is not published
     analysis = _analyse(evals, train_runs, out, cfg)
     shown = _report_labels(cfg)
     refs = [RunRef(lab, str(path)) for lab, d in evals.items() if lab in shown for path in d.values()]
@@ -220,13 +256,18 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
                "train_runs": {m: {f"seed-{s}": str(p) for s, p in d.items()} for m, d in train_runs.items()},
                "report": str(report["html"]), "analysis": analysis.get("runs", {}),
                "verdicts": report["verdicts"], "seed_deltas": entries, "seed_verdicts": s_verdicts,
-               "seed_deltas_csv": str(out / SEED_DELTAS), "seconds": round(elapsed, 1), "timing": timing}
+               "seed_deltas_csv": str(out / SEED_DELTAS), "null_methods": nulls, "vs_null": vs_null,
+               "seconds": round(elapsed, 1), "timing": timing}
     atomic_write_json(out / "summary.json", summary)
     md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed, entries=entries,
-                          seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed, timing=timing)
+                          seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed, timing=timing,
+                          vs_null=vs_null, null_presets={n: cfg.methods[n] for n in nulls},
+                          val_images_per_prompt=cfg.val_images_per_prompt)
     atomic_write_text(out / "summary.md", md)
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
+    if vs_null:
+        console.print(f"vs the null control: {out / VS_NULL}")
     if publish_readme is not None:
         runs = {ev.label: {"method": ev.method, "checkpoint": ev.checkpoint, "training_seed": ev.seed, "step": ev.step}
                 for ev in seed_evals}

@@ -65,9 +65,17 @@ def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
     return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
 
 
-def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """The ``suite/split`` keys and, per run, its overall score cells ("score [lo, hi]"; "–" where not run)."""
+def images_per_prompt(folder: Path) -> int | None:
+    """The images per prompt an eval run drew (its ``results.json``)."""
+    return json.loads((Path(folder) / "results.json").read_text()).get("images_per_prompt")
+
+
+def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str]]], str]:
+    """The ``suite/split`` keys, per run its overall score cells ("score [lo, hi]"; "–" where not run) and the
+    images per prompt: "N images per prompt" when every run drew N, else each cell says its own."""
     keys = list(next(iter(evals.values())))
+    counts = {images_per_prompt(f) for d in evals.values() for f in d.values()}
+    uniform = len(counts) == 1 and None not in counts
     rows = []
     for label, d in evals.items():
         cells = []
@@ -76,22 +84,27 @@ def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str
                 cells.append("–")
                 continue
             s, lo, hi, _ = _overall(d[k])
-            cells.append(f"{s:.3f} [{lo:.{ci_digits}f}, {hi:.{ci_digits}f}]")
+            n = "" if uniform else f" ({images_per_prompt(d[k])} per prompt)"
+            cells.append(f"{s:.3f} [{lo:.{ci_digits}f}, {hi:.{ci_digits}f}]{n}")
         rows.append((label, cells))
-    return keys, rows
+    (n,) = counts if uniform else (None,)
+    return keys, rows, (f"{n} image{'s' if n != 1 else ''} per prompt in every evaluation" if uniform
+                        else "images per prompt in each cell")
 
 
 def _scores_table(evals: Evals) -> list[str]:
-    keys, rows = _score_rows(evals, 3)
-    lines = ["| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
+    keys, rows, ipp = _score_rows(evals, 3)
+    lines = [f"Overall scores with 95% CIs (cluster bootstrap over prompts), {ipp}:", "",
+             "| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
              "|---|" + "---|" * len(keys)]
     return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
 
 
-def _rules(seeds: tuple[int, ...], eval_seed: int) -> str:
+def _rules(seeds: tuple[int, ...], eval_seed: int, val_images_per_prompt: int | None = None) -> str:
     first, others = seeds[0], ", ".join(map(str, seeds[1:]))
+    val_n = f" ({val_images_per_prompt} per prompt)" if val_images_per_prompt else ""
     text = ("Checkpoint rule: for each method and training seed, *best val* = the checkpoint with the best "
-            "GenEval overall among the run's in-training val evaluations (ties: earliest); *last* = the final "
+            f"GenEval overall among the run's in-training val evaluations{val_n} (ties: earliest); *last* = the final "
             "step (fixed-step result). Test scores never choose a checkpoint. "
             f"Each method is trained once per training seed ({', '.join(map(str, seeds))}); every evaluation "
             f"uses evaluation seed {eval_seed}, so the base and each checkpoint are scored on the same prompts "
@@ -119,36 +132,52 @@ def _curves(train_runs: TrainRuns) -> list[str]:
     if not curves:
         return []
     return ["| method | training seed | image self-certainty (first → last step) | plan self-certainty | "
-            "train accuracy |", "|---|---|---|---|---|", *curves, ""]
+            "train accuracy (the step's rollouts: num_generations per prompt) |", "|---|---|---|---|---|", *curves,
+            ""]
 
 
 def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]]], verdicts: list[str],
                      train_runs: TrainRuns, elapsed: float, *, entries: list[dict[str, Any]] | None = None,
                      seed_verdict_lines: list[str] | None = None, seeds: tuple[int, ...] = (0,),
-                     eval_seed: int = 0, timing: dict[str, Any] | None = None) -> str:
-    """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, the training
-    curves and the verdicts (across seeds, then the first seed's per-prompt ones)."""
+                     eval_seed: int = 0, timing: dict[str, Any] | None = None,
+                     vs_null: list[dict[str, Any]] | None = None, null_presets: dict[str, str] | None = None,
+                     val_images_per_prompt: int | None = None) -> str:
+    """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, each method's effect
+    relative to the null control (``vs_null``: ``irisbench.report.null_control.null_comparisons``), the
+    training curves and the verdicts (across seeds, vs the null, then the first seed's per-prompt ones). Every
+    score and delta says how many images per prompt its evaluations drew."""
+    from irisbench.report.null_control import null_markdown, null_verdicts
+    from irisbench.report.seeds import images_per_prompt as entries_ipp
     from irisbench.report.seeds import seed_markdown
 
     sel = "; ".join(f"{m}: " + ", ".join(f"{k} best val step {v['best_val_step']} (last {v['last_step']})"
                                           for k, v in by_seed.items())
                     for m, by_seed in selection.items())
-    out = ["\n".join(_scores_table(evals)), "", _rules(tuple(seeds), eval_seed), "", f"Selected steps: {sel}.", ""]
+    out = ["\n".join(_scores_table(evals)), "", _rules(tuple(seeds), eval_seed, val_images_per_prompt), "",
+           f"Selected steps: {sel}.", ""]
     if entries:
         out += [seed_markdown(entries)]
+    if vs_null:
+        out += [null_markdown(vs_null, null_presets)]
     out += _curves(train_runs)
     if seed_verdict_lines:
-        out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, 95% Student-t "
-                "interval across seeds):", "", *[f"- {v}" for v in seed_verdict_lines], ""]
-    out += [f"Verdicts for training seed {seeds[0]} against the base (paired bootstrap over prompts):", ""]
+        out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, "
+                f"{entries_ipp(entries or [])}, 95% Student-t interval across seeds):", "",
+                *[f"- {v}" for v in seed_verdict_lines], ""]
+    if vs_null:
+        out += ["Verdicts relative to the null control (difference of across-seed means, 95% Welch t interval):", "",
+                *[f"- {v}" for v in null_verdicts(vs_null)], ""]
+    first_ipp = sorted({images_per_prompt(f) for lab, d in evals.items() if lab == "base" for f in d.values()} - {None})
+    ipp = f", {'/'.join(map(str, first_ipp))} images per prompt" if first_ipp else ""
+    out += [f"Verdicts for training seed {seeds[0]} against the base (paired bootstrap over prompts{ipp}):", ""]
     out += [f"- {v}" for v in verdicts]
     out += ["", _timing_line(elapsed, timing)]
     return "\n".join(out) + "\n"
 
 
 def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
-    keys, rows = _score_rows(evals, 2)
-    table = Table(title="overall scores (95% CI)")
+    keys, rows, ipp = _score_rows(evals, 2)
+    table = Table(title=f"overall scores (95% CI), {ipp}")
     table.add_column("run", no_wrap=True)
     for k in keys:
         table.add_column(k, justify="right")
@@ -171,6 +200,7 @@ def published_folder(world: str = "shapes") -> Path:
     """Where, beside the README, an experiment on ``world`` publishes its tables and plots (tracked)."""
     return PUBLISHED if world == "shapes" else PUBLISHED.with_name(f"experiment-{world}")
 SEED_DELTAS = "seed_deltas.csv"
+VS_NULL = "vs_null.csv"  # irisbench.report.null_control.VS_NULL
 
 
 def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
@@ -208,6 +238,11 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
         shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)
         images.append(f"Seed-level deltas (one row per method, checkpoint, suite, split and training seed, plus the "
                       f"mean across seeds): [{link}/{SEED_DELTAS}]({link}/{SEED_DELTAS}).")
+    if (out / VS_NULL).is_file():
+        tables = {**tables, "vs_null": folder / VS_NULL}
+        shutil.copyfile(out / VS_NULL, folder / VS_NULL)
+        images.append(f"Each method relative to the null control (difference of across-seed means, Welch t "
+                      f"interval): [{link}/{VS_NULL}]({link}/{VS_NULL}).")
     block = f"{begin}\n{md}\n" + "\n".join(images) + f"\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")

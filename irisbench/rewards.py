@@ -27,6 +27,23 @@ balanced/ablation forms are not in the released code (only "all tokens" runs the
 tokens of a modality whose weight is non-zero raises ``RewardInputError`` instead of contributing 0;
 non-finite rewards raise ``NonFiniteRewardError`` naming the rows.
 
+Null controls (not in the paper; they ask whether *any* uninformative reward moves the policy as IRIS does,
+at the same learning rate, steps and seeds):
+
+- ``random``: ``r ~ N(0, 1)`` i.i.d. per rollout, drawn from a generator seeded by
+  ``derive_seed(training seed, "random-reward", step, prompt slot, rollout index)``: the reward never reads
+  the rollout, so its GRPO advantages carry no information about the image or the plan;
+- ``shuffled-nsc``: the ``nsc`` values of each GRPO group permuted by a uniformly random permutation
+  seeded by ``derive_seed(training seed, "shuffled-nsc", step, prompt slot)``: every group keeps its
+  multiset of rewards (hence the spread, the advantage scale and the zero-std groups of ``nsc``), but which
+  rollout gets which value is random. A uniform permutation (fixed points allowed, not a derangement) is
+  what makes the expected link zero; a derangement would tie each rollout negatively to its own value.
+
+Both read the rows' keys from ``context["row_keys"]`` (``RowKeys``: training seed, step, and per row its
+prompt slot within the step and its rollout index within the group; the trainer's sampling seeds derive
+from the same keys). The values are therefore a function of those keys alone: the same on resume, and the
+same whatever the batch order, micro-batch split or number of processes.
+
 This module imports numpy only (``irisbench ls`` lists ``REWARDS`` without torch).
 """
 
@@ -40,7 +57,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from irisbench.errors import IrisbenchError, did_you_mean
-from irisbench.policies.base import Rollout
+from irisbench.policies.base import Rollout, derive_seed
 from irisbench.uncertainty import masked_mean, part_mask
 
 Stat = Literal["self_certainty", "entropy"]
@@ -294,6 +311,100 @@ class CompositeReward:
         return self.evaluate(rollout, context)[0]
 
 
+ROW_KEYS = "row_keys"  # the context entry holding the rows' RowKeys (the null rewards read it)
+
+
+@dataclass(frozen=True)
+class RowKeys:
+    """Who each rollout row is, independent of row order and process count: the training ``seed``, the GRPO
+    ``step``, and per row the ``prompt`` slot within the step (0 .. prompts_per_step - 1, counted over all
+    processes) and the ``rollout`` index within its group (0 .. G - 1)."""
+
+    seed: int
+    step: int
+    prompt: np.ndarray  # (B,) int
+    rollout: np.ndarray  # (B,) int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt", np.asarray(self.prompt, dtype=np.int64).reshape(-1))
+        object.__setattr__(self, "rollout", np.asarray(self.rollout, dtype=np.int64).reshape(-1))
+        if self.prompt.shape != self.rollout.shape:
+            raise RewardInputError(f"RowKeys: {self.prompt.size} prompt slots for {self.rollout.size} rollout indices")
+
+    @classmethod
+    def groups(cls, seed: int, step: int, prompts: Sequence[int], g: int) -> RowKeys:
+        """The keys of prompt-major rows: ``g`` rollouts of each prompt slot in ``prompts``."""
+        return cls(seed, step, np.repeat(np.asarray(prompts, dtype=np.int64), g), np.tile(np.arange(g), len(prompts)))
+
+    def __len__(self) -> int:
+        return int(self.prompt.size)
+
+    def __getitem__(self, rows: slice | np.ndarray) -> RowKeys:
+        return RowKeys(self.seed, self.step, self.prompt[rows], self.rollout[rows])
+
+
+def row_keys(context: Mapping[str, Any], rows: int, reward: str) -> RowKeys:
+    """``context["row_keys"]``, checked to hold one key per row."""
+    keys = context.get(ROW_KEYS)
+    if not isinstance(keys, RowKeys):
+        raise RewardInputError(
+            f"reward {reward!r} is drawn from each row's (training seed, step, prompt, rollout) and needs "
+            f"context[{ROW_KEYS!r}] = RowKeys(...); the trainer and the alignment probe set it, got {keys!r}")
+    if len(keys) != rows:
+        raise RewardInputError(f"reward {reward!r}: context[{ROW_KEYS!r}] has {len(keys)} keys for {rows} rows")
+    return keys
+
+
+@dataclass(frozen=True)
+class RandomReward:
+    """Null control: ``r ~ N(0, 1)`` per row from ``derive_seed(seed, "random-reward", step, prompt, rollout)``.
+
+    It never reads the rollout: identical rollouts get different values, and a row's value does not change
+    when its tokens or statistics do."""
+
+    name: str = "random"
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
+        keys = row_keys(context, len(rollout), self.name)
+        draws = [np.random.default_rng(derive_seed(keys.seed, "random-reward", keys.step, int(p), int(j)))
+                 .standard_normal() for p, j in zip(keys.prompt, keys.rollout, strict=True)]
+        return np.asarray(draws, dtype=np.float64).reshape(len(rollout))
+
+
+@dataclass(frozen=True)
+class ShuffledReward:
+    """Null control: ``inner``'s values permuted uniformly at random within each GRPO group (the rows of one
+    prompt slot), by a permutation seeded by ``derive_seed(seed, name, step, prompt)`` and applied to the
+    group's rows in rollout-index order (so the result does not depend on the rows' order in the batch).
+    Each group keeps its multiset of values; which rollout gets which is unrelated to the rollout."""
+
+    inner: Reward
+    name: str
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
+        keys = row_keys(context, len(rollout), self.name)
+        values = check_finite(np.asarray(self.inner(rollout, context), dtype=np.float64), self.inner.name)
+        out = np.empty_like(values)
+        for p in dict.fromkeys(keys.prompt.tolist()):
+            rows = np.flatnonzero(keys.prompt == p)
+            if len(rows) < 2:
+                raise RewardInputError(
+                    f"reward {self.name!r} permutes the rewards within each GRPO group and needs at least 2 "
+                    f"rollouts per prompt, but prompt slot {p} of step {keys.step} has 1 (set num_generations "
+                    "to 2 or more)")
+            order = rows[np.argsort(keys.rollout[rows], kind="stable")]
+            if len(set(keys.rollout[order].tolist())) != len(order):
+                raise RewardInputError(f"reward {self.name!r}: prompt slot {p} has repeated rollout indices "
+                                       f"{keys.rollout[order].tolist()}")
+            perm = np.random.default_rng(derive_seed(keys.seed, self.name, keys.step, int(p))).permutation(len(order))
+            out[order] = values[order[perm]]
+        return out
+
+
+# rewards that permute values within a GRPO group (they need num_generations >= 2)
+GROUP_REWARDS = ("shuffled-nsc",)
+# rewards that carry no information about the rollout (null controls; irisbench.report.null_control)
+NULL_REWARDS = ("random", "shuffled-nsc")
 RewardFactory = Callable[..., Reward]
 
 
@@ -332,6 +443,11 @@ REWARDS: dict[str, tuple[RewardFactory, str]] = {
     "verifier": (lambda **kw: VerifierReward(**kw),
                  "1 if context['judge'](metadata, image) accepts the image, else 0 (exact GenEval, shapes)"),
     "clip": (lambda **kw: ClipReward(**kw), "context['clip_score'](images, prompts) per image"),
+    "random": (lambda **kw: RandomReward(**kw),
+               "null control: N(0, 1) per rollout, seeded by (training seed, step, prompt, rollout); reads nothing"),
+    "shuffled-nsc": (lambda **kw: ShuffledReward(inner=make_reward("nsc", **kw), name="shuffled-nsc"),
+                     "null control: nsc's values permuted at random within each GRPO group (same values per "
+                     "group, no link to the rollout)"),
 }
 
 

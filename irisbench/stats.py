@@ -18,7 +18,9 @@ analysis (``irisbench.analysis.records.resampled_weights``) and the report's del
 (``irisbench.report.deltas``) draw their replicates through them.
 
 Across a handful of training seeds (too few to bootstrap), ``mean_t_interval`` gives the mean of the per-seed
-values with a Student-t interval (n - 1 degrees of freedom, scipy).
+values with a Student-t interval (n - 1 degrees of freedom, scipy), and ``welch_interval`` the difference of two
+such means (two methods trained with independent seeds: nothing pairs seed s of one with seed s of the other)
+with a Welch t interval (Welch-Satterthwaite degrees of freedom; scipy's ``ttest_ind(equal_var=False)``).
 """
 
 from __future__ import annotations
@@ -284,6 +286,43 @@ def mean_t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[s
     else:
         lo, hi = (float(x) for x in sps.t.interval(confidence, a.size - 1, loc=mean, scale=sd / np.sqrt(a.size)))
     return {"mean": mean, "ci_low": lo, "ci_high": hi, "sd": sd, "n": int(a.size)}
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """``mean(a) - mean(b)`` with a Welch t interval, for two small independent samples (e.g. one value per
+    training seed of two methods).
+
+    With sample variances ``s_a^2``, ``s_b^2`` (``ddof=1``) and sizes ``n_a``, ``n_b``: ``v_a = s_a^2 / n_a``,
+    ``v_b = s_b^2 / n_b``, ``se = sqrt(v_a + v_b)``, Welch-Satterthwaite ``df = (v_a + v_b)^2 / (v_a^2 / (n_a - 1)
+    + v_b^2 / (n_b - 1))``, interval ``diff +- t(1 - alpha/2, df) * se`` (the interval of
+    ``scipy.stats.ttest_ind(a, b, equal_var=False)``). Returns ``{"diff", "ci_low", "ci_high", "se", "df",
+    "n_a", "n_b", "mean_a", "mean_b"}``; fewer than 2 values on either side give no interval (``ci_low``,
+    ``ci_high``, ``se`` and ``df`` None), and no spread on either side a zero-width one (``df`` None).
+    """
+    from scipy import stats as sps
+
+    if not 0.0 < confidence < 1.0:
+        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
+    xs = [np.asarray(list(v), dtype=np.float64).reshape(-1) for v in (a, b)]
+    for name, x in zip("ab", xs, strict=True):
+        if x.size == 0:
+            raise UsageError(f"welch_interval: no values in {name}")
+        if not np.all(np.isfinite(x)):
+            raise UsageError(f"welch_interval: non-finite value in {name}: {x.tolist()}")
+    xa, xb = xs
+    diff = float(xa.mean() - xb.mean())
+    out: dict[str, Any] = {"diff": diff, "ci_low": None, "ci_high": None, "se": None, "df": None,
+                           "n_a": int(xa.size), "n_b": int(xb.size), "mean_a": float(xa.mean()),
+                           "mean_b": float(xb.mean())}
+    if xa.size < 2 or xb.size < 2:
+        return out
+    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
+    se = float(np.sqrt(va + vb))
+    if se == 0.0:
+        return {**out, "ci_low": diff, "ci_high": diff, "se": 0.0}
+    df = float((va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1)))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return {**out, "ci_low": diff - half, "ci_high": diff + half, "se": se, "df": df}
 
 
 def count_check(expected: int, actual: int) -> dict[str, Any]:

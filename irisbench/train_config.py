@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from irisbench.errors import IrisbenchError, UsageError, did_you_mean, parse_key_value
+from irisbench.rewards import GROUP_REWARDS, build_reward
 from irisbench.sharding import PARALLEL_MODES
 from irisbench.specs import read_spec, spec_names
 
@@ -94,6 +95,11 @@ class TrainConfig:
         for name in ("steps", "prompts_per_step", "gradient_accumulation_steps", "num_iterations",
                      "checkpoint_every", "num_threads"):
             positive(name)
+        names = [self.reward] if isinstance(self.reward, str) else list(self.reward)
+        shuffled = [n for n in names if n in GROUP_REWARDS]
+        if shuffled and self.num_generations == 1:
+            raise ConfigError(f"reward {shuffled[0]!r} permutes the rewards within each GRPO group and needs "
+                              "num_generations >= 2, got 1; set num_generations: 2 or more")
         if not isinstance(self.num_generations, int) or self.num_generations < 2:
             raise ConfigError(f"num_generations must be an integer >= 2 (GRPO compares samples within a group), "
                               f"got {self.num_generations!r}; valid: 2, 3, 4, ...")
@@ -120,12 +126,9 @@ class TrainConfig:
             raise ConfigError(f"cfg must be >= 0, got {self.cfg}")
         if self.temperature is not None and not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        names = [self.reward] if isinstance(self.reward, str) else list(self.reward)
         if self.reward_weights is not None and len(self.reward_weights) != len(names):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries but reward names "
                               f"{len(names)} ({names})")
-        from irisbench.rewards import build_reward
-
         build_reward(self.reward, weights=self.reward_weights, options=self.reward_options or None)
 
     @property

@@ -4,7 +4,9 @@ One step, split as trl's ``GRPOTrainer``: ``_generate`` draws ``prompts_per_step
 uniformly, then a prompt of it; a pure function of (seed, step)), samples ``num_generations`` rollouts of
 each with per-row seeds derived from (seed, step, prompt, sample), and fixes the loss normalisers
 (``num_items_in_batch`` over every rank and micro-batch, ``max_completion_length`` from the policy);
-``_score`` gives each micro-batch its rewards, group advantages and reference log-probs (no gradients);
+``_score`` gives each micro-batch its rewards (the reward context carries those keys as
+``irisbench.rewards.RowKeys``, from which the null rewards draw), group advantages and reference log-probs
+(no gradients);
 ``_compute_loss`` is ``irisbench.grpo.grpo_loss`` with those normalisers, so ``loss_type`` means what it
 means in trl whatever the batch, ranks and accumulation. ``num_iterations`` clipped-ratio updates, with
 an optional k3 KL penalty against a frozen copy of the starting policy.
@@ -101,6 +103,7 @@ class _Batch:
 
     rollout: Rollout
     metas: list[dict]
+    keys: Any  # irisbench.rewards.RowKeys: (training seed, step, prompt slot, rollout index) per row
     micro: list[slice]
     norm: dict[str, Any]
     n_tok: float
@@ -298,7 +301,10 @@ class GRPOTrainer:
                                model_state=model_state, optimizer_state=optimizer_state)
 
     # ------------------------------------------------------------------------------------ one step
-    def _rollout(self, step: int) -> tuple[Rollout, list[dict]]:
+    def _rollout(self, step: int) -> tuple[Rollout, list[dict], Any]:
+        """This rank's rollouts, their prompts' metadata and their ``RowKeys`` (the sampling seeds' keys)."""
+        from irisbench.rewards import RowKeys
+
         cfg, g = self.cfg, self.cfg.num_generations
         idx = step_prompts(self.items, cfg, step)
         per_rank = len(idx) // self.dist.world_size
@@ -311,19 +317,20 @@ class GRPOTrainer:
         with torch.no_grad(), gathered(self.policy):  # ranks sample different lengths: no collectives inside
             rollout = self.policy.sample([self.items[i]["prompt"] for _, i in mine], n=g, seed=seeds,
                                          cfg=cfg.cfg, temperature=cfg.temperature, top_k=cfg.top_k)
-        return rollout, [self.items[i] for _, i in mine for _ in range(g)]
+        keys = RowKeys.groups(cfg.seed, step, [k for k, _ in mine], g)
+        return rollout, [self.items[i] for _, i in mine for _ in range(g)], keys
 
     def _generate(self, step: int) -> _Batch:
         """This rank's rollouts and the step's loss normalisers (trl: ``_generate_and_score_completions``)."""
         a = self.cfg.gradient_accumulation_steps
         t0 = time.perf_counter()
-        rollout, metas = self._rollout(step)
+        rollout, metas, keys = self._rollout(step)
         b = len(rollout)
         n_tok, n_seq = self.dist.all_sum([float(self._kept(rollout).sum()), float(b)])
         size = b // a  # whole groups: prompts per rank divide by the accumulation steps (checked in __init__)
         norm = {"num_items_in_batch": n_tok, "max_completion_length": int(self.policy.max_completion_length),
                 "gradient_accumulation_steps": a, "num_processes": self.dist.world_size}
-        return _Batch(rollout=rollout, metas=metas, micro=[slice(s, s + size) for s in range(0, b, size)],
+        return _Batch(rollout=rollout, metas=metas, keys=keys, micro=[slice(s, s + size) for s in range(0, b, size)],
                       norm=norm, n_tok=n_tok, n_seq=n_seq, t={"t_sample": time.perf_counter() - t0})
 
     def _kept(self, rollout: Rollout) -> np.ndarray:
@@ -345,7 +352,7 @@ class GRPOTrainer:
         import torch
 
         from irisbench.grpo import group_advantages
-        from irisbench.rewards import NonFiniteRewardError
+        from irisbench.rewards import ROW_KEYS, NonFiniteRewardError
 
         cfg, rows = self.cfg, batch.micro[k]
         stat = part
@@ -359,7 +366,8 @@ class GRPOTrainer:
             stat = copy.copy(stat)
             stat.token_mask = self._kept(part)
         try:
-            total, terms = self.reward.evaluate(stat, {**self.context, "metadata": batch.metas[rows]})
+            context = {**self.context, "metadata": batch.metas[rows], ROW_KEYS: batch.keys[rows]}
+            total, terms = self.reward.evaluate(stat, context)
         except NonFiniteRewardError as e:
             raise TrainingDivergedError(f"step {step + 1}: {e}") from None
         rewards = torch.as_tensor(total, dtype=torch.float32)

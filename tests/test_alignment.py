@@ -155,6 +155,21 @@ def test_probe_uses_the_trainer_reward_registry_and_refuses_bad_input() -> None:
         probe_alignment(FakePolicy(), ITEMS, ["nsc"], g=1, judge=_judge, count_objects=_count)
 
 
+def test_probe_gives_the_null_rewards_the_rows_keys() -> None:
+    """The probe's random reward is each row's own draw (probe seed, step 0, prompt index, rollout index), and the
+    shuffled nsc keeps each group's nsc values."""
+    from irisbench.policies.base import derive_seed
+
+    res = probe_alignment(FakePolicy(), ITEMS, ["random", "shuffled-nsc", "nsc"], g=G, seed=4, judge=_judge,
+                          count_objects=_count, prompts_per_batch=2, n_resamples=50)
+    for rec in res["rows"]:
+        want = np.random.default_rng(derive_seed(4, "random-reward", 0, rec["group"], rec["row"])).standard_normal()
+        assert rec["reward:random"] == want
+    for group in range(len(ITEMS)):
+        rows = [r for r in res["rows"] if r["group"] == group]
+        assert sorted(r["reward:shuffled-nsc"] for r in rows) == sorted(r["reward:nsc"] for r in rows)
+
+
 def test_summarise_matches_scipy_on_random_groups() -> None:
     from scipy.stats import spearmanr
 

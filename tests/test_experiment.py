@@ -67,7 +67,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     from irisbench.experiment import selected_steps
     from irisbench.stats import mean_t_interval
 
-    cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "verifier": "verifier-shapes"}, steps=2,
+    cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "null": "null-shapes"}, steps=2,
                            checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
                            base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2, seeds=(0, 1),
                            train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 12})
@@ -77,8 +77,8 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     summary = run_experiment(out, cfg, publish_readme=readme)
 
     # layout: one training run per method and seed, selected on its own val evaluations
-    assert set(summary["selection"]) == {"iris-nsc", "verifier"}
-    for method in ("iris-nsc", "verifier"):
+    assert set(summary["selection"]) == {"iris-nsc", "null"}
+    for method in ("iris-nsc", "null"):
         assert not (out / "train" / method / "run.json").exists()
         assert set(summary["selection"][method]) == {"seed-0", "seed-1"}
         for seed in (0, 1):
@@ -91,8 +91,8 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         assert (out / "train" / method / "seed-0" / "train" / "metrics.jsonl").read_text() != \
             (out / "train" / method / "seed-1" / "train" / "metrics.jsonl").read_text()
     evals = summary["evals"]
-    for label in ("base", "oracle", "random", "iris-nsc (last)", "verifier (best val)", "iris-nsc s1 (best val)",
-                  "verifier s1 (last)"):
+    for label in ("base", "oracle", "random", "iris-nsc (last)", "null (best val)", "iris-nsc s1 (best val)",
+                  "null s1 (last)"):
         assert label in evals, evals.keys()
     splits = {"geneval/val", "geneval/test", "compbench/val", "compbench/test"}
     assert set(evals["iris-nsc (best val)"]) == splits  # the first seed's best also on val (the val columns)
@@ -101,7 +101,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     best1 = summary["selection"]["iris-nsc"]["seed-1"]["best_val_step"]
     assert Path(evals["iris-nsc s1 (best val)"]["geneval/test"]) == \
         out / "eval" / "iris-nsc" / "seed-1" / f"step-{best1}" / "geneval-test"
-    for method in ("iris-nsc", "verifier"):  # last == best: the same folders, not a second evaluation
+    for method in ("iris-nsc", "null"):  # last == best: the same folders, not a second evaluation
         for seed, tag in ((0, ""), (1, " s1")):
             sel = summary["selection"][method][f"seed-{seed}"]
             same = evals[f"{method}{tag} (last)"]["geneval/test"] == evals[f"{method}{tag} (best val)"]["geneval/test"]
@@ -113,7 +113,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     # seed-level statistics: per seed the paired delta vs the base, across seeds the t-interval of their mean
     entries = summary["seed_deltas"]
     assert {(e["method"], e["checkpoint"], e["suite"]) for e in entries} == {
-        (m, k, s) for m in ("iris-nsc", "verifier") for k in ("best val", "last") for s in ("geneval", "compbench")}
+        (m, k, s) for m in ("iris-nsc", "null") for k in ("best val", "last") for s in ("geneval", "compbench")}
     report = pd.read_csv(out / "report" / "report.csv")
     for e in entries:
         assert e["split"] == "test" and [s["seed"] for s in e["seeds"]] == [0, 1]
@@ -129,7 +129,29 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         row = report[(report.label == s0["label"]) & (report.group == key) & (report.metric == "overall")]
         assert row["delta_ci_low"].item() == pytest.approx(s0["ci_low"], abs=1e-5)
     _csv_matches_entries(out / "seed_deltas.csv", entries)
+    # iris-nsc relative to the null control: the difference of the across-seed means, Welch t (scipy's)
+    from scipy import stats as sps
+
+    assert summary["null_methods"] == ["null"]
+    rows = summary["vs_null"]
+    assert {(r["method"], r["null"], r["checkpoint"], r["suite"]) for r in rows} == {
+        ("iris-nsc", "null", k, s) for k in ("best val", "last") for s in ("geneval", "compbench")}
+    by_key = {(e["method"], e["checkpoint"], e["suite"]): [s["delta"] for s in e["seeds"]] for e in entries}
+    for r in rows:
+        a, b = by_key[("iris-nsc", r["checkpoint"], r["suite"])], by_key[("null", r["checkpoint"], r["suite"])]
+        assert r["diff"] == pytest.approx(sum(a) / 2 - sum(b) / 2) and (r["n_method"], r["n_null"]) == (2, 2)
+        if r["se"]:
+            ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert r["images_per_prompt"] == 2
+    vs_csv = pd.read_csv(out / "vs_null.csv")
+    assert len(vs_csv) == len(rows) and vs_csv["diff"].tolist() == pytest.approx([r["diff"] for r in rows])
     md = (out / "summary.md").read_text()
+    assert "Effect relative to the null control `null` (null-shapes) on test, 2 images per prompt" in md
+    assert "| iris-nsc | best val | geneval |" in md and "Verdicts relative to the null control" in md
+    # every score says how many images per prompt it is over
+    assert "2 images per prompt in every evaluation" in md and "*best val* checkpoints on test, 2 images per" in md
+    assert "in-training val evaluations (1 per prompt)" in md
     assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
     assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
     # the table in summary.md is the numbers of the eval runs
@@ -138,6 +160,8 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
     assert "per-seed deltas" in text and "results/experiment/seed_deltas.csv" in text
+    assert "results/experiment/vs_null.csv" in text and "| method − null [95% CI, Welch t] |" in text
+    assert (tmp_path / "results" / "experiment" / "vs_null.csv").read_text() == (out / "vs_null.csv").read_text()
     published = tmp_path / "results" / "experiment"
     assert (published / "training_dynamics.png").is_file() and (published / "scores.parquet").is_file()
     assert (published / "seed_deltas.csv").read_text() == (out / "seed_deltas.csv").read_text()
@@ -147,7 +171,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         sel = summary["selection"][method][f"seed-{seed}"]
         assert label.startswith(method) and f"({kind})" in label and (seed == 0) == (f" s{seed} " not in label)
         assert set(rows["step"]) == {sel["best_val_step"] if kind == "best val" else sel["last_step"]}
-    assert scores.loc[scores.run == "verifier s1 (last)", "training_seed"].eq(1).all()
+    assert scores.loc[scores.run == "null s1 (last)", "training_seed"].eq(1).all()
     unknown = scores.loc[scores.run.isin(["base", "oracle", "random"]), ["method", "training_seed", "step"]]
     assert len(unknown) and unknown.isna().all().all()
     assert scores.groupby(["run", "method", "checkpoint", "training_seed"]).ngroups == 8  # methods x kinds x seeds
@@ -288,8 +312,9 @@ def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
     assert (shapes.base, textures.base) == ("shapes-base", "textures-base")
     assert shapes.methods == DEFAULT_METHODS["shapes"]
     assert shapes.methods == {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful",
-                              "verifier": "verifier-shapes"}
-    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier"}
+                              "verifier": "verifier-shapes", "null": "null-shapes"}
+    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier", "null"}
+    assert textures.methods["null"] == "null-shapes"
     assert textures.methods["iris-faithful"] == "iris-shapes-faithful"
     kept = ExperimentConfig(world="textures", base="/some/folder", methods={"v": "verifier-shapes"})
     kept.check()
@@ -327,3 +352,82 @@ def test_cli_world_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert out == Path("results/runs/experiment-textures") and cfg.base == "textures-base"
     bad = runner.invoke(app, ["experiment", "--world", "tiles"])
     assert bad.exit_code == 2 and "--world must be one of shapes, textures" in bad.output and len(seen) == 1
+
+
+def test_cli_publishes_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without --publish the experiment gets no README to rewrite; --publish passes ./README.md, and refuses in
+    one line where ./README.md has no experiment block."""
+    from typer.testing import CliRunner
+
+    import irisbench.experiment
+    from irisbench.cli import app
+
+    seen: list[Path | None] = []
+    monkeypatch.setattr(irisbench.experiment, "run_experiment",
+                        lambda out, cfg, publish_readme=None, **kw: seen.append(publish_readme))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    Path("README.md").write_text(f"# x\n{README_BEGIN}\nold\n{README_END}\n")
+    assert runner.invoke(app, ["experiment"]).exit_code == 0 and seen == [None]
+    assert runner.invoke(app, ["experiment", "--publish"]).exit_code == 0 and seen[-1] == Path("README.md")
+    assert runner.invoke(app, ["experiment", "--no-publish-readme"]).exit_code == 0 and seen[-1] is None
+    Path("README.md").write_text("# no block\n")
+    bad = runner.invoke(app, ["experiment", "--publish"])
+    assert bad.exit_code == 2 and "--publish rewrites the <!-- experiment:begin --> block of ./README.md" in bad.output
+    assert "Traceback" not in bad.output and len(seen) == 3
+    Path("README.md").unlink()
+    bad = runner.invoke(app, ["experiment", "--world", "textures", "--publish"])
+    assert bad.exit_code == 2 and "experiment-textures:begin" in bad.output and "does not exist" in bad.output
+
+
+@pytest.mark.slow
+def test_a_users_run_leaves_the_clone_clean(tiny_base: Path, monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """`irisbench experiment` in a clone (the repository's .gitignore, a README with the block, tracked
+    published tables) changes no tracked file and leaves nothing untracked; `--publish` rewrites the block and
+    the published tables. The experiment is a tiny one (one null method, one seed) with the CLI's own folders
+    and publish target."""
+    import shutil
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    import irisbench.experiment
+    from irisbench.cli import app
+
+    real = irisbench.experiment.run_experiment
+
+    def tiny(out: Path, cfg: ExperimentConfig, **kw: Any) -> dict[str, Any]:
+        small = ExperimentConfig(methods={"null": "null-shapes"}, steps=1, checkpoint_every=1, suites=("geneval",),
+                                 references=(), val_images_per_prompt=1, base=str(tiny_base), eval_limit=4,
+                                 eval_images_per_prompt=1, seeds=(0,), threads=1,
+                                 train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 4})
+        return real(out, small, **kw)
+
+    monkeypatch.setattr(irisbench.experiment, "run_experiment", tiny)
+    clone = tmp_path / "clone"
+    (clone / "results" / "experiment").mkdir(parents=True)
+    shutil.copyfile(Path(__file__).resolve().parents[1] / ".gitignore", clone / ".gitignore")
+    (clone / "README.md").write_text(f"# x\n\n{README_BEGIN}\npublished block\n{README_END}\n")
+    (clone / "results" / "experiment" / "seed_deltas.csv").write_text("published,table\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=clone, check=True,
+                              capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "published")
+    monkeypatch.chdir(clone)
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment"])
+    assert result.exit_code == 0, result.output
+    assert (clone / "results" / "runs" / "experiment" / "summary.md").is_file()  # the outputs are there ...
+    assert git("status", "--porcelain", "--untracked-files=all") == ""  # ... and the clone is clean
+    result = runner.invoke(app, ["experiment", "--publish"])  # resumes, then publishes
+    assert result.exit_code == 0, result.output
+    changed = git("status", "--porcelain", "--untracked-files=all")
+    assert " M README.md" in changed and " M results/experiment/seed_deltas.csv" in changed
+    assert "published block" not in (clone / "README.md").read_text()
+    assert "1 image per prompt in every evaluation" in (clone / "README.md").read_text()
+    assert "results/runs" not in changed

@@ -8,7 +8,14 @@ import pytest
 from scipy import stats as sps
 
 from irisbench.errors import UsageError
-from irisbench.stats import bootstrap_ci, bootstrap_replicates, count_check, geneval_summary, mean_t_interval
+from irisbench.stats import (
+    bootstrap_ci,
+    bootstrap_replicates,
+    count_check,
+    geneval_summary,
+    mean_t_interval,
+    welch_interval,
+)
 
 
 def test_one_image_per_prompt_matches_scipy_percentile_bootstrap():
@@ -213,6 +220,32 @@ def test_mean_t_interval_hand_computed() -> None:
     # 90%: t(0.95, 2) = 2.919986
     m90 = mean_t_interval([0.1, 0.2, 0.3], confidence=0.9)
     assert m90["ci_high"] == pytest.approx(0.2 + 2.919986 * 0.1 / 3 ** 0.5, abs=1e-6)
+
+
+def test_welch_interval_hand_computed_and_scipy() -> None:
+    """a = 0.1, 0.2, 0.3 (mean 0.2, var 0.01) and b = 0, 0, 0.3 (mean 0.1, var 0.03), 3 values each:
+    v_a = 0.01/3, v_b = 0.01, se = sqrt(0.04/3) = 0.1154701, df = (0.04/3)^2 / ((0.01/3)^2/2 + 0.01^2/2) = 3.2,
+    t(0.975, 3.2) = 3.072829 (scipy's t quantile at a fractional df): 0.1 +- 0.354820."""
+    from scipy import stats as sps
+
+    w = welch_interval([0.1, 0.2, 0.3], [0.0, 0.0, 0.3])
+    assert (w["diff"], w["mean_a"], w["mean_b"], w["n_a"], w["n_b"]) == pytest.approx((0.1, 0.2, 0.1, 3, 3))
+    assert w["se"] == pytest.approx((0.04 / 3) ** 0.5) and w["df"] == pytest.approx(3.2)
+    half = 3.072829 * (0.04 / 3) ** 0.5
+    assert (w["ci_low"], w["ci_high"]) == (pytest.approx(0.1 - half, abs=1e-6), pytest.approx(0.1 + half, abs=1e-6))
+    # scipy's Welch test gives the same interval, also for unequal sizes and another confidence
+    for a, b, conf in (([0.1, 0.2, 0.3], [0.0, 0.0, 0.3], 0.95), ([-0.31, -0.29, -0.33, -0.30], [0.02, -0.04], 0.9)):
+        ref = sps.ttest_ind(a, b, equal_var=False).confidence_interval(conf)
+        got = welch_interval(a, b, conf)
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    # one value on a side: no interval; no spread on both sides: a zero-width one
+    one = welch_interval([0.1], [0.0, 0.2])
+    assert one["diff"] == pytest.approx(0.0) and one["ci_low"] is None and one["df"] is None
+    flat = welch_interval([0.5, 0.5], [0.25, 0.25, 0.25])
+    assert (flat["ci_low"], flat["ci_high"], flat["se"]) == (0.25, 0.25, 0.0)
+    for bad in (([], [0.1]), ([0.1, float("inf")], [0.2, 0.3])):
+        with pytest.raises(UsageError):
+            welch_interval(*bad)
 
 
 def test_mean_t_interval_one_value_equal_values_and_bad_input() -> None:

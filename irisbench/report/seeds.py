@@ -24,7 +24,7 @@ from irisbench.report.loading import LoadedRun, RunRef, load_run
 from irisbench.report.tables import IMPROVES, NO_DIFFERENCE, WORSE, _missing, base_words, delta_class, fmt_delta
 
 SEED_COLUMNS = ("method", "checkpoint", "suite", "split", "metric", "seed", "step", "label", "delta", "ci_low",
-                "ci_high", "interval", "n_seeds")
+                "ci_high", "interval", "n_seeds", "images_per_prompt")
 MEAN = "mean"  # the ``seed`` of the across-seed rows of seed_deltas.csv
 PER_PROMPT = "paired bootstrap over prompts"
 ACROSS_SEEDS = "Student t across seeds (n-1 df)"
@@ -59,7 +59,8 @@ def _seed_entry(base: LoadedRun, run: LoadedRun, ev: SeedEval, kw: dict[str, Any
 
     d = delta_cis(base, run, **kw)["overall"]
     return {"seed": ev.seed, "step": ev.step, "label": ev.label, "delta": d.delta, "ci_low": d.ci_low,
-            "ci_high": d.ci_high, "mode": d.mode, "class": delta_class(d.ci_low, d.ci_high)}
+            "ci_high": d.ci_high, "mode": d.mode, "class": delta_class(d.ci_low, d.ci_high),
+            "images_per_prompt": run.results.get("images_per_prompt")}
 
 
 def _across(per_seed: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
@@ -79,9 +80,10 @@ def seed_deltas(base: Mapping[str, str | Path], evals: Sequence[SeedEval], *, sp
 
     ``base``: the base's eval folders ("suite/split" -> folder); ``evals``: every (method, kind, seed)
     checkpoint's. Each entry: ``method``, ``checkpoint``, ``suite``, ``split``, ``metric`` ("overall"),
-    ``seeds`` (per seed: ``seed``, ``step``, ``label``, ``delta``, ``ci_low``, ``ci_high``, ``mode``,
-    ``class``), ``mean`` (``delta``, ``ci_low``, ``ci_high``, ``sd``, ``n_seeds``, ``interval``; no interval
-    with one seed), ``seeds_above_0``, ``seeds_below_0`` and ``class`` (of the across-seed interval).
+    ``images_per_prompt`` (the base evaluation's), ``seeds`` (per seed: ``seed``, ``step``, ``label``,
+    ``delta``, ``ci_low``, ``ci_high``, ``mode``, ``class``, ``images_per_prompt``), ``mean`` (``delta``,
+    ``ci_low``, ``ci_high``, ``sd``, ``n_seeds``, ``interval``; no interval with one seed), ``seeds_above_0``,
+    ``seeds_below_0`` and ``class`` (of the across-seed interval).
     ``n_resamples``/``seed`` are the bootstrap's (the report's defaults give the report's intervals).
     """
     load = _loader()
@@ -102,7 +104,7 @@ def seed_deltas(base: Mapping[str, str | Path], evals: Sequence[SeedEval], *, sp
         per_seed = [_seed_entry(base_run, load(ev.label, ev.folders[key]), ev, kw) for ev in members]
         mean = _across(per_seed, confidence)
         out.append({"method": method, "checkpoint": kind, "suite": suite, "split": split, "metric": "overall",
-                    "seeds": per_seed, "mean": mean,
+                    "images_per_prompt": base_run.results.get("images_per_prompt"), "seeds": per_seed, "mean": mean,
                     "seeds_above_0": sum(s["class"] == IMPROVES for s in per_seed),
                     "seeds_below_0": sum(s["class"] == WORSE for s in per_seed),
                     "class": delta_class(mean["ci_low"], mean["ci_high"])})
@@ -117,10 +119,12 @@ def seed_rows(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                   "metric": e["metric"]}
         for s in e["seeds"]:
             rows.append({**common, "seed": s["seed"], "step": s["step"], "label": s["label"], "delta": s["delta"],
-                         "ci_low": s["ci_low"], "ci_high": s["ci_high"], "interval": PER_PROMPT, "n_seeds": 1})
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"], "interval": PER_PROMPT, "n_seeds": 1,
+                         "images_per_prompt": s.get("images_per_prompt")})
         m = e["mean"]
         rows.append({**common, "seed": MEAN, "step": None, "label": None, "delta": m["delta"], "ci_low": m["ci_low"],
-                     "ci_high": m["ci_high"], "interval": m["interval"], "n_seeds": m["n_seeds"]})
+                     "ci_high": m["ci_high"], "interval": m["interval"], "n_seeds": m["n_seeds"],
+                     "images_per_prompt": e.get("images_per_prompt")})
     return [{c: r[c] for c in SEED_COLUMNS} for r in rows]
 
 
@@ -131,8 +135,19 @@ def write_seed_csv(entries: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
     path = Path(path)
     df = pd.DataFrame(seed_rows(entries), columns=list(SEED_COLUMNS))
     df["step"] = df["step"].astype("Int64")  # integers, empty on the "mean" rows
+    df["images_per_prompt"] = df["images_per_prompt"].astype("Int64")
     df.to_csv(path, index=False)
     return path
+
+
+def images_per_prompt(entries: Sequence[Mapping[str, Any]]) -> str:
+    """``2 images per prompt`` (``2/8 images per prompt`` when the entries' evaluations differ)."""
+    values = sorted({v for e in entries for v in (e.get("images_per_prompt"),
+                                                  *(s.get("images_per_prompt") for s in e.get("seeds", ())))
+                     if v is not None})
+    if not values:
+        return "images per prompt not recorded"
+    return f"{'/'.join(map(str, values))} image{'s' if values != [1] else ''} per prompt"
 
 
 def _mean_cell(m: Mapping[str, Any]) -> str:
@@ -154,7 +169,8 @@ def seed_markdown(entries: Sequence[Mapping[str, Any]], confidence: float = 0.95
     for kind in dict.fromkeys(e["checkpoint"] for e in entries):
         rows = [e for e in entries if e["checkpoint"] == kind]
         split = rows[0]["split"]
-        out += [f"*{kind}* checkpoints on {split}: delta vs the base (overall) per training seed and across seeds",
+        out += [f"*{kind}* checkpoints on {split}, {images_per_prompt(rows)}: delta vs the base (overall) per "
+                "training seed and across seeds",
                 "",
                 f"| method | suite | per-seed deltas [{pct} CI over prompts, paired] | "
                 f"mean across seeds [{pct} CI across seeds, Student t] | seeds with CI above 0 / below 0 |",
@@ -172,6 +188,8 @@ def seed_verdict(e: Mapping[str, Any], base: str = "base", confidence: float = 0
     pct = f"{round(confidence * 100):g}%"
     who, where, b = f"{e['method']} ({e['checkpoint']})", f"{e['suite']}/{e['split']}", base_words(base)
     m, n = e["mean"], e["mean"]["n_seeds"]
+    if e.get("images_per_prompt") is not None:
+        where += f" ({images_per_prompt([e])})"
     each = f"each seed: {_seeds_cell(e, '; ')}"
     counts = f"{e['seeds_above_0']} of {len(e['seeds'])} seeds' CIs above 0, {e['seeds_below_0']} below"
     if _missing(m["delta"]):

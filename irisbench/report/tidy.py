@@ -5,10 +5,10 @@ The published experiment's numbers live in ``results/experiment/`` as ``scores.c
 folders (which stay out of the repository). Every row comes from an eval run's ``results.json``: the
 tag scores, their cluster-bootstrap intervals and counts, plus an ``overall`` row per run. ``seed`` is
 the eval run's sampling seed: the experiment evaluates everything with one evaluation seed (paired
-deltas), so it is the same on every row there. Where the caller knows what a run label stands for (the
-experiment does), ``method``, ``checkpoint`` ("best val" / "last"), ``training_seed`` and ``step`` say it
-in columns, so a table can be grouped by method and seed without parsing labels; they are empty for the
-base and the references.
+deltas), so it is the same on every row there; ``images_per_prompt`` is how many images each prompt drew.
+Where the caller knows what a run label stands for (the experiment does), ``method``, ``checkpoint``
+("best val" / "last"), ``training_seed`` and ``step`` say it in columns, so a table can be grouped by method
+and seed without parsing labels; they are empty for the base and the references.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from irisbench.errors import UsageError
 
 RUN_COLUMNS = ("method", "checkpoint", "training_seed", "step")  # what a label stands for, when known
 COLUMNS = ("run", *RUN_COLUMNS, "suite", "split", "world", "seed", "tag", "score", "ci_low", "ci_high", "n_images",
-           "n_prompts", "policy", "folder")
+           "n_prompts", "images_per_prompt", "policy", "folder")
 
 
 def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | Path | None = None,
@@ -42,7 +42,8 @@ def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | 
                 raise UsageError(f"{label} ({key}): {path} is missing: not a finished eval run")
             res = json.loads(path.read_text(encoding="utf-8"))
             common = {"run": label, "suite": res["suite"], "split": res["split"], "world": res.get("world"),
-                      "seed": res.get("seed"), "policy": (res.get("policy") or {}).get("name"),
+                      "seed": res.get("seed"), "images_per_prompt": res.get("images_per_prompt"),
+                      "policy": (res.get("policy") or {}).get("name"),
                       "folder": _shown(Path(folder), relative_to), **runs.get(label, {})}
             scores = res["scores"]
             tags = [("overall", scores["overall"]), *scores["tags"].items()]
@@ -73,6 +74,7 @@ def write_tidy(evals: Mapping[str, Mapping[str, str | Path]], folder: str | Path
     df = pd.DataFrame(tidy_rows(evals, relative_to, runs), columns=list(COLUMNS))
     df["training_seed"] = df["training_seed"].astype("Int64")  # integers with gaps, not floats
     df["step"] = df["step"].astype("Int64")
+    df["images_per_prompt"] = df["images_per_prompt"].astype("Int64")
     paths = {"csv": folder / f"{stem}.csv", "parquet": folder / f"{stem}.parquet"}
     df.to_csv(paths["csv"], index=False)
     df.to_parquet(paths["parquet"], index=False)
