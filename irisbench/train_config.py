@@ -48,6 +48,10 @@ class TrainConfig:
     beta: float = 0.0
     loss_type: str = "bnpo"  # IRIS/T2I-R1: token mean over the micro-batch (trl names: grpo, bnpo, dr_grpo, dapo)
     scale_rewards: bool = True
+    # importance ratios per token (GRPO) or per sequence (GSPO; trl's importance_sampling_level)
+    importance_sampling_level: str = "token"
+    # DAPO's dynamic sampling: groups whose rewards are all equal leave the loss and its normalisers
+    drop_zero_spread_groups: bool = False
     # where the policy-gradient log-probs come from: the conditional branch (IRIS, T2I-R1) or the
     # CFG-guided distribution that was sampled (AR-GRPO)
     logp_source: str = "conditional"
@@ -103,10 +107,13 @@ class TrainConfig:
                               f"prompts_per_step={self.prompts_per_step} (groups are never split); valid: {divisors}")
         choices = {"loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"), "logp_source": ("conditional", "guided"),
                    "sc_source": ("sampling", "teacher-forced", "second-pass"),
-                   "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES}
+                   "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES,
+                   "importance_sampling_level": ("token", "sequence")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if not isinstance(self.drop_zero_spread_groups, bool):
+            raise ConfigError(f"drop_zero_spread_groups must be true or false, got {self.drop_zero_spread_groups!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.beta < 0 or self.epsilon <= 0:

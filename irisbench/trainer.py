@@ -112,6 +112,7 @@ class _Batch:
     rewards: list[np.ndarray] = field(default_factory=list)
     terms: dict[str, list[float]] = field(default_factory=dict)
     zero_std: float = 0.0
+    keep: dict[int, Any] = field(default_factory=dict)  # drop_zero_spread_groups: the rows that enter the loss
 
 
 class GRPOTrainer:
@@ -344,7 +345,7 @@ class GRPOTrainer:
         device of ``logp``."""
         import torch
 
-        from irisbench.grpo import group_advantages
+        from irisbench.grpo import group_advantages, spread_rows
         from irisbench.rewards import NonFiniteRewardError
 
         cfg, rows = self.cfg, batch.micro[k]
@@ -365,6 +366,8 @@ class GRPOTrainer:
         rewards = torch.as_tensor(total, dtype=torch.float32)
         adv, stats = group_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
         batch.advantages[k] = adv.to(logp.device)
+        if cfg.drop_zero_spread_groups:
+            batch.keep[k] = spread_rows(rewards, cfg.num_generations).to(logp.device)
         batch.zero_std += float(stats["frac_reward_zero_std"]) * (len(rewards) // cfg.num_generations)
         batch.rewards.append(rewards.double().numpy())
         for name, v in terms.items():
@@ -382,7 +385,8 @@ class GRPOTrainer:
         cfg = self.cfg
         return grpo_loss(logp, batch.old_logp.get(k), batch.ref_logp.get(k), batch.advantages[k], mask,
                          beta=cfg.beta if self.ref is not None else 0.0, epsilon=cfg.epsilon,
-                         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, **batch.norm)
+                         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                         importance_sampling_level=cfg.importance_sampling_level, keep=batch.keep.get(k), **batch.norm)
 
     def step(self, step: int) -> dict[str, float]:
         """One GRPO step (sampling, rewards, ``num_iterations`` updates); returns its metrics."""
@@ -394,7 +398,7 @@ class GRPOTrainer:
              "t_optimizer": 0.0}
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
-            totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0}
+            totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0, "kept_tokens": 0.0}
             for k, rows in enumerate(batch.micro):
                 part = _slice_rollout(batch.rollout, rows)
                 t1 = time.perf_counter()
@@ -414,10 +418,14 @@ class GRPOTrainer:
                     raise TrainingDivergedError(f"step {step + 1}: the loss is not finite")
                 loss.backward()
                 t["t_backward"] += time.perf_counter() - t3
+                if k in batch.keep:
+                    totals["kept_tokens"] += float((mask & batch.keep[k].unsqueeze(1)).sum())
                 totals["loss"] += lm["loss"]
                 totals["kl"] += lm.get("kl", 0.0) * lm["num_tokens"] if lm["num_tokens"] else 0.0
                 totals["clip"] += lm["clip_ratio/region_mean"] * lm["num_tokens"] if lm["num_tokens"] else 0.0
             t5 = time.perf_counter()
+            if cfg.drop_zero_spread_groups and cfg.loss_type == "dapo":
+                self._renormalise(batch, totals)
             self.dist.sync_grads(self.params)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
             if not math.isfinite(grad_norm):
@@ -427,6 +435,17 @@ class GRPOTrainer:
             t["t_optimizer"] += time.perf_counter() - t5
         self.scheduler.step()
         return self._metrics(batch, totals, {"lr": lr, "grad_norm": grad_norm, **t})
+
+    def _renormalise(self, batch: _Batch, totals: dict[str, float]) -> None:
+        """``dapo`` with dropped groups divides by the step's kept tokens, known only once every micro-batch is
+        scored: the terms were divided by all the step's tokens, so the gradients are scaled by all / kept."""
+        (kept,) = self.dist.all_sum([totals["kept_tokens"]])
+        if kept > 0:
+            scale = batch.n_tok / kept
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            totals["loss"] *= scale
 
     def _metrics(self, batch: _Batch, totals: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
         """The step's metrics, reduced over ranks (the loss is the sum of the micro-batch terms)."""
@@ -440,6 +459,8 @@ class GRPOTrainer:
             "reward_mean": mean,
             "reward_std": math.sqrt(r_dev / max(n_seq - 1, 1)),
             "frac_reward_zero_std": zero / (n_seq / g),
+            **({"frac_groups_kept": self.dist.all_sum([float(sum(int(v.sum()) for v in batch.keep.values()))])[0]
+                / n_seq} if self.cfg.drop_zero_spread_groups else {}),
             **{f"reward/{name}": self.dist.all_sum([float(np.sum(v))])[0] / n_seq for name, v in batch.terms.items()},
         }
         if "judge" in self.context:
