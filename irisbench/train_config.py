@@ -88,6 +88,9 @@ class TrainConfig:
     # data parallelism under torchrun / accelerate launch: "ddp" replicates the policy and all-reduces
     # gradients; "fsdp" shards parameters, gradients and optimizer state (FSDP2, for 7B; irisbench.sharding)
     parallel: str = "ddp"
+    # experiment tracking, trl's names: none | tensorboard | wandb | trackio | mlflow | all, or a list
+    # (irisbench.tracking; offline by default)
+    report_to: str | list[str] = "none"
 
     def check(self) -> None:
         def positive(name: str) -> None:
@@ -131,6 +134,9 @@ class TrainConfig:
         if self.reward_weights is not None and len(self.reward_weights) != len(names):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries but reward names "
                               f"{len(names)} ({names})")
+        from irisbench.tracking import report_to_names
+
+        report_to_names(self.report_to, installed=False)
         from irisbench.rewards import build_reward
 
         build_reward(self.reward, weights=self.reward_weights, options=self.reward_options or None)

@@ -127,6 +127,9 @@ class GRPOTrainer:
         import torch
 
         cfg.check()
+        from irisbench.tracking import report_to_names
+
+        self.report_to = report_to_names(cfg.report_to)  # a backend not installed: one line, nothing written
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         # the device the policy is loaded on (irisbench.devices; under a launcher cuda:LOCAL_RANK); recorded
         # in env.json, not in the config, so that a run may resume on another device
@@ -434,6 +437,7 @@ class GRPOTrainer:
             self.optimizer.step()
             t["t_optimizer"] += time.perf_counter() - t5
         self.scheduler.step()
+        self.last_rollout = batch.rollout  # the trackers' images at evaluation steps
         return self._metrics(batch, totals, {"lr": lr, "grad_norm": grad_norm, **t})
 
     def _renormalise(self, batch: _Batch, totals: dict[str, float]) -> None:
@@ -487,6 +491,7 @@ class GRPOTrainer:
 
         from irisbench.checkpoints import trim_metrics
         from irisbench.progress import progress_bar
+        from irisbench.tracking import Tracker
 
         self._setup()
         cfg = self.cfg
@@ -499,12 +504,13 @@ class GRPOTrainer:
                               "{task.fields[s]:.2f} s/step"),
                    TimeRemainingColumn())
         lock = self.run.lock() if self.dist.main else contextlib.nullcontext()
-        with lock, progress_bar(*columns, disable=not (self.progress and self.dist.main), label="grpo") as bar:
+        tracker = Tracker(self.report_to if self.dist.main else [], self.out, cfg.to_dict(), self.start_step)
+        with lock, tracker, progress_bar(*columns, disable=not (self.progress and self.dist.main), label="grpo") as bar:
             task = bar.add_task("grpo", total=cfg.steps, completed=self.start_step, r=float("nan"),
                                 sc=float("nan"), s=float("nan"))
             with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:
                 if self._eval_due(self.start_step) and not eval_finished(self.out, cfg.eval_split, self.start_step):
-                    self.evaluate_checkpoint(self.start_step)  # stopped during it: finish it before going on
+                    tracker.log_eval(self.evaluate_checkpoint(self.start_step), self.start_step)  # finish it first
                 for step in range(self.start_step, cfg.steps):
                     t0 = time.perf_counter()
                     m = self.step(step)
@@ -516,12 +522,15 @@ class GRPOTrainer:
                     if self.dist.main:
                         mf.write(json.dumps(_finite(rec)) + "\n")
                         mf.flush()
+                        tracker.log_step(rec)
                     bar.update(task, completed=done, r=m["reward_mean"], sc=m["sc_image"], s=dt)
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                         last = self._save(done) or last
                         self.dist.barrier()
                     if self._eval_due(done):
-                        self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
+                        results = self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
+                        tracker.log_eval(results, done)
+                        tracker.log_images(self.last_rollout.images, self.last_rollout.prompts, done)
         if self.dist.main:
             _write_metrics_parquet(metrics_path)
         from irisbench.checkpoints import complete_checkpoints
