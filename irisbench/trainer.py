@@ -511,6 +511,7 @@ class GRPOTrainer:
             with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:
                 if self._eval_due(self.start_step) and not eval_finished(self.out, cfg.eval_split, self.start_step):
                     tracker.log_eval(self.evaluate_checkpoint(self.start_step), self.start_step)  # finish it first
+                    self._card(self.start_step)
                 for step in range(self.start_step, cfg.steps):
                     t0 = time.perf_counter()
                     m = self.step(step)
@@ -531,11 +532,19 @@ class GRPOTrainer:
                         results = self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
                         tracker.log_eval(results, done)
                         tracker.log_images(self.last_rollout.images, self.last_rollout.prompts, done)
+                        self._card(done)
         if self.dist.main:
             _write_metrics_parquet(metrics_path)
         from irisbench.checkpoints import complete_checkpoints
 
         return last or complete_checkpoints(self.out)[-1][1]
+
+    def _card(self, step: int) -> None:
+        """The checkpoint of ``step``'s model card again, now with that step's evaluation (irisbench.model_card)."""
+        if self.dist.main:
+            from irisbench.model_card import refresh_model_card
+
+            refresh_model_card(self.out, step)
 
     def _eval_due(self, step: int) -> bool:
         """Whether step ``step`` (> 0) has an in-training evaluation."""
