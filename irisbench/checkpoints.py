@@ -4,7 +4,9 @@ A checkpoint ``<out>/checkpoints/step-N/`` is the policy's own save folder plus 
 (optimizer moments and step counts, the torch RNG state) and ``trainer_state.json`` (param groups,
 scheduler, config, step, anything the loop adds). It is written into a temporary folder and renamed, and
 ``trainer_state.json`` is written last, so a folder without it is ignored: ``kill -9`` at any moment leaves
-a resumable run. ``trim_metrics`` drops metric lines logged after the checkpoint a run resumes from.
+a resumable run. Every checkpoint folder also gets a Hugging Face model card, ``README.md``
+(``irisbench.model_card``), written before the folder is renamed into place. ``trim_metrics`` drops metric
+lines logged after the checkpoint a run resumes from.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, sched
         json.dump(full, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
+    from irisbench.model_card import write_model_card
+
+    write_model_card(tmp, out_dir)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

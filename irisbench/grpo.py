@@ -17,6 +17,20 @@ docs: https://huggingface.co/docs/trl/main/grpo_trainer, "Loss Types") and docs/
   trl averages gradients over processes; irisbench sums them, so every value here is also divided by
   ``num_processes``: summed over a step's micro-batches and processes, the losses are trl's loss.
 
+Importance sampling level (trl's ``importance_sampling_level``): ``"token"`` (GRPO, PPO) uses the per-token
+ratio ``rho_t``; ``"sequence"`` (GSPO, arXiv 2507.18071) one ratio per sequence, the geometric mean
+``s_i = exp(mean_t (logp - old_logp))`` over its real tokens, clipped at the sequence level; as trl, the
+clipped term ``-min(s_i A_i, clip(s_i) A_i)`` stands for every token of the sequence and is then aggregated
+by ``loss_type`` like a per-token loss (with ``"grpo"`` this is GSPO's ``(1/G) sum_i`` exactly). Its gradient
+equals that of GSPO-token's stop-gradient form ``s_i,t = sg[s_i] * pi_t / sg[pi_t]`` when the advantage is
+the same for every token, as here.
+
+Dynamic sampling (DAPO, arXiv 2503.14476; ``keep``): rows of groups whose rewards are all equal
+(``spread_rows``) leave the loss entirely (policy and KL terms), and the normalisers count the kept rows
+only: "grpo" averages over kept sequences, "bnpo" divides by kept tokens, "dr_grpo" by ``B_kept *
+max_completion_length``, "dapo" by the step's kept token count (the caller's ``num_items_in_batch``).
+Unlike DAPO, nothing is re-sampled to refill the batch: a step keeps fewer groups (or none: loss 0).
+
 With ``num_iterations == 1`` (IRIS: one update per batch) ``old_logp = logp.detach()``, so
 ``rho == 1``, clipping never binds, and the gradient is the REINFORCE gradient ``-A * grad logp``
 averaged as ``loss_type`` says.
@@ -40,6 +54,8 @@ import torch
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
+ImportanceSamplingLevel = Literal["token", "sequence"]
+IMPORTANCE_SAMPLING_LEVELS: tuple[str, ...] = ("token", "sequence")
 STD_EPS: float = 1e-4
 
 
@@ -113,6 +129,15 @@ def group_advantages(
     return adv.reshape(-1).to(out_dtype), stats
 
 
+def spread_rows(rewards: torch.Tensor | np.ndarray | list[float], num_generations: int) -> torch.Tensor:
+    """(B,) bool: the rows of groups whose rewards are not all equal (DAPO's dynamic sampling keeps these).
+
+    Equality is exact, as ``group_advantages``' zero advantages: a kept group is one with a nonzero advantage.
+    """
+    r = torch.as_tensor(rewards).detach().reshape(-1, int(num_generations))
+    return (r.amax(dim=1) != r.amin(dim=1)).repeat_interleave(int(num_generations))
+
+
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(pi || ref): ``exp(ref - logp) - (ref - logp) - 1`` (>= 0)."""
     d = ref_logp - logp
@@ -137,13 +162,17 @@ def clipped_objective(
     epsilon: float = 0.2,
     epsilon_high: float | None = None,
     mask: torch.Tensor | None = None,
+    importance_sampling_level: ImportanceSamplingLevel = "token",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-token PPO/GRPO clipped loss ``-min(rho*A, clip(rho, 1-eps, 1+eps_high)*A)`` and clip stats.
 
     ``advantages`` is (B,) (broadcast over tokens) or the shape of ``logp``. ``epsilon_high``
-    defaults to ``epsilon`` (DAPO's asymmetric clip when set). Stats over ``mask`` (all tokens if
-    None), trl's names: ``clip_ratio/low_mean`` (rho < 1-eps with A < 0), ``clip_ratio/high_mean``
-    (rho > 1+eps_high with A > 0), ``clip_ratio/region_mean`` (either): where the clip binds.
+    defaults to ``epsilon`` (DAPO's asymmetric clip when set). ``importance_sampling_level="sequence"``
+    (GSPO; needs ``mask`` and (B,) advantages): ``rho`` is the sequence ratio ``exp(sum_t m (logp - old) /
+    max(1, sum_t m))``, the same for every token of the row. Stats over ``mask`` (all tokens if None; over
+    the sequences with a real token at the sequence level, as trl), trl's names: ``clip_ratio/low_mean``
+    (rho < 1-eps with A < 0), ``clip_ratio/high_mean`` (rho > 1+eps_high with A > 0),
+    ``clip_ratio/region_mean`` (either): where the clip binds.
     """
     eps_low = float(epsilon)
     eps_high = eps_low if epsilon_high is None else float(epsilon_high)
@@ -161,13 +190,24 @@ def clipped_objective(
     elif adv.shape != logp.shape:
         raise ValueError(f"advantages shape {tuple(adv.shape)} must be (B,) or logp's {tuple(logp.shape)}")
     adv = adv.detach().to(device=logp.device, dtype=logp.dtype)
-    ratio = torch.exp(logp - old_logp)
+    m = None if mask is None else mask.to(logp.device).bool()
+    if importance_sampling_level == "token":
+        ratio = torch.exp(logp - old_logp)
+    elif importance_sampling_level == "sequence":
+        if m is None or logp.dim() != 2 or advantages.dim() != 1:
+            raise ValueError("importance_sampling_level='sequence' needs (B, T) log-probs, a mask and (B,) advantages")
+        mf = m.to(logp.dtype)
+        log_s = ((logp - old_logp) * mf).sum(dim=-1, keepdim=True) / mf.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        ratio = torch.exp(log_s)
+        m = m.any(dim=-1, keepdim=True)  # stats over sequences
+    else:
+        raise ValueError(f"importance_sampling_level must be one of {', '.join(IMPORTANCE_SAMPLING_LEVELS)}; "
+                         f"got {importance_sampling_level!r}")
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped * adv)
+    per_token = -torch.min(ratio * adv, clipped * adv).expand_as(logp)
     with torch.no_grad():
         low = (ratio < 1 - eps_low) & (adv < 0)
         high = (ratio > 1 + eps_high) & (adv > 0)
-        m = None if mask is None else mask.to(logp.device).bool()
         stats = {
             "clip_ratio/low_mean": _masked_frac(low, m),
             "clip_ratio/high_mean": _masked_frac(high, m),
@@ -197,6 +237,8 @@ def grpo_loss(
     num_items_in_batch: float | None = None,
     gradient_accumulation_steps: int = 1,
     num_processes: int = 1,
+    importance_sampling_level: ImportanceSamplingLevel = "token",
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """One micro-batch's term of the GRPO loss (a scalar to minimise) and metrics, as trl's ``_compute_loss``.
 
@@ -209,8 +251,11 @@ def grpo_loss(
     "dr_grpo" ``S / (B * max_completion_length) / (A W)``; "dapo" ``S / num_items_in_batch`` (the token
     count over every micro-batch and process of the step). The defaults (A = W = 1) give trl's formula
     for one batch; summing the terms of all micro-batches and processes gives the step's loss (gradients
-    are summed over processes). Metrics: ``loss``, ``kl`` (masked mean of k3, when a reference is given),
-    the clip ratios of ``clipped_objective``, ``num_tokens``.
+    are summed over processes). ``importance_sampling_level``: ``"token"`` or ``"sequence"`` (GSPO, see
+    the module doc). ``keep`` (B,) bool: the rows that enter the loss (dynamic sampling, ``spread_rows``);
+    ``S``, ``N`` and ``B`` then count kept rows only, and ``num_items_in_batch`` must count the step's kept
+    tokens. Metrics: ``loss``, ``kl`` (masked mean of k3, when a reference is given), the clip ratios of
+    ``clipped_objective``, ``num_tokens`` (over every real token, kept or not).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {loss_type!r}")
@@ -231,7 +276,7 @@ def grpo_loss(
     lp = torch.where(m, logp.to(dtype), zero)
     old = lp.detach() if old_logp is None else torch.where(m, old_logp.detach().to(dev, dtype), zero)
     per_token, metrics = clipped_objective(lp, old, torch.as_tensor(advantages, device=dev), epsilon, epsilon_high,
-                                           mask=m)
+                                           mask=m, importance_sampling_level=importance_sampling_level)
     metrics = dict(metrics)
     n_tokens = m.sum()
     if ref_logp is not None:
@@ -241,10 +286,16 @@ def grpo_loss(
         metrics["kl"] = float((kl.detach() * m).sum() / n_tokens) if n_tokens > 0 else float("nan")
         if beta != 0:
             per_token = per_token + beta * kl
+    if keep is not None:
+        keep = torch.as_tensor(keep, device=dev).bool()
+        if tuple(keep.shape) != (logp.shape[0],):
+            raise ValueError(f"keep must be (B,) = ({logp.shape[0]},), got shape {tuple(keep.shape)}")
+        m = m & keep.unsqueeze(1)
     per_token = torch.where(m, per_token, zero)
     mf = m.to(dtype)
+    rows = logp.shape[0] if keep is None else int(keep.sum())
     if loss_type == "grpo":
-        loss = (per_token.sum(dim=-1) / mf.sum(dim=-1).clamp(min=1.0)).mean() / share
+        loss = (per_token.sum(dim=-1) / mf.sum(dim=-1).clamp(min=1.0)).sum() / max(rows, 1) / share
     elif loss_type == "bnpo":
         loss = per_token.sum() / mf.sum().clamp(min=1.0) / share
     elif loss_type == "dr_grpo":
@@ -252,14 +303,14 @@ def grpo_loss(
         longest = int(m.sum(dim=-1).max()) if m.numel() else 0
         if longest > mcl:
             raise ValueError(f"a completion has {longest} tokens, more than max_completion_length={mcl}")
-        loss = per_token.sum() / (logp.shape[0] * mcl) / share
+        loss = per_token.sum() / (max(rows, 1) * mcl) / share
     else:
         if num_items_in_batch is None or not float(num_items_in_batch) > 0:
             raise ValueError("loss_type='dapo' needs num_items_in_batch, the step's token count over every "
                              f"micro-batch and process (> 0); got {num_items_in_batch!r}")
-        if int(n_tokens) > float(num_items_in_batch):
+        if int(m.sum()) > float(num_items_in_batch):
             raise ValueError(f"num_items_in_batch={num_items_in_batch} is less than this micro-batch's "
-                             f"{int(n_tokens)} tokens: it must count the whole step")
+                             f"{int(m.sum())} tokens: it must count the whole step")
         loss = per_token.sum() / float(num_items_in_batch)
     metrics["loss"] = float(loss.detach())
     metrics["num_tokens"] = int(n_tokens)

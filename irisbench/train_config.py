@@ -49,6 +49,10 @@ class TrainConfig:
     beta: float = 0.0
     loss_type: str = "bnpo"  # IRIS/T2I-R1: token mean over the micro-batch (trl names: grpo, bnpo, dr_grpo, dapo)
     scale_rewards: bool = True
+    # importance ratios per token (GRPO) or per sequence (GSPO; trl's importance_sampling_level)
+    importance_sampling_level: str = "token"
+    # DAPO's dynamic sampling: groups whose rewards are all equal leave the loss and its normalisers
+    drop_zero_spread_groups: bool = False
     # where the policy-gradient log-probs come from: the conditional branch (IRIS, T2I-R1) or the
     # CFG-guided distribution that was sampled (AR-GRPO)
     logp_source: str = "conditional"
@@ -85,6 +89,9 @@ class TrainConfig:
     # data parallelism under torchrun / accelerate launch: "ddp" replicates the policy and all-reduces
     # gradients; "fsdp" shards parameters, gradients and optimizer state (FSDP2, for 7B; irisbench.sharding)
     parallel: str = "ddp"
+    # experiment tracking, trl's names: none | tensorboard | wandb | trackio | mlflow | all, or a list
+    # (irisbench.tracking; offline by default)
+    report_to: str | list[str] = "none"
 
     def check(self) -> None:
         def positive(name: str) -> None:
@@ -109,10 +116,13 @@ class TrainConfig:
                               f"prompts_per_step={self.prompts_per_step} (groups are never split); valid: {divisors}")
         choices = {"loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"), "logp_source": ("conditional", "guided"),
                    "sc_source": ("sampling", "teacher-forced", "second-pass"),
-                   "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES}
+                   "lr_scheduler": ("constant", "linear", "cosine"), "parallel": PARALLEL_MODES,
+                   "importance_sampling_level": ("token", "sequence")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if not isinstance(self.drop_zero_spread_groups, bool):
+            raise ConfigError(f"drop_zero_spread_groups must be true or false, got {self.drop_zero_spread_groups!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.beta < 0 or self.epsilon <= 0:
@@ -129,6 +139,9 @@ class TrainConfig:
         if self.reward_weights is not None and len(self.reward_weights) != len(names):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries but reward names "
                               f"{len(names)} ({names})")
+        from irisbench.tracking import report_to_names
+
+        report_to_names(self.report_to, installed=False)
         build_reward(self.reward, weights=self.reward_weights, options=self.reward_options or None)
 
     @property

@@ -115,6 +115,7 @@ class _Batch:
     rewards: list[np.ndarray] = field(default_factory=list)
     terms: dict[str, list[float]] = field(default_factory=dict)
     zero_std: float = 0.0
+    keep: dict[int, Any] = field(default_factory=dict)  # drop_zero_spread_groups: the rows that enter the loss
 
 
 class GRPOTrainer:
@@ -129,6 +130,9 @@ class GRPOTrainer:
         import torch
 
         cfg.check()
+        from irisbench.tracking import report_to_names
+
+        self.report_to = report_to_names(cfg.report_to)  # a backend not installed: one line, nothing written
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         # the device the policy is loaded on (irisbench.devices; under a launcher cuda:LOCAL_RANK); recorded
         # in env.json, not in the config, so that a run may resume on another device
@@ -351,7 +355,7 @@ class GRPOTrainer:
         device of ``logp``."""
         import torch
 
-        from irisbench.grpo import group_advantages
+        from irisbench.grpo import group_advantages, spread_rows
         from irisbench.rewards import ROW_KEYS, NonFiniteRewardError
 
         cfg, rows = self.cfg, batch.micro[k]
@@ -373,6 +377,8 @@ class GRPOTrainer:
         rewards = torch.as_tensor(total, dtype=torch.float32)
         adv, stats = group_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
         batch.advantages[k] = adv.to(logp.device)
+        if cfg.drop_zero_spread_groups:
+            batch.keep[k] = spread_rows(rewards, cfg.num_generations).to(logp.device)
         batch.zero_std += float(stats["frac_reward_zero_std"]) * (len(rewards) // cfg.num_generations)
         batch.rewards.append(rewards.double().numpy())
         for name, v in terms.items():
@@ -390,7 +396,8 @@ class GRPOTrainer:
         cfg = self.cfg
         return grpo_loss(logp, batch.old_logp.get(k), batch.ref_logp.get(k), batch.advantages[k], mask,
                          beta=cfg.beta if self.ref is not None else 0.0, epsilon=cfg.epsilon,
-                         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, **batch.norm)
+                         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                         importance_sampling_level=cfg.importance_sampling_level, keep=batch.keep.get(k), **batch.norm)
 
     def step(self, step: int) -> dict[str, float]:
         """One GRPO step (sampling, rewards, ``num_iterations`` updates); returns its metrics."""
@@ -402,7 +409,7 @@ class GRPOTrainer:
              "t_optimizer": 0.0}
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
-            totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0}
+            totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0, "kept_tokens": 0.0}
             for k, rows in enumerate(batch.micro):
                 part = _slice_rollout(batch.rollout, rows)
                 t1 = time.perf_counter()
@@ -422,10 +429,14 @@ class GRPOTrainer:
                     raise TrainingDivergedError(f"step {step + 1}: the loss is not finite")
                 loss.backward()
                 t["t_backward"] += time.perf_counter() - t3
+                if k in batch.keep:
+                    totals["kept_tokens"] += float((mask & batch.keep[k].unsqueeze(1)).sum())
                 totals["loss"] += lm["loss"]
                 totals["kl"] += lm.get("kl", 0.0) * lm["num_tokens"] if lm["num_tokens"] else 0.0
                 totals["clip"] += lm["clip_ratio/region_mean"] * lm["num_tokens"] if lm["num_tokens"] else 0.0
             t5 = time.perf_counter()
+            if cfg.drop_zero_spread_groups and cfg.loss_type == "dapo":
+                self._renormalise(batch, totals)
             self.dist.sync_grads(self.params)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
             if not math.isfinite(grad_norm):
@@ -434,7 +445,19 @@ class GRPOTrainer:
             self.optimizer.step()
             t["t_optimizer"] += time.perf_counter() - t5
         self.scheduler.step()
+        self.last_rollout = batch.rollout  # the trackers' images at evaluation steps
         return self._metrics(batch, totals, {"lr": lr, "grad_norm": grad_norm, **t})
+
+    def _renormalise(self, batch: _Batch, totals: dict[str, float]) -> None:
+        """``dapo`` with dropped groups divides by the step's kept tokens, known only once every micro-batch is
+        scored: the terms were divided by all the step's tokens, so the gradients are scaled by all / kept."""
+        (kept,) = self.dist.all_sum([totals["kept_tokens"]])
+        if kept > 0:
+            scale = batch.n_tok / kept
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            totals["loss"] *= scale
 
     def _metrics(self, batch: _Batch, totals: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
         """The step's metrics, reduced over ranks (the loss is the sum of the micro-batch terms)."""
@@ -448,6 +471,8 @@ class GRPOTrainer:
             "reward_mean": mean,
             "reward_std": math.sqrt(r_dev / max(n_seq - 1, 1)),
             "frac_reward_zero_std": zero / (n_seq / g),
+            **({"frac_groups_kept": self.dist.all_sum([float(sum(int(v.sum()) for v in batch.keep.values()))])[0]
+                / n_seq} if self.cfg.drop_zero_spread_groups else {}),
             **{f"reward/{name}": self.dist.all_sum([float(np.sum(v))])[0] / n_seq for name, v in batch.terms.items()},
         }
         if "judge" in self.context:
@@ -474,6 +499,7 @@ class GRPOTrainer:
 
         from irisbench.checkpoints import trim_metrics
         from irisbench.progress import progress_bar
+        from irisbench.tracking import Tracker
 
         self._setup()
         cfg = self.cfg
@@ -486,12 +512,14 @@ class GRPOTrainer:
                               "{task.fields[s]:.2f} s/step"),
                    TimeRemainingColumn())
         lock = self.run.lock() if self.dist.main else contextlib.nullcontext()
-        with lock, progress_bar(*columns, disable=not (self.progress and self.dist.main), label="grpo") as bar:
+        tracker = Tracker(self.report_to if self.dist.main else [], self.out, cfg.to_dict(), self.start_step)
+        with lock, tracker, progress_bar(*columns, disable=not (self.progress and self.dist.main), label="grpo") as bar:
             task = bar.add_task("grpo", total=cfg.steps, completed=self.start_step, r=float("nan"),
                                 sc=float("nan"), s=float("nan"))
             with open(metrics_path, "a") if self.dist.main else contextlib.nullcontext() as mf:
                 if self._eval_due(self.start_step) and not eval_finished(self.out, cfg.eval_split, self.start_step):
-                    self.evaluate_checkpoint(self.start_step)  # stopped during it: finish it before going on
+                    tracker.log_eval(self.evaluate_checkpoint(self.start_step), self.start_step)  # finish it first
+                    self._card(self.start_step)
                 for step in range(self.start_step, cfg.steps):
                     t0 = time.perf_counter()
                     m = self.step(step)
@@ -503,17 +531,28 @@ class GRPOTrainer:
                     if self.dist.main:
                         mf.write(json.dumps(_finite(rec)) + "\n")
                         mf.flush()
+                        tracker.log_step(rec)
                     bar.update(task, completed=done, r=m["reward_mean"], sc=m["sc_image"], s=dt)
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                         last = self._save(done) or last
                         self.dist.barrier()
                     if self._eval_due(done):
-                        self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
+                        results = self.evaluate_checkpoint(done)  # every rank: prompts are sharded by rank
+                        tracker.log_eval(results, done)
+                        tracker.log_images(self.last_rollout.images, self.last_rollout.prompts, done)
+                        self._card(done)
         if self.dist.main:
             _write_metrics_parquet(metrics_path)
         from irisbench.checkpoints import complete_checkpoints
 
         return last or complete_checkpoints(self.out)[-1][1]
+
+    def _card(self, step: int) -> None:
+        """The checkpoint of ``step``'s model card again, now with that step's evaluation (irisbench.model_card)."""
+        if self.dist.main:
+            from irisbench.model_card import refresh_model_card
+
+            refresh_model_card(self.out, step)
 
     def _eval_due(self, step: int) -> bool:
         """Whether step ``step`` (> 0) has an in-training evaluation."""

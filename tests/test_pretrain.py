@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from irisbench.policies.shapes_lm import ShapesLMPolicy, ShapesVocab
 from irisbench.pretrain import (
@@ -137,7 +138,10 @@ def test_pretrain_checkpoints_and_resumes_exactly(tmp_path: Path, monkeypatch: p
     names = {p.name for p in full.iterdir()}
     assert {"config.json", "model.safetensors", "irisbench_policy.json", "image_tokenizer.safetensors",
             "optimizer.safetensors", "trainer_state.json"} <= names
-    assert all(p.suffix in (".json", ".safetensors") for p in full.iterdir())  # no pickle anywhere
+    assert all(p.suffix in (".json", ".safetensors") or p.name == "README.md" for p in full.iterdir())  # no pickle
+    card = ModelCard.load(full / "README.md")  # the model card: pretrained from scratch, no base model
+    assert "pretraining" in card.data.tags and card.data.base_model is None and card.data.license == "apache-2.0"
+    assert "- steps: 3 (of 3 planned)" in card.text
     state = json.loads((full / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["config"]["hidden_size"] == 32
     # the precision "auto" chose is recorded beside the recipe, with its reason
