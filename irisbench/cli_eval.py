@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from irisbench import distributed
-from irisbench.cli_base import Command, app, console, default_out, err, fail, guard
+from irisbench.cli_base import Command, app, claim_out, console, default_out, err, fail, guard
 from irisbench.errors import parse_key_values
 
 
@@ -96,8 +96,8 @@ def eval_cmd(
     opts = guard(options, options=True)
     name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
         f"eval-{suite or 'geneval'}-{Path(policy or 'shapes-base').name}"
-    target = out or guard(lambda: default_out(name))
-    results = guard(lambda: evaluate(opts, target))
+    target = claim_out(out) if out else guard(lambda: default_out(name))
+    results = guard(lambda: evaluate(opts, target, on_start=lambda config: print_header(config, target)))
     distributed.end()
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -113,6 +113,20 @@ def eval_cmd(
                       else f"limited to the first {lim} prompt(s)")
     print_metrics(results.get("metrics", {}))
     console.print(f"run folder: {target}")
+
+
+def print_header(config: dict[str, Any], target: Path) -> None:
+    """What an eval is about to do, before it loads a scorer or reads an image."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    policy = config["policy"]
+    source = f"images from {policy['images']}" if policy.get("name") == "external" and policy.get("images") \
+        else f"policy {policy.get('name')}"
+    n, n_prompts = config["images_per_prompt"], config["prompts"].get("n_prompts")
+    console.print(f"eval {config['suite']}: world {config['world']}, scorer {config['scorer']}, "
+                  f"{n} image{'s' if n != 1 else ''} per prompt"
+                  + (f", {n_prompts} prompt{'s' if n_prompts != 1 else ''}" if n_prompts is not None else "")
+                  + f"; {source}; run folder {target}", highlight=False, soft_wrap=True)
 
 
 def _wise_eval(args: dict[str, Any]) -> None:
@@ -135,7 +149,7 @@ def _wise_eval(args: dict[str, Any]) -> None:
         batch_size=args["batch_size"], cfg=args["cfg"], temperature=args["temperature"], top_k=args["top_k"],
         limit=args["limit"])
     name = "external" if opts.images else Path(opts.policy).name
-    target = args["out"] or guard(lambda: default_out(f"eval-wise-{name}"))
+    target = claim_out(args["out"]) if args["out"] else guard(lambda: default_out(f"eval-wise-{name}"))
     results = guard(lambda: evaluate_wise(opts, target))
     print_wise(results)
     console.print(f"run folder: {target}")
