@@ -158,9 +158,10 @@ def generated_plan(opts: EvalOptions, policy: Any, device: str) -> EvalPlan:
             scorer_entry(suite, entry.world, opts.scorer_options or {})
         policy = load_policy(opts.policy, opts.model, device=device)
     world = policy.world
-    scorer_entry(suite, world, opts.scorer_options or {})
+    scorer_entry(suite, world)
     items, prompt_prov = resolve_prompts(suite, world, opts.split, opts.prompts_file)
     items, source_index = limit_items(items, prompt_prov, opts)
+    scorer_entry(suite, world, opts.scorer_options or {})  # its weights, before any image is generated
     n = suite.images_per_prompt if opts.images_per_prompt is None else opts.images_per_prompt
     if n < 1:
         raise EvalError(f"images per prompt must be >= 1, got {n}")
