@@ -219,3 +219,15 @@ def require_weights(name: str, options: dict[str, Any] | None = None, *,
         parts = [f"{c.component} {c.source}: {c.detail} (set {option_hint(c)})" for c in missing]
         raise ScorerWeightsError(f"scorer {name!r} cannot load its weights: {'; '.join(parts)}; {NEVER_DOWNLOADS}")
     return found
+
+
+def weights_status(name: str) -> tuple[bool, str]:
+    """``irisbench ls``'s view of a real-image scorer with its default options: (ready, what is missing).
+
+    Cheap first: the transformers models are looked up (folders and the Hugging Face cache, no heavy import);
+    only when they are all there is the full check run (it imports open_clip for the CLIP weights)."""
+    missing = [component for component, _, kind, spec in scorer_components(name, {})
+               if kind != "open_clip" and not check_transformers(str(spec), kind == "transformers-text", None)[1]]
+    if not missing:
+        missing = [c.component for c in check_scorers([name]) if not c.ok]
+    return not missing, f"weights missing: {', '.join(missing)}" if missing else "weights found"
