@@ -209,10 +209,11 @@ def require_weights(name: str, options: dict[str, Any] | None = None, *,
     """``eval``'s check before it generates or reads anything: the ``scorers check`` of scorer ``name`` with
     ``options``; anything missing raises one ``ScorerWeightsError`` line naming the scorer, each missing model
     (what it would load, where it looked, why not) and the option to set. Scorers without weights pass."""
-    from irisbench.scorers.offline import NEVER_DOWNLOADS, ScorerWeightsError
+    from irisbench.scorers.offline import NEVER_DOWNLOADS, ScorerWeightsError, go_offline
 
     if name not in REAL_SCORERS:
         return []
+    go_offline()  # before the first hub import of this run
     found = check_scorers([name], options, cache_dir=cache_dir)
     missing = [c for c in found if not c.ok]
     if missing:

@@ -1,7 +1,8 @@
 """Scorer weights come from this machine only: the hub's offline switches, local-only loads, one-line errors.
 
 irisbench never downloads a model (docs/scorers.md; ``irisbench scorers check`` lists what each real-image
-scorer would load). Every loader of ``irisbench.scorers.geneval_real`` / ``compbench_real``:
+scorer would load, and ``eval`` runs the same check first: ``irisbench.scorer_check.require_weights``). Every
+loader of ``irisbench.scorers.geneval_real`` / ``compbench_real``:
 
 - calls ``go_offline()`` before its first hub import: ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` are set
   to 1 by irisbench itself (whatever the user's environment says), and so is ``huggingface_hub``'s constant
