@@ -149,10 +149,18 @@ def default_out(prefix: str) -> Path:
     return path
 
 
+def claim_out(out: Path) -> Path:
+    """An ``--out`` folder: one this invocation creates is removed again if a failure leaves it without output
+    (as a default folder is); one that exists already is never touched."""
+    if not out.exists():
+        _reserved.append(out)
+    return out
+
+
 def discard_unused_folders() -> None:
-    """Remove the default run folders this invocation reserved (``default_out``) that hold no output: only
-    the run's bookkeeping (marker, config, environment, lock) and empty files. A folder given with ``--out``
-    is never touched, nor one holding any record, image or checkpoint."""
+    """Remove the run folders this invocation reserved (``default_out``, or an ``--out`` it created:
+    ``claim_out``) that hold no output: only the run's bookkeeping (marker, config, environment, lock) and empty
+    files. A folder that existed before is never touched, nor one holding any record, image or checkpoint."""
     import shutil
 
     for path in _reserved:

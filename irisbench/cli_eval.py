@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from irisbench import distributed
-from irisbench.cli_base import Command, app, console, default_out, err, fail, guard
+from irisbench.cli_base import Command, app, claim_out, console, default_out, err, fail, guard
 from irisbench.errors import parse_key_values
 
 
@@ -50,7 +50,8 @@ def eval_cmd(
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
                                         "Re-running into the same folder resumes."),
     allow_config_change: bool = typer.Option(False, help="Resume with changes that leave the images alone "
-                                                         "(--metrics and its options); others are refused."),
+                                                         "(--metrics and its options; --suite wise: the judge's "
+                                                         "URL, model and retries); others are refused."),
     judge: str = typer.Option(None, help="--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
                                          "http://127.0.0.1:8000/v1), or stub-for-tests (tests only)."),
     judge_model: str = typer.Option(None, help="--suite wise: the model name the judge server serves."),
@@ -59,6 +60,11 @@ def eval_cmd(
     judge_workers: int = typer.Option(1, help="--suite wise: concurrent judge requests."),
     wise_protocol: str = typer.Option("legacy", help="--suite wise: legacy (WiScore, 0-2 criteria) or verified "
                                                      "(WISE_Verified, binary)."),
+    judge_retries: int = typer.Option(3, help="--suite wise: judge calls per image at most; after a failed call "
+                                              "wait --judge-backoff seconds, doubling (at most 30 s)."),
+    judge_backoff: float = typer.Option(2.0, help="--suite wise: seconds to wait after the first failed call."),
+    allow_failures: bool = typer.Option(False, help="--suite wise: exit 0 although some judge calls failed (they "
+                                                    "are recorded; re-running judges only those)."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:
@@ -69,8 +75,8 @@ def eval_cmd(
     if suite == "wise":
         _wise_eval(locals())
         return
-    if judge is not None:
-        fail("--judge is read by --suite wise only")
+    if judge is not None or allow_failures:
+        fail(f"{'--judge' if judge is not None else '--allow-failures'} is read by --suite wise only")
 
     def options() -> EvalOptions:
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
@@ -96,8 +102,8 @@ def eval_cmd(
     opts = guard(options, options=True)
     name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
         f"eval-{suite or 'geneval'}-{Path(policy or 'shapes-base').name}"
-    target = out or guard(lambda: default_out(name))
-    results = guard(lambda: evaluate(opts, target))
+    target = claim_out(out) if out else guard(lambda: default_out(name))
+    results = guard(lambda: evaluate(opts, target, on_start=lambda config: print_header(config, target)))
     distributed.end()
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -115,9 +121,23 @@ def eval_cmd(
     console.print(f"run folder: {target}")
 
 
+def print_header(config: dict[str, Any], target: Path) -> None:
+    """What an eval is about to do, before it loads a scorer or reads an image."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    policy = config["policy"]
+    source = f"images from {policy['images']}" if policy.get("name") == "external" and policy.get("images") \
+        else f"policy {policy.get('name')}"
+    n, n_prompts = config["images_per_prompt"], config["prompts"].get("n_prompts")
+    console.print(f"eval {config['suite']}: world {config['world']}, scorer {config['scorer']}, "
+                  f"{n} image{'s' if n != 1 else ''} per prompt"
+                  + (f", {n_prompts} prompt{'s' if n_prompts != 1 else ''}" if n_prompts is not None else "")
+                  + f"; {source}; run folder {target}", highlight=False, soft_wrap=True)
+
+
 def _wise_eval(args: dict[str, Any]) -> None:
     """``eval --suite wise``: generate or read one image per WISE prompt, judge it, print per-category scores."""
-    from irisbench.wise_eval import WiseOptions, evaluate_wise
+    from irisbench.wise_eval import WiseOptions, evaluate_wise, failure_line
 
     if args["prompts"] is None:
         fail("--suite wise needs --prompts FILE or DIR: the official WISE JSON prompt file(s) (not shipped)")
@@ -133,12 +153,17 @@ def _wise_eval(args: dict[str, Any]) -> None:
         allow_missing=args["allow_missing"], policy=args["policy"] or "shapes-base", model=args["model"],
         seed=args["seed"],
         batch_size=args["batch_size"], cfg=args["cfg"], temperature=args["temperature"], top_k=args["top_k"],
-        limit=args["limit"])
+        limit=args["limit"], retries=args["judge_retries"], backoff=args["judge_backoff"],
+        allow_config_change=args["allow_config_change"])
     name = "external" if opts.images else Path(opts.policy).name
-    target = args["out"] or guard(lambda: default_out(f"eval-wise-{name}"))
+    target = claim_out(args["out"]) if args["out"] else guard(lambda: default_out(f"eval-wise-{name}"))
     results = guard(lambda: evaluate_wise(opts, target))
     print_wise(results)
     console.print(f"run folder: {target}")
+    if "failures" in results:
+        if not args["allow_failures"]:
+            fail(failure_line(results, target), code=1)
+        err.print(f"[yellow]warning:[/] {failure_line(results, target)}", highlight=False, soft_wrap=True)
 
 
 def print_wise(results: dict[str, Any]) -> None:

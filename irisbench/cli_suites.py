@@ -158,17 +158,24 @@ def scorers_check(
 
         console.print_json(json.dumps(as_dicts(found)))
     else:
-        table = Table(title="scorer weights")
-        for col in ("scorer", "component", "options", "would load", "status", "found / why not"):
-            table.add_column(col, overflow="fold")
-        for c in found:
-            table.add_row(c.scorer, c.component, c.options, c.source, "[green]ok" if c.ok else "[red]MISSING",
-                          f"{c.path}\n{c.detail}" if c.path else c.detail)
-        console.print(table)
+        console.print(weights_table(found))
     missing = [c for c in found if not c.ok]
     if missing:
         err.print(f"[bold red]{len(missing)} of {len(found)} model(s) missing[/]", highlight=False)
         raise typer.Exit(1)
+
+
+def weights_table(found: list[Any]) -> Table:
+    """The ``scorers check`` table, readable at 80 columns: one row per model, the long text in one column."""
+    table = Table(title="scorer weights", show_lines=True)
+    table.add_column("scorer / model", overflow="fold", max_width=24)
+    table.add_column("status", no_wrap=True)
+    table.add_column("option · would load · found / why not", overflow="fold", ratio=1)
+    for c in found:
+        where = f"found: {c.path} ({c.detail})" if c.ok else (f"found: {c.path}\n" if c.path else "") + c.detail
+        table.add_row(f"{c.scorer}\n{c.component}", "[green]ok" if c.ok else "[red]MISSING",
+                      f"--scorer-option {c.options}\n{c.source}\n{where}")
+    return table
 
 
 @app.command("ls", cls=Command)
@@ -176,6 +183,7 @@ def ls_cmd() -> None:
     """List registered policies, scorers, metrics, rewards and suites."""
     from irisbench.registry import METRICS, POLICIES, SCORERS
     from irisbench.rewards import REWARDS
+    from irisbench.scorer_check import REAL_SCORERS, weights_status
     from irisbench.suites import suite_names
 
     for reg in (POLICIES, SCORERS, METRICS):
@@ -184,7 +192,12 @@ def ls_cmd() -> None:
         table.add_column("status")
         table.add_column("what")
         for e in reg.entries():
-            table.add_row(e.name, "ready" if e.available else "[yellow]planned", e.summary)
+            status, summary = ("ready" if e.available else "[yellow]planned"), e.summary
+            if reg is SCORERS and e.available and e.name in REAL_SCORERS:
+                ready, detail = weights_status(e.name)
+                if not ready:
+                    status, summary = "[red]no weights", f"{summary}; {detail} (see `irisbench scorers check`)"
+            table.add_row(e.name, status, summary)
         console.print(table)
     table = Table(title="rewards (train --set reward=NAME)")
     table.add_column("name")

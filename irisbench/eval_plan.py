@@ -155,12 +155,13 @@ def generated_plan(opts: EvalOptions, policy: Any, device: str) -> EvalPlan:
         if opts.policy in NEEDS_MODEL and not opts.model:
             raise EvalError(f"policy {opts.policy!r} needs --model (a model id or a local folder)")
         if entry is not None and entry.world is not None:
-            scorer_entry(suite, entry.world)
+            scorer_entry(suite, entry.world, opts.scorer_options or {})
         policy = load_policy(opts.policy, opts.model, device=device)
     world = policy.world
     scorer_entry(suite, world)
     items, prompt_prov = resolve_prompts(suite, world, opts.split, opts.prompts_file)
     items, source_index = limit_items(items, prompt_prov, opts)
+    scorer_entry(suite, world, opts.scorer_options or {})  # its weights, before any image is generated
     n = suite.images_per_prompt if opts.images_per_prompt is None else opts.images_per_prompt
     if n < 1:
         raise EvalError(f"images per prompt must be >= 1, got {n}")
@@ -204,7 +205,7 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
     ctx = layouts.LayoutContext(suite, world, suite_items, n_hint, opts.category)
     read = layouts.read_layout(root, ctx, layout)
     world = read.info.get("world") or world
-    scorer_entry(suite, world)
+    scorer_entry(suite, world, opts.scorer_options or {})  # before any image is read
     prov: dict[str, Any] = {"source": "images", "layout": layout, "folder": str(root.resolve()), "world": world}
     if layout == "geneval":
         prov.update(geneval_folder_prompts(suite, world, read.items, opts))
@@ -281,8 +282,11 @@ def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eval
     return {**out, "name": "folder"}
 
 
-def scorer_entry(suite: Any, world: str) -> Any:
+def scorer_entry(suite: Any, world: str, options: dict[str, Any] | None = None) -> Any:
+    """The suite's scorer for ``world``; with ``options`` (``--scorer-option``), also the weights check of
+    ``irisbench scorers check`` (``scorer_check.require_weights``): missing weights are one line, up front."""
     from irisbench.registry import SCORERS
+    from irisbench.scorer_check import require_weights
 
     scorer_name = suite.scorer.get(world)
     if scorer_name is None:
@@ -294,4 +298,6 @@ def scorer_entry(suite: Any, world: str) -> Any:
             f"({entry.summary}), which is not built yet. Shapes-world policies (oracle, random, "
             "shapes-base) can be evaluated now."
         )
+    if options is not None:
+        require_weights(scorer_name, options)
     return entry

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,13 @@ def image_relpath(prompt_index: int, sample_index: int) -> str:
     return f"images/{prompt_index:05d}/{sample_index:02d}.png"
 
 
-def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True) -> dict:
+def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True,
+             on_start: Callable[[dict[str, Any]], None] | None = None) -> dict:
     """Run (or resume) one evaluation into ``out``; returns the results dict written to results.json.
 
     With ``opts.images`` the images are read from that folder (``irisbench.layouts``) instead of generated;
-    the rest (records, summaries, official layouts) is the same."""
+    the rest (records, summaries, official layouts) is the same. ``on_start(config)`` is called once the plan
+    is made (world, scorer, images per prompt known), before the run folder is written or the scorer loaded."""
     from irisbench.devices import device_record, resolve_device
     from irisbench.provenance import env_info
     from irisbench.records import RecordWriter, atomic_write_json, read_records, write_parquet
@@ -100,6 +103,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
                         "clip_pretrained": opts.metrics.clip_pretrained, "clip_scale": opts.metrics.clip_scale,
                         "fid_reference": opts.metrics.fid_reference}} if metrics is not None else {}),
     }
+    if on_start is not None:
+        on_start(config)
     from irisbench.distributed import Dist
 
     ranks = Dist.from_env(device)

@@ -136,8 +136,12 @@ def check_open_clip(model: str, pretrained: Any) -> tuple[str | None, bool, str]
         return None, False, f"{model!r} is not an open_clip model name (open_clip.list_models())"
     if pretrained is None:
         return None, False, "no pretrained weights given: the model would have random weights"
+    from irisbench.metrics.clip_score import PICKLE_SUFFIXES
+
     p = Path(str(pretrained)).expanduser()
     if p.is_file():
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            return str(p), False, "a pickle weights file: the scorers load safetensors only"
         return str(p), True, "local weights file"
     if p.suffix or _looks_like_path(str(pretrained)):
         return None, False, f"no such weights file: {p}"
@@ -150,6 +154,8 @@ def check_open_clip(model: str, pretrained: Any) -> tuple[str | None, bool, str]
     if found is None:
         return None, False, (f"pretrained tag {pretrained!r} is not in the local caches (looked in: "
                              f"{'; '.join(looked) or 'nowhere: the tag has no download source'})")
+    if found.suffix.lower() in PICKLE_SUFFIXES:
+        return str(found), False, "cached as a pickle file only: the scorers load safetensors only"
     return str(found), True, "cached pretrained tag"
 
 
@@ -189,3 +195,40 @@ def check_scorers(names: list[str] | None = None, options: dict[str, Any] | None
 
 def as_dicts(components: list[Component]) -> list[dict[str, Any]]:
     return [asdict(c) for c in components]
+
+
+def option_hint(component: Component) -> str:
+    """The ``--scorer-option`` that points ``component`` at local weights."""
+    if component.options.startswith("clip_model"):
+        return "--scorer-option clip_pretrained=FILE.safetensors"
+    return f"--scorer-option {component.options}=PATH"
+
+
+def require_weights(name: str, options: dict[str, Any] | None = None, *,
+                    cache_dir: str | None = None) -> list[Component]:
+    """``eval``'s check before it generates or reads anything: the ``scorers check`` of scorer ``name`` with
+    ``options``; anything missing raises one ``ScorerWeightsError`` line naming the scorer, each missing model
+    (what it would load, where it looked, why not) and the option to set. Scorers without weights pass."""
+    from irisbench.scorers.offline import NEVER_DOWNLOADS, ScorerWeightsError, go_offline
+
+    if name not in REAL_SCORERS:
+        return []
+    go_offline()  # before the first hub import of this run
+    found = check_scorers([name], options, cache_dir=cache_dir)
+    missing = [c for c in found if not c.ok]
+    if missing:
+        parts = [f"{c.component} {c.source}: {c.detail} (set {option_hint(c)})" for c in missing]
+        raise ScorerWeightsError(f"scorer {name!r} cannot load its weights: {'; '.join(parts)}; {NEVER_DOWNLOADS}")
+    return found
+
+
+def weights_status(name: str) -> tuple[bool, str]:
+    """``irisbench ls``'s view of a real-image scorer with its default options: (ready, what is missing).
+
+    Cheap first: the transformers models are looked up (folders and the Hugging Face cache, no heavy import);
+    only when they are all there is the full check run (it imports open_clip for the CLIP weights)."""
+    missing = [component for component, _, kind, spec in scorer_components(name, {})
+               if kind != "open_clip" and not check_transformers(str(spec), kind == "transformers-text", None)[1]]
+    if not missing:
+        missing = [c.component for c in check_scorers([name]) if not c.ok]
+    return not missing, f"weights missing: {', '.join(missing)}" if missing else "weights found"

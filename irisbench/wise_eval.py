@@ -22,9 +22,10 @@ images may be partial only with ``allow_missing`` (the missing ids are then list
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from irisbench.protocols.wise import (
 
 STUB_JUDGE = "stub-for-tests"
 _PNG_NAME = re.compile(r"^(\d+)\.png$")
+# What a resumed run may change under allow_config_change: where the judge is and how hard it is tried.
+JUDGE_CHANGEABLE = ("judge.url", "judge.model", "judge.retries", "judge.backoff")
 
 
 @dataclass
@@ -56,7 +59,10 @@ class WiseOptions:
     judge_api_key_env: str | None = None  # name of an environment variable holding the key (never stored)
     judge_workers: int = 1
     protocol: str = "legacy"
-    retries: int = 3
+    retries: int = 3  # judge calls per image at most
+    backoff: float = 2.0  # seconds to wait after the first failed call; doubled after each, at most backoff_max
+    backoff_max: float = 30.0
+    allow_config_change: bool = False  # resume with another judge URL / model / retry settings (JUDGE_CHANGEABLE)
     images: str | None = None  # a folder <dir>/{prompt_id}.png made elsewhere; None: generate with the policy
     allow_missing: bool = False
     policy: str = "shapes-base"
@@ -233,7 +239,19 @@ def make_judge(opts: WiseOptions) -> tuple[Any, dict[str, Any]]:
     judge = OpenAIJudge(opts.judge, opts.judge_model, api_key=key, protocol=opts.protocol)
     return judge, {"kind": "openai-compatible", "url": judge.url, "model": judge.model, "protocol": opts.protocol,
                    "temperature": judge.temperature, "max_tokens": judge.max_tokens, "extra_body": judge.extra_body,
-                   "retries": opts.retries}
+                   "retries": opts.retries, "backoff": {"first_wait_s": opts.backoff, "max_wait_s": opts.backoff_max}}
+
+
+def check_judge_change(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The changed config keys of a resumed WISE run, if all are the judge's URL, model or retry settings."""
+    from irisbench.run_metrics import changed_config_keys
+
+    changed = changed_config_keys(saved, new)
+    refused = [k for k in changed if not k.startswith(JUDGE_CHANGEABLE)]
+    if refused:
+        raise WiseDataError(f"--allow-config-change accepts a new judge URL, model or retry settings only "
+                            f"({', '.join(JUDGE_CHANGEABLE)}); refused: {', '.join(refused)}. Use a new run folder")
+    return changed
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -289,16 +307,25 @@ def summarize_wise(records: Sequence[dict], protocol: str, *, n_resamples: int =
 # ------------------------------------------------------------------------------------------ the run
 
 
-def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> dict:
-    """Generate (or read) one image per WISE prompt, judge each, write records and results; resumable."""
+def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
+                  sleep: Callable[[float], None] | None = None) -> dict:
+    """Generate (or read) one image per WISE prompt, judge each, write records and results; resumable.
+
+    Failed judge calls are retried ``opts.retries`` times in all, waiting ``opts.backoff`` seconds after the
+    first failure, doubling up to ``opts.backoff_max`` (through ``sleep``, default ``time.sleep``), then
+    recorded as failures. Re-running into the same folder judges what failed and what is missing, nothing
+    else. A run with failures is not complete (``counts["complete"]`` is False; ``results["failures"]`` gives
+    their number and the first cause; the command line exits 1 unless ``--allow-failures``)."""
     from irisbench.evaluate import save_png
     from irisbench.policies.base import derive_seed
     from irisbench.protocols.wise import score_wise
     from irisbench.provenance import env_info
-    from irisbench.records import RecordWriter, atomic_write_json, read_records, write_parquet
-    from irisbench.runs import RunDir
+    from irisbench.records import RecordWriter, atomic_write_json, atomic_write_text, read_records, write_parquet
+    from irisbench.retry import Backoff
+    from irisbench.runs import RUN_MARKER, RunDir
     from irisbench.stats import count_check
 
+    backoff = Backoff(attempts=opts.retries, first_wait=opts.backoff, max_wait=opts.backoff_max, sleep=sleep)
     label = LEGACY_LABEL if opts.protocol == "legacy" else VERIFIED_LABEL
     prompts, prov = load_prompts(opts.prompts, opts.protocol, opts.limit)
     for p in prompts:
@@ -339,10 +366,20 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> 
         "judge": judge_desc,
         "allow_missing": opts.allow_missing,
     }
-    run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info())
+    changed: list[str] = []
+    if opts.allow_config_change and (Path(out) / RUN_MARKER).is_file():
+        changed = check_judge_change(RunDir.open(out).config, config)
+    run = RunDir.open_or_create(out, kind="eval", config=config, env=env_info(),
+                                allow_config_change=opts.allow_config_change)
     with run.lock():
         records_path = run.path / "records.jsonl"
-        done = {r["prompt_id"] for r in read_records(records_path)} if records_path.exists() else set()
+        earlier = read_records(records_path) if records_path.exists() else []
+        failed_before = [r for r in earlier if not r.get("ok")]
+        if failed_before:  # judged again below: their failure records make way for the new ones
+            kept = [r for r in earlier if r.get("ok")]
+            atomic_write_text(records_path, "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n"
+                                                    for r in kept))
+        done = {r["prompt_id"] for r in earlier if r.get("ok")}
         if opts.images is None:  # generate what is not on disk yet (images first: judging can resume apart)
             todo = [pid for pid in by_id if pid not in done and not (run.path / wise_image_relpath(pid)).is_file()]
             for start in range(0, len(todo), opts.batch_size):
@@ -359,7 +396,7 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> 
             for start in range(0, len(pending), step):
                 chunk = pending[start:start + step]
                 judged = score_wise({pid: given[pid] for pid in chunk}, [by_id[pid] for pid in chunk], judge,
-                                    opts.protocol, opts.retries, max_workers=opts.judge_workers)
+                                    opts.protocol, opts.retries, max_workers=opts.judge_workers, backoff=backoff)
                 rows = []
                 for rec in judged:
                     pid = rec["prompt_id"]
@@ -371,15 +408,23 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> 
                         "seed": None if opts.images else derive_seed(opts.seed, "wise", pid, 0),
                         "image": str(image.relative_to(run.path)) if opts.images is None else str(image),
                         **rec, "score": value,
+                        "judge_model": judge_desc.get("model", judge_desc["kind"]), "judge_url": judge_desc.get("url"),
                     })
                 writer.append(rows)
         records = read_records(records_path)
         records.sort(key=lambda r: r["prompt_index"])
+        failed = [r for r in records if not r.get("ok")]
         counts = count_check(len(prompts), len(records))
-        counts.update(judged=sum(1 for r in records if r.get("ok")), failed=sum(1 for r in records if not r.get("ok")),
-                      missing_images=len(prompts) - len(given))
-        if counts["complete"] or opts.allow_missing:
+        counts.update(judged=len(records) - len(failed), failed=len(failed), missing_images=len(prompts) - len(given),
+                      rejudged=len(failed_before), judged_now=len(pending))
+        counts["complete"] = counts["complete"] and not failed
+        if counts["complete"] or (opts.allow_missing and not failed):
             write_parquet(records_path, run.path / "records.parquet")
+        judges: dict[str, int] = {}
+        for r in records:
+            if r.get("ok"):
+                key = " @ ".join(str(r[k]) for k in ("judge_model", "judge_url") if r.get(k))
+                judges[key] = judges.get(key, 0) + 1
         results = {
             "suite": "wise",
             "protocol": f"wise-{opts.protocol}",
@@ -388,14 +433,29 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None) -> 
             "split": "user",
             "policy": policy_desc,
             "judge": judge_desc,
+            "judged_by": judges,  # items per judge (model @ URL): more than one after --allow-config-change
+            **({"config_changes": changed} if changed else {}),
             "prompts": prov,
             "images_per_prompt": 1,
             "seed": opts.seed,
             "counts": counts,
             "scores": summarize_wise(records, opts.protocol, n_resamples=opts.n_resamples, seed=opts.seed),
         }
+        if failed:
+            first = min(failed, key=lambda r: r["prompt_id"])
+            results["failures"] = {"n": len(failed), "attempts": opts.retries, "first_prompt_id": first["prompt_id"],
+                                   "first_cause": first.get("cause") or first.get("error")}
         atomic_write_json(run.path / "results.json", results)
     return results
+
+
+def failure_line(results: dict[str, Any], folder: Path) -> str:
+    """One line: how many judge calls failed, the first cause, and the two ways on."""
+    f = results["failures"]
+    return (f"{f['n']} of {results['counts']['actual']} images failed to be judged after "
+            f"{f['attempts']} attempt(s) each (first: prompt {f['first_prompt_id']}: "
+            f"{f['first_cause']}); results so far are in {folder}; re-run the same command to judge only the "
+            "failed ones, or pass --allow-failures to accept them")
 
 
 def wise_image_relpath(prompt_id: int) -> str:

@@ -117,14 +117,17 @@ def test_a_failed_command_leaves_no_empty_default_run_folder(tmp_path: Path, mon
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
         assert not runs.is_dir() or not any(runs.iterdir()), (args, sorted(p.name for p in runs.iterdir()))
-    # a folder holding output, or one given with --out, is kept
+    # a folder holding output, or an --out folder that existed before, is kept
     kept = cli_base.default_out("kept")
     (kept / "records.jsonl").write_text('{"prompt_index": 0}\n')
     empty = cli_base.default_out("empty")
     (empty / "run.json").write_text("{}")
     cli_base.discard_unused_folders()
     assert kept.is_dir() and not empty.exists()
-    given = tmp_path / "given"
+    given = tmp_path / "given"  # made by this invocation, left without output: removed
+    result = runner.invoke(app, ["eval", "--cfg", "-1", "--limit", "1", "--out", str(given)])
+    assert result.exit_code == 2 and not given.exists()
+    given.mkdir()  # the user's own folder: kept, with what the failed run wrote into it
     result = runner.invoke(app, ["eval", "--cfg", "-1", "--limit", "1", "--out", str(given)])
     assert result.exit_code == 2 and (given / "run.json").is_file()
 

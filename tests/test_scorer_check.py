@@ -116,3 +116,70 @@ def test_bad_arguments_are_one_line():
     assert result.exit_code == 2 and "loads no model weights" in result.output
     result = runner.invoke(app, ["scorers", "check", "--scorer", "geneval-mask2formr"])
     assert result.exit_code == 2 and "mask2former" in result.output
+
+
+def fake_hub_cache(root: Path, repos: dict[str, Path]) -> Path:
+    """A Hugging Face hub cache holding ``repos`` (repo id -> folder copied in as its snapshot)."""
+    for repo_id, folder in repos.items():
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("abc123")
+        shutil.copytree(folder, repo / "snapshots" / "abc123")
+    return root
+
+
+def ls_row(output: str, name: str) -> str:
+    """The ``irisbench ls`` row of ``name`` with its wrapped continuation lines, joined."""
+    lines = output.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith(f"│ {name} "))
+    rows = [lines[start]]
+    for x in lines[start + 1:]:
+        if not x.startswith("│ " + " " * len(name)):
+            break
+        rows.append(x)
+    cells = [[c.strip() for c in r.strip().strip("│").split("│")] for r in rows]
+    return " ".join(" ".join(col[k] for col in cells if col[k]) for k in range(len(cells[0])))
+
+
+def test_ls_shows_what_the_check_says(tiny, tmp_path: Path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from irisbench import cli_base
+
+    monkeypatch.setattr(cli_base.console, "width", 200)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    result = runner.invoke(app, ["ls"])
+    assert result.exit_code == 0, result.output
+    for name, missing in (("geneval-mask2former", "detector (Mask2Former)"),
+                          ("compbench-real", "BLIP-VQA, open-vocabulary detector (OWLv2)")):
+        row = ls_row(result.output, name)
+        assert "ready" not in row and "no weights" in row and f"weights missing: {missing}" in row
+        assert "irisbench scorers check" in row
+    assert "ready" in ls_row(result.output, "shapes-exact")
+
+    # every default model in the local cache (the CLIP file only needs to be there): ready
+    clip_files = tmp_path / "clip-l"
+    clip_files.mkdir()
+    shutil.copy(tiny["clip"], clip_files / "open_clip_model.safetensors")
+    cache = fake_hub_cache(tmp_path / "hub", {"facebook/mask2former-swin-small-coco-instance": tiny["m2f"],
+                                              "timm/vit_large_patch14_clip_224.openai": clip_files})
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    result = runner.invoke(app, ["ls"])
+    assert ls_row(result.output, "geneval-mask2former").split()[:2] == ["geneval-mask2former", "ready"]
+    assert "no weights" in ls_row(result.output, "compbench-real")
+
+
+def test_check_table_is_readable_at_80_columns(tiny, tmp_path: Path, monkeypatch):
+    from irisbench import cli_base
+
+    monkeypatch.setattr(cli_base.console, "width", 80)
+    result = runner.invoke(app, ["scorers", "check", *options(tiny, blip=str(tmp_path / "no-blip"))])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert max(len(x) for x in lines) <= 80
+    text = "\n".join(lines)
+    # names, components and option keys are never cut inside a word
+    for word in ("geneval-mask2former", "compbench-real", "detector (Mask2Former)", "color classifier (CLIP)",
+                 "BLIP-VQA", "--scorer-option detector_model", "--scorer-option blip", "MISSING"):
+        assert word in text, word
+    assert "no such folder" in text

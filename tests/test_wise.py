@@ -273,8 +273,9 @@ def test_score_wise_threads_keep_order():
 
 
 @contextmanager
-def chat_server(reply):
-    """A local chat-completions stub; ``reply(request_json) -> (status, body_bytes)``. Bound to 127.0.0.1."""
+def chat_server(reply, port: int = 0):
+    """A local chat-completions stub; ``reply(request_json) -> (status, body_bytes)``. Bound to 127.0.0.1 (on
+    ``port``, default: a free one)."""
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -293,7 +294,7 @@ def chat_server(reply):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

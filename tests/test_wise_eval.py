@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from irisbench import retry
 from irisbench.cli import app
 from irisbench.protocols.wise import WiseDataError
 from irisbench.wise_eval import STUB_JUDGE, StubJudge, WiseOptions, evaluate_wise, read_wise_folder
@@ -234,6 +237,9 @@ def test_wise_cli_errors_are_one_line(tmp_path: Path, extra, message):
 def test_wise_with_an_openai_compatible_judge_and_failed_answers(tmp_path: Path, monkeypatch):
     from test_wise import chat_server, completion
 
+    waits: list[float] = []
+    monkeypatch.setattr(retry, "sleep", waits.append)
+
     file = tmp_path / "wise.json"
     file.write_text(json.dumps([entry(pid) for pid in (1, 2, 3, 641)]))
     images = write_images(tmp_path / "images", (1, 2, 3, 641))
@@ -248,9 +254,12 @@ def test_wise_with_an_openai_compatible_judge_and_failed_answers(tmp_path: Path,
     with chat_server(reply) as (url, seen):
         result = runner.invoke(app, ["eval", "--suite", "wise", "--wise-protocol", "verified", "--prompts", str(file),
                                      "--images", str(images), "--judge", url, "--judge-model", "qwen-local",
-                                     "--judge-api-key-env", "MY_JUDGE_KEY", "--out", str(tmp_path / "run")])
+                                     "--judge-api-key-env", "MY_JUDGE_KEY", "--allow-failures",
+                                     "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
+    assert "1 of 4 images failed to be judged" in result.output  # accepted, but said
     assert len(seen) == 3 + 3 and {s["auth"] for s in seen} == {"Bearer sk-local"}  # prompt 2: three attempts
+    assert waits == [2.0, 4.0]  # between prompt 2's attempts
     assert {s["body"]["model"] for s in seen} == {"qwen-local"}
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     s = res["scores"]
@@ -264,3 +273,120 @@ def test_wise_with_an_openai_compatible_judge_and_failed_answers(tmp_path: Path,
 def test_suites_ls_names_wise():
     result = runner.invoke(app, ["suites", "ls"])
     assert result.exit_code == 0 and "wise-legacy" in result.output
+
+
+# ------------------------------------------------------------------------------ a judge that fails, then works
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def judged_ids(seen: list[dict]) -> list[int]:
+    return sorted(int(re.search(r'PROMPT: "prompt (\d+)"', s["body"]["messages"][1]["content"][0]["text"]).group(1))
+                  for s in seen)
+
+
+@pytest.fixture
+def judge_run(tmp_path: Path, monkeypatch):
+    """Four verified-protocol prompts with images, a judge port with nothing listening yet, the CLI arguments,
+    and the waits the backoff asked for (recorded, never slept)."""
+    waits: list[float] = []
+    monkeypatch.setattr(retry, "sleep", waits.append)
+    ids = (1, 2, 3, 641)
+    file = tmp_path / "wise.json"
+    file.write_text(json.dumps([entry(pid) for pid in ids]))
+    images = write_images(tmp_path / "images", ids)
+    port = free_port()
+    args = ["eval", "--suite", "wise", "--wise-protocol", "verified", "--prompts", str(file), "--images",
+            str(images), "--judge-model", "qwen-local", "--out", str(tmp_path / "run")]
+    return args, port, waits, tmp_path / "run"
+
+
+def error_lines(output: str) -> list[str]:
+    return [x for x in output.splitlines() if x.startswith("error:")]
+
+
+def test_wise_judge_down_then_up_retries_with_backoff_and_rejudges_only_failures(judge_run):
+    from test_wise import chat_server, completion
+
+    args, port, waits, run = judge_run
+    args = [*args, "--judge", f"http://127.0.0.1:{port}/v1"]
+    result = runner.invoke(app, args)  # the judge is down
+    assert result.exit_code == 1
+    (line,) = error_lines(result.output)
+    assert "4 of 4 images failed to be judged after 3 attempt(s) each" in line and "Connection refused" in line
+    assert "--allow-failures" in line
+    assert waits == [2.0, 4.0] * 4  # 3 attempts per image: two waits, doubling
+    res = json.loads((run / "results.json").read_text())
+    assert res["counts"]["complete"] is False and res["counts"]["failed"] == 4 and res["counts"]["judged"] == 0
+    assert res["failures"]["first_cause"].endswith("request failed: Connection refused")
+
+    def reply(body):  # prompt 2 gets an unparseable answer on every attempt
+        text = body["messages"][1]["content"][0]["text"]
+        if 'PROMPT: "prompt 2"' in text:
+            return completion("I would rather not say.")
+        return completion("Score: 0" if 'PROMPT: "prompt 641"' in text else "Score: 1")
+
+    waits.clear()
+    with chat_server(reply, port=port) as (_, seen):  # the judge comes up on the same address
+        result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert judged_ids(seen) == [1, 2, 2, 2, 3, 641] and waits == [2.0, 4.0]
+    (line,) = error_lines(result.output)
+    assert "1 of 4 images failed" in line and "prompt 2: unparseable answer" in line
+
+    with chat_server(lambda body: completion("Score: 1"), port=port) as (_, seen):
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert judged_ids(seen) == [2]  # only what failed
+    res = json.loads((run / "results.json").read_text())
+    assert res["counts"]["complete"] is True and res["counts"]["failed"] == 0 and res["counts"]["rejudged"] == 1
+    assert "failures" not in res
+    records = [json.loads(x) for x in (run / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["prompt_id"], r["score"], r["ok"]) for r in records) == [
+        (1, 1, True), (2, 1, True), (3, 1, True), (641, 0, True)]
+    assert res["scores"]["tags"]["culture"]["score"] == 1.0 and res["scores"]["tags"]["biology"]["score"] == 0.0
+
+
+def test_wise_judge_url_and_model_may_change_under_allow_config_change(judge_run):
+    from test_wise import chat_server, completion
+
+    args, port, waits, run = judge_run
+    result = runner.invoke(app, [*args, "--judge", f"http://127.0.0.1:{port}/v1"])
+    assert result.exit_code == 1 and "4 of 4 images failed" in result.output
+    with chat_server(lambda body: completion("Score: 1")) as (url, seen):  # elsewhere, another model
+        moved = [a if a != "qwen-local" else "qwen-big" for a in args] + ["--judge", url]
+        result = runner.invoke(app, moved)
+        assert result.exit_code == 2 and "allow_config_change" in result.output and seen == []
+        result = runner.invoke(app, [*moved, "--allow-config-change", "--wise-protocol", "legacy"])
+        assert result.exit_code == 2 and seen == []
+        (line,) = error_lines(result.output)
+        assert "refused: " in line and "judge.protocol, label, protocol. Use a new run folder" in line
+        result = runner.invoke(app, [*moved, "--allow-config-change"])
+    assert result.exit_code == 0, result.output
+    assert judged_ids(seen) == [1, 2, 3, 641] and {s["body"]["model"] for s in seen} == {"qwen-big"}
+    res = json.loads((run / "results.json").read_text())
+    assert res["judge"]["url"] == f"{url}/chat/completions" and res["judge"]["model"] == "qwen-big"
+    assert res["judged_by"] == {f"qwen-big @ {url}/chat/completions": 4}
+    assert res["config_changes"] == ["judge.model", "judge.url"]
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["judge"]["model"] == "qwen-big"
+    assert len(list(run.glob("config.*.yaml"))) == 1  # the first judge's config, kept
+
+
+def test_backoff_is_bounded_and_injected():
+    assert retry.Backoff(3, first_wait=2.0).waits() == [2.0, 4.0]
+    assert retry.Backoff(6, first_wait=2.0, max_wait=5.0).waits() == [2.0, 4.0, 5.0, 5.0, 5.0]
+    slept: list[float] = []
+    b = retry.Backoff(3, first_wait=1.5, sleep=slept.append)
+    for attempt in (1, 2, 3):
+        b.pause(attempt)
+    assert slept == [1.5, 3.0]  # nothing after the last attempt
+    with pytest.raises(ValueError, match="retries must be >= 1"):
+        retry.Backoff(0)
+    with pytest.raises(ValueError, match="factor"):
+        retry.Backoff(2, factor=0.5)

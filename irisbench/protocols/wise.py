@@ -19,6 +19,8 @@ Departures from the official scripts, all deliberate:
 
 - A failed parse (after ``retries`` attempts) is recorded as a failure and reported; the official code writes
   the sentinel 999 into the score file (or skips the id) and its summaries then refuse or silently drop it.
+- Failed calls may be retried after a bounded exponential backoff (``irisbench.retry.Backoff``); the
+  official loop retries at once.
 - A legacy score outside 0-2 (the official regex takes any digit) is a parse failure, not a number.
 - Categories are assigned by prompt-id range (the ranges of the official files), not by the Subcategory label.
 - Overall scores are only given when every one of the 1000 ids has a parsed score; otherwise the summary says
@@ -32,7 +34,6 @@ import json
 import math
 import os
 import re
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from irisbench.errors import IrisbenchError, UsageError, read_utf8
+from irisbench.retry import Backoff, short_cause
 
 LEGACY_LABEL = "WISE (GPT-4o legacy)"
 VERIFIED_LABEL = "WISE_Verified"
@@ -439,7 +441,7 @@ class OpenAIJudge:
             detail = err.read()[:500].decode("utf-8", "replace")
             raise JudgeError(f"{self.url}: HTTP {err.code}: {detail}") from None
         except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise JudgeError(f"{self.url}: request failed: {err}") from None
+            raise JudgeError(f"{self.url}: request failed: {short_cause(err)}") from None
         try:
             content = json.loads(body)["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
@@ -474,20 +476,24 @@ def score_wise(
     retries: int = 3,
     *,
     max_workers: int = 1,
-    retry_delay: float = 0.0,
+    backoff: Backoff | None = None,
 ) -> list[dict]:
     """Judge every prompt that has an image; one record per judged image, sorted by prompt_id.
 
     ``images`` maps prompt_id to PNG bytes or a file path, or is a folder holding ``{prompt_id}.png``.
     Each image gets at most ``retries`` judge calls (the official loop counts attempts); a call that raises or
-    whose answer does not parse counts as a failed attempt. After the last failed attempt the record has
-    ``ok=False``, the metric fields None and ``error`` saying why: it is counted as a failure by the summaries,
-    never as 0. Prompts without an image get no record (the summaries list them as missing).
+    whose answer does not parse counts as a failed attempt. ``backoff`` (``irisbench.retry.Backoff``), when
+    given, sets the number of calls and the waits between them; without it the calls follow each other at
+    once, as in the official loop. After the last failed attempt the record has ``ok=False``, the metric
+    fields None, ``error`` listing every attempt and ``cause`` the last one: it is counted as a failure by the
+    summaries, never as 0. Prompts without an image get no record (the summaries list them as missing).
     """
     if protocol not in PROTOCOLS:
         raise UsageError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if retries < 1:
         raise UsageError(f"retries must be >= 1, got {retries}")
+    backoff = backoff or Backoff(attempts=retries, first_wait=0.0)
+    retries = backoff.attempts
     judge_protocol = getattr(judge, "protocol", None)
     if judge_protocol is not None and judge_protocol != protocol:
         raise UsageError(f"judge was built for protocol {judge_protocol!r} but protocol={protocol!r}")
@@ -523,22 +529,22 @@ def score_wise(
             try:
                 raw = judge(png, prompt)
             except Exception as err:  # any judge failure is a failed attempt
-                errors.append(f"attempt {attempt}: {type(err).__name__}: {err}")
+                errors.append(f"{type(err).__name__}: {err}")
             else:
                 parsed = parse(raw)
                 if parsed is not None:
                     record.update(parsed)
                     if protocol == "legacy":
                         record["wiscore"] = wiscore(*(parsed[k] for k in LEGACY_KEYS))
-                    record.update(ok=True, attempts=attempt, error=None, raw=raw)
+                    record.update(ok=True, attempts=attempt, error=None, cause=None, raw=raw)
                     return record
-                errors.append(f"attempt {attempt}: unparseable answer {raw[:200]!r}")
-            if retry_delay and attempt < retries:
-                time.sleep(retry_delay)
+                errors.append(f"unparseable answer {raw[:200]!r}")
+            backoff.pause(attempt)
         record.update({k: None for k in fields})
         if protocol == "legacy":
             record["wiscore"] = None
-        record.update(ok=False, attempts=retries, error="; ".join(errors), raw=raw)
+        record.update(ok=False, attempts=retries, raw=raw, cause=errors[-1],
+                      error="; ".join(f"attempt {k}: {e}" for k, e in enumerate(errors, 1)))
         return record
 
     if max_workers <= 1:

@@ -32,6 +32,7 @@ Departures, all deliberate:
 - ``ClipCosine`` uses open_clip (``ViT-B-32``/``openai`` = the same weights as OpenAI ``clip`` ViT-B/32);
   the original runs the model in fp16 on GPU, here fp16 autocast is used on CUDA.
 - A NaN from any model raises ``PerceptionError`` instead of becoming a silent 0.
+- Weights are read from this machine only (``irisbench.scorers.offline``), never downloaded.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from irisbench.scorers.geneval_real import (
     PerceptionError,
     check_finite,
     check_image,
+    load_clip_weights,
     resolve_device,
     resolve_dtype,
 )
+from irisbench.scorers.offline import LOCAL_ONLY, loading
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -71,17 +74,18 @@ class BlipVQA:
     def __init__(self, model_id_or_path: str = DEFAULT_BLIP, *, device: str | None = None, dtype: Any = None,
                  image_size: int | None = None, max_question_tokens: int = 35, use_enc_token: bool = True,
                  normalize_questions: bool = True, batch_size: int = 32, yes: str = "yes", no: str = "no") -> None:
-        from transformers import BlipForQuestionAnswering, BlipProcessor
-
         if batch_size < 1 or max_question_tokens < 2:
             raise PerceptionError("batch_size must be positive and max_question_tokens at least 2")
         self.model_id = str(model_id_or_path)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        self.model = BlipForQuestionAnswering.from_pretrained(
-            model_id_or_path, use_safetensors=True, dtype=self.dtype
-        ).to(self.device).eval()
-        self.processor = BlipProcessor.from_pretrained(model_id_or_path)
+        with loading("compbench-real", "blip", model_id_or_path):
+            from transformers import BlipForQuestionAnswering, BlipProcessor
+
+            self.model = BlipForQuestionAnswering.from_pretrained(
+                model_id_or_path, use_safetensors=True, dtype=self.dtype, **LOCAL_ONLY
+            ).to(self.device).eval()
+            self.processor = BlipProcessor.from_pretrained(model_id_or_path, **LOCAL_ONLY)
         self.tokenizer = self.processor.tokenizer
         native = self.model.config.vision_config.image_size
         native = native if isinstance(native, int) else int(native[0])
@@ -186,8 +190,6 @@ class OpenVocabDetector:
 
     def __init__(self, model_id_or_path: str = DEFAULT_OWL, *, device: str | None = None, dtype: Any = None,
                  threshold: float = 0.1, batch_size: int = 8) -> None:
-        from transformers import Owlv2ForObjectDetection, Owlv2Processor
-
         if batch_size < 1:
             raise PerceptionError("batch_size must be positive")
         self.model_id = str(model_id_or_path)
@@ -195,10 +197,13 @@ class OpenVocabDetector:
         self.dtype = resolve_dtype(dtype)
         self.threshold = float(threshold)
         self.batch_size = batch_size
-        self.model = Owlv2ForObjectDetection.from_pretrained(
-            model_id_or_path, use_safetensors=True, dtype=self.dtype
-        ).to(self.device).eval()
-        self.processor = Owlv2Processor.from_pretrained(model_id_or_path)
+        with loading("compbench-real", "detector", model_id_or_path):
+            from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+            self.model = Owlv2ForObjectDetection.from_pretrained(
+                model_id_or_path, use_safetensors=True, dtype=self.dtype, **LOCAL_ONLY
+            ).to(self.device).eval()
+            self.processor = Owlv2Processor.from_pretrained(model_id_or_path, **LOCAL_ONLY)
         self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
 
     def describe(self) -> dict[str, Any]:
@@ -283,12 +288,10 @@ class ClipCosine:
     @classmethod
     def from_open_clip(cls, model_name: str = "ViT-B-32", pretrained: str | None = "openai", *,
                        device: str | None = None, **kwargs: Any) -> ClipCosine:
-        import open_clip
-
         device = resolve_device(device)
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
-        model.eval()
-        scorer = cls(model, open_clip.get_tokenizer(model_name), preprocess, device=device, **kwargs)
+        with loading("compbench-real", "clip_pretrained", f"open_clip {model_name} ({pretrained})"):
+            clip = load_clip_weights(model_name, pretrained, device)
+        scorer = cls(clip.model, clip.tokenizer, clip.preprocess, device=device, **kwargs)
         scorer.source = f"open_clip {model_name} ({pretrained})"
         return scorer
 

@@ -41,6 +41,9 @@ Departures, all deliberate:
 - Records keep the detections the official ``details`` field keeps (score above the tag's cut, at most
   ``max_objects`` per class), each with its color when one was computed.
 - A NaN from any model raises ``PerceptionError`` instead of turning into a silent 0.
+- Weights are read from this machine only (``irisbench.scorers.offline``): hub ids must already be in the
+  local Hugging Face cache, the CLIP weights a local (or locally cached) safetensors file; a failed load is
+  one line naming the scorer, the source and the ``--scorer-option`` to set.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import numpy as np
 
 from irisbench.errors import IrisbenchError, UsageError
 from irisbench.protocols.geneval import COCO_CLASSES, GENEVAL_COLORS, Detection
+from irisbench.scorers.offline import LOCAL_ONLY, loading
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -119,6 +123,14 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     if dtype not in table:
         raise PerceptionError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
     return table[dtype]
+
+
+def load_clip_weights(model_name: str, pretrained: str | None, device: str) -> Any:
+    """An open_clip model from a local file only (``irisbench.metrics.clip_score.load_clip``: a weights file,
+    or a pretrained tag found in the local caches; safetensors only, as for the transformers models)."""
+    from irisbench.metrics.clip_score import load_clip
+
+    return load_clip(model_name, pretrained, device=device)
 
 
 def check_finite(tensor: torch.Tensor, what: str) -> None:
@@ -227,8 +239,6 @@ class Mask2FormerDetector:
     def __init__(self, model_id_or_path: str = DEFAULT_DETECTOR, *, device: str | None = None,
                  dtype: Any = None, max_per_image: int = 100, scale: tuple[int, int] = MMDET_SCALE,
                  size_divisor: int = 32, batch_size: int = 4) -> None:
-        from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
-
         if max_per_image < 1 or batch_size < 1 or size_divisor < 1:
             raise PerceptionError("max_per_image, batch_size and size_divisor must be positive")
         self.model_id = str(model_id_or_path)
@@ -238,10 +248,13 @@ class Mask2FormerDetector:
         self.scale = (int(scale[0]), int(scale[1]))
         self.size_divisor = size_divisor
         self.batch_size = batch_size
-        self.model = Mask2FormerForUniversalSegmentation.from_pretrained(
-            model_id_or_path, use_safetensors=True, dtype=self.dtype
-        ).to(self.device).eval()
-        self.processor = Mask2FormerImageProcessor.from_pretrained(model_id_or_path)
+        with loading("geneval-mask2former", "detector_model", model_id_or_path):
+            from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+
+            self.model = Mask2FormerForUniversalSegmentation.from_pretrained(
+                model_id_or_path, use_safetensors=True, dtype=self.dtype, **LOCAL_ONLY
+            ).to(self.device).eval()
+            self.processor = Mask2FormerImageProcessor.from_pretrained(model_id_or_path, **LOCAL_ONLY)
         id2label = self.model.config.id2label
         num_labels = self.model.class_predictor.out_features - 1
         self.labels: list[str | None] = [geneval_label(str(id2label.get(i, ""))) for i in range(num_labels)]
@@ -360,13 +373,10 @@ class ClipColorClassifier:
     @classmethod
     def from_open_clip(cls, model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
                        device: str | None = None, **kwargs: Any) -> ClipColorClassifier:
-        import open_clip
-
         device = resolve_device(device)
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
-                                                                     device=device)
-        model.eval()
-        classifier = cls(model, open_clip.get_tokenizer(model_name), preprocess, device=device, **kwargs)
+        with loading("geneval-mask2former", "clip_pretrained", f"open_clip {model_name} ({pretrained})"):
+            clip = load_clip_weights(model_name, pretrained, device)
+        classifier = cls(clip.model, clip.tokenizer, clip.preprocess, device=device, **kwargs)
         classifier.source = f"open_clip {model_name} ({pretrained})"
         return classifier
 
