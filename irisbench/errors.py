@@ -28,6 +28,10 @@ class UsageError(IrisbenchError, ValueError):
     """Bad input that has no more specific class (a flag value, a folder that is not what it should be)."""
 
 
+class ConfigError(IrisbenchError, ValueError):
+    """A config that cannot be used; the message names the file and field."""
+
+
 class MissingDependencyError(IrisbenchError, RuntimeError):
     """An optional library or file that a requested feature needs is not installed."""
 

@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import MissingDependencyError
-from irisbench.train_config import ConfigError
+from irisbench.errors import ConfigError, MissingDependencyError
 
 BACKENDS: tuple[str, ...] = ("tensorboard", "wandb", "trackio", "mlflow")
 # the module each backend imports, and the extra of pyproject.toml that installs it

@@ -13,14 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, UsageError, did_you_mean, parse_key_value
+from irisbench.errors import ConfigError, UsageError, did_you_mean, parse_key_value
 from irisbench.rewards import GROUP_REWARDS, build_reward
 from irisbench.sharding import PARALLEL_MODES
 from irisbench.specs import read_spec, spec_names
-
-
-class ConfigError(IrisbenchError, ValueError):
-    """A config that cannot be used; the message names the file and field."""
+from irisbench.tracking import report_to_names
 
 
 @dataclass
@@ -139,8 +136,6 @@ class TrainConfig:
         if self.reward_weights is not None and len(self.reward_weights) != len(names):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries but reward names "
                               f"{len(names)} ({names})")
-        from irisbench.tracking import report_to_names
-
         report_to_names(self.report_to, installed=False)
         build_reward(self.reward, weights=self.reward_weights, options=self.reward_options or None)
 
