@@ -200,8 +200,7 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
         suite_prov.update(p)
         return items
 
-    n_hint = opts.images_per_prompt or run_info.get("n")
-    ctx = layouts.LayoutContext(suite, world, suite_items, n_hint, opts.category)
+    ctx = layouts.LayoutContext(suite, world, suite_items, opts.images_per_prompt, opts.category)
     read = layouts.read_layout(root, ctx, layout)
     world = read.info.get("world") or world
     scorer_entry(suite, world)
@@ -228,9 +227,15 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
             read.carry = {(new[i], j): c for (i, j), c in read.carry.items() if i in new}
             read.items = limited
     items = read.items
-    n = opts.images_per_prompt or run_info.get("n") or suite.images_per_prompt
+    n = layouts.folder_images_per_prompt(read, opts.images_per_prompt, opts.allow_missing)
     coverage = layouts.check_coverage(read, n, world)
     problems = coverage.problems()
+    if coverage.extra:  # never dropped, not even with --allow-missing
+        where = {im.path: im for im in read.images}
+        first = where[coverage.extra[0]]
+        raise EvalError(f"{coverage.extra[0]}: sample index {first.sample_index} is past the {n} images per "
+                        f"prompt ({len(coverage.extra)} such image(s)); number each prompt's images 0..{n - 1}, "
+                        "or remove the extra ones")
     if any(problems.values()) and not opts.allow_missing:
         raise EvalError(f"{root}: incomplete image folder ({coverage.summary(items)}); fix the folder, or pass "
                         "--allow-missing to score the images that are there")

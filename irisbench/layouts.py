@@ -44,6 +44,7 @@ COMPBENCH_LAYOUT = "<DIR>/samples/{prompt}_{NNNNNN}.png or <DIR>/<category>/samp
 RUN_LAYOUT = "an irisbench eval run folder (run.json, records.jsonl, images/)"
 _SAMPLE_RE = re.compile(r"^(\d+)\.png$")
 _COMPBENCH_RE = re.compile(r"^(.*)_(\d+)\.png$")
+MAX_IMAGES_PER_PROMPT = 100  # the largest count a T2I-CompBench folder's numbering is decoded at
 
 
 class LayoutError(IrisbenchError, ValueError):
@@ -78,6 +79,7 @@ class LayoutRead:
     misnamed: list[Path] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # provenance: category, prompt set, source run ...
     carry: dict[tuple[int, int], dict] = field(default_factory=dict)  # fields kept from a source run's records
+    n: int | None = None  # images per prompt fixed by the layout itself (CompBench numbering, a run's config)
 
 
 def _visible(path: Path) -> list[Path]:
@@ -195,6 +197,7 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
     items: list[dict] = []
     images: list[LayoutImage] = []
     misnamed: list[Path] = []
+    strides: dict[str, int] = {}
     n_given = ctx.images_per_prompt
     for category, folder in ((c, folders[c]) for c in categories if c in folders):
         cat_items = [it for it in all_items if it["tag"] == category]
@@ -205,23 +208,23 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
                 misnamed.append(p)
             else:
                 files.append((p, m.group(1), int(m.group(2))))
-        n = n_given or _infer_n(files, cat_items, ctx.suite.images_per_prompt)
+        n = _compbench_n(folder, files, cat_items, n_given, ctx.suite.images_per_prompt)
+        strides[category] = n
         offset = len(items)
         seen: dict[tuple[int, int], Path] = {}
-        for p, prefix, index in files:
+        for p, _, index in files:
             i, k = divmod(index, n)
-            if i >= len(cat_items) or cat_items[i]["prompt"] != prefix:
-                want = f"prompt {i} is {cat_items[i]['prompt']!r}" if i < len(cat_items) else \
-                    f"the category has {len(cat_items)} prompts"
-                raise LayoutError(f"{p}: index {index} at {n} images per prompt is prompt {i}, sample {k}, but "
-                                  f"{want} (the suite's prompts, or --images-per-prompt, differ from the folder)")
             if (i, k) in seen:
                 raise LayoutError(f"{p}: duplicate sample index (prompt {i}, sample {k}; also {seen[(i, k)].name})")
             seen[(i, k)] = p
             images.append(LayoutImage(offset + i, k, p))
         items.extend(cat_items)
+    if len(set(strides.values())) > 1:
+        raise LayoutError(f"{root}: the categories' file names are numbered at different images per prompt ("
+                          + ", ".join(f"{c}: {k}" for c, k in strides.items()) + "); score them one at a time")
     return LayoutRead("compbench", root, items, images, misnamed,
-                      {"categories": [c for c in categories if c in folders], "world": ctx.world})
+                      {"categories": [c for c in categories if c in folders], "world": ctx.world},
+                      n=next(iter(strides.values()), None))
 
 
 def _category_from_name(root: Path, categories: Sequence[str]) -> str | None:
@@ -243,13 +246,35 @@ def _category_from_prompts(samples: Path, items: list[dict], categories: Sequenc
     return fits[0]
 
 
-def _infer_n(files: list[tuple[Path, str, int]], items: list[dict], default: int) -> int:
-    """Images per prompt: the first of the suite's, T2I-CompBench's 10, IRIS's 4 and 1 under which every file
-    name decodes to its own prompt (if none does, the suite's, whose first mismatch is then reported)."""
-    for n in dict.fromkeys((default, 10, 4, 1)):
-        if all(index // n < len(items) and items[index // n]["prompt"] == prefix for _, prefix, index in files):
-            return n
-    return default
+def _decodes(files: list[tuple[Path, str, int]], items: list[dict], n: int) -> bool:
+    return all(index // n < len(items) and items[index // n]["prompt"] == prefix for _, prefix, index in files)
+
+
+def _compbench_n(folder: Path, files: list[tuple[Path, str, int]], items: list[dict], given: int | None,
+                 default: int) -> int:
+    """Images per prompt of a T2I-CompBench folder: the count under which every file name's index decodes to
+    its own prompt (NNNNNN = n·i + k). Tried in order: the suite's, T2I-CompBench's 10, IRIS's 4, 1, then 2
+    to ``MAX_IMAGES_PER_PROMPT``. With ``given`` (``-n``), that count must decode; when another one does, the
+    error names both."""
+    found = next((n for n in dict.fromkeys((default, 10, 4, 1, *range(2, MAX_IMAGES_PER_PROMPT + 1)))
+                  if _decodes(files, items, n)), None)
+    if given is not None:
+        if _decodes(files, items, given):
+            return given
+        if found is not None:
+            raise LayoutError(f"{folder}: the file names are numbered at {found} images per prompt "
+                              f"(index = {found}·prompt + sample), -n {given} reads them as another prompt's: "
+                              f"drop -n or pass -n {found}")
+    n = given or found or default
+    for p, prefix, index in files:  # the first name that does not decode, for the message
+        i, k = divmod(index, n)
+        if i >= len(items) or items[i]["prompt"] != prefix:
+            want = f"prompt {i} is {items[i]['prompt']!r}" if i < len(items) else \
+                f"the category has {len(items)} prompts"
+            raise LayoutError(f"{p}: index {index} at {n} images per prompt is prompt {i}, sample {k}, but {want} "
+                              f"(no count from 1 to {MAX_IMAGES_PER_PROMPT} decodes every name: the suite's "
+                              "prompts (--prompts, --limit) differ from the folder's, or pass --images-per-prompt)")
+    return n
 
 
 # -------------------------------------------------------------------------------------------- run folder
@@ -296,7 +321,8 @@ def read_run(root: Path, ctx: LayoutContext) -> LayoutRead:
     info = {"world": config.get("world"), "suite": config.get("suite"), "split": config.get("split"),
             "source_run": str(root), "source_prompts": config.get("prompts"),
             "images_per_prompt": config.get("images_per_prompt"), "source_policy": config.get("policy")}
-    return LayoutRead("run", root, ordered, images, [], info, carry)
+    n = config.get("images_per_prompt")
+    return LayoutRead("run", root, ordered, images, [], info, carry, n=int(n) if n else None)
 
 
 @dataclass(frozen=True)
@@ -328,6 +354,54 @@ def read_layout(root: Path, ctx: LayoutContext, layout: str | None = None) -> La
 
 
 # ------------------------------------------------------------------------------------------ coverage check
+
+
+def _per(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''} per prompt"
+
+
+def folder_images_per_prompt(read: LayoutRead, given: int | None, allow_missing: bool) -> int:
+    """Images per prompt for scoring ``read``: the folder's own count unless ``given`` (``-n``).
+
+    The folder's count is the one its layout fixes (a T2I-CompBench folder's numbering, a source run's
+    config), else the largest number of images any prompt has; without ``allow_missing``, prompts holding
+    fewer are named. ``given`` must agree: a layout-fixed count that differs, or a prompt holding more images
+    than ``given`` (they would go unscored: never allowed), is one line naming both numbers; a folder whose
+    prompts all hold fewer is refused unless ``allow_missing``.
+    """
+    from collections import Counter
+
+    per = Counter(im.prompt_index for im in read.images)
+    counts = [per.get(i, 0) for i in range(len(read.items))]
+    most = max(counts, default=0)
+    if given is not None and given < 1:
+        raise LayoutError(f"-n must be >= 1, got {given}")
+    if read.n is not None:
+        if given is not None and given != read.n:
+            raise LayoutError(f"{read.root}: the folder holds {_per(read.n)} (its {read.layout} layout says so), "
+                              f"-n {given} asks for {given}: drop -n or pass -n {read.n}")
+        return read.n
+    if given is not None:
+        over = [i for i, c in enumerate(counts) if c > given]
+        if over:
+            extra = sum(counts[i] - given for i in over)
+            raise LayoutError(f"{read.root}: prompt {over[0]} has {counts[over[0]]} images, -n {given} would leave "
+                              f"{extra} image(s) of {len(over)} prompt(s) unscored: drop -n (the folder's "
+                              f"{_per(most)} is used) or remove the extra images")
+        if 0 < most < given and not allow_missing:
+            raise LayoutError(f"{read.root}: the folder holds {_per(most)} (at most), -n {given} asks for {given}: "
+                              f"drop -n or pass -n {most} (the folder's count), or --allow-missing to score it "
+                              "as an incomplete folder")
+        return given
+    differ = [i for i, c in enumerate(counts) if 0 < c != most]
+    if differ and not allow_missing:
+        dist = Counter(c for c in counts if c)
+        parts = ", ".join(f"{k} prompt{'s have' if k != 1 else ' has'} {c}" for c, k in dist.most_common())
+        named = ", ".join(f"prompt {i} has {counts[i]}" for i in differ[:5]) + (", ..." if len(differ) > 5 else "")
+        raise LayoutError(f"{read.root}: images per prompt differ ({parts}: {named}); fix the folder, or pass "
+                          f"--allow-missing to score it at {_per(most)} with the others counted missing")
+    return max(most, 1)
+
 
 
 @dataclass

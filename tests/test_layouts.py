@@ -107,11 +107,14 @@ def test_compbench_one_category_folder_by_name_by_prompts_and_given(compbench_ru
 
 
 def test_compbench_images_per_prompt_is_inferred_from_the_names(compbench_run: Path, tmp_path: Path) -> None:
-    # names written at 2 images per prompt decode under none of the tried counts (the suite's 4, the official
-    # 10, 1): the folder is refused, naming the first file that does not fit and the option to set
-    result = runner.invoke(app, ["eval", "--images", str(compbench_run / "compbench"), "--limit", "2",
+    # names written at 2 images per prompt decode at 2 only: without -n that count is used; -n 4 is refused,
+    # naming both counts
+    res = evaluate(EvalOptions(images=str(compbench_run / "compbench"), limit_per_tag=2), tmp_path / "a",
+                   progress=False)
+    assert res["images_per_prompt"] == 2 and res["scores"] == _results(compbench_run)["scores"]
+    result = runner.invoke(app, ["eval", "--images", str(compbench_run / "compbench"), "--limit", "2", "-n", "4",
                                  "--out", str(tmp_path / "x")])
-    assert result.exit_code != 0 and "--images-per-prompt" in result.output
+    assert result.exit_code != 0 and "numbered at 2 images per prompt" in " ".join(result.output.split())
 
 
 def test_rescoring_a_run_folder_keeps_its_generation_fields(geneval_run: Path, tmp_path: Path) -> None:
@@ -216,18 +219,17 @@ def test_missing_extra_misnamed_and_unreadable_images_are_counted_and_refused(tm
     src = _geneval_dir(tmp_path)
     f = _copy_geneval(src, tmp_path / "g")
     (f / "00000" / "samples" / "00001.png").unlink()  # missing
-    shutil.copy(f / "00001" / "samples" / "00000.png", f / "00001" / "samples" / "00007.png")  # extra (n = 2)
     _write_png(f / "00002" / "samples" / "first.png")  # misnamed
     (f / "00003" / "samples" / "00001.png").write_bytes(b"not a png at all")  # unreadable
     _fails(["--images", str(f), "-n", "2"], tmp_path / "o1", "incomplete image folder", "2 missing",
-           "first: prompt 0", "1 extra", "00007.png", "1 misnamed", "first.png", "1 unreadable",
+           "first: prompt 0", "1 misnamed", "first.png", "1 unreadable",
            "00003/samples/00001.png", "--allow-missing")
     result = runner.invoke(app, ["eval", "--images", str(f), "-n", "2", "--allow-missing", "--out",
                                  str(tmp_path / "o2")])
     assert result.exit_code == 0, result.output
     res = _results(tmp_path / "o2")
     check = res["counts"]["image_check"]
-    assert check["missing"] == 2 and check["extra"] == 1 and check["misnamed"] == 1 and check["unreadable"] == 1
+    assert check["missing"] == 2 and check["extra"] == 0 and check["misnamed"] == 1 and check["unreadable"] == 1
     assert res["counts"]["expected"] == 12 and res["counts"]["actual"] == 10 and not res["counts"]["complete"]
     assert "2 image(s) missing" in " ".join(result.output.split())
     scored = {(r["prompt_index"], r["sample_index"]) for r in _records(tmp_path / "o2")}

@@ -1,0 +1,134 @@
+"""``eval --images`` on folders made the way the official scripts make them: the images per prompt read from
+the folder (T2I-CompBench's 10, one per prompt, uneven counts, extra images), prompt sets that are a strict
+subset of a known set, and the hints given for folders that cannot be scored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from irisbench.cli import app
+from irisbench.evaluate import EvalOptions, evaluate
+
+runner = CliRunner()
+
+
+def _records(run: Path) -> list[dict]:
+    lines = (run / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    return sorted((json.loads(x) for x in lines if x.strip()), key=lambda r: (r["prompt_index"], r["sample_index"]))
+
+
+def _results(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text(encoding="utf-8"))
+
+
+def _ok(args: list[str], out: Path) -> dict:
+    result = runner.invoke(app, ["eval", *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return _results(out)
+
+
+def _fails(args: list[str], out: Path, *needles: str) -> str:
+    result = runner.invoke(app, ["eval", *args, "--out", str(out)])
+    assert result.exit_code != 0, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error:") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in text, text
+    assert not (out / "results.json").exists()
+    return text
+
+
+@pytest.fixture(scope="module")
+def cb10(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shapes-world CompBench run at T2I-CompBench's 10 images per prompt (1 prompt per category)."""
+    run = tmp_path_factory.mktemp("cb10") / "run"
+    evaluate(EvalOptions(policy="random", suite="compbench", limit_per_tag=1, images_per_prompt=10), run,
+             progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def gen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-policy GenEval run (1 prompt per tag, 2 images each)."""
+    run = tmp_path_factory.mktemp("gen2") / "run"
+    evaluate(EvalOptions(policy="random", limit_per_tag=1, images_per_prompt=2), run, progress=False)
+    return run
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+# ------------------------------------------------------------------------------ images per prompt
+
+
+def test_compbench_folder_at_ten_images_per_prompt_scores_all_ten(cb10: Path, tmp_path: Path) -> None:
+    folder = cb10 / "compbench"
+    for flags in ([], ["--allow-missing"]):
+        out = tmp_path / f"o{len(flags)}"
+        res = _ok(["--images", str(folder), "--limit", "1", *flags], out)
+        assert res["images_per_prompt"] == 10
+        assert res["counts"]["expected"] == res["counts"]["actual"] == 30 and res["counts"]["complete"]
+        assert res["scores"] == _results(cb10)["scores"]
+        assert sorted((r["prompt_index"], r["sample_index"]) for r in _records(out)) == \
+            [(i, k) for i in range(3) for k in range(10)]
+    # -n that disagrees with the file names: one line naming both numbers, also with --allow-missing
+    for flags in ([], ["--allow-missing"]):
+        _fails(["--images", str(folder), "--limit", "1", "-n", "4", *flags], tmp_path / "bad",
+               "numbered at 10 images per prompt", "-n 4", "-n 10")
+
+
+def test_geneval_folder_with_one_image_per_prompt_uses_the_folders_count(gen2: Path, tmp_path: Path) -> None:
+    folder = _copy(gen2 / "geneval", tmp_path / "g")
+    for p in folder.glob("*/samples/00001.png"):
+        p.unlink()
+    res = _ok(["--images", str(folder)], tmp_path / "o")
+    assert res["images_per_prompt"] == 1 and res["counts"]["expected"] == res["counts"]["actual"] == 6
+    want = [r for r in _records(gen2) if r["sample_index"] == 0]
+    assert [r["correct"] for r in _records(tmp_path / "o")] == [r["correct"] for r in want]
+    _fails(["--images", str(folder), "-n", "2"], tmp_path / "o2", "1 image per prompt", "-n 2", "-n 1")
+
+
+def test_uneven_counts_name_the_prompts_that_differ(gen2: Path, tmp_path: Path) -> None:
+    folder = _copy(gen2 / "geneval", tmp_path / "g")
+    (folder / "00003" / "samples" / "00001.png").unlink()
+    _fails(["--images", str(folder)], tmp_path / "o", "images per prompt differ", "5 prompts have 2",
+           "prompt 3 has 1", "--allow-missing")
+    res = _ok(["--images", str(folder), "--allow-missing"], tmp_path / "o2")
+    assert res["images_per_prompt"] == 2 and res["counts"]["actual"] == 11
+    assert res["counts"]["image_check"]["missing"] == 1
+
+
+def test_allow_missing_never_drops_extra_images(gen2: Path, tmp_path: Path) -> None:
+    folder = _copy(gen2 / "geneval", tmp_path / "g")
+    shutil.copy(folder / "00001" / "samples" / "00000.png", folder / "00001" / "samples" / "00002.png")
+    # -n 2 would leave prompt 1's third image unscored: refused, even with --allow-missing
+    for flags in ([], ["--allow-missing"]):
+        _fails(["--images", str(folder), "-n", "2", *flags], tmp_path / "o", "prompt 1 has 3", "-n 2")
+    # without -n the folder's largest count is used and every image is scored (the others counted missing)
+    res = _ok(["--images", str(folder), "--allow-missing"], tmp_path / "o2")
+    assert res["images_per_prompt"] == 3 and res["counts"]["actual"] == 13
+    assert res["counts"]["image_check"]["missing"] == 5
+    # an image whose sample index is past the count is refused, not dropped
+    (folder / "00001" / "samples" / "00002.png").rename(folder / "00001" / "samples" / "00007.png")
+    (folder / "00001" / "samples" / "00001.png").unlink()
+    _fails(["--images", str(folder), "--allow-missing"], tmp_path / "o3", "00001/samples/00007.png",
+           "sample index 7")
+
+
+def test_run_folder_with_another_n_names_both_numbers(gen2: Path, tmp_path: Path) -> None:
+    _fails(["--images", str(gen2), "-n", "4"], tmp_path / "o", "2 images per prompt", "-n 4")
+
+
+def test_compbench_names_at_two_per_prompt_are_read_without_n(tmp_path: Path) -> None:
+    run = tmp_path / "cb2"
+    evaluate(EvalOptions(policy="random", suite="compbench", limit_per_tag=2, images_per_prompt=2), run,
+             progress=False)
+    res = _ok(["--images", str(run / "compbench"), "--limit", "2"], tmp_path / "o")
+    assert res["images_per_prompt"] == 2 and res["scores"] == _results(run)["scores"]
