@@ -269,8 +269,14 @@ def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eval
     src = suite.prompts.get(world)
     if src is None:
         return {**out, "name": "folder"}
-    if src.sha256 and out["official_format_sha256"] == src.sha256:
-        return {**out, "name": "official", "split": src.default_split}
+    known: list[tuple[str, str | None, list[dict]]] = []  # (name, split, prompts) of the known sets
+    if src.sha256:
+        if out["official_format_sha256"] == src.sha256:
+            return {**out, "name": "official", "split": src.default_split}
+        try:
+            known.append(("official", src.default_split, resolve_prompts(suite, world)[0]))
+        except ValueError:
+            pass
     from collections import Counter
 
     per_tag = max(Counter(it["tag"] for it in items).values())
@@ -283,7 +289,38 @@ def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eval
             return {**out, "name": f"{suite.name} {world} {split}", "split": split}
         if [full[k] for k in stratified_indices(full, per_tag)] == items:  # a run made with --limit
             return {**out, "name": f"{suite.name} {world} {split}, first {per_tag} per tag", "split": split}
+        known.append((f"{suite.name} {world} {split}", split, full))
+    for name, split, full in known:
+        missing = missing_from(items, full)
+        if missing is None:
+            continue
+        label = f"{len(items)} of the {len(full)} {'official prompts' if name == 'official' else 'prompts of ' + name}"
+        shown = ", ".join(f"{k:05d}" for k in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        if not opts.allow_missing:
+            raise EvalError(f"{opts.images}: {label}; missing: {shown} (a strict subset of a known prompt set): "
+                            "add the missing prompt folders, or pass --allow-missing to score the subset "
+                            "(recorded in results.json)")
+        return {**out, "name": label, "split": split, "subset_of": name, "n_prompts_missing": len(missing),
+                "missing_prompts": missing}
     return {**out, "name": "folder"}
+
+
+def missing_from(items: list[dict], full: list[dict]) -> list[int] | None:
+    """The indices of ``full`` that ``items`` lacks when ``items`` is a strict subset of ``full`` in its order
+    (each item matched to the first unmatched equal one), else None."""
+    if len(items) >= len(full):
+        return None
+    matched: list[int] = []
+    j = 0
+    for item in items:
+        while j < len(full) and full[j] != item:
+            j += 1
+        if j == len(full):
+            return None
+        matched.append(j)
+        j += 1
+    taken = set(matched)
+    return [k for k in range(len(full)) if k not in taken]
 
 
 def scorer_entry(suite: Any, world: str) -> Any:

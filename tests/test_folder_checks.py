@@ -132,3 +132,44 @@ def test_compbench_names_at_two_per_prompt_are_read_without_n(tmp_path: Path) ->
              progress=False)
     res = _ok(["--images", str(run / "compbench"), "--limit", "2"], tmp_path / "o")
     assert res["images_per_prompt"] == 2 and res["scores"] == _results(run)["scores"]
+
+
+# ------------------------------------------------------------------------------ subsets of known sets
+
+
+@pytest.fixture(scope="module")
+def test_split_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The oracle's images of the whole shapes test split (792 prompts), one per prompt, as a GenEval folder."""
+    run = tmp_path_factory.mktemp("full") / "run"
+    evaluate(EvalOptions(policy="oracle", images_per_prompt=1), run, progress=False)
+    return run / "geneval"
+
+
+def test_folder_missing_its_last_prompt_is_named_and_refused(test_split_folder: Path, tmp_path: Path) -> None:
+    folder = _copy(test_split_folder, tmp_path / "g")
+    shutil.rmtree(folder / "00791")
+    _fails(["--images", str(folder)], tmp_path / "o", "791 of the 792 prompts of geneval shapes test",
+           "missing: 00791", "--allow-missing")
+    res = _ok(["--images", str(folder), "--allow-missing"], tmp_path / "o2")
+    p = res["prompts"]
+    assert p["subset_of"] == "geneval shapes test" and p["n_prompts_missing"] == 1 and p["missing_prompts"] == [791]
+    assert p["name"] == "791 of the 792 prompts of geneval shapes test" and p["n_prompts"] == 791
+    assert res["counts"]["expected"] == res["counts"]["actual"] == 791
+
+
+def test_subset_of_the_official_553_is_named(tmp_path: Path) -> None:
+    from irisbench.eval_plan import EvalError, geneval_folder_prompts
+    from irisbench.protocols.geneval_prompts import generate_official_metadata
+    from irisbench.suites import load_suite
+
+    suite = load_suite("geneval")
+    items = generate_official_metadata(seed=43)
+    sub = items[:100] + items[101:552]
+    with pytest.raises(EvalError, match=r"551 of the 553 official prompts; missing: 00100, 00552"):
+        geneval_folder_prompts(suite, "open", sub, EvalOptions(images="x"))
+    named = geneval_folder_prompts(suite, "open", sub, EvalOptions(images="x", allow_missing=True))
+    assert named["subset_of"] == "official" and named["missing_prompts"] == [100, 552]
+    assert named["n_prompts_missing"] == 2
+    # not a subset (a prompt that is not one of the 553): still the folder's own set
+    other = [*sub[:-1], {**sub[-1], "prompt": "a photo of something else"}]
+    assert geneval_folder_prompts(suite, "open", other, EvalOptions(images="x"))["name"] == "folder"

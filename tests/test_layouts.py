@@ -140,7 +140,9 @@ def test_folder_prompt_sets_are_named() -> None:
     assert official["name"] == "official" and official["official_format_sha256"] == suite.prompts["open"].sha256
     val = geneval_folder_prompts(suite, "shapes", build_splits(seed=0)["val"], opts)
     assert val["name"] == "geneval shapes val" and val["split"] == "val"
-    assert geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10], opts)["name"] == "folder"
+    first10 = geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10],
+                                     EvalOptions(images="x", allow_missing=True))
+    assert first10["name"] == "10 of the 553 official prompts" and first10["n_prompts_missing"] == 543
     shuffled = build_splits(seed=0)["val"][::-1]
     assert geneval_folder_prompts(suite, "shapes", shuffled, opts)["name"] == "folder"
 
