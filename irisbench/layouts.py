@@ -9,8 +9,9 @@ checks, scoring, summaries) is common, so a new layout is one reader and one ent
   items come from the folders (each ``metadata.jsonl`` is one JSON object, validated as a prompt file is);
   folder ``k`` is prompt ``k``, so the folder numbers must run 0..N-1 without a gap.
 - ``compbench`` (§2.2): ``DIR/samples/{prompt}_{NNNNNN}.png`` for one category, or ``DIR/<category>/samples/``
-  for several. NNNNNN = n·i + k (prompt i of the category, sample k, n images per prompt). The prompt items
-  are the suite's; the file-name prompt must equal the item's prompt.
+  for several (``color_val/`` read as ``color/``). NNNNNN = n·i + k (prompt i of the category, sample k, n
+  images per prompt). The prompt items are the suite's; the file-name prompt must equal the item's CompBench
+  phrasing (``rule_prompt``: "a circle on the top of a square" in the shapes world) or its prompt.
 - ``run``: an irisbench eval run folder (``run.json``): its records name every image and carry its item.
 
 Departures from the official evaluators, deliberate: they score every PNG they find; here a folder must
@@ -89,6 +90,8 @@ def _visible(path: Path) -> list[Path]:
 def detect_layout(root: Path) -> str:
     """The name of the layout of ``root`` (the first of ``LAYOUTS`` whose ``detect`` accepts it), or a
     ``LayoutError`` naming the first entry of the folder and the layouts expected."""
+    if not root.exists():
+        raise LayoutError(f"{root}: does not exist (--images needs a folder of images)")
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder (--images needs a folder of images)")
     entries = _visible(root)
@@ -176,7 +179,7 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
     all_items = ctx.items()
     categories = list(dict.fromkeys(it["tag"] for it in all_items))
     if (root / "samples").is_dir():
-        category = ctx.category or _category_from_name(root, categories) or _category_from_prompts(
+        category = ctx.category or _category_from_name(root, categories, ctx.world) or _category_from_prompts(
             root / "samples", all_items, categories)
         folders = {category: root / "samples"}
     else:
@@ -184,9 +187,13 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
         for p in _visible(root):
             if not (p.is_dir() and (p / "samples").is_dir()):
                 raise LayoutError(f"{p}: not a category folder; expected {COMPBENCH_LAYOUT}")
-            if p.name not in categories:
+            name = p.name if p.name in categories else p.name.removesuffix("_val")  # color_val/ as color/
+            if name not in categories:
+                _not_scored(p, name, categories, ctx.world)
                 raise LayoutError(f"{p}: {p.name!r} is not a category of this suite ({', '.join(categories)})")
-            folders[p.name] = p / "samples"
+            if name in folders:
+                raise LayoutError(f"{p}: category {name!r} appears twice ({folders[name].parent.name} and {p.name})")
+            folders[name] = p / "samples"
         if ctx.category is not None:
             if ctx.category not in folders:
                 raise LayoutError(f"{root}: no folder for category {ctx.category!r}")
@@ -227,27 +234,69 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
                       n=next(iter(strides.values()), None))
 
 
-def _category_from_name(root: Path, categories: Sequence[str]) -> str | None:
+def _category_from_name(root: Path, categories: Sequence[str], world: str | None = None) -> str | None:
     for name in (root.name, root.name.removesuffix("_val")):
         if name in categories:
             return name
+    _not_scored(root, root.name.removesuffix("_val"), categories, world)
     return None
 
 
+def _not_scored(path: Path, name: str, categories: Sequence[str], world: str | None) -> None:
+    """Raise for a folder named after a T2I-CompBench category that the suite does not score."""
+    from irisbench.protocols.compbench import CATEGORIES
+
+    if name in CATEGORIES and name not in categories:
+        raise LayoutError(f"{path}: {name!r} is a T2I-CompBench category, not scored by this suite in the "
+                          f"{world or 'shapes'} world (its categories: {', '.join(categories)}); move the folder "
+                          "out, or score one category with --category")
+
+
+def file_prompt(item: dict) -> str:
+    """The prompt in a T2I-CompBench image name: the CompBench phrasing the rules score (``rule_prompt``,
+    "a circle on the top of a square" in the shapes world), else the prompt."""
+    return item.get("rule_prompt") or item["prompt"]
+
+
+def _names(item: dict) -> tuple[str, str]:  # a file name may carry either (folders written before rule_prompt)
+    return (file_prompt(item), item["prompt"])
+
+
 def _category_from_prompts(samples: Path, items: list[dict], categories: Sequence[str]) -> str:
-    prefixes = {m.group(1) for p in _visible(samples) if (m := _COMPBENCH_RE.match(p.name))}
+    entries = _visible(samples)
+    prefixes = {m.group(1) for p in entries if (m := _COMPBENCH_RE.match(p.name))}
     if not prefixes:
+        not_png(samples, entries)
         raise LayoutError(f"{samples}: no image named {{prompt}}_{{NNNNNN}}.png; expected {COMPBENCH_LAYOUT}")
-    fits = [c for c in categories if prefixes <= {it["prompt"] for it in items if it["tag"] == c}]
-    if len(fits) != 1:
-        raise LayoutError(f"{samples}: cannot tell the category from the prompts "
-                          f"({'several fit: ' + ', '.join(fits) if fits else 'none of the suite fits'}); "
-                          f"pass --category ({', '.join(categories)})")
+    fits = [c for c in categories if prefixes <= {n for it in items if it["tag"] == c for n in _names(it)}]
+    if not fits:  # --category cannot help: name a prompt that no category has
+        known = {n for it in items for n in _names(it)}
+        stray = sorted(prefixes - known)
+        first = repr(stray[0]) if stray else "the prompts of two categories"
+        raise LayoutError(f"{samples}: no category of the suite has all the file names' prompts ({first} is "
+                          f"in none of {', '.join(categories)}); the suite's prompts differ from the folder's "
+                          "(--prompts DIR for the official files, the same --limit as the run that wrote it)")
+    if len(fits) > 1:
+        raise LayoutError(f"{samples}: cannot tell the category from the prompts (several fit: {', '.join(fits)}); "
+                          "pass --category")
     return fits[0]
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def not_png(where: Path, files: Sequence[Path], what: str = "the images") -> None:
+    """Raise the real cause when ``files`` hold images in another format than PNG and no PNG."""
+    others = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if others and not any(p.suffix.lower() == ".png" for p in files):
+        suffixes = "/".join(sorted({p.suffix.lower() for p in others}))
+        raise LayoutError(f"{where}: {what} are {suffixes} ({len(others)} files, first: {others[0]}); only "
+                          ".png is read, as the official evaluators read it (GenEval: samples/<digits>.png, "
+                          "T2I-CompBench: samples/{prompt}_{NNNNNN}.png): convert them to PNG")
+
+
 def _decodes(files: list[tuple[Path, str, int]], items: list[dict], n: int) -> bool:
-    return all(index // n < len(items) and items[index // n]["prompt"] == prefix for _, prefix, index in files)
+    return all(index // n < len(items) and prefix in _names(items[index // n]) for _, prefix, index in files)
 
 
 def _compbench_n(folder: Path, files: list[tuple[Path, str, int]], items: list[dict], given: int | None,
@@ -268,8 +317,8 @@ def _compbench_n(folder: Path, files: list[tuple[Path, str, int]], items: list[d
     n = given or found or default
     for p, prefix, index in files:  # the first name that does not decode, for the message
         i, k = divmod(index, n)
-        if i >= len(items) or items[i]["prompt"] != prefix:
-            want = f"prompt {i} is {items[i]['prompt']!r}" if i < len(items) else \
+        if i >= len(items) or prefix not in _names(items[i]):
+            want = f"prompt {i} is {file_prompt(items[i])!r}" if i < len(items) else \
                 f"the category has {len(items)} prompts"
             raise LayoutError(f"{p}: index {index} at {n} images per prompt is prompt {i}, sample {k}, but {want} "
                               f"(no count from 1 to {MAX_IMAGES_PER_PROMPT} decodes every name: the suite's "
@@ -455,8 +504,19 @@ def check_coverage(read: LayoutRead, n: int, world: str) -> Coverage:
     with_images = {i for i, _ in present} | {im.prompt_index for im in read.images}
     empty = next((i for i in range(len(read.items)) if i not in with_images), None)
     if empty is not None:
-        raise LayoutError(f"{read.root}: prompt {empty} ({read.items[empty]['prompt']!r}) has no image at all "
-                          "(a folder of a limited run needs the same --limit)")
+        if not read.images:
+            not_png(read.root, read.misnamed)
+        where, hint = read.root, ""
+        if read.layout == "geneval":
+            where = read.root / f"{empty:05d}" / "samples"
+            mine = [p for p in read.misnamed if p.parent.name == "samples" and p.parent.parent.name.isdigit()
+                    and int(p.parent.parent.name) == empty]
+            not_png(where, mine, f"prompt {empty}'s images")
+            hint = f" (expected <digits>.png; it holds {len(mine)} misnamed file(s), first: {mine[0].name})" \
+                if mine else " (its samples/ holds no <digits>.png)"
+        elif read.layout == "compbench":
+            hint = " (a folder of a limited run needs the same --limit)"
+        raise LayoutError(f"{where}: prompt {empty} ({read.items[empty]['prompt']!r}) has no image at all{hint}")
     missing = [(i, j) for i in range(len(read.items)) for j in range(n) if (i, j) not in present]
     return Coverage(present, missing, extra, list(read.misnamed), unreadable)
 
@@ -532,7 +592,7 @@ def write_official_layout(run: Path, protocol: str, items: list[dict], records: 
             rel = f"geneval/{i:05d}/samples/{j:05d}.png"
         else:
             item = items[i]
-            rel = f"compbench/{item['tag']}/samples/{item['prompt']}_{n * within[i] + j:06d}.png"
+            rel = f"compbench/{item['tag']}/samples/{file_prompt(item)}_{n * within[i] + j:06d}.png"
         link_or_copy(run / r["image"], run / rel)
         done += 1
     return done

@@ -173,3 +173,110 @@ def test_subset_of_the_official_553_is_named(tmp_path: Path) -> None:
     # not a subset (a prompt that is not one of the 553): still the folder's own set
     other = [*sub[:-1], {**sub[-1], "prompt": "a photo of something else"}]
     assert geneval_folder_prompts(suite, "open", other, EvalOptions(images="x"))["name"] == "folder"
+
+
+# ------------------------------------------------------------------------------------------- hints
+
+
+def test_all_jpg_folder_says_the_images_are_jpg(gen2: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = _copy(gen2 / "geneval", tmp_path / "g")
+    for p in folder.glob("*/samples/*.png"):
+        with Image.open(p) as im:
+            im.convert("RGB").save(p.with_suffix(".jpg"), format="JPEG")
+        p.unlink()
+    text = _fails(["--images", str(folder)], tmp_path / "o", "the images are .jpg (12 files", "only .png is read",
+                  "convert them to PNG")
+    assert "--limit" not in text
+    # one prompt's images as .jpg: that prompt is named, with the cause
+    folder2 = _copy(gen2 / "geneval", tmp_path / "g2")
+    for p in (folder2 / "00002" / "samples").glob("*.png"):
+        with Image.open(p) as im:
+            im.convert("RGB").save(p.with_suffix(".jpg"), format="JPEG")
+        p.unlink()
+    text = _fails(["--images", str(folder2)], tmp_path / "o2", "prompt 2", "00002/samples", ".jpg",
+                  "only .png is read")
+    assert "--limit" not in text
+
+
+def test_nonexistent_path_says_it_does_not_exist(tmp_path: Path) -> None:
+    text = _fails(["--images", str(tmp_path / "nowhere")], tmp_path / "o", "nowhere: does not exist")
+    assert "not a folder" not in text
+    (tmp_path / "file.png").write_bytes(b"x")
+    _fails(["--images", str(tmp_path / "file.png")], tmp_path / "o2", "file.png: not a folder")
+
+
+def test_compbench_folder_no_category_fits_does_not_suggest_category(cb10: Path, tmp_path: Path) -> None:
+    anon = tmp_path / "anon"
+    shutil.copytree(cb10 / "compbench" / "color", anon)
+    first = sorted((anon / "samples").iterdir())[0]
+    first.rename(first.with_name("a photo of a unicorn_000000.png"))
+    text = _fails(["--images", str(anon), "--limit", "1"], tmp_path / "o", "'a photo of a unicorn'",
+                  "no category of the suite")
+    assert "--category" not in text
+
+
+def _tiny_png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (120, 30, 200)).save(path)
+
+
+def test_open_world_numeracy_only_folder_is_read(reference: Path, tmp_path: Path) -> None:
+    from irisbench.layouts import check_coverage, read_layout
+    from irisbench.protocols import compbench as cb
+
+    folder = reference / "t2i-compbench"
+    prompts = cb.load_prompt_file(folder / "numeracy_val.txt")[:2]
+    anon = tmp_path / "numbers"
+    for i, prompt in enumerate(prompts):
+        for k in range(10):
+            _tiny_png(anon / "samples" / f"{prompt}_{10 * i + k:06d}.png")
+    from irisbench.layouts import LayoutContext
+    from irisbench.suites import load_suite, resolve_prompts
+
+    suite = load_suite("compbench")
+    all_items = resolve_prompts(suite, "open", None, folder)[0]
+    assert "numeracy" in {it["tag"] for it in all_items}
+    numeracy = [it for it in all_items if it["tag"] == "numeracy"]
+    read = read_layout(anon, LayoutContext(suite, "open", lambda: [*numeracy[:2], *[it for it in all_items
+                                                                                    if it["tag"] == "color"]]))
+    assert read.info["categories"] == ["numeracy"] and read.n == 10
+    assert len(check_coverage(read, 10, "open").present) == 20
+
+
+# --------------------------------------------------------------------------- T2I-CompBench folders
+
+
+def test_multi_category_folder_accepts_val_names(cb10: Path, tmp_path: Path) -> None:
+    folder = _copy(cb10 / "compbench", tmp_path / "cb")
+    (folder / "color").rename(folder / "color_val")
+    res = _ok(["--images", str(folder), "--limit", "1"], tmp_path / "o")
+    assert res["scores"] == _results(cb10)["scores"] and res["prompts"]["categories"] == ["numeracy", "spatial",
+                                                                                         "color"]
+    # the same category twice (color/ and color_val/) is refused
+    shutil.copytree(folder / "color_val", folder / "color")
+    _fails(["--images", str(folder), "--limit", "1"], tmp_path / "o2", "color", "color_val", "twice")
+
+
+def test_category_the_world_does_not_score_is_named(cb10: Path, tmp_path: Path) -> None:
+    folder = _copy(cb10 / "compbench", tmp_path / "cb")
+    shutil.copytree(folder / "color", folder / "3d_spatial")
+    _fails(["--images", str(folder), "--limit", "1"], tmp_path / "o", "'3d_spatial' is a T2I-CompBench category",
+           "not scored")
+
+
+def test_shapes_compbench_file_names_use_compbench_wording(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    evaluate(EvalOptions(policy="random", suite="compbench", limit_per_tag=13, images_per_prompt=1,
+                         batch_size=64), run, progress=False)
+    spatial = [json.loads(r["metadata"]) for r in _records(run) if r["tag"] == "spatial"]
+    names = sorted(p.name for p in (run / "compbench" / "spatial" / "samples").iterdir())
+    assert names == sorted(f"{it['rule_prompt']}_{k:06d}.png" for k, it in enumerate(spatial))
+    assert " above " in spatial[12]["prompt"] and " on the top of " in spatial[12]["rule_prompt"]
+    assert not any(" above " in n for n in names)
+    # and they read back
+    res = _ok(["--images", str(run / "compbench"), "--limit", "13"], tmp_path / "o")
+    assert res["scores"] == _results(run)["scores"]

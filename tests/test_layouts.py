@@ -82,7 +82,7 @@ def test_compbench_folder_round_trip(compbench_run: Path, tmp_path: Path) -> Non
     items = [json.loads(r["metadata"]) for r in _records(compbench_run) if r["sample_index"] == 1]
     spatial = [it for it in items if it["tag"] == "spatial"]
     # prompt 1 of the category, sample 1, at 2 images per prompt: index 2*1 + 1
-    assert (folder / "spatial" / "samples" / f"{spatial[1]['prompt']}_000003.png").is_file()
+    assert (folder / "spatial" / "samples" / f"{spatial[1]['rule_prompt']}_000003.png").is_file()
     res = evaluate(EvalOptions(images=str(folder), limit_per_tag=2, images_per_prompt=2), tmp_path / "again",
                    progress=False)
     assert _scored(tmp_path / "again") == _scored(compbench_run)
@@ -251,7 +251,8 @@ def test_compbench_duplicate_indices_and_unknown_category_folders_are_refused(co
     shutil.copytree(compbench_run / "compbench", folder)
     (folder / "texture" / "samples").mkdir(parents=True)
     _fails(["--images", str(folder), "--limit", "2", "-n", "2"], tmp_path / "o2",
-           "'texture' is not a category of this suite (numeracy, spatial, color)")
+           "'texture' is a T2I-CompBench category, not scored by this suite in the shapes world",
+           "(its categories: numeracy, spatial, color)")
 
 
 def test_wrong_protocol_for_the_layout_is_refused(compbench_run: Path, tmp_path: Path) -> None:
