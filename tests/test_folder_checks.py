@@ -280,3 +280,33 @@ def test_shapes_compbench_file_names_use_compbench_wording(tmp_path: Path) -> No
     # and they read back
     res = _ok(["--images", str(run / "compbench"), "--limit", "13"], tmp_path / "o")
     assert res["scores"] == _results(run)["scores"]
+
+
+def test_compbench_official_score_files_hold_the_records_scores(cb10: Path) -> None:
+    res = _results(cb10)
+    records = _records(cb10)
+    files = res["official"]["score_files"]
+    assert sorted(files) == ["color", "numeracy", "spatial"]
+    folders = {"color": "annotation_blip", "spatial": "labels/annotation_obj_detection_2d",
+               "numeracy": "annotation_num"}
+    for category, folder in folders.items():
+        base = cb10 / "compbench" / category / folder
+        rows = json.loads((base / "vqa_result.json").read_text())
+        mine = [r for r in records if r["tag"] == category]  # one prompt per category: index = sample
+        assert [row["question_id"] for row in rows] == list(range(10))
+        scores = [r["score"] for r in mine]
+        if category == "color":  # BLIP-VQA: 4-decimal strings; the average over them
+            assert [row["answer"] for row in rows] == [f"{s:.4f}" for s in scores]
+            avg = sum(float(f"{s:.4f}") for s in scores) / 10
+            assert (base / "blip_vqa_score.txt").read_text() == f"BLIP-VQA score:{avg}"
+        else:
+            assert [row["answer"] for row in rows] == scores
+            avg = sum(scores) / 10
+            if category == "spatial":
+                assert (base / "avg_score.txt").read_text() == f"score avg:{avg}"
+                mapping = json.loads((base / "mapping.json").read_text())
+                assert mapping[3] == {"image": sorted((cb10 / "compbench" / "spatial" / "samples").iterdir(),
+                                                      key=lambda p: p.name)[3].name, "question_id": 3}
+            else:
+                assert (base / "score.txt").read_text() == f"total:{sum(scores)} num:10 avg:{avg}"
+        assert files[category]["average"] == pytest.approx(res["scores"]["tags"][category]["score"], abs=1e-4)
