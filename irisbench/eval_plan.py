@@ -208,8 +208,11 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
     if layout == "geneval":
         prov.update(geneval_folder_prompts(suite, world, read.items, opts))
     elif layout == "compbench":
-        prov.update({k: v for k, v in suite_prov.items() if k not in ("n_prompts", "sha256", "sha256_source")},
+        prov.update({k: v for k, v in suite_prov.items() if k not in ("n_prompts", "sha256", "sha256_source",
+                                                                     "folder")},
                     categories=read.info["categories"], source="images", world=world)
+        if "folder" in suite_prov:  # the official prompt files' folder (open world), beside the images folder
+            prov["prompts_folder"] = suite_prov["folder"]
     else:
         src_prov = read.info.get("source_prompts") or {}
         prov.update(split=read.info.get("split"), source_run=str(root.resolve()),

@@ -148,7 +148,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             write_parquet(run.path / "records.jsonl", run.path / "records.parquet")
         official = _write_official(run.path, suite.protocol, items, records, n, opts.save_images)
         elapsed = time.perf_counter() - started
-        generated = len(records) - len(done)
+        generated = len(records) - len(done)  # images made (or, from a folder, read and scored) by this call
+        external = opts.images is not None
         results = {
             "suite": suite.name,
             "protocol": suite.protocol,
@@ -160,7 +161,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             **({"limit": prompt_prov["limit"]} if "limit" in prompt_prov else {}),
             "images_per_prompt": n,
             "seed": opts.seed,
-            "counts": {**counts, "resumed": len(done), "generated_now": generated, "processes": world_size,
+            "counts": {**counts, "resumed": len(done), ("scored_now" if external else "generated_now"): generated,
+                       "processes": world_size,
                        **plan.counts_extra},
             "scores": summarize(suite, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "official": official,

@@ -310,3 +310,37 @@ def test_compbench_official_score_files_hold_the_records_scores(cb10: Path) -> N
             else:
                 assert (base / "score.txt").read_text() == f"total:{sum(scores)} num:10 avg:{avg}"
         assert files[category]["average"] == pytest.approx(res["scores"]["tags"][category]["score"], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------ smaller items
+
+
+def test_eval_help_is_readable_at_80_columns() -> None:
+    result = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert "…" not in result.output and len(lines) < 110, result.output
+    assert all(len(line) <= 80 for line in lines)
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "docs/layouts.md" in text  # where the layouts and their examples are
+    for suite in ("GenEval", "T2I-CompBench", "WISE"):  # --prompts says what it is for every suite
+        assert suite in text[text.index("--prompts"):text.index("--images-per-prompt")]
+
+
+def test_external_runs_record_what_they_scored_and_the_images_folder(gen2: Path, reference: Path,
+                                                                      tmp_path: Path) -> None:
+    res = _ok(["--images", str(gen2 / "geneval")], tmp_path / "o")
+    assert "generated_now" not in res["counts"] and res["counts"]["scored_now"] == 12
+    # an open-world T2I-CompBench folder: the prompts' folder and the images folder are both recorded
+    from irisbench.eval_plan import external_plan
+    from irisbench.protocols import compbench as cb
+
+    prompts_dir = reference / "t2i-compbench"
+    color = cb.load_prompt_file(prompts_dir / "color_val.txt")
+    folder = tmp_path / "color"
+    for i in range(len(color)):
+        _tiny_png(folder / "samples" / f"{color[i]}_{i:06d}.png")
+    plan = external_plan(EvalOptions(images=str(folder), prompts_file=str(prompts_dir)))
+    assert plan.prompt_prov["folder"] == str(folder.resolve())
+    assert plan.prompt_prov["prompts_folder"] == str(prompts_dir)
+    assert plan.n == 1 and plan.prompt_prov["categories"] == ["color"]
