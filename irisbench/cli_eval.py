@@ -113,6 +113,10 @@ def eval_cmd(
     if check and (check["missing"] or check.get("first")):
         console.print(f"[yellow]scored an incomplete folder:[/] {check['missing']} image(s) missing"
                       + (f"; {check['first']}" if check.get("first") else ""))
+    if results["prompts"].get("subset_of"):
+        p = results["prompts"]
+        console.print(f"[yellow]scored a subset:[/] {p['name']} ({p['n_prompts_missing']} prompt(s) missing, first: "
+                      f"{p['missing_prompts'][0]:05d})", highlight=False)
     if "limit" in results:
         lim = results["limit"]
         console.print(f"limited to {lim['per_tag']} prompt(s) per tag" if isinstance(lim, dict)

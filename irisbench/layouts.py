@@ -14,11 +14,17 @@ checks, scoring, summaries) is common, so a new layout is one reader and one ent
   phrasing (``rule_prompt``: "a circle on the top of a square" in the shapes world) or its prompt.
 - ``run``: an irisbench eval run folder (``run.json``): its records name every image and carry its item.
 
+Images per prompt (n) come from the folder (``folder_images_per_prompt``): the count its layout fixes (the
+T2I-CompBench numbering, decoded at whichever count makes every name its own prompt's; a run's config), else
+the largest number of images a prompt has; ``-n`` must agree, and the error names both numbers.
+
 Departures from the official evaluators, deliberate: they score every PNG they find; here a folder must
-hold exactly n images for every prompt (missing, extra, unreadable or misnamed files are counted and named,
-and refused unless ``allow_missing``), and a prompt with no image at all, duplicate sample indices, a gap in
-the GenEval folder numbers, or an image of the wrong size for the world (the shapes world draws
-32×32) are errors. Hidden files (names starting with ".") and GenEval's optional ``grid.png`` are ignored.
+hold exactly n images for every prompt (missing, unreadable or misnamed files are counted and named, and
+refused unless ``allow_missing``; extra images are always refused, never dropped), and a prompt with no
+image at all, duplicate sample indices, a gap in the GenEval folder numbers, or an image of the wrong size
+for the world (the shapes world draws 32×32) are errors. Only ``.png`` is read, as the official evaluators
+read it; a folder of ``.jpg`` images is refused saying so. Hidden files (names starting with ".") and
+GenEval's optional ``grid.png`` are ignored.
 
 Writing (every eval run): ``write_official_layout`` hard-links (or copies, across file systems) the run's
 images into ``<run>/geneval/<00000>/samples/<00000>.png`` + ``metadata.jsonl``, or

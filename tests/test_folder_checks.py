@@ -150,7 +150,11 @@ def test_folder_missing_its_last_prompt_is_named_and_refused(test_split_folder: 
     shutil.rmtree(folder / "00791")
     _fails(["--images", str(folder)], tmp_path / "o", "791 of the 792 prompts of geneval shapes test",
            "missing: 00791", "--allow-missing")
-    res = _ok(["--images", str(folder), "--allow-missing"], tmp_path / "o2")
+    result = runner.invoke(app, ["eval", "--images", str(folder), "--allow-missing", "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 0, result.output
+    assert "scored a subset: 791 of the 792 prompts of geneval shapes test (1 prompt(s) missing, first: 00791)" \
+        in " ".join(result.output.split())
+    res = _results(tmp_path / "o2")
     p = res["prompts"]
     assert p["subset_of"] == "geneval shapes test" and p["n_prompts_missing"] == 1 and p["missing_prompts"] == [791]
     assert p["name"] == "791 of the 792 prompts of geneval shapes test" and p["n_prompts"] == 791
