@@ -356,7 +356,9 @@ def test_cli_limit_is_per_tag_on_compbench(tmp_path: Path) -> None:
     assert sorted(res["scores"]["tags"]) == ["color", "numeracy", "spatial"]
     assert res["counts"]["expected"] == 3 and res["limit"]["per_tag"] == 1
     assert "limited to 1 prompt(s) per tag" in result.output
-    assert not (tmp_path / "r" / "compbench").exists()  # no images saved, nothing to lay out
+    # no images saved, nothing to lay out; the official score files are still written
+    assert not list((tmp_path / "r" / "compbench").rglob("samples"))
+    assert (tmp_path / "r" / "compbench" / "numeracy" / "annotation_num" / "vqa_result.json").is_file()
 
 
 # ------------------------------------------------------------------------------- open world (no scoring)
