@@ -23,23 +23,28 @@ def eval_cmd(
                                           "(default: shapes-base)."),
     model: str = typer.Option(None, help="Model id or local folder for policies that need one."),
     split: str = typer.Option(None, help="Prompt split (shapes world: val or test; default: the suite's)."),
-    prompts: Path = typer.Option(None, help="An official-format GenEval metadata JSONL replacing the suite's."),
-    images_per_prompt: int = typer.Option(None, "--images-per-prompt", "-n", help="Default: the suite's."),
+    prompts: Path = typer.Option(None, help="The suite's prompts from a file: GenEval, an official-format "
+                                            "metadata JSONL; T2I-CompBench, the folder of the official "
+                                            "*_val.txt files (open world); WISE, its JSON file(s)."),
+    images_per_prompt: int = typer.Option(None, "--images-per-prompt", "-n",
+                                          help="Default: the suite's; with --images, the folder's."),
     seed: int = typer.Option(0, help="Base seed; each image's seed derives from it, the prompt and sample."),
     batch_size: int = typer.Option(64, help="Images generated per batch (does not change results)."),
     cfg: float = typer.Option(None, help="Classifier-free guidance scale (default: the policy's)."),
     temperature: float = typer.Option(None, help="Sampling temperature (default: the policy's)."),
     top_k: int = typer.Option(None, help="Top-k sampling (default: the policy's)."),
     limit: int = typer.Option(None, help="Only the first N prompts of every tag (smoke runs; recorded)."),
-    images: Path = typer.Option(None, help="Score this folder instead of generating: a GenEval folder "
-                                           "(<00000>/metadata.jsonl + samples/<k>.png), a T2I-CompBench "
-                                           "folder (samples/{prompt}_{NNNNNN}.png), an eval run folder, or "
-                                           "with --suite wise <DIR>/{prompt_id}.png."),
+    images: Path = typer.Option(None, help="Score this folder instead of generating: a GenEval or "
+                                           "T2I-CompBench folder, an eval run, or WISE images (layouts: "
+                                           "docs/layouts.md)."),
     category: str = typer.Option(None, help="With --images: the T2I-CompBench category of a one-category "
                                             "folder (default: from the folder name or its prompts)."),
-    allow_missing: bool = typer.Option(False, help="With --images: score an incomplete folder; missing, extra, "
-                                                   "misnamed and unreadable images are counted in the results."),
-    save_images: bool = typer.Option(True, help="Write every image as PNG into the run folder."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="With --images: score an incomplete folder (missing, misnamed, "
+                                            "unreadable images and prompts are counted; extra images are "
+                                            "never dropped)."),
+    no_save_images: bool = typer.Option(False, "--no-save-images",
+                                        help="Do not write the images (as PNG) into the run folder."),
     metrics: str = typer.Option(None, help="Image metrics beside the suite's score: any of clip,fid,kid."),
     clip_model: str = typer.Option(None, help="CLIP backbone for --metrics (default: the shapes CLIP)."),
     clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
@@ -49,9 +54,10 @@ def eval_cmd(
                                                      "detector_model=/models/mask2former (repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
                                         "Re-running into the same folder resumes."),
-    allow_config_change: bool = typer.Option(False, help="Resume with changes that leave the images alone "
-                                                         "(--metrics and its options; --suite wise: the judge's "
-                                                         "URL, model and retries); others are refused."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change",
+                                             help="Resume with changes that leave the images alone "
+                                                  "(--metrics and its options; --suite wise: the judge's "
+                                                  "URL, model and retries); others are refused."),
     judge: str = typer.Option(None, help="--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
                                          "http://127.0.0.1:8000/v1), or stub-for-tests (tests only)."),
     judge_model: str = typer.Option(None, help="--suite wise: the model name the judge server serves."),
@@ -92,7 +98,7 @@ def eval_cmd(
         return EvalOptions(policy=policy or "shapes-base", model=model, suite=suite, split=split,
                            images_per_prompt=images_per_prompt, seed=seed, batch_size=batch_size, cfg=cfg,
                            temperature=temperature, top_k=top_k, limit_per_tag=limit,
-                           prompts_file=str(prompts) if prompts else None, save_images=save_images,
+                           prompts_file=str(prompts) if prompts else None, save_images=not no_save_images,
                            metrics=metric_opts,
                            scorer_options=parse_key_values(scorer_option, "--scorer-option", numbers=False),
                            images=str(images) if images is not None else None, category=category,
@@ -113,6 +119,10 @@ def eval_cmd(
     if check and (check["missing"] or check.get("first")):
         console.print(f"[yellow]scored an incomplete folder:[/] {check['missing']} image(s) missing"
                       + (f"; {check['first']}" if check.get("first") else ""))
+    if results["prompts"].get("subset_of"):
+        p = results["prompts"]
+        console.print(f"[yellow]scored a subset:[/] {p['name']} ({p['n_prompts_missing']} prompt(s) missing, first: "
+                      f"{p['missing_prompts'][0]:05d})", highlight=False)
     if "limit" in results:
         lim = results["limit"]
         console.print(f"limited to {lim['per_tag']} prompt(s) per tag" if isinstance(lim, dict)

@@ -201,8 +201,7 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
         suite_prov.update(p)
         return items
 
-    n_hint = opts.images_per_prompt or run_info.get("n")
-    ctx = layouts.LayoutContext(suite, world, suite_items, n_hint, opts.category)
+    ctx = layouts.LayoutContext(suite, world, suite_items, opts.images_per_prompt, opts.category)
     read = layouts.read_layout(root, ctx, layout)
     world = read.info.get("world") or world
     scorer_entry(suite, world, opts.scorer_options or {})  # before any image is read
@@ -210,8 +209,11 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
     if layout == "geneval":
         prov.update(geneval_folder_prompts(suite, world, read.items, opts))
     elif layout == "compbench":
-        prov.update({k: v for k, v in suite_prov.items() if k not in ("n_prompts", "sha256", "sha256_source")},
+        prov.update({k: v for k, v in suite_prov.items() if k not in ("n_prompts", "sha256", "sha256_source",
+                                                                     "folder")},
                     categories=read.info["categories"], source="images", world=world)
+        if "folder" in suite_prov:  # the official prompt files' folder (open world), beside the images folder
+            prov["prompts_folder"] = suite_prov["folder"]
     else:
         src_prov = read.info.get("source_prompts") or {}
         prov.update(split=read.info.get("split"), source_run=str(root.resolve()),
@@ -229,9 +231,15 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
             read.carry = {(new[i], j): c for (i, j), c in read.carry.items() if i in new}
             read.items = limited
     items = read.items
-    n = opts.images_per_prompt or run_info.get("n") or suite.images_per_prompt
+    n = layouts.folder_images_per_prompt(read, opts.images_per_prompt, opts.allow_missing)
     coverage = layouts.check_coverage(read, n, world)
     problems = coverage.problems()
+    if coverage.extra:  # never dropped, not even with --allow-missing
+        where = {im.path: im for im in read.images}
+        first = where[coverage.extra[0]]
+        raise EvalError(f"{coverage.extra[0]}: sample index {first.sample_index} is past the {n} images per "
+                        f"prompt ({len(coverage.extra)} such image(s)); number each prompt's images 0..{n - 1}, "
+                        "or remove the extra ones")
     if any(problems.values()) and not opts.allow_missing:
         raise EvalError(f"{root}: incomplete image folder ({coverage.summary(items)}); fix the folder, or pass "
                         "--allow-missing to score the images that are there")
@@ -265,8 +273,14 @@ def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eval
     src = suite.prompts.get(world)
     if src is None:
         return {**out, "name": "folder"}
-    if src.sha256 and out["official_format_sha256"] == src.sha256:
-        return {**out, "name": "official", "split": src.default_split}
+    known: list[tuple[str, str | None, list[dict]]] = []  # (name, split, prompts) of the known sets
+    if src.sha256:
+        if out["official_format_sha256"] == src.sha256:
+            return {**out, "name": "official", "split": src.default_split}
+        try:
+            known.append(("official", src.default_split, resolve_prompts(suite, world)[0]))
+        except ValueError:
+            pass
     from collections import Counter
 
     per_tag = max(Counter(it["tag"] for it in items).values())
@@ -279,7 +293,38 @@ def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eval
             return {**out, "name": f"{suite.name} {world} {split}", "split": split}
         if [full[k] for k in stratified_indices(full, per_tag)] == items:  # a run made with --limit
             return {**out, "name": f"{suite.name} {world} {split}, first {per_tag} per tag", "split": split}
+        known.append((f"{suite.name} {world} {split}", split, full))
+    for name, split, full in known:
+        missing = missing_from(items, full)
+        if missing is None:
+            continue
+        label = f"{len(items)} of the {len(full)} {'official prompts' if name == 'official' else 'prompts of ' + name}"
+        shown = ", ".join(f"{k:05d}" for k in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        if not opts.allow_missing:
+            raise EvalError(f"{opts.images}: {label}; missing: {shown} (a strict subset of a known prompt set): "
+                            "add the missing prompt folders, or pass --allow-missing to score the subset "
+                            "(recorded in results.json)")
+        return {**out, "name": label, "split": split, "subset_of": name, "n_prompts_missing": len(missing),
+                "missing_prompts": missing}
     return {**out, "name": "folder"}
+
+
+def missing_from(items: list[dict], full: list[dict]) -> list[int] | None:
+    """The indices of ``full`` that ``items`` lacks when ``items`` is a strict subset of ``full`` in its order
+    (each item matched to the first unmatched equal one), else None."""
+    if len(items) >= len(full):
+        return None
+    matched: list[int] = []
+    j = 0
+    for item in items:
+        while j < len(full) and full[j] != item:
+            j += 1
+        if j == len(full):
+            return None
+        matched.append(j)
+        j += 1
+    taken = set(matched)
+    return [k for k in range(len(full)) if k not in taken]
 
 
 def scorer_entry(suite: Any, world: str, options: dict[str, Any] | None = None) -> Any:

@@ -16,6 +16,7 @@ Run folder::
     <out>/geneval/<00000>/metadata.jsonl, samples/<00000>.png     the images in the suite's official layout
     <out>/compbench/<category>/samples/{prompt}_{NNNNNN}.png        (hard links; irisbench.layouts)
     <out>/results.jsonl                      GenEval suites: the official evaluator's per-image output format
+    <out>/compbench/<category>/annotation_*/vqa_result.json   T2I-CompBench suites: the official score files
 
 What is scored (options, prompts, the image source) is planned by ``irisbench.eval_plan``. Images made
 elsewhere (``EvalOptions.images``: a GenEval or T2I-CompBench folder, or another run) go through the same
@@ -152,7 +153,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             write_parquet(run.path / "records.jsonl", run.path / "records.parquet")
         official = _write_official(run.path, suite.protocol, items, records, n, opts.save_images)
         elapsed = time.perf_counter() - started
-        generated = len(records) - len(done)
+        generated = len(records) - len(done)  # images made (or, from a folder, read and scored) by this call
+        external = opts.images is not None
         results = {
             "suite": suite.name,
             "protocol": suite.protocol,
@@ -164,7 +166,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             **({"limit": prompt_prov["limit"]} if "limit" in prompt_prov else {}),
             "images_per_prompt": n,
             "seed": opts.seed,
-            "counts": {**counts, "resumed": len(done), "generated_now": generated, "processes": world_size,
+            "counts": {**counts, "resumed": len(done), ("scored_now" if external else "generated_now"): generated,
+                       "processes": world_size,
                        **plan.counts_extra},
             "scores": summarize(suite, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "official": official,
@@ -184,7 +187,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
 
 def _write_official(root: Path, protocol: str, items: list[dict], records: list[dict], n: int,
                     save_images: bool) -> dict[str, Any]:
-    """The suite's official layout of the run's images, and GenEval's results.jsonl (irisbench.layouts)."""
+    """The suite's official layout of the run's images (irisbench.layouts), and its official score files:
+    GenEval's results.jsonl, T2I-CompBench's per-category vqa_result.json (protocols.compbench_outputs)."""
     from irisbench.layouts import write_geneval_results, write_official_layout
 
     out: dict[str, Any] = {}
@@ -194,6 +198,10 @@ def _write_official(root: Path, protocol: str, items: list[dict], records: list[
     if protocol == "geneval":
         out["results_jsonl"] = {"file": "results.jsonl", "lines": write_geneval_results(root / "results.jsonl",
                                                                                          records)}
+    elif protocol == "compbench" and records:
+        from irisbench.protocols.compbench_outputs import write_compbench_files
+
+        out["score_files"] = write_compbench_files(root, items, records, n)
     return out
 
 

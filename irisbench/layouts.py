@@ -9,15 +9,22 @@ checks, scoring, summaries) is common, so a new layout is one reader and one ent
   items come from the folders (each ``metadata.jsonl`` is one JSON object, validated as a prompt file is);
   folder ``k`` is prompt ``k``, so the folder numbers must run 0..N-1 without a gap.
 - ``compbench`` (§2.2): ``DIR/samples/{prompt}_{NNNNNN}.png`` for one category, or ``DIR/<category>/samples/``
-  for several. NNNNNN = n·i + k (prompt i of the category, sample k, n images per prompt). The prompt items
-  are the suite's; the file-name prompt must equal the item's prompt.
+  for several (``color_val/`` read as ``color/``). NNNNNN = n·i + k (prompt i of the category, sample k, n
+  images per prompt). The prompt items are the suite's; the file-name prompt must equal the item's CompBench
+  phrasing (``rule_prompt``: "a circle on the top of a square" in the shapes world) or its prompt.
 - ``run``: an irisbench eval run folder (``run.json``): its records name every image and carry its item.
 
+Images per prompt (n) come from the folder (``folder_images_per_prompt``): the count its layout fixes (the
+T2I-CompBench numbering, decoded at whichever count makes every name its own prompt's; a run's config), else
+the largest number of images a prompt has; ``-n`` must agree, and the error names both numbers.
+
 Departures from the official evaluators, deliberate: they score every PNG they find; here a folder must
-hold exactly n images for every prompt (missing, extra, unreadable or misnamed files are counted and named,
-and refused unless ``allow_missing``), and a prompt with no image at all, duplicate sample indices, a gap in
-the GenEval folder numbers, or an image of the wrong size for the world (the shapes world draws
-32×32) are errors. Hidden files (names starting with ".") and GenEval's optional ``grid.png`` are ignored.
+hold exactly n images for every prompt (missing, unreadable or misnamed files are counted and named, and
+refused unless ``allow_missing``; extra images are always refused, never dropped), and a prompt with no
+image at all, duplicate sample indices, a gap in the GenEval folder numbers, or an image of the wrong size
+for the world (the shapes world draws 32×32) are errors. Only ``.png`` is read, as the official evaluators
+read it; a folder of ``.jpg`` images is refused saying so. Hidden files (names starting with ".") and
+GenEval's optional ``grid.png`` are ignored.
 
 Writing (every eval run): ``write_official_layout`` hard-links (or copies, across file systems) the run's
 images into ``<run>/geneval/<00000>/samples/<00000>.png`` + ``metadata.jsonl``, or
@@ -44,6 +51,7 @@ COMPBENCH_LAYOUT = "<DIR>/samples/{prompt}_{NNNNNN}.png or <DIR>/<category>/samp
 RUN_LAYOUT = "an irisbench eval run folder (run.json, records.jsonl, images/)"
 _SAMPLE_RE = re.compile(r"^(\d+)\.png$")
 _COMPBENCH_RE = re.compile(r"^(.*)_(\d+)\.png$")
+MAX_IMAGES_PER_PROMPT = 100  # the largest count a T2I-CompBench folder's numbering is decoded at
 
 
 class LayoutError(IrisbenchError, ValueError):
@@ -78,6 +86,7 @@ class LayoutRead:
     misnamed: list[Path] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # provenance: category, prompt set, source run ...
     carry: dict[tuple[int, int], dict] = field(default_factory=dict)  # fields kept from a source run's records
+    n: int | None = None  # images per prompt fixed by the layout itself (CompBench numbering, a run's config)
 
 
 def _visible(path: Path) -> list[Path]:
@@ -87,6 +96,8 @@ def _visible(path: Path) -> list[Path]:
 def detect_layout(root: Path) -> str:
     """The name of the layout of ``root`` (the first of ``LAYOUTS`` whose ``detect`` accepts it), or a
     ``LayoutError`` naming the first entry of the folder and the layouts expected."""
+    if not root.exists():
+        raise LayoutError(f"{root}: does not exist (--images needs a folder of images)")
     if not root.is_dir():
         raise LayoutError(f"{root}: not a folder (--images needs a folder of images)")
     entries = _visible(root)
@@ -174,7 +185,7 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
     all_items = ctx.items()
     categories = list(dict.fromkeys(it["tag"] for it in all_items))
     if (root / "samples").is_dir():
-        category = ctx.category or _category_from_name(root, categories) or _category_from_prompts(
+        category = ctx.category or _category_from_name(root, categories, ctx.world) or _category_from_prompts(
             root / "samples", all_items, categories)
         folders = {category: root / "samples"}
     else:
@@ -182,9 +193,13 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
         for p in _visible(root):
             if not (p.is_dir() and (p / "samples").is_dir()):
                 raise LayoutError(f"{p}: not a category folder; expected {COMPBENCH_LAYOUT}")
-            if p.name not in categories:
+            name = p.name if p.name in categories else p.name.removesuffix("_val")  # color_val/ as color/
+            if name not in categories:
+                _not_scored(p, name, categories, ctx.world)
                 raise LayoutError(f"{p}: {p.name!r} is not a category of this suite ({', '.join(categories)})")
-            folders[p.name] = p / "samples"
+            if name in folders:
+                raise LayoutError(f"{p}: category {name!r} appears twice ({folders[name].parent.name} and {p.name})")
+            folders[name] = p / "samples"
         if ctx.category is not None:
             if ctx.category not in folders:
                 raise LayoutError(f"{root}: no folder for category {ctx.category!r}")
@@ -195,6 +210,7 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
     items: list[dict] = []
     images: list[LayoutImage] = []
     misnamed: list[Path] = []
+    strides: dict[str, int] = {}
     n_given = ctx.images_per_prompt
     for category, folder in ((c, folders[c]) for c in categories if c in folders):
         cat_items = [it for it in all_items if it["tag"] == category]
@@ -205,51 +221,115 @@ def read_compbench(root: Path, ctx: LayoutContext) -> LayoutRead:
                 misnamed.append(p)
             else:
                 files.append((p, m.group(1), int(m.group(2))))
-        n = n_given or _infer_n(files, cat_items, ctx.suite.images_per_prompt)
+        n = _compbench_n(folder, files, cat_items, n_given, ctx.suite.images_per_prompt)
+        strides[category] = n
         offset = len(items)
         seen: dict[tuple[int, int], Path] = {}
-        for p, prefix, index in files:
+        for p, _, index in files:
             i, k = divmod(index, n)
-            if i >= len(cat_items) or cat_items[i]["prompt"] != prefix:
-                want = f"prompt {i} is {cat_items[i]['prompt']!r}" if i < len(cat_items) else \
-                    f"the category has {len(cat_items)} prompts"
-                raise LayoutError(f"{p}: index {index} at {n} images per prompt is prompt {i}, sample {k}, but "
-                                  f"{want} (the suite's prompts, or --images-per-prompt, differ from the folder)")
             if (i, k) in seen:
                 raise LayoutError(f"{p}: duplicate sample index (prompt {i}, sample {k}; also {seen[(i, k)].name})")
             seen[(i, k)] = p
             images.append(LayoutImage(offset + i, k, p))
         items.extend(cat_items)
+    if len(set(strides.values())) > 1:
+        raise LayoutError(f"{root}: the categories' file names are numbered at different images per prompt ("
+                          + ", ".join(f"{c}: {k}" for c, k in strides.items()) + "); score them one at a time")
     return LayoutRead("compbench", root, items, images, misnamed,
-                      {"categories": [c for c in categories if c in folders], "world": ctx.world})
+                      {"categories": [c for c in categories if c in folders], "world": ctx.world},
+                      n=next(iter(strides.values()), None))
 
 
-def _category_from_name(root: Path, categories: Sequence[str]) -> str | None:
+def _category_from_name(root: Path, categories: Sequence[str], world: str | None = None) -> str | None:
     for name in (root.name, root.name.removesuffix("_val")):
         if name in categories:
             return name
+    _not_scored(root, root.name.removesuffix("_val"), categories, world)
     return None
 
 
+def _not_scored(path: Path, name: str, categories: Sequence[str], world: str | None) -> None:
+    """Raise for a folder named after a T2I-CompBench category that the suite does not score."""
+    from irisbench.protocols.compbench import CATEGORIES
+
+    if name in CATEGORIES and name not in categories:
+        raise LayoutError(f"{path}: {name!r} is a T2I-CompBench category, not scored by this suite in the "
+                          f"{world or 'shapes'} world (its categories: {', '.join(categories)}); move the folder "
+                          "out, or score one category with --category")
+
+
+def file_prompt(item: dict) -> str:
+    """The prompt in a T2I-CompBench image name: the CompBench phrasing the rules score (``rule_prompt``,
+    "a circle on the top of a square" in the shapes world), else the prompt."""
+    return item.get("rule_prompt") or item["prompt"]
+
+
+def _names(item: dict) -> tuple[str, str]:  # a file name may carry either (folders written before rule_prompt)
+    return (file_prompt(item), item["prompt"])
+
+
 def _category_from_prompts(samples: Path, items: list[dict], categories: Sequence[str]) -> str:
-    prefixes = {m.group(1) for p in _visible(samples) if (m := _COMPBENCH_RE.match(p.name))}
+    entries = _visible(samples)
+    prefixes = {m.group(1) for p in entries if (m := _COMPBENCH_RE.match(p.name))}
     if not prefixes:
+        not_png(samples, entries)
         raise LayoutError(f"{samples}: no image named {{prompt}}_{{NNNNNN}}.png; expected {COMPBENCH_LAYOUT}")
-    fits = [c for c in categories if prefixes <= {it["prompt"] for it in items if it["tag"] == c}]
-    if len(fits) != 1:
-        raise LayoutError(f"{samples}: cannot tell the category from the prompts "
-                          f"({'several fit: ' + ', '.join(fits) if fits else 'none of the suite fits'}); "
-                          f"pass --category ({', '.join(categories)})")
+    fits = [c for c in categories if prefixes <= {n for it in items if it["tag"] == c for n in _names(it)}]
+    if not fits:  # --category cannot help: name a prompt that no category has
+        known = {n for it in items for n in _names(it)}
+        stray = sorted(prefixes - known)
+        first = repr(stray[0]) if stray else "the prompts of two categories"
+        raise LayoutError(f"{samples}: no category of the suite has all the file names' prompts ({first} is "
+                          f"in none of {', '.join(categories)}); the suite's prompts differ from the folder's "
+                          "(--prompts DIR for the official files, the same --limit as the run that wrote it)")
+    if len(fits) > 1:
+        raise LayoutError(f"{samples}: cannot tell the category from the prompts (several fit: {', '.join(fits)}); "
+                          "pass --category")
     return fits[0]
 
 
-def _infer_n(files: list[tuple[Path, str, int]], items: list[dict], default: int) -> int:
-    """Images per prompt: the first of the suite's, T2I-CompBench's 10, IRIS's 4 and 1 under which every file
-    name decodes to its own prompt (if none does, the suite's, whose first mismatch is then reported)."""
-    for n in dict.fromkeys((default, 10, 4, 1)):
-        if all(index // n < len(items) and items[index // n]["prompt"] == prefix for _, prefix, index in files):
-            return n
-    return default
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def not_png(where: Path, files: Sequence[Path], what: str = "the images") -> None:
+    """Raise the real cause when ``files`` hold images in another format than PNG and no PNG."""
+    others = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if others and not any(p.suffix.lower() == ".png" for p in files):
+        suffixes = "/".join(sorted({p.suffix.lower() for p in others}))
+        raise LayoutError(f"{where}: {what} are {suffixes} ({len(others)} files, first: {others[0]}); only "
+                          ".png is read, as the official evaluators read it (GenEval: samples/<digits>.png, "
+                          "T2I-CompBench: samples/{prompt}_{NNNNNN}.png): convert them to PNG")
+
+
+def _decodes(files: list[tuple[Path, str, int]], items: list[dict], n: int) -> bool:
+    return all(index // n < len(items) and prefix in _names(items[index // n]) for _, prefix, index in files)
+
+
+def _compbench_n(folder: Path, files: list[tuple[Path, str, int]], items: list[dict], given: int | None,
+                 default: int) -> int:
+    """Images per prompt of a T2I-CompBench folder: the count under which every file name's index decodes to
+    its own prompt (NNNNNN = n·i + k). Tried in order: the suite's, T2I-CompBench's 10, IRIS's 4, 1, then 2
+    to ``MAX_IMAGES_PER_PROMPT``. With ``given`` (``-n``), that count must decode; when another one does, the
+    error names both."""
+    found = next((n for n in dict.fromkeys((default, 10, 4, 1, *range(2, MAX_IMAGES_PER_PROMPT + 1)))
+                  if _decodes(files, items, n)), None)
+    if given is not None:
+        if _decodes(files, items, given):
+            return given
+        if found is not None:
+            raise LayoutError(f"{folder}: the file names are numbered at {found} images per prompt "
+                              f"(index = {found}·prompt + sample), -n {given} reads them as another prompt's: "
+                              f"drop -n or pass -n {found}")
+    n = given or found or default
+    for p, prefix, index in files:  # the first name that does not decode, for the message
+        i, k = divmod(index, n)
+        if i >= len(items) or prefix not in _names(items[i]):
+            want = f"prompt {i} is {file_prompt(items[i])!r}" if i < len(items) else \
+                f"the category has {len(items)} prompts"
+            raise LayoutError(f"{p}: index {index} at {n} images per prompt is prompt {i}, sample {k}, but {want} "
+                              f"(no count from 1 to {MAX_IMAGES_PER_PROMPT} decodes every name: the suite's "
+                              "prompts (--prompts, --limit) differ from the folder's, or pass --images-per-prompt)")
+    return n
 
 
 # -------------------------------------------------------------------------------------------- run folder
@@ -296,7 +376,8 @@ def read_run(root: Path, ctx: LayoutContext) -> LayoutRead:
     info = {"world": config.get("world"), "suite": config.get("suite"), "split": config.get("split"),
             "source_run": str(root), "source_prompts": config.get("prompts"),
             "images_per_prompt": config.get("images_per_prompt"), "source_policy": config.get("policy")}
-    return LayoutRead("run", root, ordered, images, [], info, carry)
+    n = config.get("images_per_prompt")
+    return LayoutRead("run", root, ordered, images, [], info, carry, n=int(n) if n else None)
 
 
 @dataclass(frozen=True)
@@ -328,6 +409,54 @@ def read_layout(root: Path, ctx: LayoutContext, layout: str | None = None) -> La
 
 
 # ------------------------------------------------------------------------------------------ coverage check
+
+
+def _per(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''} per prompt"
+
+
+def folder_images_per_prompt(read: LayoutRead, given: int | None, allow_missing: bool) -> int:
+    """Images per prompt for scoring ``read``: the folder's own count unless ``given`` (``-n``).
+
+    The folder's count is the one its layout fixes (a T2I-CompBench folder's numbering, a source run's
+    config), else the largest number of images any prompt has; without ``allow_missing``, prompts holding
+    fewer are named. ``given`` must agree: a layout-fixed count that differs, or a prompt holding more images
+    than ``given`` (they would go unscored: never allowed), is one line naming both numbers; a folder whose
+    prompts all hold fewer is refused unless ``allow_missing``.
+    """
+    from collections import Counter
+
+    per = Counter(im.prompt_index for im in read.images)
+    counts = [per.get(i, 0) for i in range(len(read.items))]
+    most = max(counts, default=0)
+    if given is not None and given < 1:
+        raise LayoutError(f"-n must be >= 1, got {given}")
+    if read.n is not None:
+        if given is not None and given != read.n:
+            raise LayoutError(f"{read.root}: the folder holds {_per(read.n)} (its {read.layout} layout says so), "
+                              f"-n {given} asks for {given}: drop -n or pass -n {read.n}")
+        return read.n
+    if given is not None:
+        over = [i for i, c in enumerate(counts) if c > given]
+        if over:
+            extra = sum(counts[i] - given for i in over)
+            raise LayoutError(f"{read.root}: prompt {over[0]} has {counts[over[0]]} images, -n {given} would leave "
+                              f"{extra} image(s) of {len(over)} prompt(s) unscored: drop -n (the folder's "
+                              f"{_per(most)} is used) or remove the extra images")
+        if 0 < most < given and not allow_missing:
+            raise LayoutError(f"{read.root}: the folder holds {_per(most)} (at most), -n {given} asks for {given}: "
+                              f"drop -n or pass -n {most} (the folder's count), or --allow-missing to score it "
+                              "as an incomplete folder")
+        return given
+    differ = [i for i, c in enumerate(counts) if 0 < c != most]
+    if differ and not allow_missing:
+        dist = Counter(c for c in counts if c)
+        parts = ", ".join(f"{k} prompt{'s have' if k != 1 else ' has'} {c}" for c, k in dist.most_common())
+        named = ", ".join(f"prompt {i} has {counts[i]}" for i in differ[:5]) + (", ..." if len(differ) > 5 else "")
+        raise LayoutError(f"{read.root}: images per prompt differ ({parts}: {named}); fix the folder, or pass "
+                          f"--allow-missing to score it at {_per(most)} with the others counted missing")
+    return max(most, 1)
+
 
 
 @dataclass
@@ -381,8 +510,19 @@ def check_coverage(read: LayoutRead, n: int, world: str) -> Coverage:
     with_images = {i for i, _ in present} | {im.prompt_index for im in read.images}
     empty = next((i for i in range(len(read.items)) if i not in with_images), None)
     if empty is not None:
-        raise LayoutError(f"{read.root}: prompt {empty} ({read.items[empty]['prompt']!r}) has no image at all "
-                          "(a folder of a limited run needs the same --limit)")
+        if not read.images:
+            not_png(read.root, read.misnamed)
+        where, hint = read.root, ""
+        if read.layout == "geneval":
+            where = read.root / f"{empty:05d}" / "samples"
+            mine = [p for p in read.misnamed if p.parent.name == "samples" and p.parent.parent.name.isdigit()
+                    and int(p.parent.parent.name) == empty]
+            not_png(where, mine, f"prompt {empty}'s images")
+            hint = f" (expected <digits>.png; it holds {len(mine)} misnamed file(s), first: {mine[0].name})" \
+                if mine else " (its samples/ holds no <digits>.png)"
+        elif read.layout == "compbench":
+            hint = " (a folder of a limited run needs the same --limit)"
+        raise LayoutError(f"{where}: prompt {empty} ({read.items[empty]['prompt']!r}) has no image at all{hint}")
     missing = [(i, j) for i in range(len(read.items)) for j in range(n) if (i, j) not in present]
     return Coverage(present, missing, extra, list(read.misnamed), unreadable)
 
@@ -458,7 +598,7 @@ def write_official_layout(run: Path, protocol: str, items: list[dict], records: 
             rel = f"geneval/{i:05d}/samples/{j:05d}.png"
         else:
             item = items[i]
-            rel = f"compbench/{item['tag']}/samples/{item['prompt']}_{n * within[i] + j:06d}.png"
+            rel = f"compbench/{item['tag']}/samples/{file_prompt(item)}_{n * within[i] + j:06d}.png"
         link_or_copy(run / r["image"], run / rel)
         done += 1
     return done

@@ -82,7 +82,7 @@ def test_compbench_folder_round_trip(compbench_run: Path, tmp_path: Path) -> Non
     items = [json.loads(r["metadata"]) for r in _records(compbench_run) if r["sample_index"] == 1]
     spatial = [it for it in items if it["tag"] == "spatial"]
     # prompt 1 of the category, sample 1, at 2 images per prompt: index 2*1 + 1
-    assert (folder / "spatial" / "samples" / f"{spatial[1]['prompt']}_000003.png").is_file()
+    assert (folder / "spatial" / "samples" / f"{spatial[1]['rule_prompt']}_000003.png").is_file()
     res = evaluate(EvalOptions(images=str(folder), limit_per_tag=2, images_per_prompt=2), tmp_path / "again",
                    progress=False)
     assert _scored(tmp_path / "again") == _scored(compbench_run)
@@ -107,11 +107,14 @@ def test_compbench_one_category_folder_by_name_by_prompts_and_given(compbench_ru
 
 
 def test_compbench_images_per_prompt_is_inferred_from_the_names(compbench_run: Path, tmp_path: Path) -> None:
-    # names written at 2 images per prompt decode under none of the tried counts (the suite's 4, the official
-    # 10, 1): the folder is refused, naming the first file that does not fit and the option to set
-    result = runner.invoke(app, ["eval", "--images", str(compbench_run / "compbench"), "--limit", "2",
+    # names written at 2 images per prompt decode at 2 only: without -n that count is used; -n 4 is refused,
+    # naming both counts
+    res = evaluate(EvalOptions(images=str(compbench_run / "compbench"), limit_per_tag=2), tmp_path / "a",
+                   progress=False)
+    assert res["images_per_prompt"] == 2 and res["scores"] == _results(compbench_run)["scores"]
+    result = runner.invoke(app, ["eval", "--images", str(compbench_run / "compbench"), "--limit", "2", "-n", "4",
                                  "--out", str(tmp_path / "x")])
-    assert result.exit_code != 0 and "--images-per-prompt" in result.output
+    assert result.exit_code != 0 and "numbered at 2 images per prompt" in " ".join(result.output.split())
 
 
 def test_rescoring_a_run_folder_keeps_its_generation_fields(geneval_run: Path, tmp_path: Path) -> None:
@@ -137,7 +140,9 @@ def test_folder_prompt_sets_are_named() -> None:
     assert official["name"] == "official" and official["official_format_sha256"] == suite.prompts["open"].sha256
     val = geneval_folder_prompts(suite, "shapes", build_splits(seed=0)["val"], opts)
     assert val["name"] == "geneval shapes val" and val["split"] == "val"
-    assert geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10], opts)["name"] == "folder"
+    first10 = geneval_folder_prompts(suite, "open", generate_official_metadata(seed=43)[:10],
+                                     EvalOptions(images="x", allow_missing=True))
+    assert first10["name"] == "10 of the 553 official prompts" and first10["n_prompts_missing"] == 543
     shuffled = build_splits(seed=0)["val"][::-1]
     assert geneval_folder_prompts(suite, "shapes", shuffled, opts)["name"] == "folder"
 
@@ -216,18 +221,17 @@ def test_missing_extra_misnamed_and_unreadable_images_are_counted_and_refused(tm
     src = _geneval_dir(tmp_path)
     f = _copy_geneval(src, tmp_path / "g")
     (f / "00000" / "samples" / "00001.png").unlink()  # missing
-    shutil.copy(f / "00001" / "samples" / "00000.png", f / "00001" / "samples" / "00007.png")  # extra (n = 2)
     _write_png(f / "00002" / "samples" / "first.png")  # misnamed
     (f / "00003" / "samples" / "00001.png").write_bytes(b"not a png at all")  # unreadable
     _fails(["--images", str(f), "-n", "2"], tmp_path / "o1", "incomplete image folder", "2 missing",
-           "first: prompt 0", "1 extra", "00007.png", "1 misnamed", "first.png", "1 unreadable",
+           "first: prompt 0", "1 misnamed", "first.png", "1 unreadable",
            "00003/samples/00001.png", "--allow-missing")
     result = runner.invoke(app, ["eval", "--images", str(f), "-n", "2", "--allow-missing", "--out",
                                  str(tmp_path / "o2")])
     assert result.exit_code == 0, result.output
     res = _results(tmp_path / "o2")
     check = res["counts"]["image_check"]
-    assert check["missing"] == 2 and check["extra"] == 1 and check["misnamed"] == 1 and check["unreadable"] == 1
+    assert check["missing"] == 2 and check["extra"] == 0 and check["misnamed"] == 1 and check["unreadable"] == 1
     assert res["counts"]["expected"] == 12 and res["counts"]["actual"] == 10 and not res["counts"]["complete"]
     assert "2 image(s) missing" in " ".join(result.output.split())
     scored = {(r["prompt_index"], r["sample_index"]) for r in _records(tmp_path / "o2")}
@@ -247,7 +251,8 @@ def test_compbench_duplicate_indices_and_unknown_category_folders_are_refused(co
     shutil.copytree(compbench_run / "compbench", folder)
     (folder / "texture" / "samples").mkdir(parents=True)
     _fails(["--images", str(folder), "--limit", "2", "-n", "2"], tmp_path / "o2",
-           "'texture' is not a category of this suite (numeracy, spatial, color)")
+           "'texture' is a T2I-CompBench category, not scored by this suite in the shapes world",
+           "(its categories: numeracy, spatial, color)")
 
 
 def test_wrong_protocol_for_the_layout_is_refused(compbench_run: Path, tmp_path: Path) -> None:
@@ -351,7 +356,9 @@ def test_cli_limit_is_per_tag_on_compbench(tmp_path: Path) -> None:
     assert sorted(res["scores"]["tags"]) == ["color", "numeracy", "spatial"]
     assert res["counts"]["expected"] == 3 and res["limit"]["per_tag"] == 1
     assert "limited to 1 prompt(s) per tag" in result.output
-    assert not (tmp_path / "r" / "compbench").exists()  # no images saved, nothing to lay out
+    # no images saved, nothing to lay out; the official score files are still written
+    assert not list((tmp_path / "r" / "compbench").rglob("samples"))
+    assert (tmp_path / "r" / "compbench" / "numeracy" / "annotation_num" / "vqa_result.json").is_file()
 
 
 # ------------------------------------------------------------------------------- open world (no scoring)

@@ -37,6 +37,9 @@ AGGREGATIONS = ("mean_of_tag_means", "compbench_mean_of_6")
 _PROMPT_KEYS = {"generator", "seed", "sha256", "splits", "default_split", "file"}
 GENERATORS = ("shapes-geneval", "geneval-official", "shapes-compbench", "compbench-official")
 PROTOCOLS = ("geneval", "compbench")
+# The T2I-CompBench categories the open world reads from --prompts DIR (numeracy when its file is there):
+# 3d_spatial is left out, its rule needs a depth model that irisbench.scorers.compbench_scorer does not have.
+OPEN_COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy")
 
 
 class SuiteError(IrisbenchError, ValueError):
@@ -265,8 +268,10 @@ def _compbench_prompts(suite: Suite, world: str, split: str | None, prompts_dir:
 
     items = []
     spatial_set, action_set = cb.load_complex_subsets(prompts_dir)
-    for category in cb.MEAN_OF_6:
+    for category in OPEN_COMPBENCH_CATEGORIES:
         path = Path(prompts_dir) / cb.category_file(category)
+        if category not in cb.MEAN_OF_6 and not path.is_file():
+            continue  # a T2I-CompBench folder from before the ++ categories
         for prompt in cb.load_prompt_file(path):
             item = {"tag": category, "prompt": prompt, "rule_prompt": prompt}
             if category == "complex":  # which 3-in-1 formula applies (T2I-CompBench's subset files)
