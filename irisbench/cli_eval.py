@@ -56,21 +56,20 @@ def eval_cmd(
                                         "Re-running into the same folder resumes."),
     allow_config_change: bool = typer.Option(False, "--allow-config-change",
                                              help="Resume with changes that leave the images alone "
-                                                  "(--metrics and its options; --suite wise: the judge's "
-                                                  "URL, model and retries); others are refused."),
+                                                  "(--metrics; wise: the judge); others are refused."),
     judge: str = typer.Option(None, help="--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
                                          "http://127.0.0.1:8000/v1), or stub-for-tests (tests only)."),
     judge_model: str = typer.Option(None, help="--suite wise: the model name the judge server serves."),
-    judge_api_key_env: str = typer.Option(None, help="--suite wise: environment variable holding the judge's API "
-                                                     "key (none by default, as for a local server)."),
+    judge_api_key_env: str = typer.Option(None, help="--suite wise: env variable holding the judge's API key "
+                                                     "(default: none)."),
     judge_workers: int = typer.Option(1, help="--suite wise: concurrent judge requests."),
     wise_protocol: str = typer.Option("legacy", help="--suite wise: legacy (WiScore, 0-2 criteria) or verified "
                                                      "(WISE_Verified, binary)."),
-    judge_retries: int = typer.Option(3, help="--suite wise: judge calls per image at most; after a failed call "
-                                              "wait --judge-backoff seconds, doubling (at most 30 s)."),
-    judge_backoff: float = typer.Option(2.0, help="--suite wise: seconds to wait after the first failed call."),
-    allow_failures: bool = typer.Option(False, help="--suite wise: exit 0 although some judge calls failed (they "
-                                                    "are recorded; re-running judges only those)."),
+    judge_retries: int = typer.Option(3, help="--suite wise: calls per image at most (backoff doubles, <= 30 s)."),
+    judge_backoff: float = typer.Option(2.0, help="--suite wise: seconds after the first failed call."),
+    allow_failures: bool = typer.Option(False, "--allow-failures",
+                                        help="--suite wise: exit 0 despite failed judge calls (a re-run "
+                                             "judges only those)."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
                                           "under torchrun each process takes cuda:LOCAL_RANK)."),
 ) -> None:

@@ -331,14 +331,16 @@ def test_eval_help_is_readable_at_80_columns() -> None:
         assert suite in text[text.index("--prompts"):text.index("--images-per-prompt")]
 
 
-def test_external_runs_record_what_they_scored_and_the_images_folder(gen2: Path, reference: Path,
-                                                                      tmp_path: Path) -> None:
+def test_external_runs_record_what_they_scored_and_the_images_folder(gen2: Path, reference: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     res = _ok(["--images", str(gen2 / "geneval")], tmp_path / "o")
     assert "generated_now" not in res["counts"] and res["counts"]["scored_now"] == 12
     # an open-world T2I-CompBench folder: the prompts' folder and the images folder are both recorded
     from irisbench.eval_plan import external_plan
     from irisbench.protocols import compbench as cb
 
+    # the plan checks the real scorer's weights up front (tests/test_scorer_offline.py); none are cached here
+    monkeypatch.setattr("irisbench.scorer_check.require_weights", lambda *a, **k: None)
     prompts_dir = reference / "t2i-compbench"
     color = cb.load_prompt_file(prompts_dir / "color_val.txt")
     folder = tmp_path / "color"

@@ -123,7 +123,7 @@ def test_a_corrupt_weights_file_is_one_line_and_a_new_out_folder_is_removed(tiny
     folder = geneval_folder(tmp_path / "folder")
     m2f = shutil.copytree(tiny["m2f"], tmp_path / "m2f")
     (m2f / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
-    args = ["eval", "--images", str(folder), "--scorer-option", f"detector_model={m2f}",
+    args = ["eval", "--images", str(folder), "--allow-missing", "--scorer-option", f"detector_model={m2f}",
             "--scorer-option", f"clip_model={TINY_CLIP_NAME}", "--scorer-option", f"clip_pretrained={tiny['clip']}"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
