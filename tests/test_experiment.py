@@ -72,7 +72,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
                            base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2, seeds=(0, 1),
                            train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 12})
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\ntail\n")
+    readme.write_text(f"# x\n\n{README_BEGIN}\nOLD-BLOCK\n{README_END}\n\ntail\n")
     out = tmp_path / "exp"
     summary = run_experiment(out, cfg, publish_readme=readme)
 
@@ -151,14 +151,14 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     assert "| iris-nsc | best val | geneval |" in md and "Verdicts relative to the null control" in md
     # every score says how many images per prompt it is over
     assert "2 images per prompt in every evaluation" in md and "*best val* checkpoints on test, 2 images per" in md
-    assert "in-training val evaluations (1 per prompt)" in md
+    assert "in-training val evaluations (1 image per prompt; ties: earliest)" in md
     assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
     assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
     # the table in summary.md is the numbers of the eval runs
     assert f"{_overall(evals['oracle']['geneval/test']):.3f}" in md
 
     text = readme.read_text()
-    assert "old" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
+    assert "OLD-BLOCK" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
     assert "per-seed deltas" in text and "results/experiment/seed_deltas.csv" in text
     assert "results/experiment/vs_null.csv" in text and "| method − null-random [95% CI, Welch t] |" in text
     assert (tmp_path / "results" / "experiment" / "vs_null.csv").read_text() == (out / "vs_null.csv").read_text()
