@@ -85,9 +85,9 @@ def experiment_cmd(
     steps: int = typer.Option(40, help="GRPO steps per method."),
     checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
     method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, "
-                                               "iris-faithful, verifier, null (null-shapes: a random reward); "
-                                               "textures world: those and nsc-balanced). The second null control: "
-                                               "null-shuffled=null-shuffled-shapes."),
+                                               "iris-faithful, verifier, null-random (null-shapes: a random "
+                                               "reward); textures world: those and nsc-balanced). The second null "
+                                               "control: null-shuffled=null-shuffled-shapes."),
     seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
                                      "sampling seeds (paired deltas)."),
     seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "

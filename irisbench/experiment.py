@@ -1,7 +1,7 @@
 """The paper's experiment in one command, on an embedded world (the README's main job is the shapes world).
 
 ``world="shapes"`` (default) trains IRIS as coded (``iris-shapes``), IRIS as released
-(``iris-shapes-faithful``), the external verifier and the null control ``null`` (``null-shapes``:
+(``iris-shapes-faithful``), the external verifier and the null control ``null-random`` (``null-shapes``:
 ``iris-shapes`` with a reward of i.i.d. N(0, 1) noise, so every other method's effect can be stated against
 what an uninformative reward does at the same lr, steps and seeds); ``world="textures"``
 (``irisbench.world.textures``) trains the same four plus ``nsc-balanced`` from its own base
@@ -64,7 +64,10 @@ BEST, LAST = "best val", "last"  # the checkpoint kinds
 VAL, TEST = "val", "test"
 # what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
 WORLD_BASES = {"shapes": "shapes-base", "textures": "textures-base"}
-NULL_METHOD = "null"  # the null control every method's effect is stated against (summary: vs the null)
+NULL_METHOD = "null-random"  # the null control every method's effect is stated against (summary: vs the null)
+# labels pandas.read_csv reads as missing (its default na_values): a method so named would vanish from the tidy tables
+NA_LABELS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 DEFAULT_METHODS = {
     # three training seeds of IRIS as coded, IRIS as released (beta, frozen image head), the external verifier
     # and the null control (iris-shapes with a random reward) fit the main job's budget; the shuffled-nsc null,
@@ -105,6 +108,10 @@ class ExperimentConfig:
         self.methods = dict(DEFAULT_METHODS[self.world]) if self.methods is None else self.methods
         if not self.methods:
             raise UsageError("the experiment needs at least one method")
+        for label in self.methods:
+            if label.strip() in NA_LABELS:
+                raise UsageError(f"method label {label!r} reads as a missing value in the tidy tables (pandas' CSV "
+                                 f"reader): give it another name, e.g. --method {label.strip() or 'x'}-run=PRESET")
         self.seeds = check_seeds(self.seeds)
         from irisbench.train_config import load_preset
 

@@ -102,9 +102,10 @@ def _scores_table(evals: Evals) -> list[str]:
 
 def _rules(seeds: tuple[int, ...], eval_seed: int, val_images_per_prompt: int | None = None) -> str:
     first, others = seeds[0], ", ".join(map(str, seeds[1:]))
-    val_n = f" ({val_images_per_prompt} per prompt)" if val_images_per_prompt else ""
+    n = val_images_per_prompt
+    val_n = f"{n} image{'s' if n != 1 else ''} per prompt; " if n else ""
     text = ("Checkpoint rule: for each method and training seed, *best val* = the checkpoint with the best "
-            f"GenEval overall among the run's in-training val evaluations{val_n} (ties: earliest); *last* = the final "
+            f"GenEval overall among the run's in-training val evaluations ({val_n}ties: earliest); *last* = the final "
             "step (fixed-step result). Test scores never choose a checkpoint. "
             f"Each method is trained once per training seed ({', '.join(map(str, seeds))}); every evaluation "
             f"uses evaluation seed {eval_seed}, so the base and each checkpoint are scored on the same prompts "

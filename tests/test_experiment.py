@@ -67,18 +67,18 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     from irisbench.experiment import selected_steps
     from irisbench.stats import mean_t_interval
 
-    cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "null": "null-shapes"}, steps=2,
+    cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "null-random": "null-shapes"}, steps=2,
                            checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
                            base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2, seeds=(0, 1),
                            train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 12})
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{README_BEGIN}\nold\n{README_END}\n\ntail\n")
+    readme.write_text(f"# x\n\n{README_BEGIN}\nOLD-BLOCK\n{README_END}\n\ntail\n")
     out = tmp_path / "exp"
     summary = run_experiment(out, cfg, publish_readme=readme)
 
     # layout: one training run per method and seed, selected on its own val evaluations
-    assert set(summary["selection"]) == {"iris-nsc", "null"}
-    for method in ("iris-nsc", "null"):
+    assert set(summary["selection"]) == {"iris-nsc", "null-random"}
+    for method in ("iris-nsc", "null-random"):
         assert not (out / "train" / method / "run.json").exists()
         assert set(summary["selection"][method]) == {"seed-0", "seed-1"}
         for seed in (0, 1):
@@ -91,8 +91,8 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         assert (out / "train" / method / "seed-0" / "train" / "metrics.jsonl").read_text() != \
             (out / "train" / method / "seed-1" / "train" / "metrics.jsonl").read_text()
     evals = summary["evals"]
-    for label in ("base", "oracle", "random", "iris-nsc (last)", "null (best val)", "iris-nsc s1 (best val)",
-                  "null s1 (last)"):
+    for label in ("base", "oracle", "random", "iris-nsc (last)", "null-random (best val)", "iris-nsc s1 (best val)",
+                  "null-random s1 (last)"):
         assert label in evals, evals.keys()
     splits = {"geneval/val", "geneval/test", "compbench/val", "compbench/test"}
     assert set(evals["iris-nsc (best val)"]) == splits  # the first seed's best also on val (the val columns)
@@ -101,7 +101,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     best1 = summary["selection"]["iris-nsc"]["seed-1"]["best_val_step"]
     assert Path(evals["iris-nsc s1 (best val)"]["geneval/test"]) == \
         out / "eval" / "iris-nsc" / "seed-1" / f"step-{best1}" / "geneval-test"
-    for method in ("iris-nsc", "null"):  # last == best: the same folders, not a second evaluation
+    for method in ("iris-nsc", "null-random"):  # last == best: the same folders, not a second evaluation
         for seed, tag in ((0, ""), (1, " s1")):
             sel = summary["selection"][method][f"seed-{seed}"]
             same = evals[f"{method}{tag} (last)"]["geneval/test"] == evals[f"{method}{tag} (best val)"]["geneval/test"]
@@ -113,7 +113,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     # seed-level statistics: per seed the paired delta vs the base, across seeds the t-interval of their mean
     entries = summary["seed_deltas"]
     assert {(e["method"], e["checkpoint"], e["suite"]) for e in entries} == {
-        (m, k, s) for m in ("iris-nsc", "null") for k in ("best val", "last") for s in ("geneval", "compbench")}
+        (m, k, s) for m in ("iris-nsc", "null-random") for k in ("best val", "last") for s in ("geneval", "compbench")}
     report = pd.read_csv(out / "report" / "report.csv")
     for e in entries:
         assert e["split"] == "test" and [s["seed"] for s in e["seeds"]] == [0, 1]
@@ -132,13 +132,13 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     # iris-nsc relative to the null control: the difference of the across-seed means, Welch t (scipy's)
     from scipy import stats as sps
 
-    assert summary["null_methods"] == ["null"]
+    assert summary["null_methods"] == ["null-random"]
     rows = summary["vs_null"]
     assert {(r["method"], r["null"], r["checkpoint"], r["suite"]) for r in rows} == {
-        ("iris-nsc", "null", k, s) for k in ("best val", "last") for s in ("geneval", "compbench")}
+        ("iris-nsc", "null-random", k, s) for k in ("best val", "last") for s in ("geneval", "compbench")}
     by_key = {(e["method"], e["checkpoint"], e["suite"]): [s["delta"] for s in e["seeds"]] for e in entries}
     for r in rows:
-        a, b = by_key[("iris-nsc", r["checkpoint"], r["suite"])], by_key[("null", r["checkpoint"], r["suite"])]
+        a, b = by_key[("iris-nsc", r["checkpoint"], r["suite"])], by_key[("null-random", r["checkpoint"], r["suite"])]
         assert r["diff"] == pytest.approx(sum(a) / 2 - sum(b) / 2) and (r["n_method"], r["n_null"]) == (2, 2)
         if r["se"]:
             ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
@@ -147,20 +147,20 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     vs_csv = pd.read_csv(out / "vs_null.csv")
     assert len(vs_csv) == len(rows) and vs_csv["diff"].tolist() == pytest.approx([r["diff"] for r in rows])
     md = (out / "summary.md").read_text()
-    assert "Effect relative to the null control `null` (null-shapes) on test, 2 images per prompt" in md
+    assert "Effect relative to the null control `null-random` (null-shapes) on test, 2 images per prompt" in md
     assert "| iris-nsc | best val | geneval |" in md and "Verdicts relative to the null control" in md
     # every score says how many images per prompt it is over
     assert "2 images per prompt in every evaluation" in md and "*best val* checkpoints on test, 2 images per" in md
-    assert "in-training val evaluations (1 per prompt)" in md
+    assert "in-training val evaluations (1 image per prompt; ties: earliest)" in md
     assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
     assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
     # the table in summary.md is the numbers of the eval runs
     assert f"{_overall(evals['oracle']['geneval/test']):.3f}" in md
 
     text = readme.read_text()
-    assert "old" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
+    assert "OLD-BLOCK" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
     assert "per-seed deltas" in text and "results/experiment/seed_deltas.csv" in text
-    assert "results/experiment/vs_null.csv" in text and "| method − null [95% CI, Welch t] |" in text
+    assert "results/experiment/vs_null.csv" in text and "| method − null-random [95% CI, Welch t] |" in text
     assert (tmp_path / "results" / "experiment" / "vs_null.csv").read_text() == (out / "vs_null.csv").read_text()
     published = tmp_path / "results" / "experiment"
     assert (published / "training_dynamics.png").is_file() and (published / "scores.parquet").is_file()
@@ -171,7 +171,8 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         sel = summary["selection"][method][f"seed-{seed}"]
         assert label.startswith(method) and f"({kind})" in label and (seed == 0) == (f" s{seed} " not in label)
         assert set(rows["step"]) == {sel["best_val_step"] if kind == "best val" else sel["last_step"]}
-    assert scores.loc[scores.run == "null s1 (last)", "training_seed"].eq(1).all()
+    assert scores.loc[scores.run == "null-random s1 (last)", "training_seed"].eq(1).all()
+    assert scores["images_per_prompt"].eq(2).all()  # every published score says its images per prompt
     unknown = scores.loc[scores.run.isin(["base", "oracle", "random"]), ["method", "training_seed", "step"]]
     assert len(unknown) and unknown.isna().all().all()
     assert scores.groupby(["run", "method", "checkpoint", "training_seed"]).ngroups == 8  # methods x kinds x seeds
@@ -312,9 +313,9 @@ def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
     assert (shapes.base, textures.base) == ("shapes-base", "textures-base")
     assert shapes.methods == DEFAULT_METHODS["shapes"]
     assert shapes.methods == {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful",
-                              "verifier": "verifier-shapes", "null": "null-shapes"}
-    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier", "null"}
-    assert textures.methods["null"] == "null-shapes"
+                              "verifier": "verifier-shapes", "null-random": "null-shapes"}
+    assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier", "null-random"}
+    assert textures.methods["null-random"] == "null-shapes"
     assert textures.methods["iris-faithful"] == "iris-shapes-faithful"
     kept = ExperimentConfig(world="textures", base="/some/folder", methods={"v": "verifier-shapes"})
     kept.check()
@@ -323,6 +324,8 @@ def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
         ExperimentConfig(world="tiles").check()
     with pytest.raises(UsageError, match="at least one method"):
         ExperimentConfig(methods={}).check()
+    with pytest.raises(UsageError, match="label 'null' reads as a missing value in the tidy tables"):
+        ExperimentConfig(methods={"null": "null-shapes"}).check()
     # each world publishes into its own README block and folder, and leaves the other's alone
     assert readme_markers("shapes") == (README_BEGIN, README_END)
     begin, end = readme_markers("textures")
@@ -398,9 +401,9 @@ def test_a_users_run_leaves_the_clone_clean(tiny_base: Path, monkeypatch: pytest
     real = irisbench.experiment.run_experiment
 
     def tiny(out: Path, cfg: ExperimentConfig, **kw: Any) -> dict[str, Any]:
-        small = ExperimentConfig(methods={"null": "null-shapes"}, steps=1, checkpoint_every=1, suites=("geneval",),
-                                 references=(), val_images_per_prompt=1, base=str(tiny_base), eval_limit=4,
-                                 eval_images_per_prompt=1, seeds=(0,), threads=1,
+        small = ExperimentConfig(methods={"null-random": "null-shapes"}, steps=1, checkpoint_every=1,
+                                 suites=("geneval",), references=(), val_images_per_prompt=1, base=str(tiny_base),
+                                 eval_limit=4, eval_images_per_prompt=1, seeds=(0,), threads=1,
                                  train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 4})
         return real(out, small, **kw)
 

@@ -34,15 +34,15 @@ def entries(tmp_path: Path) -> list[dict]:
     base = {"geneval/test": _run(tmp_path / "base", {0}, first_only=True)}
     evals = [SeedEval(method, "best val", seed, 3, f"{method} s{seed} (best val)",
                       {"geneval/test": _run(tmp_path / f"{method}-{seed}", set(range(n)))})
-             for method, ns in (("iris-nsc", (2, 3, 4)), ("null", (1, 1, 2))) for seed, n in enumerate(ns)]
+             for method, ns in (("iris-nsc", (2, 3, 4)), ("null-random", (1, 1, 2))) for seed, n in enumerate(ns)]
     return seed_deltas(base, evals, n_resamples=200)
 
 
 def test_difference_from_the_null_by_hand_and_by_scipy(entries: list[dict], tmp_path: Path) -> None:
     assert [s["delta"] for s in entries[1]["seeds"]] == pytest.approx([0.125, 0.125, 0.375])
-    (r,) = null_comparisons(entries, ["null"])
+    (r,) = null_comparisons(entries, ["null-random"])
     assert (r["method"], r["null"], r["checkpoint"], r["suite"], r["split"]) == \
-        ("iris-nsc", "null", "best val", "geneval", "test")
+        ("iris-nsc", "null-random", "best val", "geneval", "test")
     # means 0.625 and 0.208333; variances 0.0625 and 0.0208333 (ddof 1); v = 0.0208333 and 0.0069444;
     # se = sqrt(0.0277778) = 1/6; df = 0.0277778^2 / (0.0208333^2 / 2 + 0.0069444^2 / 2) = 3.2;
     # t(0.975, 3.2) = 3.072829: 0.416667 +- 0.512138
@@ -52,17 +52,17 @@ def test_difference_from_the_null_by_hand_and_by_scipy(entries: list[dict], tmp_
     ref = sps.ttest_ind([0.375, 0.625, 0.875], [0.125, 0.125, 0.375], equal_var=False).confidence_interval(0.95)
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
     assert r["class"] == "no difference" and (r["n_method"], r["n_null"]) == (3, 3) and r["images_per_prompt"] == 2
-    md = null_markdown([r], {"null": "null-shapes"})
-    assert "Effect relative to the null control `null` (null-shapes) on test, 2 images per prompt" in md
+    md = null_markdown([r], {"null-random": "null-shapes"})
+    assert "Effect relative to the null control `null-random` (null-shapes) on test, 2 images per prompt" in md
     assert "| iris-nsc | best val | geneval | +0.625 | +0.208 | +0.417 [-0.095, +0.929] | 3.2 | 3, 3 |" in md
     (v,) = null_verdicts([r])
-    assert v == ("iris-nsc (best val) cannot be told from the null control `null` on geneval/test (2 images per "
+    assert v == ("iris-nsc (best val) cannot be told from the null control `null-random` on geneval/test (2 images per "
                  "prompt): +0.417 [-0.095, +0.929] (95% Welch t interval includes 0, df 3.2; 3 and 3 seeds)")
     df = pd.read_csv(write_null_csv([r], tmp_path / "vs_null.csv"))
     assert list(df.columns) == list(NULL_COLUMNS) and df.loc[0, "diff"] == pytest.approx(r["diff"])
     assert df.loc[0, "images_per_prompt"] == 2
     # the null is not compared with itself, and a second null is compared with the methods only
-    assert null_comparisons(entries, ["null", "iris-nsc"]) == []
+    assert null_comparisons(entries, ["null-random", "iris-nsc"]) == []
     # images per prompt reach the seed tables and verdicts too
     assert "*best val* checkpoints on test, 2 images per prompt" in seed_markdown(entries)
     assert "on geneval/test (2 images per prompt) across 3 seeds" in seed_verdicts(entries)[0]
@@ -70,7 +70,7 @@ def test_difference_from_the_null_by_hand_and_by_scipy(entries: list[dict], tmp_
 
 def test_one_seed_on_a_side_has_no_interval(entries: list[dict]) -> None:
     entries[1]["seeds"] = entries[1]["seeds"][:1]
-    (r,) = null_comparisons(entries, ["null"])
+    (r,) = null_comparisons(entries, ["null-random"])
     assert r["diff"] == pytest.approx(0.625 - 0.125) and r["ci_low"] is None and r["class"] == "unknown"
     assert "+0.500 (n/a: one seed on a side)" in null_markdown([r])
     assert "no interval (fewer than 2 seeds on a side: 3 and 1)" in null_verdicts([r])[0]

@@ -117,7 +117,7 @@ def null_markdown(rows: Sequence[Mapping[str, Any]], presets: Mapping[str, str] 
 
 
 def null_verdict(r: Mapping[str, Any], confidence: float = 0.95) -> str:
-    """One sentence on a comparison, e.g. ``iris-nsc (best val) is below the null control `null` on geneval/test
+    """One sentence on a comparison, e.g. ``iris-nsc (best val) is below the null control `null-random` on geneval/test
     (2 images per prompt): -0.052 [-0.090, -0.014] (95% Welch t interval below 0, df 3.4; 3 and 3 seeds)``."""
     pct = f"{round(confidence * 100):g}%"
     who, where = f"{r['method']} ({r['checkpoint']})", f"{r['suite']}/{r['split']}"
