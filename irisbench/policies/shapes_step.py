@@ -78,7 +78,8 @@ def sgemm_rows_invariant(hidden: int = 192, inter: int = 512) -> bool:
 
 
 def supports_fast_decode(model: Any) -> bool:
-    """True for the plain fp32 Llama of ``build_model`` (what the hand-written step reproduces)."""
+    """True for the plain fp32 Llama of ``build_model`` (what the hand-written step reproduces); not with unmerged
+    LoRA adapters (the step reads the modules' base weights)."""
     import torch
 
     c = getattr(model, "config", None)
@@ -89,7 +90,8 @@ def supports_fast_decode(model: Any) -> bool:
             and rope.get("rope_type", "default") == "default"
             and c.num_key_value_heads == c.num_attention_heads
             and next(model.parameters()).dtype == torch.float32
-            and getattr(model.model, "rotary_emb", None) is not None)
+            and getattr(model.model, "rotary_emb", None) is not None
+            and not any(hasattr(m, "lora_A") for m in model.modules()))
 
 
 @dataclass
