@@ -179,6 +179,7 @@ class GRPOTrainer:
 
                 self.policy = attach_lora(self.policy, LoraSettings.from_config(cfg.lora), seed=cfg.seed, base={
                     "policy": cfg.policy, "model": cfg.model, "policy_options": cfg.policy_options})
+                torch.manual_seed(derive_seed(cfg.seed, "lora-dropout"))  # its masks: a function of the seed
         if not isinstance(self.policy, TrainablePolicy):
             missing = [n for n in ("model", "vocab_sizes", "max_completion_length", "token_logits", "fsdp_units",
                                    "save") if not hasattr(self.policy, n)]

@@ -176,6 +176,8 @@ class LoraPolicy:
         self.policy, self.peft, self.settings = policy, peft_model, settings
         self.base, self.fingerprint, self.checkpoint, self.merged = base, fingerprint, checkpoint, False
         self._dropouts = [m.lora_dropout for m in policy.model.modules() if hasattr(m, "lora_dropout")]
+        for d in self._dropouts:  # peft's new modules start in training mode: off but in the gradient pass
+            d.train(False)
 
     def __getattr__(self, name: str) -> Any:
         if name == "policy":  # not yet set (copy, unpickling): no recursion
