@@ -173,6 +173,10 @@ def test_adapter_on_another_base_is_refused(tiny_policy_dir: Path, tmp_path: Pat
     assert isinstance(load_policy(str(folder), str(tiny_policy_dir)), LoraPolicy)  # its own base: fine
     with pytest.raises(LoraError, match="other weights in the targeted layers"):
         load_policy(str(folder), str(tmp_path / "other"))
+    ok = runner.invoke(app, ["eval", "--policy", str(folder), "--limit", "1", "--out", str(tmp_path / "ok")])
+    assert ok.exit_code == 0, ok.output
+    record = json.loads((tmp_path / "ok" / "results.json").read_text())["policy"]["lora"]
+    assert record["adapter"] == str(folder) and record["merged"] and record["r"] == 2
     res = runner.invoke(app, ["eval", "--policy", str(folder), "--model", str(tmp_path / "other"),
                               "--limit", "1", "--out", str(tmp_path / "ev")])
     assert res.exit_code == 2 and "fingerprint" in res.output and "Traceback" not in res.output
