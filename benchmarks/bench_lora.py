@@ -9,9 +9,8 @@ trainable parameters, the bytes of gradients + AdamW moments (exact: 3 x 4 bytes
 the reference's extra parameter bytes, and the process's peak RSS (``ru_maxrss``; interpreter, torch and the
 rest included, so only the difference between modes speaks of the step).
 
-LoRA samples with the shapes LM's reference loop (the fast loop reads the base weights directly: see
-``irisbench.policies.lora``), so ``t_sample`` differs for that reason, not because of the adapters' cost;
-``t_forward + t_backward + t_optimizer`` is the update's own cost.
+Both modes sample with the shapes LM's fast loop (with adapters it reads ``W + scaling B A``), so ``t_sample``
+should agree; ``t_forward + t_backward + t_optimizer`` is the update's own cost.
 
     python benchmarks/bench_lora.py --steps 3 --threads 1
 """

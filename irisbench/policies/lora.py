@@ -22,9 +22,8 @@ Where LoRA goes: only the linear layers under the policy's ``lora_scope`` (Janus
 so SigLIP's own ``q_proj``/``k_proj``/``v_proj``, the aligners, the VQ model and both heads stay untouched;
 shapes LM: ``model.layers.``), those whose names end with one of ``target_modules``. Defaults (r 16, alpha 32,
 dropout 0.05, the attention and MLP projections of every decoder block) are the common LoRA recipe for
-Llama-family RL fine-tuning (docs/lora.md). Departures: the shapes LM's fast sampling loop reads the module
-weights directly and so is not used while adapters are unmerged (``shapes_step.supports_fast_decode``):
-training samples with the reference loop.
+Llama-family RL fine-tuning (docs/lora.md). The shapes LM's fast sampling loop reads module weights directly:
+with unmerged adapters it reads ``W + scaling B A`` (``shapes_step.Weights.of``), the merged weights.
 """
 
 from __future__ import annotations
