@@ -153,14 +153,17 @@ def test_resume_continues_the_adapters(tiny_policy_dir: Path, tmp_path: Path) ->
     assert wa.keys() == wb.keys() and all(np.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_bad_target_module_is_one_line(tiny_policy_dir: Path, tmp_path: Path) -> None:
+def test_bad_target_module_is_one_line(tiny_policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = resolve_config("iris-shapes", _args(tiny_policy_dir, "lora={target_modules: [q_proj, qkv]}"))
     with pytest.raises(LoraError, match=r"'qkv' is not a linear layer .*candidates: down_proj, gate_proj, k_proj"):
         GRPOTrainer(cfg, tmp_path / "run", progress=False).train()
+    monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["train", "-c", "iris-shapes", "--set", f"policy={tiny_policy_dir}",
                               "--set", "lora={target_modules: [attn]}", "--set", "steps=1"])
     assert res.exit_code == 2 and "'attn' is not a linear layer" in res.output
     assert "Traceback" not in res.output
+    runs = tmp_path / "results" / "runs"  # the default run folder it reserved is gone again
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_adapter_on_another_base_is_refused(tiny_policy_dir: Path, tmp_path: Path) -> None:

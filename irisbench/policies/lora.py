@@ -260,10 +260,6 @@ class BaseReference:
             return self._lora.policy.token_logits(rollout, uncond=uncond)
 
 
-def is_adapter_folder(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
-
-
 def load_lora(folder: str | Path, model: str | None = None, *, device: str | None = None, trainable: bool = False,
               **kwargs: Any) -> LoraPolicy:
     """Base + adapters from a folder ``LoraPolicy.save`` wrote; ``model`` (``--model``) replaces the recorded
@@ -309,4 +305,4 @@ def load_lora(folder: str | Path, model: str | None = None, *, device: str | Non
 
 
 __all__ = ["DEFAULT_TARGETS", "FORMAT", "BaseReference", "LoraError", "LoraPolicy", "LoraSettings", "attach_lora",
-           "base_fingerprint", "is_adapter_folder", "load_lora", "target_names", "target_regex"]
+           "base_fingerprint", "load_lora", "target_names", "target_regex"]
