@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,7 @@ def test_merged_equals_unmerged_and_adapters_round_trip(tiny_policy_dir: Path, t
 
     lora = attach_lora(load_policy(str(tiny_policy_dir)), LoraSettings(r=4, alpha=8),
                        base={"policy": str(tiny_policy_dir), "model": None, "policy_options": {}})
+    lora.peft.peft_config["default"].base_model_name_or_path = "shapes-base"  # a name peft could look up
     _randomise_b(lora)
     rollout = _rollout(lora)  # adapters unmerged: the fast loop reads W + s B A
     slow = lora.generate(["a photo of a red square", "a photo of two blue circles"], n=2, seed=3, fast=False)
@@ -114,7 +116,10 @@ def test_merged_equals_unmerged_and_adapters_round_trip(tiny_policy_dir: Path, t
     with torch.no_grad():
         unmerged = lora.token_logits(rollout)
         base = lora.reference().token_logits(rollout)
-    folder = lora.save(tmp_path / "adapter")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folder = lora.save(tmp_path / "adapter")
+    assert not caught, [str(w.message) for w in caught]  # e.g. peft looking the base up on the Hub
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in folder.iterdir()}
     assert not (folder / "model.safetensors").exists()
     config = json.loads((folder / "adapter_config.json").read_text())

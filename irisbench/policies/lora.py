@@ -163,7 +163,9 @@ def attach_lora(policy: Any, settings: LoraSettings, base: dict[str, Any], *, se
     with torch.random.fork_rng(devices=[]), _quiet_peft():
         torch.manual_seed(seed)
         peft_model = get_peft_model(policy.model, _peft_config(settings, scope))
-    peft_model.peft_config["default"].base_model_name_or_path = str(base.get("model") or base.get("policy"))
+    # a local folder (peft looks a non-local name up on the Hub when saving): the loaded base's own
+    peft_model.peft_config["default"].base_model_name_or_path = str(
+        getattr(policy, "checkpoint", None) or base.get("model") or base.get("policy"))
     return LoraPolicy(policy, peft_model, settings, base, fingerprint)
 
 
@@ -229,7 +231,8 @@ class LoraPolicy:
             raise LoraError("a merged or sharded LoRA policy has no adapters to save")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.peft.save_pretrained(str(path))
+        # embeddings are never adapted: no "was the vocabulary resized?" check (a Hub look-up for non-local names)
+        self.peft.save_pretrained(str(path), save_embedding_layers=False)
         meta = {"format": FORMAT, "format_version": 1, "policy": self.policy.name, "base": self.base,
                 "base_fingerprint": self.fingerprint, "lora": asdict(self.settings),
                 "lora_scope": _scope(self.policy)}
