@@ -227,3 +227,18 @@ def test_janus_lora_adapts_the_language_model_only(tmp_path: Path) -> None:
     assert float((merged.logp - unmerged.logp).abs().max()) < JANUS_TOL
     assert float((merged.self_certainty - unmerged.self_certainty).abs().max()) < JANUS_TOL
     assert float((base.logp - unmerged.logp).abs().max()) > 1e-2  # the adapters change the numbers
+
+
+def test_adapter_dropout_runs_only_where_gradients_are_on(tiny_policy_dir: Path) -> None:
+    import torch
+
+    lora = attach_lora(load_policy(str(tiny_policy_dir)), LoraSettings(r=4, dropout=0.5),
+                       base={"policy": str(tiny_policy_dir), "model": None, "policy_options": {}})
+    _randomise_b(lora)
+    rollout = _rollout(lora)
+    assert not lora.model.training  # the policy stays in eval mode
+    with torch.no_grad():
+        a, b = lora.token_logits(rollout).logp, lora.token_logits(rollout).logp
+    assert torch.equal(a, b)
+    c, d = lora.token_logits(rollout).logp.detach(), lora.token_logits(rollout).logp.detach()
+    assert not torch.equal(c, d) and not torch.equal(a, c)  # two gradient passes, two dropout masks

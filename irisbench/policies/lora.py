@@ -9,9 +9,9 @@ policy seen through its adapters:
   fingerprint of the base weights the adapters sit on, the settings). No base weights are written.
 - ``reference()`` is the KL reference of GRPO (beta > 0): the frozen base, computed by the same model with the
   adapters switched off (``PeftModel.disable_adapter``), so no second copy of the weights exists.
-- ``token_logits`` with gradients on runs the adapters' dropout (trl trains with ``model.train()``; the
-  policies otherwise stay in eval mode, which in these models only switches the LoRA dropout); sampling and
-  the reference never drop.
+- the adapters' dropout runs wherever gradients are on (``GradDropout``: GRPO's gradient pass, as trl's
+  ``model.train()`` does, and its recomputation under activation checkpointing), whatever the module mode; the
+  policies stay in eval mode, and sampling, ``no_grad`` passes and the reference never drop.
 
 ``load_lora`` reads such a folder back: the base from its record (or ``--model``), refused when its targeted
 weights differ from the fingerprint, then the adapters (``PeftModel.from_pretrained``, local only). For
@@ -28,6 +28,7 @@ with unmerged adapters it reads ``W + scaling B A`` (``shapes_step.Weights.of``)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -134,6 +135,21 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
+@functools.cache
+def _grad_dropout_class() -> type:
+    import torch
+
+    class GradDropout(torch.nn.Dropout):
+        """Dropout wherever gradients are on, whatever the module's mode: in GRPO's gradient pass and in its
+        recomputation under activation checkpointing (which runs in backward, with the forward's RNG state), never
+        in sampling, ``no_grad`` scoring or evaluation. The policies stay in eval mode throughout."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.dropout(x, self.p, torch.is_grad_enabled(), self.inplace)
+
+    return GradDropout
+
+
 def _scope(policy: Any) -> str:
     scope = getattr(policy, "lora_scope", None)
     if scope is None:
@@ -176,9 +192,11 @@ class LoraPolicy:
                  fingerprint: str, checkpoint: str | None = None) -> None:
         self.policy, self.peft, self.settings = policy, peft_model, settings
         self.base, self.fingerprint, self.checkpoint, self.merged = base, fingerprint, checkpoint, False
-        self._dropouts = [m.lora_dropout for m in policy.model.modules() if hasattr(m, "lora_dropout")]
-        for d in self._dropouts:  # peft's new modules start in training mode: off but in the gradient pass
-            d.train(False)
+        grad_dropout = _grad_dropout_class()
+        for m in policy.model.modules():  # peft's nn.Dropout -> dropout exactly where gradients are on
+            for key, d in getattr(m, "lora_dropout", {}).items():
+                if type(d).__name__ == "Dropout":
+                    m.lora_dropout[key] = grad_dropout(d.p)
 
     def __getattr__(self, name: str) -> Any:
         if name == "policy":  # not yet set (copy, unpickling): no recursion
@@ -189,25 +207,9 @@ class LoraPolicy:
     def model(self) -> Any:
         return self.policy.model
 
-    @contextmanager
-    def _dropout(self) -> Iterator[None]:
-        import torch
-
-        if not torch.is_grad_enabled() or self.merged:
-            yield
-            return
-        for d in self._dropouts:
-            d.train(True)
-        try:
-            yield
-        finally:
-            for d in self._dropouts:
-                d.train(False)
-
     def token_logits(self, rollout: Any, *, uncond: bool = False) -> Any:
         """The policy's teacher-forced statistics through the adapters (their dropout on when gradients are)."""
-        with self._dropout():
-            return self.policy.token_logits(rollout, uncond=uncond)
+        return self.policy.token_logits(rollout, uncond=uncond)
 
     def reference(self) -> BaseReference:
         """The frozen base as GRPO's KL reference: the same weights, adapters off."""
@@ -216,7 +218,7 @@ class LoraPolicy:
     def merge(self) -> LoraPolicy:
         """Fold ``scaling * B A`` into the base weights and drop the adapters (``merge_and_unload``)."""
         self.policy.model = self.peft.merge_and_unload()
-        self.merged, self._dropouts = True, []
+        self.merged = True
         return self
 
     def trainable_parameters(self) -> int:
