@@ -10,6 +10,8 @@ AdamW state in the parameters' dtype as torch keeps it):
 - ``gathered``: the largest transient of whole parameters: sampling gathers the whole policy once per
   batch (``irisbench.sharding.gathered``), the teacher-forced pass one unit at a time (the largest unit:
   the 102,400-row embedding or ``lm_head``); the sampling gather is counted, as the larger;
+- LoRA presets (``janus-pro-7b-iris-lora``: ``lora: {}``, ``parallel: ddp``): ``predict_lora``, the table's
+  ``lora_r16`` rows;
 - ``kv_cache``: the sampling loop's static cache, 2 (K, V) x layers x rows x width x length x 2 bytes, rows
   = 2 x ``batch_size`` (CFG), length = image prompt (with its CoT) + 576;
 - ``activations``: the teacher-forced pass with gradients for one micro-batch (rows = the rank's rollouts /
@@ -128,9 +130,49 @@ def predict(size: JanusSize, gpus: int, recipe: Recipe) -> dict[str, Any]:
             "peak_gb": round(peak / GB, 2)}
 
 
+def lora_parameters(size: JanusSize, r: int = 16) -> int:
+    """LoRA A (r x in) and B (out x r) of the seven projections of every decoder block (the -lora presets)."""
+    h, kv, m = size.hidden, size.hidden * size.kv_heads // size.heads, size.mlp
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, m), (h, m), (m, h)]  # (in, out): q k v o gate up down
+    return size.layers * sum(r * (i + o) for i, o in shapes)
+
+
+def predict_lora(size: JanusSize, gpus: int, recipe: Recipe, r: int = 16) -> dict[str, Any]:
+    """Bytes per GPU of a LoRA step (``lora: {}``, ``parallel: ddp``), by ``predict``'s method with these changes:
+
+    - ``params``: the whole bf16 model on every GPU (replicated, not sharded); ``gathered``: 0;
+    - ``reference``: 0 (the base with the adapters off, the same weights);
+    - ``grads`` and ``adamw``: the adapters only, kept in fp32 by peft (4 bytes; two AdamW moments);
+    - ``activations``: ``predict``'s (the backward still runs through every block to reach the adapters) plus,
+      per token and block, what each adapter saves: its input cast to fp32 after dropout (4 bytes) and the
+      dropout mask (1 byte) (q, k, v, o, gate, up read ``hidden``-wide inputs, down ``mlp``-wide; each adapter
+      drops and casts its own copy), and the r-wide ``A x`` in fp32: ``5 * (6 * hidden + mlp) + 4 * 7 * r``
+      bytes; with activation checkpointing, for one block only (as ``predict`` counts the recomputed block).
+    """
+    full = predict(size, gpus, recipe)
+    a = lora_parameters(size, r)
+    params = size.total() * BF16
+    grads, adamw = a * 4, 2 * a * 4
+    img_len = recipe.image_prompt + recipe.cot_tokens + recipe.image_tokens
+    rows = max(1, recipe.rollouts // gpus // recipe.grad_accum)
+    tokens = rows * (recipe.cot_prompt + recipe.cot_tokens + img_len)
+    per_token_layer = 5 * (6 * size.hidden + size.mlp) + 4 * 7 * r
+    adapter_acts = rows * img_len * per_token_layer if recipe.checkpointing else tokens * size.layers * per_token_layer
+    acts = full["activations"] * GB + adapter_acts
+    kv_cache, logits = full["kv_cache"] * GB, full["logits"] * GB
+    parts = {"params": params, "reference": 0.0, "grads": grads, "adamw": adamw, "gathered": 0.0,
+             "kv_cache": kv_cache, "activations": acts, "logits": logits}
+    peak = params + grads + adamw + max(kv_cache, acts + logits)
+    return {"gpus": gpus, "micro_batch_rows": rows, **{k: round(v / GB, 2) for k, v in parts.items()},
+            "peak_gb": round(peak / GB, 2)}
+
+
 def table(recipe: Recipe, gpu_counts: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
     return {name: {"trainable_parameters": s.trainable(), "total_parameters": s.total(),
-                   "per_gpu": [predict(s, n, recipe) for n in gpu_counts]} for name, s in SIZES.items()}
+                   "per_gpu": [predict(s, n, recipe) for n in gpu_counts],
+                   "lora_r16": {"trainable_parameters": lora_parameters(s),
+                                "per_gpu": [predict_lora(s, n, recipe) for n in gpu_counts]}}
+            for name, s in SIZES.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

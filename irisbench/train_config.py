@@ -83,6 +83,9 @@ class TrainConfig:
     eval_prompts: int | None = None  # None: the whole split
     eval_images_per_prompt: int | None = None  # None: the suite's
     num_threads: int = 2
+    # LoRA adapters (irisbench.policies.lora; {} for the defaults: r 16, alpha 32, dropout 0.05, the attention and
+    # MLP projections); None: full fine-tuning
+    lora: dict[str, Any] | None = None
     # data parallelism under torchrun / accelerate launch: "ddp" replicates the policy and all-reduces
     # gradients; "fsdp" shards parameters, gradients and optimizer state (FSDP2, for 7B; irisbench.sharding)
     parallel: str = "ddp"
@@ -129,6 +132,13 @@ class TrainConfig:
         if self.freeze_image_tokens and (self.weight_decay or self.parallel == "fsdp"):
             raise ConfigError("freeze_image_tokens zeroes the image rows' gradients, which keeps them fixed only "
                               "with weight_decay=0 and parallel=ddp")
+        if self.lora is not None:
+            from irisbench.policies.lora import LoraSettings
+
+            LoraSettings.from_config(self.lora)
+            if self.parallel == "fsdp" or self.freeze_image_tokens:
+                raise ConfigError("lora trains only the adapters (embeddings and heads stay frozen) and is not "
+                                  "sharded: set parallel=ddp and freeze_image_tokens=false, or drop lora")
         if self.cfg is not None and self.cfg < 0:
             raise ConfigError(f"cfg must be >= 0, got {self.cfg}")
         if self.temperature is not None and not self.temperature > 0:

@@ -176,10 +176,17 @@ class GRPOTrainer:
         ckpts = complete_checkpoints(self.out)
         self.start_step = ckpts[-1][0] if ckpts else 0
         if ckpts:
-            self.policy = load_policy(str(ckpts[-1][1]), device=self.device)
+            self.policy = load_policy(str(ckpts[-1][1]), device=self.device,
+                                      **({"trainable": True} if cfg.lora is not None else {}))
         else:
             self.policy = self._policy if self._policy is not None else \
                 load_policy(cfg.policy, cfg.model, device=self.device, **cfg.policy_options)
+            if cfg.lora is not None:  # adapters in place, base frozen (irisbench.policies.lora)
+                from irisbench.policies.lora import LoraSettings, attach_lora
+
+                self.policy = attach_lora(self.policy, LoraSettings.from_config(cfg.lora), seed=cfg.seed, base={
+                    "policy": cfg.policy, "model": cfg.model, "policy_options": cfg.policy_options})
+                torch.manual_seed(derive_seed(cfg.seed, "lora-dropout"))  # its masks: a function of the seed
         if not isinstance(self.policy, TrainablePolicy):
             missing = [n for n in ("model", "vocab_sizes", "max_completion_length", "token_logits", "fsdp_units",
                                    "save") if not hasattr(self.policy, n)]
@@ -203,10 +210,12 @@ class GRPOTrainer:
         if not self.params:
             raise ValueError(f"freeze patterns {cfg.freeze} froze every parameter")
         self.ref = None
-        if cfg.beta > 0:
+        if cfg.beta > 0 and cfg.lora is not None:
+            self.ref = self.policy.reference()  # the base, adapters off: the same weights, no copy
+        elif cfg.beta > 0:
             self.ref = copy.deepcopy(self.policy) if not ckpts else self._load_reference()
             self.ref.model.eval().requires_grad_(False)
-        self._ref_saved = (self.out / "checkpoints" / "reference").is_dir()
+        self._ref_saved = cfg.lora is not None or (self.out / "checkpoints" / "reference").is_dir()
         if cfg.freeze_image_tokens:
             from irisbench.train_config import ConfigError
 
@@ -279,6 +288,10 @@ class GRPOTrainer:
 
         state = restore_optimizer(ckpt, self.optimizer, self.scheduler, loader=loader)
         self.elapsed = float(state.get("elapsed_s", 0.0))
+        if self.cfg.lora is not None and state.get("rng.torch") is not None:  # the adapters' dropout masks go on
+            import torch
+
+            torch.set_rng_state(state["rng.torch"])
 
     def _save(self, step: int) -> Path | None:
         """Every rank calls it (sharded state is gathered onto rank 0); rank 0 writes ``step-N``."""

@@ -70,3 +70,33 @@ def test_table_shrinks_with_more_gpus_and_7b_needs_sharding() -> None:
     one = t["janus-pro-7b"]["per_gpu"][0]
     # 7B on one GPU: weights, reference, gradient and two moments alone are 5 x 2 bytes x ~7 B parameters
     assert one["params"] + one["reference"] + one["grads"] + one["adamw"] > 65
+
+
+def test_lora_parameter_count_equals_peft_on_a_small_llama() -> None:
+    torch = pytest.importorskip("torch")
+    from janus_memory import lora_parameters
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = JanusSize("toy", hidden=64, layers=3, heads=4, kv_heads=2, mlp=96, vocab=50)
+    config = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, num_hidden_layers=s.layers,
+                         num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, intermediate_size=s.mlp)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    with torch.random.fork_rng(devices=[]):
+        model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules=targets))
+    adapters = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    # by hand, per block: 8 * (64+64 + 64+32 + 64+32 + 64+64 + 64+96 + 64+96 + 96+64) = 8 * 928
+    assert lora_parameters(s, r=8) == adapters == 3 * 8 * 928
+
+
+def test_lora_prediction_drops_the_reference_and_shrinks_the_state() -> None:
+    from janus_memory import lora_parameters, predict_lora
+
+    s = SIZES["janus-pro-7b"]
+    full, lora = predict(s, 1, Recipe()), predict_lora(s, 1, Recipe())
+    assert lora["reference"] == 0.0 and lora["gathered"] == 0.0 and lora["params"] == full["params"]
+    assert lora["grads"] == round(lora_parameters(s) * 4 / 1e9, 2)  # fp32 adapters
+    assert lora["adamw"] == round(lora_parameters(s) * 8 / 1e9, 2)
+    assert lora["activations"] > full["activations"]  # each adapter keeps its own fp32 input
+    ckpt = predict_lora(s, 1, Recipe(checkpointing=True))
+    assert ckpt["peak_gb"] < 80 < predict(s, 1, Recipe(checkpointing=True))["peak_gb"]

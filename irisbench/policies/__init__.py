@@ -18,9 +18,15 @@ MODEL_POLICIES = {"shapes-base", "textures-base", "shapes-lm", "janus-pro"}
 def load_policy(name: str, model: str | None = None, *, device: str | None = None, **kwargs: Any) -> Any:
     """A policy object from a registered name (``--policy``) and, where needed, a model id/path.
 
-    A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``. ``device`` (a
-    resolved device string, ``irisbench.devices``) goes to policies with a model; the others ignore it.
+    A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``; a LoRA adapter folder
+    (``irisbench.policies.lora``) as its base + adapters, ``model`` replacing the recorded base (``trainable``:
+    adapters kept separate, for resuming; else merged). ``device`` (a resolved device string,
+    ``irisbench.devices``) goes to policies with a model; the others ignore it.
     """
+    if name not in POLICIES and (Path(name) / "adapter_config.json").is_file():
+        from irisbench.policies.lora import load_lora
+
+        return load_lora(name, model, device=device, **kwargs)
     if name not in POLICIES and Path(name).is_dir():
         name, model = _kind_of_folder(Path(name)), name
     factory = POLICIES.load(name)  # unknown names raise with did-you-mean

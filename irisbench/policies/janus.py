@@ -124,6 +124,7 @@ class JanusPolicy:
 
     name = "janus-pro"
     world = "open"
+    lora_scope = "model.language_model."  # LoRA (irisbench.policies.lora) in the language model only
 
     def __init__(
         self,

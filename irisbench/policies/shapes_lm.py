@@ -138,6 +138,7 @@ class ShapesLMPolicy:
 
     name = "shapes-lm"
     world = "shapes"
+    lora_scope = "model.layers."  # where LoRA adapters may go (irisbench.policies.lora): the decoder blocks
 
     def __init__(self, model: Any, vocab: ShapesVocab, image_tokenizer: PatchTokenizer,
                  defaults: SamplingDefaults | None = None, checkpoint: str | None = None) -> None:

@@ -78,7 +78,8 @@ def sgemm_rows_invariant(hidden: int = 192, inter: int = 512) -> bool:
 
 
 def supports_fast_decode(model: Any) -> bool:
-    """True for the plain fp32 Llama of ``build_model`` (what the hand-written step reproduces)."""
+    """True for the plain fp32 Llama of ``build_model`` (what the hand-written step reproduces), LoRA adapters
+    (peft) included: ``Weights.of`` reads their effective weights."""
     import torch
 
     c = getattr(model, "config", None)
@@ -90,6 +91,20 @@ def supports_fast_decode(model: Any) -> bool:
             and c.num_key_value_heads == c.num_attention_heads
             and next(model.parameters()).dtype == torch.float32
             and getattr(model.model, "rotary_emb", None) is not None)
+
+
+def _weight(linear: Any) -> torch.Tensor:
+    """A linear layer's weight; for a peft LoRA layer with enabled, unmerged adapters ``W + scaling B A`` (what
+    ``merge_and_unload`` would write, computed alike), so that the step samples from the adapted model."""
+    base = getattr(linear, "base_layer", None)
+    if base is None:
+        return linear.weight
+    w = base.weight
+    if getattr(linear, "disable_adapters", False) or getattr(linear, "merged", False):
+        return w
+    for name in linear.active_adapters:
+        w = w + linear.get_delta_weight(name)
+    return w
 
 
 @dataclass
@@ -135,8 +150,8 @@ class Weights:
         layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
-            q, k, v, o = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight
-            g, u, dn = m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight
+            q, k, v, o = (_weight(x) for x in (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
+            g, u, dn = (_weight(x) for x in (m.gate_proj, m.up_proj, m.down_proj))
             layers.append(Layer(q=q, k=k, v=v, o=o, gate=g, up=u, down=dn, ln1=layer.input_layernorm.weight,
                                 ln2=layer.post_attention_layernorm.weight, qkv_t=torch.cat([q, k, v]).t().contiguous(),
                                 o_t=o.t().contiguous(), gate_up_t=torch.cat([g, u]).t().contiguous(),
