@@ -26,7 +26,7 @@ def load_policy(name: str, model: str | None = None, *, device: str | None = Non
     if name not in POLICIES and (Path(name) / "adapter_config.json").is_file():
         from irisbench.policies.lora import load_lora
 
-        return load_lora(name, model, device=device, **kwargs)
+        return load_lora(name, model, load_policy=load_policy, needs_model=NEEDS_MODEL, device=device, **kwargs)
     if name not in POLICIES and Path(name).is_dir():
         name, model = _kind_of_folder(Path(name)), name
     factory = POLICIES.load(name)  # unknown names raise with did-you-mean

@@ -33,7 +33,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -265,15 +265,16 @@ class BaseReference:
             return self._lora.policy.token_logits(rollout, uncond=uncond)
 
 
-def load_lora(folder: str | Path, model: str | None = None, *, device: str | None = None, trainable: bool = False,
+def load_lora(folder: str | Path, model: str | None = None, *, load_policy: Callable[..., Any],
+              needs_model: Collection[str], device: str | None = None, trainable: bool = False,
               **kwargs: Any) -> LoraPolicy:
     """Base + adapters from a folder ``LoraPolicy.save`` wrote; ``model`` (``--model``) replaces the recorded
     base's model and must hold the same weights in the targeted layers; ``trainable=False`` merges them.
 
-    ``kwargs`` go to the base policy's loader (sampling settings)."""
+    ``load_policy`` and ``needs_model`` are ``irisbench.policies``' loader and its set of policies that take a
+    model (passed in, so that this module does not import its package back). ``kwargs`` go to the base
+    policy's loader (sampling settings)."""
     from peft import PeftModel
-
-    from irisbench.policies import NEEDS_MODEL, load_policy
 
     folder = Path(folder)
     missing = [f for f in (*ADAPTER_FILES, POLICY_FILE) if not (folder / f).is_file()]
@@ -286,7 +287,7 @@ def load_lora(folder: str | Path, model: str | None = None, *, device: str | Non
     settings = LoraSettings.from_config(meta.get("lora", {}), f"{folder / POLICY_FILE}: lora")
     options = {**(base.get("policy_options") or {}), **kwargs}
     if model:
-        policy = load_policy(base["policy"], model, device=device, **options) if base.get("policy") in NEEDS_MODEL \
+        policy = load_policy(base["policy"], model, device=device, **options) if base.get("policy") in needs_model \
             else load_policy(str(model), device=device, **options)
     else:
         policy = load_policy(base.get("policy", ""), base.get("model"), device=device, **options)
