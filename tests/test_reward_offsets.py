@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -42,13 +43,17 @@ def three_token_rollout(plan_tokens: int = 2) -> Rollout:
     """One row: ``plan_tokens`` of the plan tokens above (2 by default), then the image token; SC from the
     logits with the project's own ``self_certainty`` (offsets kept, as a policy records it)."""
     logits = [torch.tensor(z) for z in PLAN_LOGITS[:plan_tokens]] + [torch.tensor(IMAGE_LOGITS)]
-    sc = np.array([[float(self_certainty(z, subtract_log_vocab=False)) for z in logits]], dtype=np.float32)
-    t = sc.shape[1]
-    modality = np.array([[TEXT] * plan_tokens + [IMAGE]], dtype=np.int8)
+    sc = [float(self_certainty(z, subtract_log_vocab=False)) for z in logits]
+    return one_row(sc, [TEXT] * plan_tokens + [IMAGE], {"text": K_TEXT, "image": K_IMAGE})
+
+
+def one_row(sc: list[float], modality: list[int], vocab: dict[str, int]) -> Rollout:
+    t = len(sc)
     return Rollout(prompts=["p"], seeds=[0], images=[np.zeros((4, 4, 3), np.uint8)], plans=["a b"],
-                   tokens=np.zeros((1, t), np.int64), token_mask=np.ones((1, t), bool), modality=modality,
-                   logp=np.zeros((1, t), np.float32), self_certainty=sc, entropy=np.zeros((1, t), np.float32),
-                   settings={"vocab_size": {"text": K_TEXT, "image": K_IMAGE}})
+                   tokens=np.zeros((1, t), np.int64), token_mask=np.ones((1, t), bool),
+                   modality=np.array([modality], dtype=np.int8), logp=np.zeros((1, t), np.float32),
+                   self_certainty=np.array([sc], dtype=np.float32), entropy=np.zeros((1, t), np.float32),
+                   settings={"vocab_size": vocab})
 
 
 def test_recorded_sc_is_the_hand_value() -> None:
@@ -151,3 +156,77 @@ def test_shapes_policy_sc_vocabulary_is_what_the_logits_span(tiny_policy_dir: Pa
     assert sizes == policy.vocab_sizes == {"text": len(policy.vocab.text_ids), "image": policy.vocab.codebook_size}
     assert kept["plan"][0].shape[-1] == sizes["text"] and kept["image_cond"][0].shape[-1] == sizes["image"]
     assert sizes["text"] + sizes["image"] < policy.model.config.vocab_size
+
+
+# ------------------------------------------------------------------ benchmarks/offset_length_bonus.py's estimators
+
+def _bonus_module():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        return importlib.import_module("offset_length_bonus")
+    finally:
+        sys.path.pop(0)
+
+
+def _synthetic(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(7), 5)
+    x = rng.integers(5, 20, size=group.size).astype(float) + 3 * group
+    y = 0.3 * x - 2.0 * group + rng.normal(size=group.size)
+    return x, y, group
+
+
+def test_within_prompt_slope_is_least_squares_with_prompt_dummies() -> None:
+    mod = _bonus_module()
+    x, y, group = _synthetic()
+    dummies = (group[:, None] == np.arange(group.max() + 1)[None]).astype(float)
+    coef = np.linalg.lstsq(np.column_stack([x, dummies]), y, rcond=None)[0]
+    ones = np.ones((1, group.max() + 1))
+    assert mod.within_slope(x, y, group, ones)[0] == pytest.approx(coef[0], rel=1e-10)
+    pooled = np.polyfit(x, y, 1)[0]
+    assert mod.pooled_slope(x, y, group, ones)[0] == pytest.approx(pooled, rel=1e-10)
+    # a bootstrap weight vector = the same fit on the resampled rows (group 0 twice, group 1 dropped)
+    w = ones.copy()
+    w[0, 0], w[0, 1] = 2, 0
+    rows = np.concatenate([np.flatnonzero(group == g) for g in [0, 0, *range(2, group.max() + 1)]])
+    xr, yr = x[rows], y[rows]
+    gr = np.concatenate([[k] * 5 for k in range(group.max() + 1)])  # the two copies of group 0 as two groups
+    dr = (gr[:, None] == np.arange(gr.max() + 1)[None]).astype(float)
+    coef_r = np.linalg.lstsq(np.column_stack([xr, dr]), yr, rcond=None)[0]
+    assert mod.within_slope(x, y, group, w)[0] == pytest.approx(coef_r[0], rel=1e-10)
+    assert mod.pooled_slope(x, y, group, w)[0] == pytest.approx(np.polyfit(xr, yr, 1)[0], rel=1e-10)
+
+
+def test_analysis_of_pure_offset_rows_recovers_the_hand_bonus() -> None:
+    """Rollouts whose every token has KL 0: nsc = -(L a_t + n a_i) / (L + n), so the analytic bonus is exactly
+    (a_i - a_t) n / (L + n)^2 per row, and the offset-free order has no bonus at all."""
+    mod = _bonus_module()
+    vocab = {"text": 24, "image": 763}
+    length = np.array([6, 12, 6, 18, 24, 12, 6, 12], dtype=float)
+    n = 64.0
+    frame = offset_only_frame(length, n, vocab)
+    table, facts = mod.analyse(frame, vocab, resamples=50, seed=0)
+    get = {(r.order, r.estimator): r.value for r in table.itertuples()}
+    for order, (at, ai) in mod.order_offsets(vocab).items():
+        want = float(np.mean((ai - at) * n / (length + n) ** 2))
+        assert get[(order, "analytic")] == pytest.approx(want, rel=1e-9)
+    assert get[("none", "within_prompt")] == pytest.approx(0.0, abs=1e-6)  # SC stored in float32
+    assert facts["kl_text_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert mod.order_offsets(vocab)["janus"] == (pytest.approx(LOG_VT), pytest.approx(LOG_VI))
+
+
+def offset_only_frame(length: np.ndarray, n: float, vocab: dict[str, int]) -> pd.DataFrame:
+    lt, li = math.log(vocab["text"]), math.log(vocab["image"])
+    frame = pd.DataFrame({"prompt_index": np.repeat([0, 1], len(length) // 2), "plan_len": length,
+                          "image_len": np.full(len(length), n), "sc_text_raw": lt, "sc_image_raw": li})
+    for order, options in OFFSET_ORDERS.items():
+        reward = make_reward("nsc", **options)
+        values = []
+        for L in length.astype(int):
+            r = one_row([lt] * L + [li] * int(n), [TEXT] * L + [IMAGE] * int(n), vocab)
+            values.append(float(reward(r, {})[0]))
+        frame[f"reward_{order}"] = values
+    return frame
