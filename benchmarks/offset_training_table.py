@@ -58,15 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     scores: list[dict] = []
     metrics: list[dict] = []
+    arms: dict[str, dict[str, Any]] = {}
     for spec in args.run:
         arm, _, folder = spec.partition("=")
         if not folder or not (Path(folder) / "train" / "metrics.jsonl").is_file():
             print(f"offset_training_table: --run {spec!r}: give ARM=RUN_FOLDER of a training run", file=sys.stderr)
             return 2
         s, m, config = run_tables(arm, Path(folder))
+        arms[arm] = {"reward_options": json.dumps(config.get("reward_options") or {}),
+                     "training_seed": config["seed"], "lr": config["lr"]}
         for row in s + m:
-            row.update({"preset_reward_options": json.dumps(config.get("reward_options") or {}),
-                        "training_seed": config["seed"], "lr": config["lr"]})
+            row.update(arms[arm])
         scores += s
         metrics += m
     for spec in args.test:
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"offset_training_table: --test {spec!r}: give ARM:STEP=EVAL_FOLDER of a finished evaluation",
                   file=sys.stderr)
             return 2
-        scores.append(score_row(arm, int(step), "test", Path(folder) / "results.json"))
+        scores.append({**score_row(arm, int(step), "test", Path(folder) / "results.json"), **arms.get(arm, {})})
     args.out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(scores).sort_values(["arm", "split", "step"])
     atomic_write_text(args.out / "training_scores.csv", table.drop(columns="source").to_csv(index=False,
