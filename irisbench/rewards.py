@@ -22,6 +22,15 @@ non-zero weight (IRIS's as-coded NSC: CoT length shifts it, since text and image
 token (vocabulary sizes from ``rollout.settings["vocab_size"] = {"text": Vt, "image": Vi}``), giving
 ``KL(U || pi)`` for self-certainty and ``H - log|V| = -KL(pi || U)`` for entropy.
 
+Offsets as a switch (``offset_vocab``, docs/self-certainty.md): a policy's per-token SC is taken over the
+vocabulary it reports in ``rollout.settings["vocab_size"]`` (k_text, k_image; the shapes LM's allowed
+sub-vocabularies, 24 plan symbols and 763 codes, Janus-Pro's full 102,400 / 16,384), so the kept offset
+is ``log k_m``. ``offset_vocab={"text": Vt, "image": Vi}`` (offsets kept) swaps that constant for
+``log V_m``: ``s_t - log k_m + log V_m = KL_t(U || pi) + log V_m``, the IRIS code's value with another
+vocabulary's offsets and the policy's own KL. ``OFFSET_ORDERS`` names the three orders the shapes world
+is measured in: ``world`` (the policy's own offsets), ``janus`` (``JANUS_PRO_VOCAB``) and ``none``
+(``subtract_log_vocab=True``).
+
 Departures from the IRIS code: the as-coded NSC is one preset (``nsc``) among several; the
 balanced/ablation forms are not in the released code (only "all tokens" runs there). A row without
 tokens of a modality whose weight is non-zero raises ``RewardInputError`` instead of contributing 0;
@@ -62,6 +71,17 @@ from irisbench.uncertainty import masked_mean, part_mask
 
 Stat = Literal["self_certainty", "entropy"]
 Pooling = Literal["tokens", "modality"]
+
+# Janus-Pro's text vocabulary (``text_config.vocab_size``) and image codebook (``vq_config.num_embeddings``):
+# the vocabularies the IRIS code's self-certainty is taken over (irisbench/policies/janus.py ``vocab_sizes``).
+JANUS_PRO_VOCAB: dict[str, int] = {"text": 102_400, "image": 16_384}
+# offset order -> TokenStatReward options that give it (on a reward whose offsets are kept, e.g. ``nsc``)
+OFFSET_ORDERS: dict[str, dict[str, Any]] = {
+    "world": {},
+    "janus": {"offset_vocab": JANUS_PRO_VOCAB},
+    "none": {"subtract_log_vocab": True},
+}
+MODALITIES = ("text", "image")
 
 
 class RewardError(IrisbenchError, ValueError):
@@ -109,9 +129,9 @@ def _vocab_sizes(rollout: Rollout, needed: Sequence[str], reward: str) -> dict[s
     vs = rollout.settings.get("vocab_size")
     if not isinstance(vs, Mapping):
         raise RewardInputError(
-            f"reward {reward!r} removes the log|V| offset and needs rollout.settings['vocab_size'] = "
-            f"{{'text': Vt, 'image': Vi}}; the policy did not set it (got {vs!r}). Set it in the policy, "
-            "or use subtract_log_vocab=False"
+            f"reward {reward!r} removes or replaces the log|V| offset and needs rollout.settings['vocab_size'] "
+            f"= {{'text': Vt, 'image': Vi}}; the policy did not set it (got {vs!r}). Set it in the policy, "
+            "or use subtract_log_vocab=False without offset_vocab"
         )
     out: dict[str, int] = {}
     for part in needed:
@@ -154,6 +174,11 @@ class TokenStatReward:
     ``pooling="tokens"``: ``r = mean_{t in active modalities}(w_{m(t)} * s_t)`` (``nsc`` is
     ``w_text = w_image = -1``, offsets kept). ``s_t`` has ``log|V_m|`` removed when
     ``subtract_log_vocab``. A modality with weight 0 is ignored entirely.
+
+    ``offset_vocab`` (self-certainty, offsets kept): ``{"text": Vt, "image": Vi}``; each token's kept offset
+    ``log k_m`` (``rollout.settings["vocab_size"]``) is replaced by ``log V_m``, so ``s_t`` becomes
+    ``KL_t + log V_m`` (``offset_vocab=JANUS_PRO_VOCAB`` runs the shapes world with Janus-Pro's offset order).
+    Stored as ``(modality, size)`` pairs (text, image); ``offset_vocab_sizes()`` gives the mapping.
     """
 
     stat: Stat = "self_certainty"
@@ -162,6 +187,7 @@ class TokenStatReward:
     subtract_log_vocab: bool = True
     pooling: Pooling = "modality"
     name: str = "token-stat"
+    offset_vocab: Mapping[str, int] | tuple[tuple[str, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.stat not in ("self_certainty", "entropy"):
@@ -174,6 +200,47 @@ class TokenStatReward:
                 raise RewardError(f"{self.name}: {field_name} must be finite, got {w!r}")
         if self.text_weight == 0 and self.image_weight == 0:
             raise RewardError(f"{self.name}: text_weight and image_weight are both 0 (a constant reward)")
+        if self.offset_vocab is not None:
+            object.__setattr__(self, "offset_vocab", self._check_offset_vocab(self.offset_vocab))
+
+    def _check_offset_vocab(self, given: Any) -> tuple[tuple[str, int], ...]:
+        where = f"reward {self.name!r}: offset_vocab"
+        if self.stat != "self_certainty":
+            raise RewardError(f"{where} applies to self-certainty only (this reward's statistic is {self.stat})")
+        if self.subtract_log_vocab:
+            raise RewardError(f"{where} replaces the kept log|V| offsets, but subtract_log_vocab is true (the "
+                              "offsets are removed): set subtract_log_vocab: false, or drop offset_vocab")
+        pairs = list(given.items()) if isinstance(given, Mapping) else given
+        try:
+            sizes = dict(pairs)
+        except (TypeError, ValueError):
+            raise RewardError(f"{where} must map text/image to vocabulary sizes, e.g. "
+                              f"{{text: 102400, image: 16384}}; got {given!r}") from None
+        unknown = sorted(set(sizes) - set(MODALITIES))
+        if unknown:
+            raise RewardError(f"{where}: unknown modality {', '.join(map(repr, unknown))} (use text, image)")
+        for part in MODALITIES:
+            v = sizes.get(part)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise RewardError(f"{where}[{part!r}] must be a positive integer vocabulary size, got {v!r} "
+                                  "(give both, e.g. {text: 102400, image: 16384})")
+        return tuple((part, int(sizes[part])) for part in MODALITIES)
+
+    def offset_vocab_sizes(self) -> dict[str, int] | None:
+        """``offset_vocab`` as ``{"text": Vt, "image": Vi}``, or None (the policy's own offsets)."""
+        return None if self.offset_vocab is None else dict(self.offset_vocab)  # type: ignore[arg-type]
+
+    def offsets(self, rollout: Rollout) -> dict[str, float]:
+        """The constant subtracted from each modality's per-token values: ``log k_m`` when
+        ``subtract_log_vocab``, ``log k_m - log V_m`` with ``offset_vocab``, else 0."""
+        parts = list(self.weights())
+        if not self.subtract_log_vocab and self.offset_vocab is None:
+            return {part: 0.0 for part in parts}
+        own = _vocab_sizes(rollout, parts, self.name)
+        target = self.offset_vocab_sizes()
+        if target is None:
+            return {part: math.log(v) for part, v in own.items()}
+        return {part: math.log(own[part]) - math.log(target[part]) for part in parts}
 
     def weights(self) -> dict[str, float]:
         """Non-zero weights by modality name."""
@@ -183,9 +250,7 @@ class TokenStatReward:
     def __call__(self, rollout: Rollout, context: Mapping[str, Any] | None = None) -> np.ndarray:
         values, mask, modality = _token_arrays(rollout, self.stat, self.name)
         weights = self.weights()
-        offsets = {part: 0.0 for part in weights}
-        if self.subtract_log_vocab:
-            offsets = {p: math.log(v) for p, v in _vocab_sizes(rollout, list(weights), self.name).items()}
+        offsets = self.offsets(rollout)
         part_masks = {part: part_mask(modality, mask, part) for part in weights}
         for part, pm in part_masks.items():
             bad = ~pm.any(axis=1)

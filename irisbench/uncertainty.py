@@ -9,7 +9,9 @@ Both are computed from logits cast to float32 inside the functions (bf16/fp16 in
 shifted by the row maximum first, so no overflow occurs and SC never materialises a softmax. The
 IRIS code keeps the ``+log|V|`` offset inside each token's value (``logsumexp - mean``); that "raw"
 form is ``self_certainty(z, subtract_log_vocab=False)`` and is what ``Rollout.self_certainty``
-stores (see ``irisbench/policies/base.py``).
+stores (see ``irisbench/policies/base.py``). ``V`` is whatever the logits span: a policy decides it (the shapes
+LM passes its allowed sub-vocabularies, Janus-Pro its full text vocabulary and codebook) and reports it as
+``vocab_sizes`` (docs/self-certainty.md).
 
 Masked aggregation (numpy, no torch: the rewards, rollouts' record summaries and the trainer's
 logged means all use it): ``masked_mean`` returns NaN (not 0) for an empty mask, so an absent part

@@ -162,9 +162,12 @@ class Policy(Protocol):
 class TrainablePolicy(Policy, Protocol):
     """A policy the GRPO trainer can update: everything ``irisbench.trainer`` and ``irisbench.sharding`` use.
 
-    ``model``: the ``torch.nn.Module`` holding every parameter. ``vocab_sizes``: ``{"text": Vt, "image":
-    Vi}``, the sizes of the distributions the per-token statistics are taken over (also written into
-    ``Rollout.settings["vocab_size"]`` by ``sample``, for the ``log|V|``-free rewards).
+    ``model``: the ``torch.nn.Module`` holding every parameter. ``vocab_sizes``: ``{"text": k_text, "image":
+    k_image}``, the self-certainty vocabulary: the sizes of the distributions each modality's per-token statistics
+    are taken over, so ``log k_m`` is the offset ``Rollout.self_certainty`` keeps (the shapes LM: its allowed
+    sub-vocabularies, 24 and 763; Janus-Pro: 102,400 and 16,384). ``sample`` writes it into
+    ``Rollout.settings["vocab_size"]``, which the rewards that remove or replace the offset read
+    (docs/self-certainty.md).
     ``max_completion_length``: the most tokens a rollout row can hold (the ``dr_grpo`` normaliser).
     """
 

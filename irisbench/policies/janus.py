@@ -20,6 +20,11 @@ chat template that transformers' ``convert_janus_weights_to_hf.py`` ships):
   ``skip_special_tokens=True`` and the image prompt becomes ``f"{prompt}. {cot}"`` in the same template
   (no system prompt). ``COT_PROMPT`` is T2I-R1's ``reasoning_prompt.txt`` as quoted verbatim by
   VLMEvalKit's T2I-R1 wrapper (the file itself is not in the public index searched here).
+
+Self-certainty vocabulary (``vocab_sizes``, recorded as ``Rollout.settings["vocab_size"]``): the CoT tokens' SC is
+taken over ``lm_head``'s whole text vocabulary (k_text = 102,400) and the image tokens' over ``generation_head``'s
+codebook (k_image = 16,384), as in the IRIS code, so the kept offsets are log 102,400 > log 16,384 (the shapes LM's
+order is the opposite; docs/self-certainty.md).
 """
 
 from __future__ import annotations

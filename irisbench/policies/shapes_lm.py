@@ -31,6 +31,13 @@ Departures from IRIS / Janus-Pro: the "CoT" is the world's fixed-grammar plan, n
 uncond row is ``[BOS] [NULL] [BOI]`` (a learned null token, no plan) rather than BOS/BOI with padding
 in between; the statistics come from the sampling loop's own logits (no second pass) and over the
 allowed sub-vocabulary (so |V| is the plan vocabulary or the codebook, not the whole LM vocabulary).
+
+Self-certainty vocabulary (``vocab_sizes``, recorded as ``Rollout.settings["vocab_size"]``): k_text = 24 (the
+shipped base's plan words + EOP) and k_image = 763 (its codebook), so the kept offsets are log 24 = 3.18 < log 763
+= 6.64, the opposite order to Janus-Pro's log 102,400 = 11.54 > log 16,384 = 9.70. ``nsc`` (token pooling, offsets
+kept) therefore pays a plan token less self-certainty than an image token for its offset alone; the reward option
+``offset_vocab`` (``irisbench.rewards``; preset ``iris-shapes-janus-offsets``) runs the world with Janus-Pro's
+offsets, and docs/self-certainty.md measures the per-plan-token bonus under each order.
 """
 
 from __future__ import annotations
