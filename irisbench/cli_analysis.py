@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from irisbench.cli_base import Command, app, console, default_out, guard, refuse_run_folder
+from irisbench.cli_base import Command, app, console, default_out, device_option, guard, refuse_run_folder
 from irisbench.errors import UsageError, parse_named
 
 
@@ -98,17 +98,20 @@ def probe_cmd(
     seed: int = typer.Option(0, help="Seed of the rollouts, the prompt subset and the bootstrap."),
     n_resamples: int = typer.Option(2000, help="Bootstrap resamples for the intervals."),
     out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/)."),
+    device: str = device_option(),
 ) -> None:
     """Reward-quality alignment before training: do a reward's GRPO advantages favour correct images?"""
 
     def body() -> None:
         from irisbench.alignment import probe_alignment, shapes_judge_and_count, write_outputs
+        from irisbench.devices import device_record, resolve_device
         from irisbench.policies import load_policy
         from irisbench.provenance import env_info
         from irisbench.runs import RunDir
         from irisbench.suites import load_suite, resolve_prompts
 
-        pol = load_policy(policy, model)
+        where = resolve_device(device)  # before anything is loaded or written: one line if unusable
+        pol = load_policy(policy, model, device=where)
         world = getattr(pol, "world", "shapes")
         shapes = world == "shapes"
         if not shapes and clip_model is None:
@@ -123,12 +126,13 @@ def probe_cmd(
             items = _even_subset(items, n_prompts, seed)
         judge, count = shapes_judge_and_count() if shapes else (None, None)
         clip_options = {k: v for k, v in (("model", clip_model), ("pretrained", clip_pretrained)) if v is not None}
-        clip = _probe_clip(clip_options)
+        clip = _probe_clip(clip_options, where)
         config = {"policy": policy, "model": model, "suite": suite, "split": prov.get("split", split_used),
                   "prompts_file": str(prompts_file) if prompts_file else None, "g": g, "rewards": names,
                   "prompts": len(items), "cfg": cfg, "seed": seed, "n_resamples": n_resamples,
                   "clip": clip_options or "shapes-clip"}
-        run = RunDir.create(out or default_out("probe"), kind="probe", config=config, env=env_info())
+        run = RunDir.create(out or default_out("probe"), kind="probe", config=config,
+                            env={**env_info(), **device_record(where)})
         result = probe_alignment(pol, items, names, g=g, seed=seed, cfg=cfg, judge=judge, count_objects=count,
                                  clip_score=clip, n_resamples=n_resamples,
                                  reward_options={"clip": clip_options} if "clip" in names and clip_options else None)
@@ -140,11 +144,12 @@ def probe_cmd(
     guard(body)
 
 
-def _probe_clip(options: dict[str, str]) -> Callable[[Any, Any], Any]:
-    """The probe's CLIP scorer: ``options`` (model, pretrained) or the shipped shapes-clip, raw cosine."""
+def _probe_clip(options: dict[str, str], device: str) -> Callable[[Any, Any], Any]:
+    """The probe's CLIP scorer on ``device``: ``options`` (model, pretrained) or the shipped shapes-clip, raw
+    cosine."""
     from irisbench.metrics.clip_score import clip_score, load_clip
 
-    clip = load_clip(**options)
+    clip = load_clip(**options, device=device)
     return lambda images, prompts: clip_score(images, prompts, clip)
 
 

@@ -11,12 +11,24 @@ import typer
 from rich.table import Table
 
 from irisbench import distributed
-from irisbench.cli_base import Command, app, claim_out, console, default_out, err, fail, guard
+from irisbench.cli_base import (
+    Command,
+    app,
+    claim_out,
+    console,
+    default_out,
+    device_option,
+    err,
+    fail,
+    given_flags,
+    guard,
+)
 from irisbench.errors import parse_key_values
 
 
 @app.command("eval", cls=Command)
 def eval_cmd(
+    ctx: typer.Context,
     suite: str = typer.Option(None, help="Suite name (see `irisbench suites ls`) or a suite YAML file "
                                          "(default: geneval; with --images, the folder's)."),
     policy: str = typer.Option(None, help="Policy name (see `irisbench ls`) or a checkpoint folder "
@@ -70,8 +82,7 @@ def eval_cmd(
     allow_failures: bool = typer.Option(False, "--allow-failures",
                                         help="--suite wise: exit 0 despite failed judge calls (a re-run "
                                              "judges only those)."),
-    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
-                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+    device: str = device_option(),
 ) -> None:
     """Generate images for a suite's prompts (or read them with --images), score them and write per-image
     records, results and the suite's official layout and files."""
@@ -80,8 +91,9 @@ def eval_cmd(
     if suite == "wise":
         _wise_eval(locals())
         return
-    if judge is not None or allow_failures:
-        fail(f"{'--judge' if judge is not None else '--allow-failures'} is read by --suite wise only")
+    wise_only = given_flags(ctx, WISE_ONLY)
+    if wise_only:
+        fail(f"{wise_only[0]} is read by --suite wise only (this is --suite {suite or 'geneval'})")
 
     def options() -> EvalOptions:
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
@@ -144,15 +156,39 @@ def print_header(config: dict[str, Any], target: Path) -> None:
                   + f"; {source}; run folder {target}", highlight=False, soft_wrap=True)
 
 
+# eval's options that only --suite wise reads
+WISE_ONLY = ("judge", "judge_model", "judge_api_key_env", "judge_workers", "wise_protocol", "judge_retries",
+             "judge_backoff", "allow_failures")
+# eval's options that --suite wise does not read, and why (refused, never ignored)
+NOT_FOR_WISE = {
+    "split": "its prompts are the --prompts file(s)",
+    "category": "it is a T2I-CompBench option",
+    "no_save_images": "the judge reads the images saved in the run folder",
+    **dict.fromkeys(("metrics", "clip_model", "clip_pretrained", "clip_scale", "fid_reference"),
+                    "WISE computes no CLIP score, FID or KID"),
+    "scorer_option": "its judge is set with --judge and --judge-model",
+}
+# ... and those that --suite wise --images does not read: no model is loaded, the folder's images are judged
+NOT_FOR_WISE_IMAGES = ("policy", "model", "cfg", "temperature", "top_k", "batch_size", "device")
+
+
 def _wise_eval(args: dict[str, Any]) -> None:
     """``eval --suite wise``: generate or read one image per WISE prompt, judge it, print per-category scores."""
     from irisbench.wise_eval import WiseOptions, evaluate_wise, failure_line
 
     if args["prompts"] is None:
         fail("--suite wise needs --prompts FILE or DIR: the official WISE JSON prompt file(s) (not shipped)")
-    for name in ("metrics", "split", "scorer_option"):
-        if args[name]:
-            fail(f"--{name.replace('_', '-')} does not apply to --suite wise")
+    refused = given_flags(args["ctx"], tuple(NOT_FOR_WISE))
+    if refused:
+        name = refused[0].lstrip("-").replace("-", "_")
+        fail(f"{refused[0]} does not apply to --suite wise: {NOT_FOR_WISE[name]}")
+    if args["images"] is not None:
+        refused = given_flags(args["ctx"], NOT_FOR_WISE_IMAGES)
+        if refused:
+            fail(f"{refused[0]} does not apply to --suite wise --images: the folder's images are judged, no model "
+                 "is loaded")
+    elif args["allow_missing"]:
+        fail("--allow-missing does not apply to --suite wise without --images: every prompt's image is generated")
     if args["images_per_prompt"] not in (None, 1):
         fail("WISE has one image per prompt: drop --images-per-prompt")
     opts = WiseOptions(
@@ -163,7 +199,7 @@ def _wise_eval(args: dict[str, Any]) -> None:
         seed=args["seed"],
         batch_size=args["batch_size"], cfg=args["cfg"], temperature=args["temperature"], top_k=args["top_k"],
         limit=args["limit"], retries=args["judge_retries"], backoff=args["judge_backoff"],
-        allow_config_change=args["allow_config_change"])
+        allow_config_change=args["allow_config_change"], device=args["device"])
     name = "external" if opts.images else Path(opts.policy).name
     target = claim_out(args["out"]) if args["out"] else guard(lambda: default_out(f"eval-wise-{name}"))
     results = guard(lambda: evaluate_wise(opts, target))
@@ -219,15 +255,18 @@ def metrics_cmd(
     clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
     fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
     kid_subset_size: int = typer.Option(None, help="KID subset size (default: min(100, n/2))."),
+    device: str = device_option(),
 ) -> None:
     """(Re)compute CLIP score, FID and KID on an eval run from its saved images, without generating again."""
 
     def body() -> dict[str, Any]:
+        from irisbench.devices import resolve_device
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
         from irisbench.run_metrics import compute_run_metrics
 
         opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained, check_scale_name(clip_scale),
-                             str(fid_reference) if fid_reference else None, kid_subset_size)
+                             str(fid_reference) if fid_reference else None, kid_subset_size,
+                             device=resolve_device(device))
         return compute_run_metrics(run, opts)
 
     results = guard(body)

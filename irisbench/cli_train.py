@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from irisbench import distributed
-from irisbench.cli_base import Command, app, console, default_out, guard
+from irisbench.cli_base import Command, app, console, default_out, device_option, guard
 from irisbench.errors import UsageError, parse_key_value, parse_named
 
 
@@ -23,8 +23,7 @@ def pretrain_cmd(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value "
                                                           "(dotted keys reach into mapping fields)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
-                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+    device: str = device_option(),
     world: str = typer.Option("shapes", help="shapes (flat colours, lossless tokenizer) or textures (per-patch "
                                              "shading, lossy tokenizer): starts from that world's shipped recipe."),
     threads: int = typer.Option(None, help="torch threads (default: the recipe's 1, the fastest on a busy machine; "
@@ -97,8 +96,7 @@ def experiment_cmd(
                                  help="Also rewrite the experiment block of ./README.md and publish the tidy tables "
                                       "and plots under results/experiment[-WORLD]/ (tracked files; run from the "
                                       "repository root). Without it the experiment writes only into --out."),
-    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
-                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+    device: str = device_option(),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
     from irisbench.experiment import ExperimentConfig, parse_seeds, run_experiment
@@ -141,8 +139,7 @@ def train_cmd(
     allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; "
-                                          "under torchrun each process takes cuda:LOCAL_RANK)."),
+    device: str = device_option(),
 ) -> None:
     """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards."""
     from irisbench.train_config import load_preset, preset_names, resolve_config

@@ -155,6 +155,7 @@ def compute_run_metrics(run_path: str | Path, opts: Any, *, n_resamples: int = 2
         metrics = SuiteMetrics(opts, config["world"])
         attach_metrics(results, metrics, run.path, records, items, int(config["seed"]), recompute_clip=True,
                        command=f"irisbench metrics {run.path} --metrics {','.join(opts.names)}")
-        results["metrics"]["computed"] = {"by": "irisbench metrics", "time": _now_iso()}
+        results["metrics"]["computed"] = {"by": "irisbench metrics", "time": _now_iso(),
+                                          "device": getattr(opts, "device", "cpu")}
         atomic_write_json(results_path, results)
     return results

@@ -41,6 +41,7 @@ class MetricOptions:
     clip_scale: str = "raw"
     fid_reference: str | None = None
     kid_subset_size: int | None = None  # None: min(KID_MAX_SUBSET, n // 2), see kid_subset_size_for
+    device: str = "cpu"  # where the CLIP model runs (a resolved device: irisbench.devices.resolve_device)
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -121,7 +122,8 @@ class SuiteMetrics:
         if self._clip is None:
             from irisbench.metrics.clip_score import load_clip
 
-            self._clip = load_clip(self.opts.clip_model or "shapes-clip", self.opts.clip_pretrained)
+            self._clip = load_clip(self.opts.clip_model or "shapes-clip", self.opts.clip_pretrained,
+                                   device=self.opts.device)
         return self._clip
 
     def describe(self) -> dict[str, Any]:
