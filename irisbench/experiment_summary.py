@@ -213,7 +213,7 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
     experiment folder has one). ``runs``: the tidy tables' method/checkpoint/seed/step per run label."""
     import shutil
 
-    from irisbench.report.tidy import write_tidy
+    from irisbench.report.tidy import write_records, write_tidy
 
     begin, end = readme_markers(world)
     text = readme.read_text(encoding="utf-8")
@@ -234,6 +234,10 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
     if tables:
         images.append(f"Tidy tables (one row per run, suite, split and tag): [{link}/scores.csv]({link}/scores.csv), "
                       f"[{link}/scores.parquet]({link}/scores.parquet).")
+    if evals:
+        tables = {**tables, "records": write_records(evals, folder, runs=runs)}
+        images.append(f"Per-image records of every evaluation above (score, prompt, sample and seed; any interval "
+                      f"can be re-derived from them): [{link}/records.parquet]({link}/records.parquet).")
     if (out / SEED_DELTAS).is_file():
         tables = {**tables, "seed_deltas": folder / SEED_DELTAS}
         shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)

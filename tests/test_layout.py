@@ -16,7 +16,16 @@ from report_fixtures import make_run
 
 from irisbench.errors import IrisbenchError
 from irisbench.experiment_summary import README_BEGIN, README_END, publish
-from irisbench.report.tidy import COLUMNS, RUN_COLUMNS, tidy_rows, write_tidy
+from irisbench.report.tidy import (
+    COLUMNS,
+    RECORD_COLUMNS,
+    RUN_COLUMNS,
+    record_rows,
+    tidy_rows,
+    write_records,
+    write_tidy,
+)
+from irisbench.stats import geneval_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +114,24 @@ def test_tidy_rows_carry_what_a_label_stands_for(tmp_path: Path) -> None:
         tidy_rows(evals, runs={"base": {"seed": 1}})
 
 
+def test_published_records_re_derive_every_score_and_interval(tmp_path: Path) -> None:
+    """The per-image table holds every image of every run, with what its label stands for, and the bootstrap
+    over its rows gives each run's published score and interval again."""
+    evals = _tiny_experiment(tmp_path)
+    meta = {"iris-nsc (best val)": {"method": "iris-nsc", "checkpoint": "best val", "training_seed": 2, "step": 40}}
+    table = pd.read_parquet(write_records(evals, tmp_path / "out", runs=meta))
+    assert list(table.columns) == list(RECORD_COLUMNS) and len(table) == len(record_rows(evals)) == 2 * 2 * 6
+    assert set(table.loc[table.run == "iris-nsc (best val)", "training_seed"]) == {2}
+    for label, folders in evals.items():
+        for key, folder in folders.items():
+            split = key.split("/")[1]
+            rows = table[(table.run == label) & (table.split == split)].to_dict("records")
+            published = json.loads((folder / "results.json").read_text())["scores"]["overall"]
+            again = geneval_summary(rows, n_resamples=200, seed=0)["overall"]
+            assert [again[k] for k in ("score", "ci_low", "ci_high")] == pytest.approx(
+                [published[k] for k in ("score", "ci_low", "ci_high")])
+
+
 def test_publish_writes_tidy_tables_and_links_plots_under_results(tmp_path: Path) -> None:
     evals = _tiny_experiment(tmp_path / "runs")
     readme = tmp_path / "README.md"
@@ -113,7 +140,8 @@ def test_publish_writes_tidy_tables_and_links_plots_under_results(tmp_path: Path
     plot.write_bytes(b"\x89PNG fake")
     tables = publish(readme, "| table |", {"plots": [str(plot)]}, {}, tmp_path / "runs", evals)
     folder = tmp_path / "results" / "experiment"
-    assert tables == {"csv": folder / "scores.csv", "parquet": folder / "scores.parquet"}
+    assert tables == {"csv": folder / "scores.csv", "parquet": folder / "scores.parquet",
+                      "records": folder / "records.parquet"}
     csv, parquet = pd.read_csv(tables["csv"]), pd.read_parquet(tables["parquet"])
     assert list(csv.columns) == list(COLUMNS) and len(csv) == len(parquet) == 12
     assert parquet.loc[(parquet.run == "base") & (parquet.split == "test") & (parquet.tag == "overall"),
@@ -123,6 +151,7 @@ def test_publish_writes_tidy_tables_and_links_plots_under_results(tmp_path: Path
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "](results/experiment/scores-geneval-test.png)" in text
     assert "results/experiment/scores.csv" in text and "docs/experiment" not in text
+    assert "results/experiment/records.parquet" in text and len(pd.read_parquet(tables["records"])) == 24
 
 
 def test_tidy_refuses_an_unfinished_run(tmp_path: Path) -> None:

@@ -19,8 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from irisbench.errors import UsageError
+from irisbench.records import atomic_replace, read_records
 
 RUN_COLUMNS = ("method", "checkpoint", "training_seed", "step")  # what a label stands for, when known
+# the per-image table published beside the tidy scores: enough to re-derive every interval (records.parquet)
+RECORD_COLUMNS = ("run", *RUN_COLUMNS, "suite", "split", "prompt_index", "sample_index", "seed", "tag", "prompt",
+                  "correct", "score", "plan_len", "sc_text", "sc_image", "entropy_text", "entropy_image")
 COLUMNS = ("run", *RUN_COLUMNS, "suite", "split", "world", "seed", "tag", "score", "ci_low", "ci_high", "n_images",
            "n_prompts", "images_per_prompt", "policy", "folder")
 
@@ -52,6 +56,34 @@ def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | 
                              "ci_high": s.get("ci_high"), "n_images": s.get("n_images"),
                              "n_prompts": s.get("n_prompts")})
     return [{c: r.get(c) for c in COLUMNS} for r in rows]
+
+
+def record_rows(evals: Mapping[str, Mapping[str, str | Path]],
+                runs: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per image of every eval run in ``evals`` (``RECORD_COLUMNS``): the run label and what it stands
+    for, the suite and split, the image's prompt, sample, seed and tag, its score (``correct`` for GenEval,
+    ``score`` for T2I-CompBench) and the policy's own statistics of that image. The cluster bootstrap over
+    prompts (``irisbench.stats``) needs nothing else, so every published interval can be re-derived."""
+    rows: list[dict[str, Any]] = []
+    runs = runs or {}
+    for label, folders in evals.items():
+        for folder in folders.values():
+            res = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+            common = {"run": label, "suite": res["suite"], "split": res["split"], **runs.get(label, {})}
+            for rec in read_records(Path(folder) / "records.jsonl"):
+                rows.append({c: common.get(c, rec.get(c)) for c in RECORD_COLUMNS})
+    return rows
+
+
+def write_records(evals: Mapping[str, Mapping[str, str | Path]], folder: str | Path,
+                  runs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """``folder/records.parquet`` from ``record_rows`` (written atomically)."""
+    import pandas as pd
+
+    out = Path(folder) / "records.parquet"
+    df = pd.DataFrame(record_rows(evals, runs), columns=list(RECORD_COLUMNS))
+    atomic_replace(out, lambda tmp: df.to_parquet(tmp, index=False))
+    return out
 
 
 def _shown(folder: Path, relative_to: str | Path | None) -> str:
