@@ -52,8 +52,8 @@ WORLD_RECIPES: dict[str, dict[str, Any]] = {"shapes": {}, "textures": {"max_code
 ARCHS = ("shapes-lm", "janus")
 ARCH_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-lm": {},
-    "janus": {"hidden_size": 96, "num_layers": 3, "num_heads": 4, "intermediate_size": 256, "batch_size": 32,
-              "cot_rows": 8, "steps": 600, "lr": 2e-3, "precision": "fp32"},
+    "janus": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256, "batch_size": 32,
+              "cot_rows": 8, "steps": 700, "lr": 1e-3, "precision": "fp32"},
 }
 
 
