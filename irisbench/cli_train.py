@@ -28,6 +28,8 @@ def pretrain_cmd(
                                              "shading, lossy tokenizer): starts from that world's shipped recipe."),
     threads: int = typer.Option(None, help="torch threads (default: the recipe's 1, the fastest on a busy machine; "
                                            "on a quiet machine use its cores). May change on resume."),
+    arch: str = typer.Option("shapes-lm", help="shapes-lm (the shipped bases' Llama) or janus (a tiny transformers "
+                                               "Janus with CoT and CFG: the janus-shapes policy); its recipe."),
 ) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
@@ -42,7 +44,7 @@ def pretrain_cmd(
 
         if threads is not None:
             values["num_threads"] = threads
-        cfg = PretrainConfig.for_world(world, values)
+        cfg = PretrainConfig.for_world(world, values, arch=arch)
         dev = resolve_device(device)  # before the output folder is made
         target = out or default_out("pretrain")
         last = run_pretrain(cfg, target, progress=progress, device=dev)

@@ -45,6 +45,16 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # Each world's shipped base recipe, as changes to the PretrainConfig defaults. The textures world has
 # ~2,300 distinct patches; 1280 codes keep the judge's verdict on >= 99.9% of scenes (1024: 99.3%).
 WORLD_RECIPES: dict[str, dict[str, Any]] = {"shapes": {}, "textures": {"max_codes": 1280, "steps": 1200}}
+# The model each recipe pretrains: "shapes-lm" (``ShapesLMPolicy``, the shipped bases) or "janus" (a tiny
+# transformers Janus driven by ``JanusPolicy``, ``irisbench.policies.janus_shapes``; shapes world only). The Janus
+# recipe is sized to pretrain in minutes on one CPU thread: its CoT request (T2I-R1's reasoning prompt, ~150
+# tokens) is read by every row, so the model is narrower and the batch smaller than the shapes LM's.
+ARCHS = ("shapes-lm", "janus")
+ARCH_RECIPES: dict[str, dict[str, Any]] = {
+    "shapes-lm": {},
+    "janus": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256, "batch_size": 32,
+              "cot_rows": 8, "steps": 700, "lr": 1e-3, "precision": "fp32"},
+}
 
 
 class PretrainError(IrisbenchError, ValueError):
@@ -88,14 +98,23 @@ class PretrainConfig:
     # "shapes" (flat colours, lossless tokenizer) or "textures" (per-patch shading, lossy tokenizer;
     # irisbench.world.textures); ``for_world`` gives each world's shipped recipe
     world: str = "shapes"
+    # the model pretrained (ARCHS): "shapes-lm" or "janus" (``ARCH_RECIPES`` gives each one's shipped recipe)
+    arch: str = "shapes-lm"
+    # janus: rows per batch whose CoT is trained too (None: every row); the image part trains on every row
+    cot_rows: int | None = None
 
     @classmethod
-    def for_world(cls, world: str, overrides: dict[str, Any] | None = None) -> PretrainConfig:
-        """The shipped recipe of ``world`` with ``overrides`` on top (``WORLD_RECIPES``)."""
+    def for_world(cls, world: str, overrides: dict[str, Any] | None = None, arch: str = "shapes-lm"
+                  ) -> PretrainConfig:
+        """The shipped recipe of ``world`` and ``arch`` with ``overrides`` on top (``WORLD_RECIPES``,
+        ``ARCH_RECIPES``)."""
         from irisbench.world.textures import check_world
 
         check_world(world, "--world")
-        return cls.from_dict({**WORLD_RECIPES[world], "world": world, **(overrides or {})})
+        if arch not in ARCHS:
+            raise PretrainError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+        return cls.from_dict({**WORLD_RECIPES[world], **ARCH_RECIPES[arch], "world": world, "arch": arch,
+                              **(overrides or {})})
 
     def check(self) -> None:
         positive = ("steps", "batch_size", "num_layers", "num_heads", "hidden_size", "intermediate_size",
@@ -124,6 +143,13 @@ class PretrainConfig:
 
         if self.world not in WORLDS:
             raise PretrainError(f"PretrainConfig.world must be one of {', '.join(WORLDS)}, got {self.world!r}")
+        if self.arch not in ARCHS:
+            raise PretrainError(f"PretrainConfig.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch == "janus" and self.world != "shapes":
+            raise PretrainError(f"PretrainConfig.arch 'janus' pretrains on the shapes world only, got world "
+                                f"{self.world!r}")
+        if self.cot_rows is not None and (not isinstance(self.cot_rows, int) or self.cot_rows < 0):
+            raise PretrainError(f"PretrainConfig.cot_rows must be an int >= 0 or None, got {self.cot_rows!r}")
         if self.keep_last is not None and self.keep_last < 1:
             raise PretrainError(f"PretrainConfig.keep_last must be >= 1 or None, got {self.keep_last}")
 
@@ -168,7 +194,12 @@ def resolve_precision(requested: str, device: str = "cpu") -> tuple[str, str]:
 
 
 class BatchMaker:
-    """Fresh rendered training batches, a pure function of (seed, step)."""
+    """Fresh rendered training batches, a pure function of (seed, step).
+
+    ``draws`` is what every architecture trains on (prompts, scenes, image codes, which rows are unconditional
+    or without plan); ``sequences`` lays it out for the shapes LM (``vocab``), ``irisbench.policies.janus_shapes``
+    for Janus (``vocab=None``).
+    """
 
     def __init__(self, cfg: PretrainConfig, vocab: Any, image_tokenizer: Any) -> None:
         from irisbench.world.prompts import build_splits
@@ -178,24 +209,32 @@ class BatchMaker:
         train = build_splits(cfg.split_seed)["train"]
         self.by_tag = [[md for md in train if md["tag"] == tag] for tag in TAGS]
         self.by_tag = [group for group in self.by_tag if group]
-        self.prompt_ids = {md["prompt"]: vocab.encode_prompt(md["prompt"]) for md in train}
+        self.prompt_ids = {md["prompt"]: vocab.encode_prompt(md["prompt"]) for md in train} if vocab else {}
 
-    def sequences(self, step: int) -> tuple[list[list[int]], list[list[int]]]:
-        """(token ids, target mask as 0/1) per row of the batch of ``step``."""
-        from irisbench.world.plan import plan_text
+    def draws(self, step: int) -> tuple[list[dict[str, Any]], list[Any], np.ndarray, np.ndarray, np.ndarray]:
+        """(prompt metadata, scenes, image codes (B, 64), unconditional rows, rows without plan) of ``step``."""
         from irisbench.world.sampler import scene_for
         from irisbench.world.textures import render_world
 
-        v, cfg = self.vocab, self.cfg
+        cfg = self.cfg
         rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 0x5EED, step])
         tags = rng.integers(len(self.by_tag), size=cfg.batch_size)
         mds = [self.by_tag[t][int(rng.integers(len(self.by_tag[t])))] for t in tags]
         scenes = [scene_for(md, rng) for md in mds]
         shading = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 0x7E27, step])  # unused in the shapes world
-        codes = self.tok.encode(render_world(scenes, cfg.world, shading)) + v.image_offset
+        codes = self.tok.encode(render_world(scenes, cfg.world, shading))
         uncond = rng.random(cfg.batch_size) < cfg.uncond_prob
         # drawn only when used, so that plan_dropout=0 keeps the shipped recipe's batches bit for bit
         no_plan = rng.random(cfg.batch_size) < cfg.plan_dropout if cfg.plan_dropout else np.zeros(cfg.batch_size, bool)
+        return mds, scenes, codes, uncond, no_plan
+
+    def sequences(self, step: int) -> tuple[list[list[int]], list[list[int]]]:
+        """(token ids, target mask as 0/1) per row of the batch of ``step``."""
+        from irisbench.world.plan import plan_text
+
+        v = self.vocab
+        mds, scenes, codes, uncond, no_plan = self.draws(step)
+        codes = codes + v.image_offset
         seqs, targets = [], []
         for md, scene, c, u, bare in zip(mds, scenes, codes.tolist(), uncond, no_plan, strict=True):
             if u:
@@ -261,7 +300,8 @@ def save_checkpoint(out_dir: Path, step: int, policy: Any, optimizer: Any, sched
 
 def _check_resume_config(saved: dict[str, Any], cfg: PretrainConfig, where: Path) -> None:
     current = asdict(cfg)
-    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    defaults = {"arch": "shapes-lm"}  # runs saved before the field existed
+    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]]
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
         raise PretrainError(f"{where}: cannot resume with a different recipe ({detail}); use the saved "
@@ -283,6 +323,8 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     from safetensors.torch import load_file
 
     from irisbench.devices import resolve_device
+    from irisbench.policies.janus_shapes import JanusShapesBatches, JanusShapesPolicy
+    from irisbench.policies.janus_shapes import create as create_janus_shapes
     from irisbench.policies.shapes_lm import ShapesLMPolicy
     from irisbench.world.tokenizer import fit_patch_tokenizer
 
@@ -300,15 +342,16 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
         start_step, ckpt = existing[-1]
         state = read_json(ckpt / STATE_FILE, PretrainError, "checkpoint state")
         _check_resume_config(state["config"], cfg, ckpt / STATE_FILE)
-        policy = ShapesLMPolicy.load(ckpt, device=device)
+        policy = ShapesLMPolicy.load(ckpt, device=device) if cfg.arch == "shapes-lm" else \
+            JanusShapesPolicy.load(ckpt, device=device)
         elapsed = float(state.get("elapsed_s", 0.0))
         cpu = float(state.get("cpu_s", 0.0))
     else:
         tok = fit_patch_tokenizer(n_scenes=cfg.tokenizer_scenes, seed=cfg.seed, max_codes=cfg.max_codes,
                                   world=cfg.world)
-        policy = ShapesLMPolicy.create(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                                       num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-                                       seed=cfg.seed)
+        make = ShapesLMPolicy.create if cfg.arch == "shapes-lm" else create_janus_shapes
+        policy = make(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                      intermediate_size=cfg.intermediate_size, seed=cfg.seed)
         policy.model.to(device)
     precision, precision_reason = resolve_precision(cfg.precision, str(device))
     chosen = {"precision": precision, "reason": precision_reason}
@@ -331,7 +374,13 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
         torch.manual_seed(cfg.seed)
     metrics_path = out_dir / METRICS
     trim_metrics(metrics_path, start_step)
-    maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
+    if cfg.arch == "janus":
+        step_loss = JanusShapesBatches(cfg, policy).loss
+    else:
+        maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
+
+        def step_loss(step: int, precision: str) -> tuple[Any, dict[str, float]]:
+            return batch_loss(model, maker.tensors(step), precision)
 
     last = existing[-1][1] if existing else None
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -347,8 +396,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
                             lr=scheduler.get_last_lr()[0], sps=float("nan"))
         for step in range(start_step, cfg.steps):
             t0, c0 = time.perf_counter(), time.process_time()
-            batch = maker.tensors(step)
-            loss, parts = batch_loss(model, batch, precision)
+            loss, parts = step_loss(step, precision)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
@@ -380,5 +428,6 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     return last
 
 
-__all__ = ["PRECISIONS", "WORLD_RECIPES", "BatchMaker", "PretrainConfig", "PretrainError", "batch_loss",
-           "build_scheduler", "complete_checkpoints", "resolve_precision", "run_pretrain", "save_checkpoint"]
+__all__ = ["ARCHS", "ARCH_RECIPES", "PRECISIONS", "WORLD_RECIPES", "BatchMaker", "PretrainConfig", "PretrainError",
+           "batch_loss", "build_scheduler", "complete_checkpoints", "resolve_precision", "run_pretrain",
+           "save_checkpoint"]

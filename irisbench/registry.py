@@ -93,6 +93,9 @@ POLICIES = Registry(
               "renders a random scene ignoring the prompt (shapes world; sanity lower bound)", world="shapes"),
         Entry("janus-pro", "irisbench.policies.janus:JanusPolicy.from_pretrained",
               "Janus-Pro through transformers (--model deepseek-ai/Janus-Pro-1B or a local folder)", world="open"),
+        Entry("janus-shapes", "irisbench.policies.janus_shapes:load_janus_shapes",
+              "the shipped tiny Janus (transformers' Janus classes, CoT plan then CFG image tokens) pretrained on the "
+              "shapes world (or --model a folder of it)", world="shapes"),
     ],
 )
 

@@ -1,5 +1,6 @@
 """Every training preset in ``irisbench/configs/`` trains one GRPO step on a CPU, with tiny overrides: the shapes
-presets on a tiny random shapes LM, the Janus presets on the tiny random Janus (``janus_tiny.py``). A preset
+presets on a tiny random shapes LM, the Janus-Pro presets on the tiny random Janus (``janus_tiny.py``), the
+``janus-shapes-*`` presets on the shipped tiny shapes-world Janus. A preset
 that resolves but cannot train (a reward whose inputs the trainer does not provide, a missing vocabulary size)
 fails here."""
 
@@ -35,6 +36,8 @@ def _overrides(name: str, shapes: Path, janus: tuple[Path, Path], clip: str) -> 
         if preset.get("reward") == "clip":  # real images need a real CLIP; here a tiny random open_clip model
             extra.append(f"reward_options={{clip: {{model: {clip}}}}}")
         return [*TINY, *extra]
+    if preset.get("policy") == "janus-shapes":  # the shipped tiny Janus is small enough to train as it is
+        return TINY
     return [*TINY, f"policy={shapes}"]
 
 

@@ -12,7 +12,9 @@ NEEDS_MODEL = {"shapes-lm", "janus-pro"}
 
 
 # policies with a torch model: they take ``device``
-MODEL_POLICIES = {"shapes-base", "textures-base", "shapes-lm", "janus-pro"}
+MODEL_POLICIES = {"shapes-base", "textures-base", "shapes-lm", "janus-pro", "janus-shapes"}
+# policies whose model is optional: a shipped default, or --model FOLDER
+OPTIONAL_MODEL = {"janus-shapes"}
 
 
 def load_policy(name: str, model: str | None = None, *, device: str | None = None, **kwargs: Any) -> Any:
@@ -36,19 +38,25 @@ def load_policy(name: str, model: str | None = None, *, device: str | None = Non
         if not model:
             raise UsageError(f"policy {name!r} needs --model (a model id or a local folder)")
         return factory(model, **kwargs)
+    if name in OPTIONAL_MODEL:
+        return factory(model, **kwargs)
     if model:
         raise UsageError(f"policy {name!r} takes no --model (got {model!r})")
     return factory(**kwargs)
 
 
 def _kind_of_folder(path: Path) -> str:
-    """Which policy a checkpoint folder holds: a Janus model (config.json model_type) or a shapes LM."""
+    """Which policy a checkpoint folder holds: a Janus model (config.json model_type; a shapes-world one
+    when ``irisbench_policy.json`` says so) or a shapes LM."""
     import json
 
     config = path / "config.json"
     if config.is_file():
         try:
             if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "janus":
+                meta = path / "irisbench_policy.json"
+                if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("policy") == "janus-shapes":
+                    return "janus-shapes"
                 return "janus-pro"
         except (json.JSONDecodeError, AttributeError):
             pass

@@ -314,7 +314,7 @@ class JanusPolicy:
                                         decode=self.decode)
             img_ids.extend(req)
             parts.append((text, image))
-            images.extend(tokens_to_pixels(self.model, image.tokens))
+            images.extend(self.decode_pixels(image.tokens))
             plans.extend((c or "").strip() for c in cots)
         rollout = Rollout(
             prompts=rows, seeds=seeds, images=images, plans=plans,
@@ -326,6 +326,10 @@ class JanusPolicy:
         )
         _lay_out_tokens(rollout, parts)
         return rollout
+
+    def decode_pixels(self, tokens: torch.Tensor) -> list[np.ndarray]:
+        """uint8 (H, W, 3) images of image tokens (B, N): the checkpoint's VQ decoder."""
+        return tokens_to_pixels(self.model, tokens)
 
     # --------------------------------------------------------------------------- token_logits
 
@@ -451,7 +455,7 @@ class JanusPolicy:
             "checkpoint": self.checkpoint,
             "class": type(self.model).__name__,
             "transformers": transformers.__version__,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # TorchVersion: a str subclass yaml cannot write
             "device": str(self.device),
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "parameters": int(params),
