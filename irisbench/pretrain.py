@@ -375,7 +375,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = Tru
     metrics_path = out_dir / METRICS
     trim_metrics(metrics_path, start_step)
     if cfg.arch == "janus":
-        step_loss = JanusShapesBatches(cfg, policy).loss
+        step_loss = JanusShapesBatches(BatchMaker(cfg, None, policy.image_tokenizer), policy).loss
     else:
         maker = BatchMaker(cfg, policy.vocab, policy.image_tokenizer)
 

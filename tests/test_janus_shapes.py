@@ -16,7 +16,7 @@ import torch
 from irisbench.evaluate import EvalOptions, evaluate
 from irisbench.policies import load_policy
 from irisbench.policies.janus_shapes import SHIPPED_JANUS_SHAPES, JanusShapesBatches, JanusShapesPolicy, create
-from irisbench.pretrain import PretrainConfig, run_pretrain
+from irisbench.pretrain import BatchMaker, PretrainConfig, run_pretrain
 from irisbench.world.tokenizer import fit_patch_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
@@ -82,7 +82,7 @@ def test_pretraining_loss_is_the_cross_entropy_of_the_sampled_layout(cot_rows: i
     tok = fit_patch_tokenizer(n_scenes=200, seed=0)
     pol = create(tok, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=1)
     cfg = PretrainConfig(batch_size=6, uncond_prob=0.5, seed=4, arch="janus", cot_rows=cot_rows)
-    batches = JanusShapesBatches(cfg, pol)
+    batches = JanusShapesBatches(BatchMaker(cfg, None, pol.image_tokenizer), pol)
     loss, parts = batches.loss(0)
     r = batches.rollout(0)
     model, lm = pol.model, pol.model.model.language_model

@@ -207,16 +207,17 @@ def create(image_tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2,
 class JanusShapesBatches:
     """Pretraining batches in ``JanusPolicy.sample``'s own layout, a pure function of (seed, step).
 
-    Uses ``irisbench.pretrain.BatchMaker``'s draws (tag, prompt, scene, image codes, unconditional rows), so a
-    batch holds the same scenes whichever model is pretrained; the loss runs through ``part_logits``.
+    ``maker`` is ``irisbench.pretrain``'s ``BatchMaker`` for this policy's image tokenizer (the caller builds it,
+    so that this module does not import the pretraining module back): its draws (tag, prompt, scene, image
+    codes, unconditional rows) make a batch hold the same scenes whichever model is pretrained; the loss runs
+    through ``part_logits``.
     """
 
-    def __init__(self, cfg: Any, policy: JanusShapesPolicy) -> None:
-        from irisbench.pretrain import BatchMaker
+    def __init__(self, maker: Any, policy: JanusShapesPolicy) -> None:
         from irisbench.world.vocab import GRID
 
-        self.cfg, self.policy = cfg, policy
-        self.maker = BatchMaker(cfg, None, policy.image_tokenizer)
+        self.cfg, self.policy = maker.cfg, policy
+        self.maker = maker
         self.n_img = GRID * GRID
         self._cot_ids: dict[str, list[int]] = {}
 
