@@ -101,8 +101,9 @@ def attach_metrics(results: dict, metrics: Any, root: Path, records: list[dict],
     from irisbench.records import atomic_write_json
 
     try:
-        if "clip" in metrics.opts.names:
-            todo = records if recompute_clip else [r for r in records if "clip_score" not in r]
+        keys = metrics.per_image_keys()
+        if keys:
+            todo = records if recompute_clip else [r for r in records if any(k not in r for k in keys)]
             if todo:
                 add_clip_scores(metrics, root, todo)
                 rewrite_records(root, records, complete=True)
