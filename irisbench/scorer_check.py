@@ -188,7 +188,7 @@ def check_scorers(names: list[str] | None = None, options: dict[str, Any] | None
     for name in names:
         mine = {k: v for k, v in options.items() if k in accepted[name]}
         if name in PREFERENCE_MODELS:
-            out += check_preference(name, mine, cache_dir)
+            out += [Component(name, *row) for row in check_preference(name, mine, check_transformers_folder, cache_dir)]
             continue
         for component, keys, kind, spec in scorer_components(name, mine):
             if kind == "open_clip":

@@ -104,17 +104,32 @@ def _normalised(features: Any) -> np.ndarray:
     return f / np.linalg.norm(f, axis=-1, keepdims=True)
 
 
+def _looks_like_path(spec: str) -> bool:
+    """A local path rather than a hub id ("org/name")."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _cached_folder(spec: str, cache_dir: str | None = None) -> Path | None:
+    """The snapshot folder of hub id ``spec`` if its config.json is in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if _looks_like_path(spec) or Path(spec).expanduser().exists():
+        return None
+    try:
+        hit = try_to_load_from_cache(spec, "config.json", cache_dir=cache_dir)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(hit).parent if isinstance(hit, str) and Path(hit).is_file() else None
+
+
 def _resolve_folder(spec: str, what: str, hint: str) -> Path:
     """A local folder, or a hub id's snapshot in the local Hugging Face cache."""
-    from irisbench.scorer_check import _hub_snapshot, _looks_like_path
-
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return folder
-    if not (_looks_like_path(spec) or folder.exists()):
-        snapshot = _hub_snapshot(spec, None)
-        if snapshot is not None:
-            return snapshot
+    snapshot = _cached_folder(spec)
+    if snapshot is not None:
+        return snapshot
     raise PreferenceModelError(f"{what} {spec!r} is neither a local folder nor in the local Hugging Face cache "
                                f"(irisbench never downloads): {hint}")
 
@@ -307,27 +322,29 @@ def option_keys(name: str) -> set[str]:
     return {f"{name}_{k}" for k in OPTIONS[name]}
 
 
-def _folder_lacks(spec: str, keep: Callable[[str], bool], cache_dir: str | None,
-                  needs_tokenizer: bool) -> tuple[str | None, list[str] | str]:
-    from irisbench.scorer_check import _hub_snapshot, _looks_like_path, check_transformers_folder
+FolderCheck = Callable[[Path, bool], list[str]]  # scorer_check.check_transformers_folder: what a folder lacks
+Row = tuple[str, str, str, str | None, bool, str]  # component, option, source, path found, ok, detail
 
+
+def _folder_lacks(spec: str, keep: Callable[[str], bool], cache_dir: str | None, needs_tokenizer: bool,
+                  folder_lacks: FolderCheck) -> tuple[str | None, list[str] | str]:
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         if _looks_like_path(spec) or folder.exists():
             return None, f"no such folder: {folder}"
-        snapshot = _hub_snapshot(spec, cache_dir)
+        snapshot = _cached_folder(spec, cache_dir)
         if snapshot is None:
             return None, (f"hub id {spec!r} is not in the local Hugging Face cache (irisbench never downloads): "
                           "download it on a machine with network, or pass a local folder")
         folder = snapshot
-    return str(folder), [x for x in check_transformers_folder(folder, needs_tokenizer) if keep(x)]
+    return str(folder), [x for x in folder_lacks(folder, needs_tokenizer) if keep(x)]
 
 
-def check_preference(name: str, options: Mapping[str, Any], cache_dir: str | None = None) -> list[Any]:
-    """``irisbench scorers check`` rows (``scorer_check.Component``) of preference model ``name``: what it would
-    load with ``options`` (prefixed keys, e.g. ``pickscore_model``) and whether it is on this machine."""
-    from irisbench.scorer_check import Component
-
+def check_preference(name: str, options: Mapping[str, Any], folder_lacks: FolderCheck,
+                     cache_dir: str | None = None) -> list[Row]:
+    """``irisbench scorers check`` rows of preference model ``name``: what it would load with ``options``
+    (prefixed keys, e.g. ``pickscore_model``) and whether it is on this machine (``folder_lacks``: what a
+    transformers folder lacks, from ``irisbench.scorer_check``)."""
     opts = check_options(name, {k[len(name) + 1:]: v for k, v in options.items()})
     if name == "pickscore":
         rows = []
@@ -335,9 +352,10 @@ def check_preference(name: str, options: Mapping[str, Any], cache_dir: str | Non
                                  ("processor (CLIP image processor + tokenizer)", "processor", True)):
             spec = str(opts[key] or opts["model"])
             path, lacks = _folder_lacks(spec, (lambda x: not x.startswith("preprocessor")) if key == "model" else
-                                        (lambda x: x.startswith(("preprocessor", "tokenizer"))), cache_dir, needs)
+                                        (lambda x: x.startswith(("preprocessor", "tokenizer"))), cache_dir, needs,
+                                        folder_lacks)
             if isinstance(lacks, str):
-                rows.append(Component(name, comp, f"{name}_{key}", spec, path, False, lacks))
+                rows.append((comp, f"{name}_{key}", spec, path, False, lacks))
                 continue
             kind = None
             if key == "model" and "config.json" not in lacks:
@@ -347,7 +365,7 @@ def check_preference(name: str, options: Mapping[str, Any], cache_dir: str | Non
                     kind = "unreadable"
                 if kind != "clip":
                     lacks.append(f"a CLIPModel config.json (model_type 'clip'; this one is {kind!r})")
-            rows.append(Component(name, comp, f"{name}_{key}", spec, path, not lacks,
+            rows.append((comp, f"{name}_{key}", spec, path, not lacks,
                                   f"lacks: {', '.join(lacks)}" if lacks else "complete"))
         return rows
     comp, source = f"HPS v2.1 weights (open_clip {opts['backbone']})", str(opts["model"] or "/".join(HPS_HUB_FILE))
@@ -355,18 +373,18 @@ def check_preference(name: str, options: Mapping[str, Any], cache_dir: str | Non
         import open_clip
 
         if opts["backbone"] not in open_clip.list_models():
-            return [Component(name, comp, f"{name}_backbone", source, None, False,
+            return [(comp, f"{name}_backbone", source, None, False,
                               f"{opts['backbone']!r} is not an open_clip model name")]
         path = _hps_file(opts["model"])
     except PreferenceModelError as e:
-        return [Component(name, comp, f"{name}_model", source, None, False, str(e))]
+        return [(comp, f"{name}_model", source, None, False, str(e))]
     from irisbench.metrics.clip_score import PICKLE_SUFFIXES
 
     allow = str(opts["allow_pickle"]).strip().lower() in ("1", "true", "yes")
     if path.suffix.lower() in PICKLE_SUFFIXES and not allow:
-        return [Component(name, comp, f"{name}_model", source, str(path), False,
+        return [(comp, f"{name}_model", source, str(path), False,
                           f"a pickle file: set {name}_allow_pickle=true for a file you trust, or convert it to "
                           ".safetensors")]
     if path.suffix.lower() not in (".safetensors", *PICKLE_SUFFIXES):
-        return [Component(name, comp, f"{name}_model", source, str(path), False, f"suffix {path.suffix!r}")]
-    return [Component(name, comp, f"{name}_model", source, str(path), True, "local weights file")]
+        return [(comp, f"{name}_model", source, str(path), False, f"suffix {path.suffix!r}")]
+    return [(comp, f"{name}_model", source, str(path), True, "local weights file")]
