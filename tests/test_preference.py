@@ -196,3 +196,20 @@ def test_scorers_check_lists_what_each_preference_model_would_load(tiny, tmp_pat
     assert not row.ok and "model.safetensors" in row.detail and "this one is 'clip_vision_model'" in row.detail
     result = runner.invoke(app, ["scorers", "check", "--scorer", "hpsv2", "--scorer-option", "hpsv2_modell=x"])
     assert result.exit_code == 2 and "not an option of hpsv2" in result.output
+
+
+def test_train_with_unusable_hps_weights_is_one_line_and_leaves_no_run_folder(tiny, tiny_janus, tmp_path: Path):
+    folder, prompts = tiny_janus
+    out = tmp_path / "run"
+    base = ["train", "-c", "janus-pro-1b-t2i-r1", "--out", str(out), "--no-progress", "--set", f"model={folder}",
+            "--set", f"prompts_file={prompts}", "--set", "steps=1", "--set", "prompts_per_step=2",
+            "--set", "num_generations=2"]
+    for options, message in ((["reward_options.hpsv2.model=/no/HPS_v2.1_compressed.pt"], "does not exist"),
+                             ([f"reward_options.hpsv2.model={tiny['hps_pt']}"], "refusing the pickle"),
+                             ([f"reward_options.hpsv2.model={tiny['hps_st']}", "reward_options.hpsv2.backbone=RN50"],
+                              "is not a state dict of open_clip RN50")):
+        result = runner.invoke(app, [*base, *[x for o in options for x in ("--set", o)]])
+        assert result.exit_code == 2, result.output
+        lines = [x for x in result.output.splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and message in lines[0], result.output
+        assert not out.exists()  # the run folder this command made is removed again
