@@ -1,5 +1,7 @@
 """Preference models as scores of an image against its prompt: PickScore and HPS v2.1 (both CLIP-H/14 towers).
 
+Usage, the T2I-R1 preset and why ImageReward is not here: docs/preference-models.md.
+
 Each model's score is the formula of its official code, on the towers' L2-normalised embeddings:
 
 - ``pickscore`` (Kirstain et al. 2023, PickScore_v1): a ``transformers`` CLIPModel folder (by default the hub id
@@ -15,9 +17,10 @@ Each model's score is the formula of its official code, on the towers' L2-normal
   The official file is a pickle: it is read only with ``allow_pickle=True`` (``torch.load(weights_only=True)``),
   or convert it once to ``.safetensors``.
 
-Departures from the official code: float32 on the given device instead of CUDA autocast (scores differ in the
-third decimal at most); the HPS image preprocessing is open_clip's (resize the short side, centre crop, OpenAI
-mean/std), which equals hpsv2's validation transform on square images, the only images irisbench makes.
+Departures from the official code: float32 on the given device instead of CUDA autocast; the HPS image
+preprocessing is current open_clip's for ViT-H-14 (bicubic resize, centre crop, OpenAI mean/std), not that of
+hpsv2's vendored open_clip fork; on the square images irisbench makes both only resize, but this was not compared
+against the hpsv2 package (not installed here).
 
 Nothing is downloaded: ``go_offline()`` first, ``local_files_only=True`` on every ``from_pretrained``, files and
 folders from this machine only. A folder or file of another architecture is one ``PreferenceModelError`` line
