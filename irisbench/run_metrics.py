@@ -129,7 +129,7 @@ def compute_run_metrics(run_path: str | Path, opts: Any, *, n_resamples: int = 2
     from irisbench.runs import RunDir, _now_iso
 
     if not opts.names:
-        raise MetricsError("no metrics asked for: pass --metrics with any of clip,fid,kid")
+        raise MetricsError("no metrics asked for: pass --metrics with any of clip,fid,kid,pickscore,hpsv2")
     run = RunDir.open(run_path)
     if run.kind != "eval":
         raise MetricsError(f"{run.path} is a {run.kind!r} run; metrics are computed on eval runs")
