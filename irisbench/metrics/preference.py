@@ -31,6 +31,7 @@ naming it and the option that chooses it (``reward_options`` ``model``/``process
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,7 +262,12 @@ def load_hpsv2(model: str | None = None, backbone: str = HPS_BACKBONE, *, allow_
     if backbone not in open_clip.list_models():
         raise PreferenceModelError(f"hpsv2: {backbone!r} is not an open_clip model name "
                                    f"({fix('hpsv2', 'backbone', 'NAME')}; HPS v2.1 is {HPS_BACKBONE})")
-    net, _, preprocess = open_clip.create_model_and_transforms(backbone, pretrained=None, device="cpu")
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))  # open_clip warns "initialized randomly": weights come next
+    try:
+        net, _, preprocess = open_clip.create_model_and_transforms(backbone, pretrained=None, device="cpu")
+    finally:
+        logging.disable(before)
     wrong = architecture_mismatch(net.state_dict(), state)
     if wrong:
         raise PreferenceModelError(f"hpsv2: {path} is not a state dict of open_clip {backbone}: {wrong}; "
