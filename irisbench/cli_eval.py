@@ -57,7 +57,10 @@ def eval_cmd(
                                             "never dropped)."),
     no_save_images: bool = typer.Option(False, "--no-save-images",
                                         help="Do not write the images (as PNG) into the run folder."),
-    metrics: str = typer.Option(None, help="Image metrics beside the suite's score: any of clip,fid,kid."),
+    metrics: str = typer.Option(None, help="Image metrics beside the suite's score: any of clip,fid,kid,"
+                                           "pickscore,hpsv2."),
+    metric_option: list[str] = typer.Option([], help="KEY=VALUE for a preference metric, e.g. pickscore_model="
+                                                     "/models/PickScore_v1, hpsv2_model=FILE (repeatable)."),
     clip_model: str = typer.Option(None, help="CLIP backbone for --metrics (default: the shapes CLIP)."),
     clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
     clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
@@ -96,6 +99,7 @@ def eval_cmd(
         fail(f"{wise_only[0]} is read by --suite wise only (this is --suite {suite or 'geneval'})")
 
     def options() -> EvalOptions:
+        from irisbench.metrics.preference import metric_options
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
 
         if images is not None:
@@ -106,6 +110,8 @@ def eval_cmd(
 
         metric_opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained,
                                     check_scale_name(clip_scale), str(fid_reference) if fid_reference else None)
+        metric_opts.preference = metric_options(metric_opts.names, parse_key_values(metric_option, "--metric-option",
+                                                                                    numbers=False))
         return EvalOptions(policy=policy or "shapes-base", model=model, suite=suite, split=split,
                            images_per_prompt=images_per_prompt, seed=seed, batch_size=batch_size, cfg=cfg,
                            temperature=temperature, top_k=top_k, limit_per_tag=limit,
@@ -235,6 +241,11 @@ def print_metrics(extra: dict[str, Any]) -> None:
     if "clip" in extra:
         c = extra["clip"]
         console.print(f"CLIP score ({c['scale']}): {c['mean']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]")
+    for name in ("pickscore", "hpsv2"):
+        if name in extra:
+            p = extra[name]
+            console.print(f"{name} ({p['formula'].split(',')[0]}): {p['mean']:.4f} [{p['ci_low']:.4f}, "
+                          f"{p['ci_high']:.4f}]", highlight=False)
     if "fid" in extra:
         console.print(f"FID ({extra['reference']['n_real']} real vs {extra['reference']['n_fake']} generated, "
                       f"CLIP features): {extra['fid']:.3f}")
@@ -249,7 +260,9 @@ def print_metrics(extra: dict[str, Any]) -> None:
 @app.command("metrics", cls=Command)
 def metrics_cmd(
     run: Path = typer.Argument(..., help="A finished eval run folder (with its images)."),
-    metrics: str = typer.Option(..., help="Any of clip,fid,kid."),
+    metrics: str = typer.Option(..., help="Any of clip,fid,kid,pickscore,hpsv2."),
+    metric_option: list[str] = typer.Option([], help="KEY=VALUE for a preference metric, e.g. pickscore_model="
+                                                     "/models/PickScore_v1 (repeatable)."),
     clip_model: str = typer.Option(None, help="CLIP backbone (default: the shapes CLIP)."),
     clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
     clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
@@ -261,12 +274,14 @@ def metrics_cmd(
 
     def body() -> dict[str, Any]:
         from irisbench.devices import resolve_device
+        from irisbench.metrics.preference import metric_options
         from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
         from irisbench.run_metrics import compute_run_metrics
 
         opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained, check_scale_name(clip_scale),
                              str(fid_reference) if fid_reference else None, kid_subset_size,
                              device=resolve_device(device))
+        opts.preference = metric_options(opts.names, parse_key_values(metric_option, "--metric-option", numbers=False))
         return compute_run_metrics(run, opts)
 
     results = guard(body)

@@ -138,8 +138,8 @@ def suites_build(
 
 @scorers_app.command("check", cls=Command)
 def scorers_check(
-    scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former and "
-                                              "compbench-real)."),
+    scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former, "
+                                              "compbench-real and the preference models pickscore, hpsv2)."),
     scorer_option: list[str] = typer.Option([], help="KEY=VALUE as given to eval, e.g. "
                                                      "detector_model=/models/mask2former (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from irisbench import distributed
-from irisbench.cli_base import Command, app, console, default_out, device_option, guard
+from irisbench.cli_base import Command, app, claim_out, console, default_out, device_option, guard
 from irisbench.errors import UsageError, parse_key_value, parse_named
 
 
@@ -163,7 +163,7 @@ def train_cmd(
 
         cfg = resolve_config(config, set_)
         resolve_device(device)  # one line before a run folder is made (the trainer resolves it again per rank)
-        target = out or default_out(f"train-{Path(config).stem}")
+        target = claim_out(out) if out else default_out(f"train-{Path(config).stem}")  # removed if left empty
         trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change,
                               device=device)
         last = trainer.train()

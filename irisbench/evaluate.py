@@ -102,7 +102,9 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         "save_images": opts.save_images,
         **({"metrics": {"names": list(opts.metrics.names), "clip_model": opts.metrics.clip_model,
                         "clip_pretrained": opts.metrics.clip_pretrained, "clip_scale": opts.metrics.clip_scale,
-                        "fid_reference": opts.metrics.fid_reference}} if metrics is not None else {}),
+                        "fid_reference": opts.metrics.fid_reference,
+                        **({"preference": opts.metrics.preference} if opts.metrics.preference else {})}}
+        if metrics is not None else {}),
     }
     if on_start is not None:
         on_start(config)

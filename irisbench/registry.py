@@ -125,5 +125,9 @@ METRICS = Registry(
         Entry("fid", "irisbench.metrics.fid:fid",
               "FID on CLIP or Inception features (torchmetrics): eval --metrics fid"),
         Entry("kid", "irisbench.metrics.fid:kid", "KID, mean and std over subsets (torchmetrics): eval --metrics kid"),
+        Entry("pickscore", "irisbench.metrics.preference:load_pickscore",
+              "PickScore_v1, logit_scale.exp() * cos (local CLIPModel folder): eval --metrics pickscore"),
+        Entry("hpsv2", "irisbench.metrics.preference:load_hpsv2",
+              "HPS v2.1, cos in open_clip ViT-H-14 (local weights file): eval --metrics hpsv2"),
     ],
 )

@@ -1,11 +1,12 @@
-"""Rewards for GRPO, by name: intrinsic (self-certainty, entropy) and external (verifier, CLIP).
+"""Rewards for GRPO, by name: intrinsic (self-certainty, entropy) and external (verifier, CLIP, PickScore, HPS).
 
 A reward is a callable ``reward(rollout, context) -> np.ndarray`` of shape (B,), float64, one value
 per rollout row. ``context`` is a mapping the trainer fills: ``"metadata"`` (one prompt-metadata
 object per row), ``"judge"`` (``judge(metadata, image) -> bool``), ``"clip_score"``
-(``clip_score(images, prompts) -> B floats``). Intrinsic rewards only read the per-token arrays the
-policy recorded while sampling (``Rollout.self_certainty`` = ``logsumexp(z) - mean(z)``, offset by
-``log|V|`` as in the IRIS code; ``Rollout.entropy``): no model call.
+(``clip_score(images, prompts) -> B floats``), ``"preference_scores"`` (``{name: score(images, prompts)}``
+for the preference-model rewards ``pickscore`` and ``hpsv2``, ``irisbench.metrics.preference``). Intrinsic
+rewards only read the per-token arrays the policy recorded while sampling (``Rollout.self_certainty`` =
+``logsumexp(z) - mean(z)``, offset by ``log|V|`` as in the IRIS code; ``Rollout.entropy``): no model call.
 
 Signs (a GRPO reward is maximised):
 
@@ -346,6 +347,37 @@ class ClipReward:
         return check_finite(out, self.name)
 
 
+PREFERENCE_SCORES = "preference_scores"  # the context entry: {reward name: score(images, prompts) -> floats}
+
+
+@dataclass(frozen=True)
+class PreferenceReward:
+    """A preference model's score of each row's image against its prompt (``irisbench.metrics.preference``:
+    ``pickscore``, ``hpsv2``), read from ``context["preference_scores"][name]``; ``reward_context`` loads the
+    model from ``options`` (``model``, ``processor`` / ``backbone``, ``allow_pickle``: local files only)."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        from irisbench.metrics.preference import check_options
+
+        try:
+            check_options(self.name, dict(self.options))
+        except IrisbenchError as e:
+            raise RewardError(f"reward {self.name!r}: {e}") from None
+
+    def __call__(self, rollout: Rollout, context: Mapping[str, Any]) -> np.ndarray:
+        scorer = (context.get(PREFERENCE_SCORES) or {}).get(self.name)
+        if not callable(scorer):
+            raise RewardInputError(f"reward {self.name!r} needs context[{PREFERENCE_SCORES!r}][{self.name!r}] = "
+                                   "score(images, prompts) -> floats; none was given (reward_context builds it)")
+        out = np.asarray(scorer(rollout.images, rollout.prompts), dtype=np.float64).reshape(-1)
+        if out.shape != (len(rollout),):
+            raise RewardInputError(f"{self.name} returned {out.size} values for {len(rollout)} rows")
+        return check_finite(out, self.name)
+
+
 @dataclass(frozen=True)
 class CompositeReward:
     """``sum_k weight_k * reward_k``; ``evaluate`` also returns each term (for per-reward logging).
@@ -508,6 +540,10 @@ REWARDS: dict[str, tuple[RewardFactory, str]] = {
     "verifier": (lambda **kw: VerifierReward(**kw),
                  "1 if context['judge'](metadata, image) accepts the image, else 0 (exact GenEval, shapes)"),
     "clip": (lambda **kw: ClipReward(**kw), "context['clip_score'](images, prompts) per image"),
+    "pickscore": (lambda **kw: PreferenceReward("pickscore", tuple(sorted(kw.items()))),
+                  "PickScore_v1: logit_scale.exp() * cos(image, prompt) (local CLIPModel folder: model=, processor=)"),
+    "hpsv2": (lambda **kw: PreferenceReward("hpsv2", tuple(sorted(kw.items()))),
+              "HPS v2.1: cos(image, prompt) in open_clip ViT-H-14 (local weights file: model=, allow_pickle=)"),
     "random": (lambda **kw: RandomReward(**kw),
                "null control: N(0, 1) per rollout, seeded by (training seed, step, prompt, rollout); reads nothing"),
     "shuffled-nsc": (lambda **kw: ShuffledReward(inner=make_reward("nsc", **kw), name="shuffled-nsc"),
@@ -567,10 +603,12 @@ def build_reward(
 
 
 def reward_context(reward: CompositeReward, world: str, *,
-                   raw_clip_score: Callable[[Any, Sequence[str]], Any] | None = None) -> dict[str, Any]:
+                   raw_clip_score: Callable[[Any, Sequence[str]], Any] | None = None,
+                   device: Any = "cpu") -> dict[str, Any]:
     """What the terms of ``reward`` read besides the rollout, for a policy of ``world``: the shapes world's
-    exact judge (``judge``), and ``clip_score`` when a ``clip`` term is configured (its ``model`` /
-    ``pretrained`` / ``scale``). ``raw_clip_score`` (raw cosines of that term's CLIP, already built by the
+    exact judge (``judge``), ``clip_score`` when a ``clip`` term is configured (its ``model`` /
+    ``pretrained`` / ``scale``), and ``preference_scores`` for ``pickscore`` / ``hpsv2`` terms (models on ``device``).
+    ``raw_clip_score`` (raw cosines of that term's CLIP, already built by the
     caller) is used instead of loading the model again. The trainer and the alignment probe both use it."""
     context: dict[str, Any] = {}
     if world == "shapes":
@@ -593,4 +631,10 @@ def reward_context(reward: CompositeReward, world: str, *,
             context["clip_score"] = lambda images, prompts: clip_score(images, prompts, clip, scale=spec.scale)
         else:
             context["clip_score"] = lambda images, prompts: apply_scale(raw_clip_score(images, prompts), spec.scale)
+    prefs = [t for t in reward.terms if isinstance(t, PreferenceReward)]
+    if prefs:
+        from irisbench.metrics.preference import load_preference
+
+        context[PREFERENCE_SCORES] = {t.name: load_preference(t.name, dict(t.options), device=str(device)).score
+                                      for t in prefs}
     return context

@@ -101,8 +101,9 @@ def attach_metrics(results: dict, metrics: Any, root: Path, records: list[dict],
     from irisbench.records import atomic_write_json
 
     try:
-        if "clip" in metrics.opts.names:
-            todo = records if recompute_clip else [r for r in records if "clip_score" not in r]
+        keys = metrics.per_image_keys()
+        if keys:
+            todo = records if recompute_clip else [r for r in records if any(k not in r for k in keys)]
             if todo:
                 add_clip_scores(metrics, root, todo)
                 rewrite_records(root, records, complete=True)
@@ -128,7 +129,7 @@ def compute_run_metrics(run_path: str | Path, opts: Any, *, n_resamples: int = 2
     from irisbench.runs import RunDir, _now_iso
 
     if not opts.names:
-        raise MetricsError("no metrics asked for: pass --metrics with any of clip,fid,kid")
+        raise MetricsError("no metrics asked for: pass --metrics with any of clip,fid,kid,pickscore,hpsv2")
     run = RunDir.open(run_path)
     if run.kind != "eval":
         raise MetricsError(f"{run.path} is a {run.kind!r} run; metrics are computed on eval runs")

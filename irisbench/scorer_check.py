@@ -14,6 +14,9 @@ the scorer's signature, as ``eval`` does), then looked up:
   open_clip model name; ``pretrained`` an existing file, or a pretrained tag whose file is in the local
   Hugging Face or open_clip cache (the lookup ``load_clip`` uses). No ``pretrained`` means random weights,
   reported as missing.
+- preference models (``pickscore``, ``hpsv2``: ``irisbench.metrics.preference``), with prefixed options
+  (``pickscore_model``, ``pickscore_processor``, ``hpsv2_model``, ``hpsv2_backbone``, ``hpsv2_allow_pickle``):
+  PickScore's CLIPModel folder and its processor folder, HPS v2.1's weights file.
 
 A folder that would pass here can still fail to load (a corrupt file, an architecture transformers does not
 know); this check is about presence, not validity.
@@ -31,6 +34,7 @@ from typing import Any
 from irisbench.errors import UsageError
 
 REAL_SCORERS = ("geneval-mask2former", "compbench-real")
+PREFERENCE_MODELS = ("pickscore", "hpsv2")  # irisbench.metrics.preference: rewards and eval --metrics
 
 
 @dataclass
@@ -166,21 +170,26 @@ def check_scorers(names: list[str] | None = None, options: dict[str, Any] | None
     ``options`` are ``--scorer-option`` values; each must be an option of at least one of the scorers (a scorer
     gets those it accepts). ``cache_dir``: the Hugging Face hub cache (default: huggingface_hub's).
     """
+    from irisbench.metrics.preference import check_preference, option_keys
     from irisbench.registry import SCORERS
 
-    names = list(names or REAL_SCORERS)
+    names = list(names or (*REAL_SCORERS, *PREFERENCE_MODELS))
     options = dict(options or {})
     for name in names:
-        if name not in REAL_SCORERS:
+        if name not in REAL_SCORERS and name not in PREFERENCE_MODELS:
             SCORERS.get(name)  # unknown names raise with did-you-mean
             raise UsageError(f"scorer {name!r} loads no model weights; real-model scorers: {', '.join(REAL_SCORERS)}")
-    accepted = {name: set(inspect.signature(SCORERS.load(name)).parameters) for name in names}
+    accepted = {name: option_keys(name) if name in PREFERENCE_MODELS else
+                set(inspect.signature(SCORERS.load(name)).parameters) for name in names}
     unused = [k for k in options if not any(k in a for a in accepted.values())]
     if unused:
         raise UsageError(f"--scorer-option {unused}: not an option of {', '.join(names)}")
     out = []
     for name in names:
         mine = {k: v for k, v in options.items() if k in accepted[name]}
+        if name in PREFERENCE_MODELS:
+            out += [Component(name, *row) for row in check_preference(name, mine, check_transformers_folder, cache_dir)]
+            continue
         for component, keys, kind, spec in scorer_components(name, mine):
             if kind == "open_clip":
                 model, pretrained = spec

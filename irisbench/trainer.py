@@ -243,7 +243,7 @@ class GRPOTrainer:
         exact judge, and a CLIP scorer when a ``clip`` term is configured."""
         from irisbench.rewards import reward_context
 
-        return reward_context(self.reward, self.world)
+        return reward_context(self.reward, self.world, device=self.device)
 
     def _training_prompts(self, suite: Any, resolve_prompts: Any) -> tuple[list[dict], dict[str, Any]]:
         """The shapes world's train split, or the user's prompt file (required for open-world models).

@@ -26,7 +26,16 @@ def tiny_clip_name(tmp_path_factory: pytest.TempPathFactory) -> str:
     return register_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
-def _overrides(name: str, shapes: Path, janus: tuple[Path, Path], clip: str) -> list[str]:
+@pytest.fixture(scope="module")
+def tiny_hps(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    from preference_tiny import build_tiny_hps
+
+    name, _, weights = build_tiny_hps(tmp_path_factory.mktemp("hps"))
+    return name, weights
+
+
+def _overrides(name: str, shapes: Path, janus: tuple[Path, Path], clip: str,
+               hps: tuple[str, Path] | None = None) -> list[str]:
     preset = load_preset(name)
     if preset.get("policy", "shapes-base") == "janus-pro":
         folder, prompts = janus
@@ -35,6 +44,8 @@ def _overrides(name: str, shapes: Path, janus: tuple[Path, Path], clip: str) -> 
             extra.append("parallel=ddp")
         if preset.get("reward") == "clip":  # real images need a real CLIP; here a tiny random open_clip model
             extra.append(f"reward_options={{clip: {{model: {clip}}}}}")
+        if preset.get("reward") == "hpsv2" and hps is not None:  # a tiny random open_clip model's weights
+            extra += [f"reward_options.hpsv2.model={hps[1]}", f"reward_options.hpsv2.backbone={hps[0]}"]
         return [*TINY, *extra]
     if preset.get("policy") == "janus-shapes":  # the shipped tiny Janus is small enough to train as it is
         return TINY
@@ -43,8 +54,8 @@ def _overrides(name: str, shapes: Path, janus: tuple[Path, Path], clip: str) -> 
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_trains_one_step(name: str, tiny_policy_dir: Path, tiny_janus: tuple[Path, Path],
-                                      tiny_clip_name: str, tmp_path: Path) -> None:
-    cfg = resolve_config(name, _overrides(name, tiny_policy_dir, tiny_janus, tiny_clip_name))
+                                      tiny_clip_name: str, tiny_hps: tuple[str, Path], tmp_path: Path) -> None:
+    cfg = resolve_config(name, _overrides(name, tiny_policy_dir, tiny_janus, tiny_clip_name, tiny_hps))
     run = tmp_path / "run"
     trainer = GRPOTrainer(cfg, run, progress=False)
     trainer.train()
@@ -76,11 +87,37 @@ def test_the_clip_reward_reads_the_shapes_clip(tiny_policy_dir: Path, tmp_path: 
 
 def test_clip_on_an_open_world_policy_needs_a_real_clip(tiny_janus: tuple[Path, Path], tmp_path: Path) -> None:
     folder, prompts = tiny_janus
-    cfg = resolve_config("janus-pro-1b-t2i-r1", [*TINY, f"model={folder}", f"prompts_file={prompts}"])
+    cfg = resolve_config("janus-pro-1b-t2i-r1", [*TINY, f"model={folder}", f"prompts_file={prompts}", "reward=clip"])
     from irisbench.rewards import RewardError
 
     with pytest.raises(RewardError, match="open-world policy needs a CLIP for real images"):
         GRPOTrainer(cfg, tmp_path / "run", progress=False).train()
+
+
+def test_the_t2i_r1_preset_rewards_hps_from_local_weights_only(tiny_janus: tuple[Path, Path],
+                                                               tiny_hps: tuple[str, Path], tmp_path: Path) -> None:
+    """janus-pro-1b-t2i-r1 is T2I-R1's HPS term: the logged reward is HPS v2.1's cosine of the step's images; without
+    weights on this machine it stops with one line before training."""
+    import numpy as np
+
+    from irisbench.metrics.preference import PreferenceModelError, load_hpsv2
+
+    folder, prompts = tiny_janus
+    base = [*TINY, f"model={folder}", f"prompts_file={prompts}", "cfg=2.0"]
+    assert resolve_config("janus-pro-1b-t2i-r1", base).reward == "hpsv2"
+    with pytest.raises(PreferenceModelError, match="allow_pickle|no weights given|does not exist"):
+        GRPOTrainer(resolve_config("janus-pro-1b-t2i-r1", [*base, "reward_options.hpsv2.model=/no/HPS_v2.1.pt"]),
+                    tmp_path / "bad", progress=False).train()
+    trainer = GRPOTrainer(resolve_config("janus-pro-1b-t2i-r1", [*base, f"reward_options.hpsv2.model={tiny_hps[1]}",
+                                                                 f"reward_options.hpsv2.backbone={tiny_hps[0]}"]),
+                          tmp_path / "run", progress=False)
+    trainer._setup()
+    batch = trainer._generate(0)
+    r = batch.rollout
+    got, terms = trainer.reward.evaluate(r, {**trainer.context, "metadata": batch.metas})
+    want = load_hpsv2(str(tiny_hps[1]), tiny_hps[0]).score(r.images, r.prompts)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.all(np.abs(want) <= 1)
 
 
 def test_the_faithful_preset_freezes_image_rows_and_masks_the_forced_end_of_plan(tiny_policy_dir: Path,

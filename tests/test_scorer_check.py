@@ -25,6 +25,7 @@ from irisbench.cli import app  # noqa: E402
 from irisbench.scorer_check import check_scorers, check_transformers  # noqa: E402
 
 runner = CliRunner()
+REAL = ["--scorer", "geneval-mask2former", "--scorer", "compbench-real"]  # the default adds pickscore and hpsv2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -42,7 +43,7 @@ def options(t: dict[str, Path], **changes: str) -> list[str]:
 
 
 def test_complete_tiny_folders_pass(tiny):
-    result = runner.invoke(app, ["scorers", "check", "--json", *options(tiny)])
+    result = runner.invoke(app, ["scorers", "check", "--json", *REAL, *options(tiny)])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["scorer"] for r in rows] == ["geneval-mask2former"] * 2 + ["compbench-real"] * 3
@@ -56,7 +57,8 @@ def test_missing_pieces_are_named_and_exit_1(tiny, tmp_path: Path):
     (blip / "model.safetensors").unlink()
     (blip / "tokenizer.json").unlink()
     missing = str(tmp_path / "no.safetensors")
-    result = runner.invoke(app, ["scorers", "check", "--json", *options(tiny, blip=str(blip), clip_pretrained=missing)])
+    result = runner.invoke(app, ["scorers", "check", "--json", *REAL, *options(tiny, blip=str(blip),
+                                                                               clip_pretrained=missing)])
     assert result.exit_code == 1
     rows = {r["component"]: r for r in json.loads(result.stdout)}
     assert not rows["BLIP-VQA"]["ok"] and "model.safetensors" in rows["BLIP-VQA"]["detail"]

@@ -1,4 +1,4 @@
-"""Image metrics beside a suite's protocol score: ``irisbench eval --metrics clip,fid,kid``.
+"""Image metrics beside a suite's protocol score: ``irisbench eval --metrics clip,fid,kid,pickscore,hpsv2``.
 
 - ``clip``: per-image CLIP score of the image against its prompt, written into every record (``clip_score``)
   and averaged with a prompt-bootstrap CI in ``results.json``. Shapes world: the shipped shapes CLIP; open
@@ -13,13 +13,18 @@ with n = min(#real, #fake), so that the 100 subsets differ from each other (a su
 give every subset the same value and a std of 0); the size used and the rule are recorded. FID from fewer than
 ``FID_MIN_IMAGES`` images per side is flagged ``fid_high_variance`` with a warning in the results: its
 estimate is biased upward and varies a lot with the sample (and with n <= the feature dimension the
-covariance is singular). ``irisbench metrics RUN`` (``irisbench.run_metrics``) (re)computes all of these on a
+covariance is singular).
+- ``pickscore`` / ``hpsv2``: preference-model scores (``irisbench.metrics.preference``), per image in every
+  record under their names and averaged as ``clip`` is; models from ``--metric-option pickscore_model=FOLDER``
+  and the like (local only), loaded when the metrics are set up, before any image is made.
+
+``irisbench metrics RUN`` (``irisbench.run_metrics``) (re)computes all of these on a
 finished run folder from its saved images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,9 @@ import numpy as np
 
 from irisbench.errors import UsageError
 
-METRIC_NAMES = ("clip", "fid", "kid")
+METRIC_NAMES = ("clip", "fid", "kid", "pickscore", "hpsv2")
+PREFERENCE_METRICS = ("pickscore", "hpsv2")  # per-image record key = the name
+CLIP_METRICS = ("clip", "fid", "kid")  # the metrics that read the CLIP model
 KID_MAX_SUBSET = 100  # the subset size used when the sample allows it (torchmetrics' default is 1000)
 KID_SUBSETS = 100
 FID_MIN_IMAGES = 500  # below this many images per side an FID is flagged as high-variance
@@ -42,6 +49,7 @@ class MetricOptions:
     fid_reference: str | None = None
     kid_subset_size: int | None = None  # None: min(KID_MAX_SUBSET, n // 2), see kid_subset_size_for
     device: str = "cpu"  # where the CLIP model runs (a resolved device: irisbench.devices.resolve_device)
+    preference: dict[str, dict[str, Any]] = field(default_factory=dict)  # pickscore/hpsv2 -> load options
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -111,11 +119,19 @@ class SuiteMetrics:
         self.opts, self.world = opts, world
         self.render_world = render_world  # the embedded world's look: FID's reference renders match it
         self._clip = None
-        if opts.names and world == "open" and opts.clip_model is None:
+        if any(n in CLIP_METRICS for n in opts.names) and world == "open" and opts.clip_model is None:
             raise UsageError("--metrics on an open-world policy needs --clip-model (and --clip-pretrained with "
                              "weights on this machine); the shapes CLIP only knows the shapes world")
         if ("fid" in opts.names or "kid" in opts.names) and world == "open" and not opts.fid_reference:
             raise UsageError("FID/KID for an open-world policy need --fid-reference DIR (reference PNG images)")
+        from irisbench.metrics.preference import load_preference
+
+        self.preference = {n: load_preference(n, opts.preference.get(n, {})) for n in opts.names
+                           if n in PREFERENCE_METRICS}
+
+    def per_image_keys(self) -> list[str]:
+        """The record keys ``per_image`` fills."""
+        return (["clip_score"] if "clip" in self.opts.names else []) + list(self.preference)
 
     @property
     def clip(self) -> Any:
@@ -129,17 +145,28 @@ class SuiteMetrics:
     def describe(self) -> dict[str, Any]:
         from irisbench.metrics.clip_score import score_identity
 
-        return {"names": list(self.opts.names), "clip": score_identity(self.clip, self.opts.clip_scale)}
+        out: dict[str, Any] = {"names": list(self.opts.names)}
+        if any(n in CLIP_METRICS for n in self.opts.names):
+            out["clip"] = score_identity(self.clip, self.opts.clip_scale)
+        return {**out, **{n: m.describe() for n, m in self.preference.items()}}
 
     def per_image(self, images: list[np.ndarray], prompts: list[str]) -> list[dict[str, float]]:
-        if "clip" not in self.opts.names:
-            return [{} for _ in images]
-        from irisbench.metrics.clip_score import clip_score
+        out: list[dict[str, float]] = [{} for _ in images]
+        if "clip" in self.opts.names:
+            from irisbench.metrics.clip_score import clip_score
 
-        values = clip_score(images, prompts, self.clip, scale=self.opts.clip_scale)
-        if not np.all(np.isfinite(values)):
-            raise UsageError("CLIP score is not finite for some images")
-        return [{"clip_score": float(v)} for v in values]
+            values = clip_score(images, prompts, self.clip, scale=self.opts.clip_scale)
+            if not np.all(np.isfinite(values)):
+                raise UsageError("CLIP score is not finite for some images")
+            for row, v in zip(out, values, strict=True):
+                row["clip_score"] = float(v)
+        for name, model in self.preference.items():
+            values = model.score(images, prompts)
+            if not np.all(np.isfinite(values)):
+                raise UsageError(f"{name} is not finite for some images")
+            for row, v in zip(out, values, strict=True):
+                row[name] = float(v)
+        return out
 
     def finalize(self, root: Path, records: list[dict], items: list[dict], seed: int) -> dict[str, Any]:
         from irisbench.stats import bootstrap_ci
@@ -153,6 +180,15 @@ class SuiteMetrics:
             lo, hi = bootstrap_ci(values, n_resamples=2000, seed=seed)
             out["clip"] = {"mean": float(np.mean([v for vs in values for v in vs])), "ci_low": lo, "ci_high": hi,
                            "scale": self.opts.clip_scale, "n_images": len(records)}
+        for name in self.preference:
+            from irisbench.metrics.preference import PREFERENCE_MODELS
+
+            groups: dict[int, list[float]] = {}
+            for r in records:
+                groups.setdefault(r["prompt_index"], []).append(r[name])
+            lo, hi = bootstrap_ci(list(groups.values()), n_resamples=2000, seed=seed)
+            out[name] = {"mean": float(np.mean([r[name] for r in records])), "ci_low": lo, "ci_high": hi,
+                         "formula": PREFERENCE_MODELS[name], "n_images": len(records)}
         if "fid" in self.opts.names or "kid" in self.opts.names:
             out.update(self._distances(root, records, items, seed))
         return out
