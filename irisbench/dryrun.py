@@ -34,8 +34,12 @@ text, about the BPE rate of English) unless the model folder has its own.
 
 Measured from the same run: FLOPs (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions and
 attention; elementwise work is not counted) split into sampling, teacher forcing (policy and reference)
-and backward; peak memory by category with ``torch.distributed._tools.mem_tracker.MemTracker`` (one
-tracker over the sampling on fake ``cuda``, one over the update on meta). ``irisbench.dryrun_cost`` turns
+and backward; what the update holds (parameters of the policy and its reference, gradients, AdamW state:
+read from the objects after the step); with ``measure=True`` the activation peak from
+``torch.distributed._tools.mem_tracker.MemTracker``, which works on fake CPU tensors (``device="cpu"``) but
+not over the meta update (its module hooks meet a CPU tensor there) and is slow. Always measured: the
+activations the teacher-forced pass saves for backward (``torch.autograd.graph.saved_tensors_hooks``;
+distinct storages, parameters excluded), the largest micro-batch's. ``irisbench.dryrun_cost`` turns
 them into per-GPU memory under FSDP2 and roofline times.
 """
 
@@ -224,17 +228,35 @@ class _Flops:
 
 
 def _mem_tracker() -> Any:
-    """A ``MemTracker`` that also follows a module called again at the top level (a decode loop's embedding):
-    the per-module statistics are reset there (only the global peak by category is read here)."""
+    """A ``MemTracker`` that also follows a module called again at the top level (the embeddings, once per
+    teacher-forced part) and frozen parameters: per-module statistics are skipped there (only the global peak
+    by category is read here)."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
     class _Tracker(MemTracker):
-        def _pre_fw_hook(self, module: Any, inputs: Any) -> None:
+        def _track_module_params_and_buffers(self, module: Any, install_grad_hooks: bool = True) -> Any:
+            # frozen parameters take no gradient hook (register_hook refuses them): mark them as hooked
+            frozen = [p for p in module.parameters() if not p.requires_grad
+                      and self._param_to_grad_hook_handles.get(p, None) is None]
+            for p in frozen:
+                self._param_to_grad_hook_handles[p] = ()
             try:
+                return super()._track_module_params_and_buffers(module, install_grad_hooks)
+            finally:
+                for p in frozen:
+                    del self._param_to_grad_hook_handles[p]
+
+        def _pre_fw_hook(self, module: Any, inputs: Any) -> None:
+            with contextlib.suppress(NotImplementedError):  # a repeated top-level call: no module statistics
                 super()._pre_fw_hook(module, inputs)
-            except NotImplementedError:
-                self.reset_mod_stats()
-                super()._pre_fw_hook(module, inputs)
+
+        def _pre_bw_hook(self, module: Any, args: Any) -> None:
+            if module in self.memory_tracking:
+                super()._pre_bw_hook(module, args)
+
+        def _post_bw_hook(self, module: Any, args: Any) -> None:
+            if module in self.memory_tracking:
+                super()._post_bw_hook(module, args)
 
     return _Tracker()
 
@@ -284,15 +306,15 @@ def _prompts(n: int) -> list[str]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = True, decode_steps: int | None = 2,
+def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, decode_steps: int | None = 2,
             rows: int | None = None, size: JanusSize | None = None) -> dict[str, Any]:
     """One evaluation batch and one GRPO step of ``cfg`` on a weightless full-size Janus; a JSON-able report.
 
     ``device``: ``cuda`` (the sampling on fake CUDA tensors, the update on meta; see the module doc) or ``cpu``
     (both on fake CPU tensors: memory only, no device check). ``decode_steps``: decode steps run per sampling
     loop (``_short_loops``; None: all); ``rows``: the evaluation batch's rows (default the policy's
-    ``batch_size``); ``size``: a shape instead of the one the preset's model names (tests). Raises ``DryRunError`` with one line on the
-    first failure of the code path.
+    ``batch_size``); ``size``: a shape instead of the one the preset's model names (tests). Raises
+    ``DryRunError`` with one line on the first failure of the code path.
     """
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -355,7 +377,18 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = True, dec
 
     real_backward = torch.Tensor.backward
 
+    saved: dict[int, int] = {}  # storage -> bytes saved for backward by the current micro-batch
+    saved_peak = [0]
+
+    def pack(t: Any) -> Any:
+        key = t.untyped_storage()._cdata
+        if key not in param_storages:
+            saved[key] = t.untyped_storage().nbytes()
+        return t
+
     def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        saved_peak[0] = max(saved_peak[0], sum(saved.values()))
+        saved.clear()
         with flops.phase("backward"):
             return real_backward(self, *args, **kwargs)
 
@@ -383,6 +416,9 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = True, dec
                 stack.enter_context(update_mem)
             stack.enter_context(_patched(JanusPolicy, "token_logits", token_logits))
             stack.enter_context(_patched(torch.Tensor, "backward", backward))
+            models = [trainer.policy.model] + ([trainer.ref.model] if trainer.ref is not None else [])
+            param_storages = {p.untyped_storage()._cdata for m in models for p in m.parameters()}
+            stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             with _explain("GRPO step 1 (rollout on fake cuda, update on meta)" if device == "cuda" else
                           "GRPO step 1"):
                 t2 = time.perf_counter()
@@ -392,6 +428,7 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = True, dec
                                        "micro_batch_rows": sum(c["rows"] for c in sample_calls)
                                        // cfg.gradient_accumulation_steps,
                                        "metrics": sorted(metrics)}
+            report["memory_bytes"] = {"update": {**_held(trainer, update_mem), "saved_for_backward": saved_peak[0]}}
         del trainer
     report["flops"] = {k: int(v) for k, v in flops.by_phase.items()}
     report["flops_full"] = flops_full(report)
@@ -407,10 +444,26 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = True, dec
         report["shape"]["image_steps"]
     report["parameters_by_part"] = _parts(train_model)
     report["host_reads_stubbed"] = dict(host.counts)
-    if measure:
-        report["memory_bytes"] = {"update": _tracker_peak(update_mem)}
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     return report
+
+
+def _held(trainer: Any, tracker: Any) -> dict[str, int]:
+    """Bytes the update holds, read from the objects after the step: parameters (policy and KL reference),
+    gradients, AdamW state; plus the activation and temporary peak when a ``MemTracker`` ran."""
+    import torch
+
+    models = [trainer.policy.model] + ([trainer.ref.model] if trainer.ref is not None else [])
+    params = {id(p): p for m in models for p in m.parameters()}.values()
+    out = {"param": sum(p.nbytes for p in params),
+           "grad": sum(p.grad.nbytes for p in params if p.grad is not None),
+           "opt": sum(t.nbytes for st in trainer.optimizer.state.values() for t in st.values()
+                      if isinstance(t, torch.Tensor) and t.dim() > 0)}
+    if tracker is not None:
+        peak = _tracker_peak(tracker)
+        out["act"] = peak.get("activation", 0)
+        out["temp"] = peak.get("temp", 0)
+    return out
 
 
 def _parts(model: Any) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Per-GPU memory under FSDP2 and roofline times of a GRPO step, from a dry run's measured numbers.
 
 Inputs (``irisbench.dryrun.dry_run``'s report, for the rollouts one rank takes): the update's peak memory
-by category (``MemTracker`` on the meta device: ``param`` holds the policy and its KL reference, ``grad``,
-``opt`` the AdamW moments, ``act`` and ``temp`` the teacher-forced pass and backward), the parameter counts
+by category (``param``: the policy and its KL reference, ``grad``, ``opt``: the AdamW moments, read from the objects;
+activations: ``act`` + ``temp`` of a ``MemTracker`` when one ran, else what the largest micro-batch saved for
+backward, a floor that leaves out the transient logits chunk and the backward's own temporaries), the parameter counts
 by part, and FLOPs by phase (``FlopCounterMode``). The arithmetic (stated, not measured):
 
 - FSDP2 over ``N`` GPUs (``parallel: fsdp``, ZeRO-3) keeps ``1/N`` of parameters, gradients and AdamW state
@@ -37,14 +38,16 @@ def per_gpu_memory(report: dict[str, Any], gpus: int, act_scale: float = 1.0) ->
     exactly one rank's rollouts)."""
     mem, parts, shape = report["memory_bytes"]["update"], report["parameters_by_part"], report["shape"]
     param, grad, opt = mem.get("param", 0), mem.get("grad", 0), mem.get("opt", 0)
-    act = (mem.get("act", 0) + mem.get("temp", 0)) * act_scale
+    act = (mem.get("act", 0) + mem.get("temp", 0) if "act" in mem else mem.get("saved_for_backward", 0)) * act_scale
     unit = max(parts["embed_tokens"], parts["lm_head"]) * BF16
     update = (param + grad + opt) / gpus + act + (2 * unit if gpus > 1 else 0)
     policy_bytes = parts["total"] * BF16
+    # K and V, x2 rows for CFG
     kv = 2 * shape["layers"] * 2 * shape["batch_size"] * shape["kv_width"] * shape["image_len"] * BF16
     sampling = (param + grad + opt) / gpus + policy_bytes * (gpus - 1) / gpus + kv
-    return {"gpus": gpus, "params_and_reference": param / gpus / GB, "grads": grad / gpus / GB,
-            "adamw": opt / gpus / GB, "activations": act / GB, "gathered_units": (2 * unit if gpus > 1 else 0) / GB,
+    return {"gpus": gpus, "activations": "MemTracker" if "act" in mem else "saved for backward",
+            "params_and_reference": param / gpus / GB, "grads": grad / gpus / GB,
+            "adamw": opt / gpus / GB, "activations_gb": act / GB, "gathered_units": (2 * unit if gpus > 1 else 0) / GB,
             "sampling_gathered": policy_bytes * (gpus - 1) / gpus / GB, "kv_cache": kv / GB,
             "update_phase": update / GB, "sampling_phase": sampling / GB, "peak": max(update, sampling) / GB}
 
