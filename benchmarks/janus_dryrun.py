@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", nargs="+", default=["1b", "7b"])
     parser.add_argument("--gpus", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--decode-steps", type=int, default=1)
+    parser.add_argument("--cot-tokens", type=int, default=128,
+                        help="CoT cap; the stubbed CoT always runs to it (janus_memory.py assumes 128)")
+    parser.add_argument("--no-check", action="store_true", help="skip the 32-rollout H200 comparison")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    cot = f"policy_options.cot_max_new_tokens={args.cot_tokens}"
     out: dict[str, Any] = {"table": {}, "units": "GB (1e9 bytes) per GPU; seconds per GRPO step per rank"}
     for s in args.sizes:
         preset = f"janus-pro-{s}-iris"
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              f"with gradient_accumulation_steps={base['gradient_accumulation_steps']} splits a group"})
                 continue
             t = time.perf_counter()
-            r = run(preset, [f"prompts_per_step={base['prompts_per_step'] // n}"], args.decode_steps)
+            r = run(preset, [f"prompts_per_step={base['prompts_per_step'] // n}", cot], args.decode_steps)
             rep = r["report"]
             paper = janus_memory.predict(janus_memory.SIZES[f"janus-pro-{s}"], n, janus_memory.Recipe())
             rows.append({"gpus": n, "rank_rollouts": rep["grpo_step"]["rollouts"],
@@ -73,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "time": roofline(rep), "dry_run_s": round(time.perf_counter() - t, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         out["table"][preset] = rows
-    if "1b" in args.sizes:
-        r = run("janus-pro-1b-iris", ["prompts_per_step=4", "policy_options.logits_chunk=0"], args.decode_steps)
+    if "1b" in args.sizes and not args.no_check:
+        r = run("janus-pro-1b-iris", ["prompts_per_step=4", "policy_options.logits_chunk=0", cot], args.decode_steps)
         rep = r["report"]
         out["check_h200_32_rollouts"] = {"measured": MEASURED_H200,
                                          "dry_run_peak_gb": round(per_gpu_memory(rep, 1)["peak"], 2),
