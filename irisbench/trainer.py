@@ -31,6 +31,13 @@ summed with ``all_reduce`` (``parallel: ddp``) or reduce-scattered onto sharded 
 state (``parallel: fsdp``, ``irisbench.sharding``). In-training evaluation shards its prompts over the
 ranks. The same code runs as 2 CPU processes with gloo in the tests.
 
+Loud failures: the run stops with one line (``TrainingStalledError``) when every group's rewards were
+identical for ``zero_spread_steps`` consecutive steps (default 3), or when the gradient norm is exactly 0
+although some group's rewards differ. No rule here zeroes the reward of a row that reached a length cap (a
+Janus row always carries its 576 image tokens, which are never "truncated"). Every step logs
+``logp_gap_mean`` / ``logp_gap_max``: |rollout log-prob - teacher-forced log-prob| over the loss's tokens
+(the sampling loop's KV-cached, batched numbers against the replay the update trains on).
+
 Run folder (``kind: train``): ``config.yaml``, ``env.json``, ``train/metrics.jsonl`` (+ ``.parquet``),
 ``checkpoints/step-N/`` (policy save folder + ``optimizer.safetensors`` + ``trainer_state.json``,
 written atomically), ``eval/<split>/step-N/`` (eval runs). Resuming after ``kill -9`` restarts from the
