@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             paper = janus_memory.predict(janus_memory.SIZES[f"janus-pro-{s}"], n, janus_memory.Recipe())
             rows.append({"gpus": n, "rank_rollouts": rep["grpo_step"]["rollouts"],
                          "micro_batch_rows": rep["grpo_step"]["micro_batch_rows"],
-                         "memory": {k: round(v, 2) for k, v in per_gpu_memory(rep, n).items()},
+                         "memory": _rounded(per_gpu_memory(rep, n)),
                          "janus_memory_py_peak": paper["peak_gb"], "flops": rep["flops_full"],
                          "time": roofline(rep), "dry_run_s": round(time.perf_counter() - t, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -82,9 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rep = r["report"]
         out["check_h200_32_rollouts"] = {"measured": MEASURED_H200,
                                          "dry_run_peak_gb": round(per_gpu_memory(rep, 1)["peak"], 2),
-                                         "dry_run_memory": {k: round(v, 2) for k, v in per_gpu_memory(rep, 1).items()},
+                                         "dry_run_memory": _rounded(per_gpu_memory(rep, 1)),
                                          "roofline": roofline(rep)}
     return out
+
+
+def _rounded(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def _base(preset: str) -> dict[str, Any]:
