@@ -180,8 +180,8 @@ def dryrun_cmd(
     decode_steps: int = typer.Option(2, help="Decode steps run per sampling loop (0: all; a full 1B rollout takes "
                                              "most of an hour on a CPU); the rest is padded with stub tokens."),
     rows: int = typer.Option(0, help="Rows of the evaluation batch (0: the policy's batch_size)."),
-    memory: bool = typer.Option(False, help="Also track the activation peak (MemTracker; with --device cpu only, "
-                                            "slow)."),
+    memory: bool = typer.Option(False, help="Also track the update's activation and temporary peaks (MemTracker; "
+                                            "minutes at full size)."),
 ) -> None:
     """Build the preset's full-size Janus-Pro without weights and run one evaluation batch and one GRPO step;
     print FLOPs, memory and roofline times as JSON. Any device mismatch in the code path fails it."""

@@ -35,9 +35,9 @@ text, about the BPE rate of English) unless the model folder has its own.
 Measured from the same run: FLOPs (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions and
 attention; elementwise work is not counted) split into sampling, teacher forcing (policy and reference)
 and backward; what the update holds (parameters of the policy and its reference, gradients, AdamW state:
-read from the objects after the step); with ``measure=True`` the activation peak from
-``torch.distributed._tools.mem_tracker.MemTracker``, which works on fake CPU tensors (``device="cpu"``) but
-not over the meta update (its module hooks meet a CPU tensor there) and is slow. Always measured: the
+read from the objects after the step); with ``measure=True`` the activation and temporary peaks from
+``torch.distributed._tools.mem_tracker.MemTracker`` over the update (``_mem_tracker``: module statistics
+skipped where its stock hooks refuse, so only the global peak by category is read). Always measured: the
 activations the teacher-forced pass saves for backward (``torch.autograd.graph.saved_tensors_hooks``;
 distinct storages, parameters excluded), the largest micro-batch's. ``irisbench.dryrun_cost`` turns
 them into per-GPU memory under FSDP2 and roofline times.
