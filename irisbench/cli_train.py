@@ -177,6 +177,34 @@ def train_cmd(
     guard(body)
 
 
+@app.command("dryrun", cls=Command)
+def dryrun_cmd(
+    config: str = typer.Option("janus-pro-1b-iris", "--config", "-c",
+                               help="A Janus-Pro training preset or YAML config (its model folder need not exist)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable)."),
+    device: str = typer.Option("cuda", help="cuda (sampling on fake CUDA tensors, the update on meta) or cpu."),
+    decode_steps: int = typer.Option(2, help="Decode steps run per sampling loop (0: all; a full 1B rollout takes "
+                                             "most of an hour on a CPU); the rest is padded with stub tokens."),
+    rows: int = typer.Option(0, help="Rows of the evaluation batch (0: the policy's batch_size)."),
+    memory: bool = typer.Option(False, help="Also track the update's activation and temporary peaks (MemTracker; "
+                                            "minutes at full size)."),
+) -> None:
+    """Build the preset's full-size Janus-Pro without weights and run one evaluation batch and one GRPO step;
+    print FLOPs, memory and roofline times as JSON. Any device mismatch in the code path fails it."""
+
+    def body() -> None:
+        from irisbench.dryrun import dry_run
+        from irisbench.dryrun_cost import cost
+        from irisbench.train_config import resolve_config
+
+        cfg = resolve_config(config, set_)
+        report = dry_run(cfg, device=device, measure=memory, decode_steps=decode_steps or None, rows=rows or None)
+        report["cost"] = cost(report, cfg)
+        print(json.dumps(report, indent=2, default=str))
+
+    guard(body)
+
+
 def _preset_description(name: str) -> str:
     from irisbench.train_config import _read_yaml
 

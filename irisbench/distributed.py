@@ -57,6 +57,16 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def all_max(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t[0])
+
     def sync_grads(self, params: list[Any]) -> None:
         """Sum replicated gradients over ranks (sharded ones were reduce-scattered in backward)."""
         if self.world_size == 1:

@@ -86,6 +86,9 @@ class TrainConfig:
     # LoRA adapters (irisbench.policies.lora; {} for the defaults: r 16, alpha 32, dropout 0.05, the attention and
     # MLP projections); None: full fine-tuning
     lora: dict[str, Any] | None = None
+    # loud failures: stop when every group's rewards are all equal (zero spread: no advantage, no policy
+    # gradient) for this many consecutive steps (0: never)
+    zero_spread_steps: int = 3
     # data parallelism under torchrun / accelerate launch: "ddp" replicates the policy and all-reduces
     # gradients; "fsdp" shards parameters, gradients and optimizer state (FSDP2, for 7B; irisbench.sharding)
     parallel: str = "ddp"
@@ -129,6 +132,10 @@ class TrainConfig:
             raise ConfigError(f"beta must be >= 0 and epsilon > 0, got beta={self.beta}, epsilon={self.epsilon}")
         if self.eval_every < 0 or self.warmup_steps < 0:
             raise ConfigError("eval_every and warmup_steps must be >= 0")
+        if not isinstance(self.zero_spread_steps, int) or isinstance(self.zero_spread_steps, bool) \
+                or self.zero_spread_steps < 0:
+            raise ConfigError(f"zero_spread_steps must be an integer >= 0 (0: never stop), "
+                              f"got {self.zero_spread_steps!r}")
         if self.freeze_image_tokens and (self.weight_decay or self.parallel == "fsdp"):
             raise ConfigError("freeze_image_tokens zeroes the image rows' gradients, which keeps them fixed only "
                               "with weight_decay=0 and parallel=ddp")

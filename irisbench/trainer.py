@@ -33,6 +33,13 @@ summed with ``all_reduce`` (``parallel: ddp``) or reduce-scattered onto sharded 
 state (``parallel: fsdp``, ``irisbench.sharding``). In-training evaluation shards its prompts over the
 ranks. The same code runs as 2 CPU processes with gloo in the tests.
 
+Loud failures: the run stops with one line (``TrainingStalledError``) when every group's rewards were
+identical for ``zero_spread_steps`` consecutive steps (default 3), or when the gradient norm is exactly 0
+although some group's rewards differ. No rule here zeroes the reward of a row that reached a length cap (a
+Janus row always carries its 576 image tokens, which are never "truncated"). Every step logs
+``logp_gap_mean`` / ``logp_gap_max``: |rollout log-prob - teacher-forced log-prob| over the loss's tokens
+(the sampling loop's KV-cached, batched numbers against the replay the update trains on).
+
 Run folder (``kind: train``): ``config.yaml``, ``env.json``, ``train/metrics.jsonl`` (+ ``.parquet``),
 ``checkpoints/step-N/`` (policy save folder + ``optimizer.safetensors`` + ``trainer_state.json``,
 written atomically), ``eval/<split>/step-N/`` (eval runs). Resuming after ``kill -9`` restarts from the
@@ -65,6 +72,28 @@ TIMING_KEYS = ("s_per_step", "t_sample", "t_reward", "t_forward", "t_backward", 
 
 class TrainingDivergedError(IrisbenchError, RuntimeError):
     """Non-finite logits, rewards or loss: the run stops; the last good checkpoint is kept."""
+
+
+class TrainingStalledError(IrisbenchError, RuntimeError):
+    """A run that trains on nothing: every group's reward spread zero for ``zero_spread_steps`` steps, or a
+    gradient norm of exactly 0 although some group's rewards differ. The run stops with one line."""
+
+
+def check_stall(step: int, zero_spread_run: int, frac_zero: float, grad_norm: float, cfg: TrainConfig) -> int:
+    """The count of consecutive steps whose every group had zero reward spread, after step ``step`` (0-based);
+    raises ``TrainingStalledError`` when it reaches ``cfg.zero_spread_steps`` or when the gradient norm is
+    exactly 0 although some group's rewards differ (then the loss cannot be what moves the policy)."""
+    run = zero_spread_run + 1 if frac_zero >= 1.0 else 0
+    if cfg.zero_spread_steps and run >= cfg.zero_spread_steps:
+        raise TrainingStalledError(
+            f"step {step + 1}: every group's rewards were identical for {run} consecutive steps (zero spread, "
+            "zero advantages: nothing is learned); check the reward (a rule that zeroes it, a saturated "
+            "verifier) or raise num_generations; zero_spread_steps=0 disables this stop")
+    if grad_norm == 0.0 and frac_zero < 1.0:
+        raise TrainingStalledError(
+            f"step {step + 1}: the gradient norm is exactly 0 although rewards differ within some group: the "
+            "update trains on nothing (check freeze patterns, the loss mask and the log-prob source)")
+    return run
 
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -420,6 +449,7 @@ class GRPOTrainer:
         batch = self._generate(step)
         t = {"t_sample": batch.t["t_sample"], "t_reward": 0.0, "t_forward": 0.0, "t_backward": 0.0,
              "t_optimizer": 0.0}
+        gap: list[tuple[float, float, float]] = []  # per micro-batch: sum and max of |rollout - replay|, count
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             totals = {"loss": 0.0, "kl": 0.0, "clip": 0.0, "kept_tokens": 0.0}
@@ -429,10 +459,11 @@ class GRPOTrainer:
                 tf = self.policy.token_logits(part, uncond=self._guided)
                 logp = self._logps(tf, part)
                 mask = torch.as_tensor(self._kept(part), device=logp.device) & tf.mask
-                if not torch.isfinite(logp[mask]).all():
+                if not (torch.isfinite(logp) | ~mask).all():  # no boolean indexing: one host read, no nonzero
                     raise TrainingDivergedError(f"step {step + 1}: non-finite log-probs in the teacher-forced pass")
                 t["t_forward"] += time.perf_counter() - t1
                 if it == 0:
+                    gap.append(_logp_gap(tf.logp, part.logp, mask))
                     t2 = time.perf_counter()
                     self._score(batch, k, part, tf, logp, step)
                     t["t_reward"] += time.perf_counter() - t2
@@ -459,7 +490,10 @@ class GRPOTrainer:
             t["t_optimizer"] += time.perf_counter() - t5
         self.scheduler.step()
         self.last_rollout = batch.rollout  # the trackers' images at evaluation steps
-        return self._metrics(batch, totals, {"lr": lr, "grad_norm": grad_norm, **t})
+        g_sum, g_n = self.dist.all_sum([sum(x[0] for x in gap), sum(x[2] for x in gap)])
+        g_max = self.dist.all_max(max(x[1] for x in gap))
+        return self._metrics(batch, totals, {"lr": lr, "grad_norm": grad_norm, "logp_gap_mean": g_sum / max(g_n, 1),
+                                             "logp_gap_max": g_max, **t})
 
     def _renormalise(self, batch: _Batch, totals: dict[str, float]) -> None:
         """``dapo`` with dropped groups divides by the step's kept tokens, known only once every micro-batch is
@@ -519,7 +553,7 @@ class GRPOTrainer:
         metrics_path = self.out / METRICS_DIR / "metrics.jsonl"
         if self.dist.main:
             trim_metrics(metrics_path, self.start_step)
-        last = None
+        last, zero_run = None, 0
         columns = (TextColumn("[bold]grpo"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("reward {task.fields[r]:+.3f}  sc_img {task.fields[sc]:.3f}  "
                               "{task.fields[s]:.2f} s/step"),
@@ -545,6 +579,7 @@ class GRPOTrainer:
                         mf.write(json.dumps(_finite(rec)) + "\n")
                         mf.flush()
                         tracker.log_step(rec)
+                    zero_run = check_stall(step, zero_run, m["frac_reward_zero_std"], m["grad_norm"], cfg)
                     bar.update(task, completed=done, r=m["reward_mean"], sc=m["sc_image"], s=dt)
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                         last = self._save(done) or last
@@ -624,6 +659,17 @@ def _slice_rollout(r: Rollout, rows: slice) -> Rollout:
                    tokens=r.tokens[rows], token_mask=r.token_mask[rows], modality=r.modality[rows],
                    logp=r.logp[rows], self_certainty=r.self_certainty[rows], entropy=r.entropy[rows],
                    settings=r.settings, extras=extras, forced=None if r.forced is None else r.forced[rows])
+
+
+def _logp_gap(replay: Any, rollout_logp: np.ndarray, mask: Any) -> tuple[float, float, float]:
+    """(sum, max, count) of |rollout log-prob - teacher-forced log-prob| over the loss's tokens: how far the
+    sampling loop's numbers (KV-cached, batched, possibly bf16) are from the replay the update trains on."""
+    import torch
+
+    with torch.no_grad():
+        diff = (replay.detach().float() - torch.as_tensor(rollout_logp, dtype=torch.float32, device=replay.device))
+        diff = torch.where(mask, diff.abs(), torch.zeros((), device=replay.device))
+        return float(diff.sum()), float(diff.max()) if diff.numel() else 0.0, float(mask.sum())
 
 
 def _finite(rec: dict[str, Any]) -> dict[str, Any]:

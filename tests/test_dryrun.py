@@ -1,0 +1,107 @@
+"""The weightless full-size dry run (``irisbench dryrun``): it runs the real code path of a Janus-Pro-1B
+training step and fails, with one line, on a tensor the code makes on the CPU that meets the model's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from irisbench.cli import app
+from irisbench.dryrun import DryRunError, JanusSize, dry_run
+from irisbench.train_config import resolve_config
+
+runner = CliRunner()
+SMALL = JanusSize("janus-pro-1b", hidden=64, layers=2, heads=4, mlp=128, pad_id=100002)
+ONE_GROUP = ["prompts_per_step=1", "num_generations=2", "gradient_accumulation_steps=1"]
+
+
+def test_the_1b_dry_run_runs_the_whole_step() -> None:
+    """Janus-Pro-1B at full size (2.08 B parameters), no folder, no weights: an evaluation batch and a GRPO step."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = resolve_config("janus-pro-1b-iris", ONE_GROUP)
+    report = dry_run(cfg, decode_steps=1, rows=2, measure=False)
+    assert report["config_source"] == "built-in" and report["dtype"] == "bfloat16"
+    assert 2.0e9 < report["parameters"] < 2.2e9
+    assert report["eval_batch"]["image_shape"] == [384, 384, 3]
+    # 512 CoT tokens (the stubbed CoT never ends) + 576 image tokens: never cut short
+    assert report["eval_batch"]["tokens_per_row"] == 512 + 576
+    assert report["grpo_step"]["rollouts"] == 2
+    assert {"logp_gap_mean", "logp_gap_max", "grad_norm", "loss"} <= set(report["grpo_step"]["metrics"])
+    f = report["flops"]
+    assert f["sampling"] > 0 and f["teacher_forcing"] > 0 and f["backward"] > 0
+    # backward of a linear layer is 2 matmuls for 1 forward: between 1x and 2x the policy's forward (the
+    # teacher-forced FLOPs include the frozen reference's pass, which has no backward)
+    assert 0.5 * f["teacher_forcing"] < f["backward"] < 2.0 * f["teacher_forcing"]
+
+
+def _planted_compute_loss(self, batch, k, logp, mask):
+    """The step-1 bug: advantages built on the CPU from the rewards, multiplied into the device's log-probs."""
+    import torch
+
+    adv = torch.as_tensor(batch.rewards[k], dtype=logp.dtype)  # on the CPU
+    loss = -(logp * adv.unsqueeze(1) * mask).sum() / mask.sum()
+    return loss, {"loss": 0.0, "num_tokens": 1, "clip_ratio/region_mean": 0.0}
+
+
+def test_a_cpu_advantages_tensor_fails_the_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import irisbench.trainer as trainer
+
+    monkeypatch.setattr(trainer.GRPOTrainer, "_compute_loss", _planted_compute_loss)
+    cfg = resolve_config("janus-pro-1b-iris", ONE_GROUP)
+    with pytest.raises(DryRunError) as err:
+        dry_run(cfg, decode_steps=1, rows=2, measure=False, size=SMALL)
+    msg = str(err.value)
+    assert "\n" not in msg and "GRPO step 1" in msg and "device mismatch" in msg and "cpu" in msg
+
+
+def test_a_cpu_tensor_in_the_sampling_loop_fails_the_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampling runs on fake CUDA tensors: position ids made on the CPU meet the cuda model."""
+    import torch
+
+    import irisbench.policies.janus_decode as decode
+
+    monkeypatch.setattr(decode, "_positions", lambda mask: torch.zeros(mask.shape, dtype=torch.long))
+    cfg = resolve_config("janus-pro-1b-iris", ONE_GROUP)
+    with pytest.raises(DryRunError, match=r"evaluation batch \(fake cuda\): device mismatch at "
+                                          r"policies/janus_decode.py:\d+: .*cpu and cuda:0"):
+        dry_run(cfg, decode_steps=1, rows=2, measure=False, size=SMALL)
+
+
+def test_the_clean_small_dry_run_passes_and_counts_what_the_update_holds() -> None:
+    cfg = resolve_config("janus-pro-1b-iris", ONE_GROUP)
+    report = dry_run(cfg, decode_steps=1, rows=2, measure=False, size=SMALL)
+    mem = report["memory_bytes"]["update"]
+    # AdamW keeps two moments of every trainable parameter, in the parameters' dtype (bf16)
+    parts = report["parameters_by_part"]
+    trainable = parts["language_model"] + parts["embed_tokens"] + parts["lm_head"]
+    assert mem["opt"] == pytest.approx(2 * 2 * trainable, rel=0.01)
+    assert mem["grad"] == pytest.approx(2 * trainable, rel=0.01)
+    assert mem["param"] == 2 * 2 * parts["total"]  # bf16 policy and its frozen KL reference
+
+
+def test_cli_dryrun_bad_inputs_are_one_line(tmp_path: Path) -> None:
+    from janus_tiny import build_tiny_janus
+
+    folder = build_tiny_janus(tmp_path / "janus-pro-1b")  # named like the release, sized like a toy
+    result = runner.invoke(app, ["dryrun", "-c", "janus-pro-1b-iris", "--set", f"model={folder}"])
+    assert result.exit_code == 2
+    assert "text_config.hidden_size is 64, the recipe expects 2048" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(app, ["dryrun", "-c", "iris-shapes"])
+    assert result.exit_code == 2 and "janus-pro" in result.output
+    result = runner.invoke(app, ["dryrun", "--device", "tpu"])
+    assert result.exit_code == 2 and "--device" in result.output
+
+
+def test_device_cuda_without_a_gpu_outside_a_dry_run(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    result = runner.invoke(app, ["train", "-c", "janus-pro-1b-iris", "--device", "cuda", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no CUDA GPU is visible" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
