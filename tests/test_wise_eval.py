@@ -118,6 +118,8 @@ def test_wise_legacy_end_to_end_hand_computed(full, tmp_path: Path):
                                  "--judge", "stub-for-tests", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "stub judge" in result.output
+    header = " ".join(result.output.split())  # the run header names the judge, the images and the run folder
+    assert "eval wise: judge stub-for-tests" in header and "1 image per prompt; images from" in header
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     s = res["scores"]
     assert s["label"] == "WISE (GPT-4o legacy)" and res["policy"]["name"] == "external"
