@@ -57,16 +57,15 @@ def eval_cmd(
                                             "never dropped)."),
     no_save_images: bool = typer.Option(False, "--no-save-images",
                                         help="Do not write the images (as PNG) into the run folder."),
-    metrics: str = typer.Option(None, help="Image metrics beside the suite's score: any of clip,fid,kid,"
-                                           "pickscore,hpsv2."),
-    metric_option: list[str] = typer.Option([], help="KEY=VALUE for a preference metric, e.g. pickscore_model="
-                                                     "/models/PickScore_v1, hpsv2_model=FILE (repeatable)."),
+    metrics: str = typer.Option(None, help="Image metrics, any of clip,fid,kid,pickscore,hpsv2."),
+    metric_option: list[str] = typer.Option([], help="KEY=VALUE for pickscore/hpsv2, e.g. hpsv2_model=FILE "
+                                                     "(repeatable)."),
     clip_model: str = typer.Option(None, help="CLIP backbone for --metrics (default: the shapes CLIP)."),
     clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
     clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
     fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
-    scorer_option: list[str] = typer.Option([], help="KEY=VALUE for the suite's scorer, e.g. "
-                                                     "detector_model=/models/mask2former (repeatable)."),
+    scorer_option: list[str] = typer.Option([], help="KEY=VALUE for the suite's scorer, e.g. detector_model=DIR "
+                                                     "(repeatable)."),
     out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
                                         "Re-running into the same folder resumes."),
     allow_config_change: bool = typer.Option(False, "--allow-config-change",
