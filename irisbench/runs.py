@@ -71,8 +71,20 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix or "<root>": d}
 
 
+def _portable(value: Any) -> Any:
+    """A path into an installed irisbench's shipped assets, without the checkout it was installed from: the same
+    shipped checkpoint read from another clone (or a moved one) is the same checkpoint."""
+    if isinstance(value, str) and SHIPPED_ASSETS.search(value):
+        return SHIPPED_ASSETS.sub("<irisbench>/assets/", value)
+    return value
+
+
+SHIPPED_ASSETS = re.compile(r"^.*[/\\]irisbench[/\\]assets[/\\]")
+
+
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two (nested) configs, one line per dotted key."""
+    """Human-readable differences between two (nested) configs, one line per dotted key. Paths of the shipped
+    assets compare by asset (``_portable``), so a run resumes from another clone of the same version."""
     a, b = _flatten(dict(old)), _flatten(dict(new))
     lines = []
     for k in sorted(set(a) | set(b)):
@@ -80,7 +92,7 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             lines.append(f"  - {k}: {a[k]!r} (removed)")
         elif k not in a:
             lines.append(f"  + {k}: {b[k]!r} (added)")
-        elif a[k] != b[k]:
+        elif _portable(a[k]) != _portable(b[k]):
             lines.append(f"  ~ {k}: {a[k]!r} -> {b[k]!r}")
     return lines
 

@@ -441,3 +441,17 @@ def test_env_info_names_the_cpu_and_the_instruction_set_overrides(monkeypatch):
     assert e["cpu_model"] == (model or e["cpu_model"]) and e["cpu_model"]
     assert e["env_vars"]["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
     assert e["device"]["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+
+
+def test_a_shipped_checkpoint_read_from_another_clone_is_the_same_config() -> None:
+    from irisbench.runs import config_diff
+
+    old = {"policy": {"checkpoint": "/tmp/clone-a/irisbench/assets/shapes-base", "parameters": 5}}
+    moved = {"policy": {"checkpoint": "/work/main/irisbench/assets/shapes-base", "parameters": 5}}
+    assert config_diff(old, moved) == []
+    other = {"policy": {"checkpoint": "/work/main/irisbench/assets/textures-base", "parameters": 5}}
+    assert config_diff(old, other) == ["  ~ policy.checkpoint: '/tmp/clone-a/irisbench/assets/shapes-base' -> "
+                                       "'/work/main/irisbench/assets/textures-base'"]
+    mine = {"policy": {"checkpoint": "/tmp/clone-a/results/runs/train/checkpoints/step-20", "parameters": 5}}
+    assert len(config_diff(mine, {"policy": {**mine["policy"], "checkpoint": "/tmp/b/results/runs/train/"
+                                                                            "checkpoints/step-20"}})) == 1
