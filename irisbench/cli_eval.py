@@ -207,11 +207,14 @@ def _wise_eval(args: dict[str, Any]) -> None:
         allow_config_change=args["allow_config_change"], device=args["device"])
     name = "external" if opts.images else Path(opts.policy).name
     target = claim_out(args["out"]) if args["out"] else guard(lambda: default_out(f"eval-wise-{name}"))
-    if int(os.environ.get("RANK", "0")) == 0:  # the run header, as print_header for the other suites
-        source = f"images from {opts.images}" if opts.images else f"policy {opts.policy}"
-        console.print(f"eval wise: judge {opts.judge} (model {opts.judge_model}, {opts.protocol} protocol), 1 image "
-                      f"per prompt; {source}; run folder {target}", highlight=False, soft_wrap=True)
-    results = guard(lambda: evaluate_wise(opts, target))
+
+    def header() -> None:  # the run header, as print_header for the other suites
+        if int(os.environ.get("RANK", "0")) == 0:
+            source = f"images from {opts.images}" if opts.images else f"policy {opts.policy}"
+            console.print(f"eval wise: judge {opts.judge} (model {opts.judge_model}, {opts.protocol} protocol), "
+                          f"1 image per prompt; {source}; run folder {target}", highlight=False, soft_wrap=True)
+
+    results = guard(lambda: evaluate_wise(opts, target, on_start=header))
     print_wise(results)
     console.print(f"run folder: {target}")
     if "failures" in results:

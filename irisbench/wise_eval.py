@@ -310,7 +310,7 @@ def summarize_wise(records: Sequence[dict], protocol: str, *, n_resamples: int =
 
 
 def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
-                  sleep: Callable[[float], None] | None = None) -> dict:
+                  sleep: Callable[[float], None] | None = None, on_start: Callable[[], None] | None = None) -> dict:
     """Generate (or read) one image per WISE prompt, judge each, write records and results; resumable.
 
     Failed judge calls are retried ``opts.retries`` times in all, waiting ``opts.backoff`` seconds after the
@@ -333,6 +333,8 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
                             "model is loaded")
     # before anything is loaded or written: one line if unusable; recorded in env.json (a resume may move)
     device = None if opts.images is not None else resolve_device(opts.device)
+    if on_start is not None:  # the command's run header, once the options are known to be usable
+        on_start()
     backoff = Backoff(attempts=opts.retries, first_wait=opts.backoff, max_wait=opts.backoff_max, sleep=sleep)
     label = LEGACY_LABEL if opts.protocol == "legacy" else VERIFIED_LABEL
     prompts, prov = load_prompts(opts.prompts, opts.protocol, opts.limit)
