@@ -14,7 +14,7 @@ from irisbench.protocols.geneval import judge
 from irisbench.world.detector import detect
 from irisbench.world.prompts import build_splits
 from irisbench.world.sampler import random_scene, scene_for
-from irisbench.world.scene import render_batch
+from irisbench.world.scene import render_batch, shape_mask
 from irisbench.world.tokenizer import (
     FORMAT,
     PATCH_DIM,
@@ -26,7 +26,7 @@ from irisbench.world.tokenizer import (
     theoretical_patches,
     to_patches,
 )
-from irisbench.world.vocab import CANVAS, TAGS
+from irisbench.world.vocab import CANVAS, SHAPES, SIZES, TAGS
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,16 @@ def test_patch_layout_row_major() -> None:
 
 def test_fitted_codebook_is_the_exact_patch_set(tok: PatchTokenizer) -> None:
     theory = theoretical_patches()
-    assert len(theory) == 763  # as measured independently by the feasibility prototype
-    assert tok.codebook_size == tok.distinct_patches == 763
+    # 3 flat backgrounds + for each distinct 4x4 mask piece of the 10 shapes at sizes 8 and 12: 10 colors
+    # if full, 10 colors x 3 backgrounds if partial, none if empty (counted independently of
+    # theoretical_patches; the first, four-shape world had 763, as its feasibility prototype measured)
+    pieces = {shape_mask(s, z)[y:y + 4, x:x + 4].tobytes() for s in SHAPES for z in SIZES
+              for y in range(0, z, 4) for x in range(0, z, 4)}
+    full, empty = np.ones((4, 4), bool).tobytes(), np.zeros((4, 4), bool).tobytes()
+    assert len(theory) == 3 + sum(10 if p == full else 30 for p in pieces - {empty}) == 1513
+    assert tok.codebook_size == tok.distinct_patches == 1513
     assert {bytes(r) for r in tok.codebook} == {bytes(r) for r in theory}
-    assert tok.num_tokens == 64 and tok.codebook.dtype == np.uint8 and tok.codebook.shape == (763, PATCH_DIM)
+    assert tok.num_tokens == 64 and tok.codebook.dtype == np.uint8 and tok.codebook.shape == (1513, PATCH_DIM)
     assert (np.diff(tok.counts) <= 0).all()  # most frequent first
     assert len(np.unique(tok.codebook[:3], axis=0)) == 3 and (tok.codebook[0] == tok.codebook[0][0]).all()
 
@@ -108,7 +114,7 @@ def test_save_load_round_trip(tok: PatchTokenizer, tmp_path: Path) -> None:
     raw = path.read_bytes()  # a safetensors file: u64 header length, JSON header, raw tensor bytes
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
-    assert header["codebook"]["dtype"] == "U8" and header["codebook"]["shape"] == [763, PATCH_DIM]
+    assert header["codebook"]["dtype"] == "U8" and header["codebook"]["shape"] == [1513, PATCH_DIM]
     assert header["__metadata__"]["format"] == FORMAT
 
 
@@ -165,8 +171,8 @@ def test_encode_decode_input_errors(tok: PatchTokenizer) -> None:
         tok.encode(np.zeros((1, CANVAS, CANVAS, 3), np.float32))
     with pytest.raises(TokenizerInputError, match=r"\(B, 32, 32, 3\)"):
         tok.encode(np.zeros((CANVAS, CANVAS, 3), np.uint8))
-    with pytest.raises(TokenizerInputError, match=r"\[0, 763\)"):
-        tok.decode(np.full((1, 64), 763))
+    with pytest.raises(TokenizerInputError, match=r"\[0, 1513\)"):
+        tok.decode(np.full((1, 64), 1513))
     with pytest.raises(TokenizerInputError, match=r"\(B, 64\)"):
         tok.decode(np.zeros((1, 63), np.int64))
     with pytest.raises(TokenizerInputError, match="integer"):

@@ -99,7 +99,9 @@ def test_malformed_shapes_score_lower() -> None:
         for size in SIZES:
             m = shape_mask(shape, size).copy()
             assert classify_shape(m) == (shape, 1.0)
-            m[size // 2, size // 2] = False  # a hole
+            on = np.argwhere(m)  # a hole: the object pixel nearest the box centre
+            y, x = on[np.abs(on + 0.5 - size / 2).sum(1).argmin()]
+            m[y, x] = False
             label, iou = classify_shape(m)
             assert label == shape and 0.9 < iou < 1.0
     # a 10x10 diamond (a size never rendered) is still a diamond, matched at its own size

@@ -16,13 +16,16 @@ from irisbench.world.prompts import (
     UnknownWordsError,
     all_prompts,
     build_splits,
+    eval_text_count,
     make_metadata,
     parse_prompt,
+    split_overlap,
 )
 from irisbench.world.vocab import SHAPES, TAGS
 
-EXPECTED_COUNTS = {"single_object": 4, "two_object": 12, "counting": 12, "colors": 40, "position": 48,
-                   "color_attr": 1080}
+# n shapes, 10 colors, 3 counts, 4 relations: n, n(n-1), 3n, 10n, 4n(n-1), n(n-1) * 10 * 9
+EXPECTED_COUNTS = {"single_object": 10, "two_object": 90, "counting": 30, "colors": 100, "position": 360,
+                   "color_attr": 8100}
 
 
 def test_prompt_counts_per_tag() -> None:
@@ -117,35 +120,45 @@ def test_parse_prompt_errors() -> None:
 def test_prompt_words_exact() -> None:
     expected = {"a", "an", "photo", "of", "and", "left", "right", "above", "below", "two", "three", "four",
                 "circle", "square", "triangle", "diamond", "circles", "squares", "triangles", "diamonds",
+                "cross", "crosses", "ring", "rings", "frame", "frames", "hourglass", "hourglasses", "funnel",
+                "funnels", "bowtie", "bowties",
                 "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"}
     assert set(PROMPT_WORDS) == expected and len(PROMPT_WORDS) == len(expected)
 
 
-def test_splits_kinds_sizes_and_disjointness() -> None:
+def test_splits_are_disjoint_as_texts_for_every_tag() -> None:
     sp = build_splits(0)
     assert set(sp) == {"train", "val", "test"}
-    assert set(SPLIT_KIND) == set(TAGS) and set(SPLIT_KIND.values()) <= {"disjoint", "shared"}
-    assert SPLIT_KIND["color_attr"] == "disjoint"
+    assert SPLIT_KIND == dict.fromkeys(TAGS, "disjoint")
+    # val/test texts per tag: ceil(0.2 n), at most DEFAULT_PER_TAG (worked out by hand from EXPECTED_COUNTS)
+    k_expected = {"single_object": 2, "two_object": 18, "counting": 6, "colors": 20, "position": 72,
+                  "color_attr": 132}
     for tag in TAGS:
-        n = EXPECTED_COUNTS[tag]
+        n, k = EXPECTED_COUNTS[tag], k_expected[tag]
+        assert eval_text_count(tag) == k
         texts = {s: [m["prompt"] for m in sp[s] if m["tag"] == tag] for s in sp}
         assert len(texts["val"]) == len(texts["test"]) == DEFAULT_PER_TAG
-        if SPLIT_KIND[tag] == "disjoint":
-            tr, va, te = (set(texts[s]) for s in ("train", "val", "test"))
-            assert not (tr & va) and not (tr & te) and not (va & te)
-            assert len(va) == len(te) == DEFAULT_PER_TAG  # no repeats
-            assert len(tr) == len(texts["train"]) == n - 2 * DEFAULT_PER_TAG
-        else:
-            all_texts = {m["prompt"] for m in all_prompts(tag)}
-            assert sorted(texts["train"]) == sorted(all_texts)  # every prompt once
-            for s in ("val", "test"):
-                counts = Counter(texts[s])
-                assert set(counts) == (all_texts if DEFAULT_PER_TAG >= n else set(counts))
-                assert max(counts.values()) - min(counts.values()) <= 1  # evenly covered
+        tr, va, te = (set(texts[s]) for s in ("train", "val", "test"))
+        assert not (tr & va) and not (tr & te) and not (va & te)
+        assert len(va) == len(te) == k
+        assert len(tr) == len(texts["train"]) == n - 2 * k  # every train text once
+        assert tr | va | te == {m["prompt"] for m in all_prompts(tag)}
+        for s in ("val", "test"):
+            counts = Counter(texts[s])
+            assert max(counts.values()) - min(counts.values()) <= 1  # evenly covered
+    assert split_overlap(sp["train"], sp["val"] + sp["test"]) == []
+    assert split_overlap(sp["val"], sp["test"]) == []
     # every entry is a valid, parseable metadata dict
     for s in sp:
         for m in sp[s]:
             assert parse_prompt(m["prompt"]) == m
+
+
+def test_split_overlap_names_shared_texts_after_normalising() -> None:
+    a = [{"prompt": "a photo of a circle"}, {"prompt": "a photo of a ring"}]
+    b = [{"prompt": "A photo of  a Ring"}, {"prompt": "a photo of a frame"}, {"prompt": "a photo of a ring"}]
+    assert split_overlap(a, b) == ["a photo of a ring"]
+    assert split_overlap(a, []) == []
 
 
 def test_splits_deterministic_and_seeded() -> None:
@@ -154,8 +167,8 @@ def test_splits_deterministic_and_seeded() -> None:
     assert a["test"] != c["test"]
     small = build_splits(3, per_tag=5)
     assert len(small["val"]) == len(small["test"]) == 5 * len(TAGS)
-    with pytest.raises(ValueError, match="too large for the disjoint tag 'color_attr'"):
-        build_splits(0, per_tag=300)
+    # a small per_tag caps the distinct texts too: 5 entries hold at most 5 texts
+    assert len({m["prompt"] for m in small["test"] if m["tag"] == "color_attr"}) == 5
     with pytest.raises(ValueError, match="positive"):
         build_splits(0, per_tag=0)
 

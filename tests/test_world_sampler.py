@@ -20,7 +20,7 @@ from irisbench.world.sampler import (
     scene_for,
 )
 from irisbench.world.scene import render
-from irisbench.world.vocab import RELATIONS, SIZES, TAGS
+from irisbench.world.vocab import RELATIONS, SHAPES, SIZES, TAGS
 
 
 def _metadata_sample(rng: np.random.Generator, per_tag: int = 60) -> list[dict]:
@@ -134,4 +134,4 @@ def test_random_scene() -> None:
     rng = np.random.default_rng(6)
     scenes = [random_scene(rng) for _ in range(300)]
     assert Counter(len(s.objects) for s in scenes).keys() == {1, 2, 3, 4}
-    assert {o.shape for s in scenes for o in s.objects} == {"circle", "square", "triangle", "diamond"}
+    assert {o.shape for s in scenes for o in s.objects} == set(SHAPES)

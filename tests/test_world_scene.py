@@ -17,8 +17,15 @@ def _grid(rows: str) -> np.ndarray:
     return np.array([[c == "#" for c in r] for r in rows.split()], dtype=bool)
 
 
-# Hand-drawn size-8 masks (pixel-centre tests: circle r=4, diamond |dx|+|dy|<=4, triangle apex up).
+# Hand-drawn size-8 masks (pixel-centre tests: circle r=4, diamond |dx|+|dy|<=4, triangle apex up, funnel
+# apex down, cross arms |d|<=4/3, ring 2<r<=4, frame max(|dx|,|dy|)>2, hourglass |dy|>=|dx|, bowtie |dx|>=|dy|).
 EXPECTED_8 = {
+    "funnel": "######## ######## .######. .######. ..####.. ..####.. ...##... ...##...",
+    "cross": "...##... ...##... ...##... ######## ######## ...##... ...##... ...##...",
+    "ring": "..####.. .######. ###..### ##....## ##....## ###..### .######. ..####..",
+    "frame": "######## ######## ##....## ##....## ##....## ##....## ######## ########",
+    "hourglass": "######## .######. ..####.. ...##... ...##... ..####.. .######. ########",
+    "bowtie": "#......# ##....## ###..### ######## ######## ###..### ##....## #......#",
     "circle": "..####.. .######. ######## ######## ######## ######## .######. ..####..",
     "square": " ".join(["########"] * 8),
     "triangle": "...##... ...##... ..####.. ..####.. .######. .######. ######## ########",
@@ -39,9 +46,12 @@ def test_masks_touch_all_sides_are_symmetric_and_distinct(size: int) -> None:
     for s, m in masks.items():
         assert m[0].any() and m[-1].any() and m[:, 0].any() and m[:, -1].any(), s
         np.testing.assert_array_equal(m, m[:, ::-1])  # left-right symmetric
-        if s != "triangle":
+        if s not in ("triangle", "funnel"):
             np.testing.assert_array_equal(m, m[::-1])
     assert masks["triangle"][0].sum() < masks["triangle"][-1].sum()  # apex up
+    if size in SIZES:  # the funnel is the triangle upside down, the bowtie the hourglass on its side
+        np.testing.assert_array_equal(masks["funnel"], masks["triangle"][::-1])
+        np.testing.assert_array_equal(masks["bowtie"], masks["hourglass"].T)
     for a in SHAPES:
         for b in SHAPES:
             if a < b and size in SIZES:

@@ -68,7 +68,9 @@ def test_render_world_shapes_is_the_flat_render_and_textures_needs_an_rng() -> N
 def test_textures_tokenizer_is_lossy_but_keeps_the_judge(textures_tok: PatchTokenizer) -> None:
     """The issue's bar: the exact judge's verdict survives encode/decode on >= 99.5% of scenes."""
     theory = theoretical_textured_patches()
-    assert textures_tok.distinct_patches == len(theory) > textures_tok.codebook_size == 1280
+    # 4,000 counted scenes meet almost every possible shaded patch (the rarest few may be missing)
+    assert len(theory) >= textures_tok.distinct_patches > textures_tok.codebook_size == 3328
+    assert {bytes(r) for r in textures_tok.codebook} <= {bytes(r) for r in theory}
     rng = np.random.default_rng(11)
     mds = build_splits(0)["test"] * 2
     scenes = [scene_for(md, rng) for md in mds]
@@ -103,7 +105,7 @@ def test_pretrain_recipe_per_world() -> None:
 
     assert PretrainConfig.for_world("shapes") == PretrainConfig()
     t = PretrainConfig.for_world("textures", {"steps": 5})
-    assert (t.world, t.max_codes, t.steps) == ("textures", 1280, 5)
+    assert (t.world, t.max_codes, t.steps) == ("textures", 3328, 5)
     with pytest.raises(UsageError, match="--world must be one of"):
         PretrainConfig.for_world("tiles")
     with pytest.raises(PretrainError, match="world must be one of"):

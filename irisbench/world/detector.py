@@ -28,7 +28,7 @@ from irisbench.world.scene import shape_mask
 from irisbench.world.vocab import BACKGROUNDS, COLORS, PALETTE, SHAPES
 
 COLOR_CAP = 40.0  # max RGB distance to a palette entry (colors are >= 89 apart, grays 52)
-MIN_AREA = 24  # smallest component kept, in pixels (the smallest rendered object has 40)
+MIN_AREA = 24  # smallest component kept, in pixels (the smallest rendered object, an 8-px cross, has 28)
 MIN_SIDE = 6  # both bbox sides must reach this: objects are 8 or 12 px, a lone 4x4 patch is not one
 MIN_IOU = 0.5  # smallest template IoU kept
 
@@ -90,8 +90,9 @@ def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     if h == w:  # fast path: a perfectly rendered object matches its template exactly
         t, tarea = _cached_templates(h)
         inter = (t & mask).reshape(len(SHAPES), -1).sum(1)
-        if inter.max() == area and (tarea[inter.argmax()] == area):
-            return SHAPES[int(inter.argmax())], 1.0
+        exact = np.flatnonzero((inter == area) & (tarea == area))
+        if len(exact):
+            return SHAPES[int(exact[0])], 1.0
     best_iou, best_shape = -1.0, SHAPES[0]
     for s in range(max(1, min(h, w) - 1), max(h, w) + 2):
         t, tarea = _cached_templates(s)

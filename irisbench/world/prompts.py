@@ -7,14 +7,20 @@ N+1; position clauses ``[relation, 0]`` with the target object (the one after th
 first in ``include``.
 
 Departures from GenEval's ``create_prompts.py``: instead of sampling 100 prompts per tag from 80 COCO
-classes, the shapes world enumerates *every* distinct prompt of its 4 classes (``all_prompts``: 4 +
-12 + 12 + 40 + 48 + 1080 = 1196), and draws its own train/val/test splits (``build_splits``). "person"
+classes, the shapes world enumerates *every* distinct prompt of its 10 classes (``all_prompts``: 10 +
+90 + 30 + 100 + 360 + 8100 = 8690), and draws its own train/val/test splits (``build_splits``). "person"
 is not a class here, so no class is excluded from the color tags.
+
+The splits are disjoint as texts for every tag: a prompt an RL run trains on is never a val or test
+prompt, so a test score measures prompts the RL stage has not seen (``split_overlap`` checks it). The
+shipped bases are pretrained on the whole language (every split's texts, fresh images), as a real T2I
+model has met most phrasings before RL; the RL stage is what the split keeps honest.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from typing import Any
@@ -33,18 +39,13 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # tests/test_world_prompts.py re-measures it by simulation.
 DEFAULT_PER_TAG = 132
 
-# "disjoint": train/val/test hold different prompt texts; "shared": every split sees every prompt text
-# (only the images differ: seeds are separated by split name elsewhere). A tag is disjoint only when it
-# has enough prompts to give val and test DEFAULT_PER_TAG distinct prompts each and keep at least half
-# of its prompts for training.
-SPLIT_KIND: dict[str, str] = {
-    "single_object": "shared",
-    "two_object": "shared",
-    "counting": "shared",
-    "colors": "shared",
-    "position": "shared",
-    "color_attr": "disjoint",
-}
+# Share of a tag's distinct prompt texts given to val and to test each (at most DEFAULT_PER_TAG texts,
+# at least one); train keeps the rest, so at least 60%. Val and test cycle through their texts to fill
+# ``per_tag`` entries. With 10 shapes: single_object 2 / 2 / 6 texts (val / test / train), two_object
+# 18 / 18 / 54, counting 6 / 6 / 18, colors 20 / 20 / 60, position 72 / 72 / 216, color_attr 132 / 132 / 7836.
+EVAL_SHARE = 0.2
+# Every tag is split by text (v1 of the world shared texts across splits for five of six tags).
+SPLIT_KIND: dict[str, str] = dict.fromkeys(TAGS, "disjoint")
 
 
 class UnknownWordsError(IrisbenchError, ValueError):
@@ -185,34 +186,41 @@ def parse_prompt(text: str) -> dict[str, Any]:
     return copy.deepcopy(md)
 
 
-def build_splits(seed: int = 0, per_tag: int = DEFAULT_PER_TAG) -> dict[str, list[dict[str, Any]]]:
-    """Train/val/test metadata lists, deterministic for ``seed``.
+def eval_text_count(tag: str, per_tag: int = DEFAULT_PER_TAG) -> int:
+    """How many distinct prompt texts val (and, separately, test) hold for ``tag``."""
+    n = len(_all_prompts(tag))
+    return max(1, min(per_tag, math.ceil(EVAL_SHARE * n)))
 
-    val and test hold ``per_tag`` entries per tag. For a "disjoint" tag (``SPLIT_KIND``) they are
-    distinct prompts that appear in no other split and train holds the rest; for a "shared" tag every
-    split draws from all its prompts: val and test cycle through a seeded permutation (each prompt
-    ``per_tag // n`` or one more times) and train holds each prompt once. Entries are grouped by tag in
-    ``TAGS`` order.
+
+def build_splits(seed: int = 0, per_tag: int = DEFAULT_PER_TAG) -> dict[str, list[dict[str, Any]]]:
+    """Train/val/test metadata lists, deterministic for ``seed``; disjoint as prompt texts for every tag.
+
+    For each tag a seeded permutation of its distinct prompts gives test the first ``eval_text_count``
+    texts, val the next as many, and train the rest (each once, in vocabulary order). Val and test hold
+    ``per_tag`` entries each, cycling through their texts in seeded orders (each text ``per_tag // k``
+    or one more times). Entries are grouped by tag in ``TAGS`` order.
     """
     if not isinstance(per_tag, (int, np.integer)) or per_tag < 1:
         raise UsageError(f"per_tag must be a positive int, got {per_tag!r}")
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for ti, tag in enumerate(TAGS):
         prompts = _all_prompts(tag)
-        n = len(prompts)
+        n, k = len(prompts), eval_text_count(tag, per_tag)
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, ti])
-        if SPLIT_KIND[tag] == "disjoint":
-            if 2 * per_tag > n // 2:
-                raise UsageError(f"per_tag={per_tag} is too large for the disjoint tag {tag!r} "
-                                 f"({n} prompts; val + test may use at most half)")
-            perm = rng.permutation(n)
-            chosen = {"test": perm[:per_tag], "val": perm[per_tag:2 * per_tag],
-                      "train": np.sort(perm[2 * per_tag:])}
-        else:
-            chosen = {"train": np.arange(n)}
-            for s in ("val", "test"):
-                reps = -(-per_tag // n)
-                chosen[s] = np.concatenate([rng.permutation(n) for _ in range(reps)])[:per_tag]
+        perm = rng.permutation(n)
+        texts = {"test": perm[:k], "val": perm[k:2 * k], "train": np.sort(perm[2 * k:])}
+        chosen = {"train": texts["train"]}
+        for s in ("val", "test"):
+            reps = -(-per_tag // k)
+            chosen[s] = np.concatenate([texts[s][rng.permutation(k)] for _ in range(reps)])[:per_tag]
         for s in SPLITS:
             splits[s].extend(copy.deepcopy(prompts[i]) for i in chosen[s])
     return splits
+
+
+def split_overlap(train: Sequence[dict[str, Any]], held_out: Sequence[dict[str, Any]]) -> list[str]:
+    """Prompt texts (normalised as ``parse_prompt`` does) found in both ``train`` and ``held_out``, sorted."""
+    def norm(items: Sequence[dict[str, Any]]) -> set[str]:
+        return {" ".join(str(md["prompt"]).lower().split()) for md in items}
+
+    return sorted(norm(train) & norm(held_out))

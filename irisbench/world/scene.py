@@ -117,6 +117,18 @@ def _shape_mask(shape: str, size: int) -> np.ndarray:
         m = dx + dy <= c
     elif shape == "triangle":  # apex up: half-width grows linearly from the top row to the full base
         m = dx <= (np.floor(yy) + 1.0) / size * c
+    elif shape == "funnel":  # the triangle upside down: apex at the bottom
+        m = dx <= (size - np.floor(yy)) / size * c
+    elif shape == "cross":  # an upright plus sign, arms a third of the box wide
+        m = (dx <= c / 3) | (dy <= c / 3)
+    elif shape == "ring":  # the circle with a hole of half its radius
+        m = (dx**2 + dy**2 <= c * c) & (dx**2 + dy**2 > (c / 2) ** 2)
+    elif shape == "frame":  # the square with a hole of half its side
+        m = np.maximum(dx, dy) > c / 2
+    elif shape == "hourglass":  # two triangles meeting at their apexes, bases top and bottom
+        m = dy >= dx
+    elif shape == "bowtie":  # the hourglass on its side
+        m = dx >= dy
     else:
         raise SceneError(f"unknown shape {shape!r}; expected one of {SHAPES}")
     m.setflags(write=False)

@@ -10,8 +10,8 @@ the same scenes, prompts, plans and exact judge, and adds irreducible uncertaint
   brightness by one of ``SHADES`` = (-12, 0, +12) on all three channels, drawn uniformly and independently
   per patch. So every image token carries log 3 nats of uncertainty that no plan can remove, inside
   objects and on the background alike (object count no longer changes how uncertain a token may be).
-- **A lossy tokenizer.** Shading triples the set of distinct patches (~2,300 here) beyond the tokenizer's
-  ``max_codes`` = 1024, so the codebook (fitted by counting, ``fit_patch_tokenizer(world="textures")``)
+- **A lossy tokenizer.** Shading triples the set of distinct patches (4,539 here) beyond the recipe's
+  ``max_codes`` = 3,328, so the codebook (fitted by counting, ``fit_patch_tokenizer(world="textures")``)
   keeps the most frequent patches and maps the rest to their nearest code in L2: decoding is approximate.
   The nearest code of a rare shaded patch is, in practice, the same mask piece in another shade (a shade
   step moves a patch by 12·√48 ≈ 83 in L2, one wrong pixel by ≥ 89), so shapes and colours survive.

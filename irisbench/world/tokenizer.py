@@ -209,12 +209,14 @@ def theoretical_textured_patches() -> np.ndarray:
     return np.unique(out, axis=0)
 
 
-def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1024,
+def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 2048,
                         world: str = "shapes") -> PatchTokenizer:
     """Count the patches of ``n_scenes`` rendered scenes and keep the ``max_codes`` most frequent.
 
     Half the scenes satisfy train-split prompts (cycled in a seeded order), half are ``random_scene``.
-    Ties in frequency are broken by the patch bytes, so the result is deterministic for ``seed``.
+    Ties in frequency are broken by the patch bytes, so the result is deterministic for ``seed``. In the
+    shapes world every patch of ``theoretical_patches`` is kept (the unseen ones last, count 0) when
+    ``max_codes`` allows, so the codebook is lossless however few scenes were counted.
     ``world="textures"`` renders with per-patch shading (``irisbench.world.textures``): more distinct
     patches than ``max_codes``, so the codebook is lossy (rare patches decode to their nearest code).
     """
@@ -243,6 +245,13 @@ def fit_patch_tokenizer(n_scenes: int = 20000, seed: int = 0, max_codes: int = 1
         merged = np.zeros(len(keys), dtype=np.int64)
         np.add.at(merged, inv.ravel(), np.concatenate([counts, c]))
         counts = merged
+    if world == "shapes":  # lossless by construction: patches no fitted scene showed join with count 0
+        theory = _void(theoretical_patches())
+        unseen = theory[~np.isin(theory, keys)]
+        keys = np.concatenate([keys, unseen])
+        counts = np.concatenate([counts, np.zeros(len(unseen), dtype=np.int64)])
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
     # keys are sorted by bytes; a stable sort on -count keeps byte order among ties
     rank = np.argsort(-counts, kind="stable")[:max_codes]
     codebook = keys[rank].view(np.uint8).reshape(-1, PATCH_DIM).copy()

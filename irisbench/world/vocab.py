@@ -1,7 +1,9 @@
 """The shapes world's vocabulary and geometry constants (shared by renderer, prompts, tokenizer, policy).
 
-Departure from GenEval: the 80 COCO classes become four shape classes; the ten GenEval colors and
-the GenEval templates (articles, plurals, number words) are kept verbatim.
+Departure from GenEval: the 80 COCO classes become ten shape classes; the ten GenEval colors and
+the GenEval templates (articles, plurals, number words) are kept verbatim. Ten classes (rather than the
+first world's four) give every tag enough distinct prompt texts for RL-training, val and test prompts to be
+disjoint (``irisbench.world.prompts``); docs/shapes-world.md shows the masks and their confusability.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ GRID = CANVAS // PATCH  # 8 x 8 = 64 image tokens
 SIZES = (8, 12)  # object box side in pixels (2x2 or 3x3 patches)
 MIN_GAP = PATCH  # pixels between object boxes (one empty patch)
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
+SHAPES: tuple[str, ...] = (
+    "circle", "square", "triangle", "diamond", "cross", "ring", "frame", "hourglass", "funnel", "bowtie",
+)
+# Version of the world's language and masks: 1 had the first four shapes only. Recorded with shipped
+# bases and published results so that a result made in another world version is never mixed with this one.
+WORLD_VERSION = 2
 # GenEval's color list, in its order.
 COLORS: tuple[str, ...] = (
     "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
