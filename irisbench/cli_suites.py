@@ -1,4 +1,4 @@
-"""What is there: ``suites`` (ls, show, validate, build), ``scorers check``, ``ls`` and ``env``.
+"""What is there: ``suites`` (ls, show, validate, build, overlap), ``scorers check``, ``ls`` and ``env``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ def suites_show(name: str, world: str = typer.Option("shapes", help="shapes or o
                 row.append(SPLIT_KIND.get(tag, "?"))
             table.add_row(*row)
         console.print(table)
+        if world == "shapes" and prov.get("split") in ("val", "test"):
+            from irisbench.world.prompts import build_splits, split_overlap
+
+            train = build_splits(seed=s.source("shapes").seed)["train"]
+            shared = split_overlap(train, items)
+            console.print(f"prompt texts shared with the RL-training split: {len(shared)}"
+                          + (f" ({', '.join(repr(t) for t in shared[:3])}, ...)" if shared else ""))
 
     guard(body)
 
@@ -87,6 +94,70 @@ def suites_validate(
         items = load_metadata(file, classes=world_classes(world))
         tags = Counter(it["tag"] for it in items)
         console.print(f"[green]ok[/]: {len(items)} prompts in {file} ({dict(tags)})")
+
+    guard(body)
+
+
+def _prompt_texts(file: Path) -> list[tuple[int, str]]:
+    """(line number, prompt text) of a ``.txt`` prompt file (one per line) or a GenEval metadata JSONL."""
+    from irisbench.errors import UsageError
+
+    if not file.is_file():
+        raise UsageError(f"{file}: no such file")
+    if file.suffix == ".txt":
+        lines = file.read_text(encoding="utf-8").splitlines()
+        return [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    out = []
+    for i, line in enumerate(file.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["prompt"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{file}: line {i + 1} is not a JSON object with a 'prompt' field (a .txt file "
+                             "holds one prompt per line)") from None
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"{file}: line {i + 1}: field 'prompt' must be a non-empty string")
+        out.append((i + 1, text))
+    return out
+
+
+@suites_app.command("overlap", cls=Command)
+def suites_overlap(
+    train: Path = typer.Argument(..., help="The RL-training prompts (.txt, one per line, or GenEval JSONL)."),
+    held_out: list[Path] = typer.Argument(..., help="Evaluation prompt files (val, test) to check against it."),
+) -> None:
+    """Prompt texts an RL run trains on that also appear in evaluation files (case and spacing ignored).
+    Exits 1 when any text is shared; a training file that repeats a text is refused."""
+
+    def body() -> None:
+        from irisbench.errors import UsageError
+
+        def norm(text: str) -> str:
+            return " ".join(text.lower().split())
+
+        seen: dict[str, int] = {}
+        for line, text in _prompt_texts(train):
+            if norm(text) in seen:
+                raise UsageError(f"{train}: line {line} repeats the prompt of line {seen[norm(text)]} ({text!r}); "
+                                 "a training prompt file lists each text once")
+            seen[norm(text)] = line
+        table = Table(title=f"prompt texts shared with {train} ({len(seen)} texts)")
+        for col in ("file", "entries", "distinct texts", "shared"):
+            table.add_column(col, justify="left" if col == "file" else "right")
+        total = 0
+        examples: list[str] = []
+        for f in held_out:
+            texts = [norm(t) for _, t in _prompt_texts(f)]
+            shared = sorted(set(texts) & set(seen))
+            total += len(shared)
+            examples += [f"{f}: {t!r} (training line {seen[t]})" for t in shared[:3]]
+            table.add_row(str(f), str(len(texts)), str(len(set(texts))), str(len(shared)))
+        console.print(table)
+        for e in examples:
+            console.print(e, soft_wrap=True)
+        if total:
+            raise typer.Exit(1)
 
     guard(body)
 

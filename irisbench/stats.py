@@ -1,7 +1,10 @@
 """Statistics on per-image records: cluster-bootstrap confidence intervals and the GenEval summary.
 
 Images of one prompt are not independent (same prompt, same difficulty), so intervals resample PROMPTS
-(clusters) with replacement and keep each prompt's images together — a cluster bootstrap. The GenEval
+(clusters) with replacement and keep each prompt's images together — a cluster bootstrap. A cluster is a
+distinct prompt *text* (``cluster_key``): a split that repeats a text over several entries (the shapes world's
+val and test cycle through their texts) has as many clusters as texts, so an interval speaks of the
+population of prompts, not of repeated draws of a few. The GenEval
 summary follows the official ``summary_scores.py`` (docs/protocols.md §1.5): a tag's score is the mean of
 ``correct`` over all its images, and the overall score is the UNWEIGHTED mean of the tag scores (not a
 per-image mean). Its intervals come from a stratified cluster bootstrap: each replicate resamples prompts
@@ -34,6 +37,16 @@ from irisbench.errors import UsageError
 
 Statistic = str | Callable[[np.ndarray], float]
 CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x width) block to ~32 MB at a time
+
+
+def cluster_key(record: Mapping[str, Any]) -> Any:
+    """The bootstrap cluster of a record: its prompt text (case and runs of whitespace normalised) when it
+    has one, else its ``prompt_index``."""
+    text = record.get("prompt")
+    if isinstance(text, str) and text.strip():
+        return " ".join(text.lower().split())
+    prompt = record["prompt_index"]
+    return int(prompt) if isinstance(prompt, np.integer) else prompt
 
 
 def _cluster_arrays(values_by_cluster: Any, where: str = "values_by_cluster") -> list[np.ndarray]:
@@ -169,7 +182,8 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
     ``value="score"`` summarises a continuous per-image score in [0, 1] instead of the boolean ``correct``
     (the "correct" fractions then count a prompt or image as correct when its score is > 0).
 
-    ``records``: a DataFrame or a list of dicts with ``tag``, ``prompt_index`` and ``correct`` (bool).
+    ``records``: a DataFrame or a list of dicts with ``tag``, ``prompt_index`` and ``correct`` (bool), and
+    usually ``prompt`` (the text: entries of one text form one cluster, and ``n_prompts`` counts texts).
     ``tags``: the tags to score, in this order (each must have records; records of other tags are left out
     and counted in ``n_images_excluded``); ``None`` = every tag, in order of first appearance (as the
     official script). ``n_resamples=0`` skips the intervals (``ci_low``/``ci_high`` are None).
@@ -212,7 +226,7 @@ def geneval_summary(records: Any, tags: Sequence[str] | None = None, *, n_resamp
         if wanted is not None and tag not in wanted:
             excluded += 1
             continue
-        by_tag.setdefault(tag, {}).setdefault(prompt, []).append(correct)
+        by_tag.setdefault(tag, {}).setdefault(cluster_key(r), []).append(correct)
     order = wanted if wanted is not None else list(by_tag)
     if not order:
         raise UsageError("geneval_summary: no records to score")

@@ -42,8 +42,28 @@ def test_suites_ls_and_show() -> None:
     assert result.exit_code == 0 and "geneval" in result.output
     result = runner.invoke(app, ["suites", "show", "geneval", "--split", "val"])
     assert result.exit_code == 0, result.output
-    for word in ("color_attr", "disjoint", "shared", "sha256"):
+    for word in ("color_attr", "disjoint", "sha256"):
         assert word in result.output
+    assert "prompt texts shared with the RL-training split: 0" in result.output
+
+
+def test_suites_overlap_counts_shared_texts_and_refuses_repeats(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["suites", "build", "geneval", "--world", "shapes", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    clean = runner.invoke(app, ["suites", "overlap", str(tmp_path / "train.jsonl"), str(tmp_path / "val.jsonl"),
+                                str(tmp_path / "test.jsonl")])
+    assert clean.exit_code == 0, clean.output
+    assert "│      0 │" in clean.output and "250" in clean.output  # 2+18+6+20+72+132 distinct texts, none shared
+    train = tmp_path / "mine.txt"
+    train.write_text("a photo of a ring\nA photo of  a Circle\nsomething else\n")
+    held = tmp_path / "held.txt"
+    held.write_text("a photo of a circle\na photo of a circle\na photo of a frame\n")
+    found = runner.invoke(app, ["suites", "overlap", str(train), str(held)])
+    assert found.exit_code == 1 and "'a photo of a circle' (training line 2)" in " ".join(found.output.split())
+    train.write_text("a photo of a ring\nsomething else\n  a photo of a RING\n")
+    dup = runner.invoke(app, ["suites", "overlap", str(train), str(held)])
+    assert dup.exit_code == 2 and "Traceback" not in dup.output
+    assert "line 3 repeats the prompt of line 1" in " ".join(dup.output.split())
 
 
 def test_suites_build_regenerates_official_geneval_prompts(tmp_path: Path) -> None:

@@ -133,11 +133,12 @@ def _reference_delta(base: list[dict], run: list[dict], tags: list[str], paired:
     """Slow loop over replicates and prompts; draws the indices in the same order as the module."""
     rng = np.random.default_rng(seed)
 
-    def per_prompt(recs, tag):
-        out: dict[int, list[float]] = {}
+    def per_prompt(recs, tag):  # clusters are prompt texts (entries sharing a text are one cluster)
+        out: dict[int | str, list[float]] = {}
         for r in recs:
             if r["tag"] == tag:
-                out.setdefault(r["prompt_index"], []).append(float(r["correct"]))
+                key = " ".join(r["prompt"].lower().split()) if r.get("prompt") else r["prompt_index"]
+                out.setdefault(key, []).append(float(r["correct"]))
         return out
 
     tag_reps = {}

@@ -24,7 +24,7 @@ import numpy as np
 
 from irisbench.errors import UsageError
 from irisbench.report.loading import LoadedRun, prompt_sort_key
-from irisbench.stats import cluster_draws, percentile_interval, ratio_of, ratio_replicates
+from irisbench.stats import cluster_draws, cluster_key, percentile_interval, ratio_of, ratio_replicates
 
 PAIRED = "paired"
 UNPAIRED = "unpaired"
@@ -43,18 +43,20 @@ class Delta:
     note: str = ""
 
 
-Clusters = dict[str, dict[int | str, tuple[float, int]]]  # tag -> prompt_index -> (sum of values, n images)
+Clusters = dict[str, dict[int | str, tuple[float, int]]]  # tag -> prompt text -> (sum of values, n images)
 
 
 def prompt_clusters(run: LoadedRun) -> Clusters:
-    """Per tag, per prompt: the sum of the per-image values and the number of images."""
+    """Per tag, per prompt text (``irisbench.stats.cluster_key``): the sum of the per-image values and the
+    number of images."""
     if run.records is None:
         raise UsageError(f"{run.path}: no records")
     out: Clusters = {}
     for r in run.records:
         by_prompt = out.setdefault(r["tag"], {})
-        s, n = by_prompt.get(r["prompt_index"], (0.0, 0))
-        by_prompt[r["prompt_index"]] = (s + float(r[run.value_field]), n + 1)
+        key = cluster_key(r)
+        s, n = by_prompt.get(key, (0.0, 0))
+        by_prompt[key] = (s + float(r[run.value_field]), n + 1)
     return out
 
 
