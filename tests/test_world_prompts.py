@@ -11,6 +11,7 @@ import pytest
 from irisbench.protocols.geneval import validate_metadata
 from irisbench.world.prompts import (
     DEFAULT_PER_TAG,
+    SEEN_PER_TAG,
     PROMPT_WORDS,
     SPLIT_KIND,
     UnknownWordsError,
@@ -19,6 +20,7 @@ from irisbench.world.prompts import (
     eval_text_count,
     make_metadata,
     parse_prompt,
+    seen_split,
     split_overlap,
 )
 from irisbench.world.vocab import SHAPES, TAGS
@@ -196,3 +198,18 @@ def test_per_tag_gives_ci_half_width_under_0_025() -> None:
     assert hw <= 0.025, hw
     # near-minimal: one even-coverage step (12 entries) fewer no longer meets the target
     assert _simulated_half_width(DEFAULT_PER_TAG - 12) > 0.025
+
+
+def test_seen_split_holds_only_rl_training_texts() -> None:
+    sp = build_splits(0)
+    seen = seen_split(0)
+    train_texts = {m["prompt"] for m in sp["train"]}
+    assert len(seen) == SEEN_PER_TAG * len(TAGS)
+    assert {m["prompt"] for m in seen} <= train_texts
+    assert split_overlap(seen, sp["val"] + sp["test"]) == []
+    for tag in TAGS:
+        texts = [m["prompt"] for m in seen if m["tag"] == tag]
+        n_train = sum(m["tag"] == tag for m in sp["train"])
+        assert len(texts) == SEEN_PER_TAG
+        assert len(set(texts)) == min(n_train, SEEN_PER_TAG)  # distinct where the tag has enough texts
+    assert seen == seen_split(0) and seen != seen_split(1)

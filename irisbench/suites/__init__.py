@@ -217,9 +217,9 @@ def resolve_prompts(suite: Suite, world: str, split: str | None = None, prompts_
         src = suite.source(world)
         split = _check_split(suite, world, src, split, training)
         if src.generator == "shapes-geneval":
-            from irisbench.world.prompts import build_splits
+            from irisbench.world.prompts import build_splits, seen_split
 
-            items = build_splits(seed=src.seed)[split]
+            items = seen_split(seed=src.seed) if split == "seen" else build_splits(seed=src.seed)[split]
         elif src.generator == "geneval-official":
             from irisbench.protocols.geneval_prompts import generate_official_metadata
 
