@@ -11,8 +11,8 @@ import pytest
 from irisbench.protocols.geneval import validate_metadata
 from irisbench.world.prompts import (
     DEFAULT_PER_TAG,
-    SEEN_PER_TAG,
     PROMPT_WORDS,
+    SEEN_PER_TAG,
     SPLIT_KIND,
     UnknownWordsError,
     all_prompts,
