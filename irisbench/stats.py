@@ -22,7 +22,8 @@ values with a Student-t interval (n - 1 degrees of freedom, scipy), and ``welch_
 such means (two methods trained with independent seeds: nothing pairs seed s of one with seed s of the other)
 with a Welch t interval (Welch-Satterthwaite degrees of freedom; scipy's ``ttest_ind(equal_var=False)``).
 ``stratified_se`` is the analytic standard error of a GenEval-style overall score over its prompts (the shared
-base's own sampling error), and ``mean_t_interval_plus`` widens the across-seed interval of mean deltas by it.
+base's own sampling error), and ``mean_t_interval_plus`` widens the across-seed interval of mean deltas by it
+(Welch-Satterthwaite df capped at n - 1, so it is never narrower than the Student-t one).
 """
 
 from __future__ import annotations
@@ -377,15 +378,19 @@ def mean_t_interval_plus(values: Sequence[float], extra_se: float | None, extra_
     evaluation subtracted from every value, so its error moves them all together and is not in their spread).
 
     ``v_s = s^2 / n`` (sample variance, ``ddof=1``), ``v_b = extra_se^2``, ``se = sqrt(v_s + v_b)``,
-    Welch-Satterthwaite ``df = (v_s + v_b)^2 / (v_s^2 / (n - 1) + v_b^2 / extra_df)`` (``extra_df`` None:
-    infinite, the term drops), interval ``mean +- t(1 - alpha/2, df) * se``. Returns ``{"mean", "ci_low",
-    "ci_high", "se", "df", "n"}``; one value or no ``extra_se`` gives no interval (None), ``se`` 0 a zero-width one.
+    Welch-Satterthwaite ``df_welch = (v_s + v_b)^2 / (v_s^2 / (n - 1) + v_b^2 / extra_df)`` (``extra_df`` None:
+    infinite, the term drops), used capped: ``df = min(df_welch, n - 1)``, interval ``mean +- t(1 - alpha/2, df)
+    * se``. The cap is the conservative choice: a well-measured extra term raises ``df_welch`` above ``n - 1``,
+    and with a handful of seeds the smaller t quantile would more than pay for the added variance, giving an
+    interval narrower than ``mean_t_interval``'s; capped, it is never narrower. Returns ``{"mean", "ci_low",
+    "ci_high", "se", "df", "df_welch", "n"}``; one value or no ``extra_se`` gives no interval (None), ``se`` 0 a
+    zero-width one.
     """
     from scipy import stats as sps
 
     base = mean_t_interval(values, confidence)
     out: dict[str, Any] = {"mean": base["mean"], "ci_low": None, "ci_high": None, "se": None, "df": None,
-                           "n": base["n"]}
+                           "df_welch": None, "n": base["n"]}
     if base["n"] < 2 or extra_se is None:
         return out
     if not np.isfinite(extra_se) or extra_se < 0 or (extra_df is not None and not extra_df > 0):
@@ -396,9 +401,11 @@ def mean_t_interval_plus(values: Sequence[float], extra_se: float | None, extra_
     if se == 0.0:
         return {**out, "ci_low": out["mean"], "ci_high": out["mean"], "se": 0.0}
     denom = vs**2 / (base["n"] - 1) + (vb**2 / extra_df if extra_df else 0.0)
-    df = float((vs + vb) ** 2 / denom) if denom > 0 else float("inf")  # no spread and an exact extra: normal
+    welch = float((vs + vb) ** 2 / denom) if denom > 0 else float("inf")  # no spread and an exact extra term
+    df = min(welch, float(base["n"] - 1))
     half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-    return {**out, "ci_low": out["mean"] - half, "ci_high": out["mean"] + half, "se": se, "df": df}
+    return {**out, "ci_low": out["mean"] - half, "ci_high": out["mean"] + half, "se": se, "df": df,
+            "df_welch": welch}
 
 
 def count_check(expected: int, actual: int) -> dict[str, Any]:

@@ -264,8 +264,9 @@ def test_across_seed_interval_with_the_base_error_hand_computed(tmp_path: Path) 
     0.125), the three seeds 2 images each (deltas 0.375, 0.625, 0.875 as in ``_synthetic``). The base's se over
     prompts: sample variance of (0.5, 0, 0, 0) = 0.0625, over 4 prompts: se^2 = 0.015625, se = 0.125, df 3.
     With the seeds' v_s = 0.25^2 / 3 = 0.0208333: se = sqrt(0.0364583) = 0.190941, Welch-Satterthwaite
-    df = 0.0364583^2 / (0.0208333^2 / 2 + 0.015625^2 / 3) = 4.454545, t(0.975, 4.454545) = 2.668204:
-    0.625 +- 0.509469 = [0.115531, 1.134469]; the Student-t interval (base exact) stays [0.004, 1.246]."""
+    df = 0.0364583^2 / (0.0208333^2 / 2 + 0.015625^2 / 3) = 4.454545, capped at n - 1 = 2: t(0.975, 2) = 4.302653,
+    0.625 +- 0.821553 = [-0.196553, 1.446553] (includes 0); the Student-t interval (base exact) stays
+    [0.004, 1.246] (above 0)."""
     tags = {p: "single_object" for p in range(4)}
     base = {"geneval/test": _with_ipp(make_run(tmp_path / "base", {(p, s): p == 0 and s < 4 for p in tags
                                                                     for s in range(8)}, tags), 8)}
@@ -277,14 +278,13 @@ def test_across_seed_interval_with_the_base_error_hand_computed(tmp_path: Path) 
     assert all(s["mode"] == "paired" for s in e["seeds"])  # 8 images against 2: still the same prompts
     assert (e["base_se"], e["base_se_df"]) == (pytest.approx(0.125), pytest.approx(3.0))
     m = e["mean"]
-    assert (m["se_with_base"], m["df_with_base"]) == (pytest.approx(0.190941, abs=1e-6),
-                                                      pytest.approx(4.454545, abs=1e-6))
-    half = 2.668204 * 0.190941
+    assert (m["se_with_base"], m["df_with_base"]) == (pytest.approx(0.190941, abs=1e-6), 2.0)
+    half = 4.302653 * 0.190941
     assert (m["ci_low_with_base"], m["ci_high_with_base"]) == pytest.approx((0.625 - half, 0.625 + half), abs=1e-5)
     t_half = 4.302653 * 0.25 / 3 ** 0.5
     assert (m["ci_low"], m["ci_high"]) == pytest.approx((0.625 - t_half, 0.625 + t_half), abs=1e-6)
     assert (e["images_per_prompt"], e["base_images_per_prompt"]) == (2, 8)
-    assert e["class"] == "improves" and e["class_with_base"] == "improves"
+    assert e["class"] == "improves" and e["class_with_base"] == "no difference"
 
     # the CSV keeps the old columns and adds the new ones on the mean row; every row says both images per prompt
     df = pd.read_csv(write_seed_csv([e], tmp_path / "seed_deltas.csv"), dtype={"seed": str})
@@ -299,16 +299,17 @@ def test_across_seed_interval_with_the_base_error_hand_computed(tmp_path: Path) 
     # the summary's table gives both intervals, the arithmetic in one line, and the images per prompt of each
     md = seed_markdown([e])
     assert "*best val* checkpoints on test, 2 images per prompt, the base 8:" in md
-    assert "| +0.625 [+0.004, +1.246] | +0.625 [+0.116, +1.134] |" in md
-    assert "se = sqrt(s²/n + base_se²) with Welch–Satterthwaite df" in md and "geneval/test 0.1250" in md
+    assert "| +0.625 [+0.004, +1.246] | +0.625 [-0.197, +1.447] |" in md
+    assert "se = sqrt(s²/n + base_se²) with Welch–Satterthwaite df capped at n − 1" in md
+    assert "base_se: geneval/test 0.1250." in md
     assert "over its prompts at 8 images per prompt" in md
     (v,) = seed_verdicts([e])
     assert "on geneval/test (2 images per prompt, the base 8) across 3 seeds" in v
-    assert "with the base's own error (se 0.1250): +0.625 [+0.116, +1.134], also above 0" in v
-    # where the wider interval reaches 0 the sentence says so (the verdict's class stays the Student-t one)
-    wide = {**e, "class_with_base": "no difference", "mean": {**m, "ci_low_with_base": -0.2}}
-    (v,) = seed_verdicts([wide])
-    assert v.startswith("iris-nsc (best val) improves on the base") and "+0.625 [-0.200, +1.134], includes 0" in v
+    # the wider interval reaches 0: the sentence says so (the verdict's class stays the Student-t one)
+    assert v.startswith("iris-nsc (best val) improves on the base")
+    assert "with the base's own error (se 0.1250): +0.625 [-0.197, +1.447], includes 0" in v
+    narrow = {**e, "class_with_base": "improves", "mean": {**m, "ci_low_with_base": 0.01}}
+    assert "+0.625 [+0.010, +1.447], also above 0" in seed_verdicts([narrow])[0]
 
 
 def test_one_seed_has_no_interval_across_seeds(tmp_path: Path) -> None:

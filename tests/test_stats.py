@@ -297,21 +297,26 @@ def test_stratified_se_is_the_cluster_bootstraps_variance() -> None:
 
 def test_mean_t_interval_plus_hand_computed() -> None:
     """Deltas 0.1, 0.2, 0.3 (mean 0.2, s^2 0.01, n 3) and a shared base of se 0.05 on 10 df: v_s = 0.01/3,
-    v_b = 0.0025, se = sqrt(0.0058333) = 0.0763763, df = 0.0058333^2 / ((0.01/3)^2 / 2 + 0.0025^2 / 10) = 5.505618,
-    t(0.975, 5.505618) = 2.501173: 0.2 +- 0.191030."""
+    v_b = 0.0025, se = sqrt(0.0058333) = 0.0763763, Welch-Satterthwaite df = 0.0058333^2 / ((0.01/3)^2 / 2 +
+    0.0025^2 / 10) = 5.505618, capped at n - 1 = 2: t(0.975, 2) = 4.302653, 0.2 +- 0.328621."""
     w = mean_t_interval_plus([0.1, 0.2, 0.3], 0.05, 10)
     assert (w["mean"], w["n"]) == (pytest.approx(0.2), 3)
-    assert w["se"] == pytest.approx(0.0763763, abs=1e-7) and w["df"] == pytest.approx(5.505618, abs=1e-6)
-    half = 2.501173 * 0.0763763
+    assert w["se"] == pytest.approx(0.0763763, abs=1e-7) and w["df_welch"] == pytest.approx(5.505618, abs=1e-6)
+    assert w["df"] == 2.0
+    half = 4.302653 * 0.0763763
     assert (w["ci_low"], w["ci_high"]) == (pytest.approx(0.2 - half, abs=1e-5), pytest.approx(0.2 + half, abs=1e-5))
-    # wider than the Student-t interval's se, same point; a base without error gives the Student-t interval back
+    # never narrower than the Student-t interval (the cap); a base without error gives it back
     t = mean_t_interval([0.1, 0.2, 0.3])
-    assert w["ci_high"] - w["ci_low"] > 0 and w["se"] > t["sd"] / 3 ** 0.5
+    assert w["ci_low"] < t["ci_low"] and w["ci_high"] > t["ci_high"]
     zero = mean_t_interval_plus([0.1, 0.2, 0.3], 0.0, 10)
     assert (zero["ci_low"], zero["ci_high"], zero["df"]) == pytest.approx((t["ci_low"], t["ci_high"], 2.0))
-    # an exact-df base (extra_df None) drops its term from the df; one value or no base se: no interval
+    # a base of few df lowers the df below n - 1: 5 seeds (s^2 0.025, v_s = 0.005) and se 0.2 on 2 df:
+    # df = 0.045^2 / (0.005^2 / 4 + 0.04^2 / 2) = 2.5116
+    low = mean_t_interval_plus([0.0, 0.1, 0.2, 0.3, 0.4], 0.2, 2)
+    assert low["df"] == pytest.approx(0.045**2 / (0.005**2 / 4 + 0.04**2 / 2)) and low["df"] < 4
+    # an exact-df base (extra_df None) drops its term from the Welch df; one value or no base se: no interval
     inf = mean_t_interval_plus([0.1, 0.2, 0.3], 0.05)
-    assert inf["df"] == pytest.approx((0.01 / 3 + 0.0025) ** 2 / ((0.01 / 3) ** 2 / 2))
+    assert inf["df_welch"] == pytest.approx((0.01 / 3 + 0.0025) ** 2 / ((0.01 / 3) ** 2 / 2)) and inf["df"] == 2
     assert mean_t_interval_plus([0.1], 0.05, 10)["ci_low"] is None
     assert mean_t_interval_plus([0.1, 0.2], None)["ci_low"] is None
     with pytest.raises(UsageError, match="extra_se"):

@@ -12,10 +12,11 @@ the checkpoints' 2): its own sampling error shifts every seed's delta alike, so 
 it and the Student-t interval treats the base score as exact. A second interval carries it: with ``base_se`` the
 analytic standard error of the base's overall score over its prompts (``irisbench.stats.stratified_se``: per tag
 the variance of its mean over prompts, the overall score's ``sum(v_t) / T^2``), ``se = sqrt(s^2 / n + base_se^2)``
-with Welch-Satterthwaite degrees of freedom (``irisbench.stats.mean_t_interval_plus``). That ``base_se`` holds
-the base's prompt-to-prompt spread too, which the checkpoints share (same prompts): the wider interval is the
-conservative one. Both are kept (``ci_low``/``ci_high`` and ``ci_low_with_base``/``ci_high_with_base``); the
-verdict's class is the Student-t one, and the sentence says when the wider interval reaches 0.
+with Welch-Satterthwaite degrees of freedom capped at ``n - 1`` (``irisbench.stats.mean_t_interval_plus``: never
+narrower than the Student-t interval). That ``base_se`` holds the base's prompt-to-prompt spread too, which the
+checkpoints share (same prompts): the wider interval is the conservative one. Both are kept (``ci_low``,
+``ci_high`` and ``ci_low_with_base``, ``ci_high_with_base``); the verdict's class is the Student-t one, and the
+sentence says when the wider interval reaches 0 (arithmetic and a worked example in docs/null-control.md).
 
 ``seed_deltas`` returns JSON-able entries (summary.json), ``seed_rows`` the tidy rows of ``seed_deltas.csv``
 (one per seed, plus one "mean" row per entry), ``seed_markdown`` the summary's tables and ``seed_verdicts``
@@ -39,7 +40,6 @@ SEED_COLUMNS = ("method", "checkpoint", "suite", "split", "metric", "seed", "ste
 MEAN = "mean"  # the ``seed`` of the across-seed rows of seed_deltas.csv
 PER_PROMPT = "paired bootstrap over prompts"
 ACROSS_SEEDS = "Student t across seeds (n-1 df)"
-WITH_BASE = "se = sqrt(s^2/n + base_se^2), Welch-Satterthwaite df"  # the interval that carries the base's error
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,9 @@ def base_arithmetic(entries: Sequence[Mapping[str, Any]]) -> str:
     n = sorted({e["base_images_per_prompt"] for e in entries if e.get("base_images_per_prompt") is not None})
     ipp = f" at {'/'.join(map(str, n))} image{'s' if n != [1] else ''} per prompt" if n else ""
     return ("With the base's error: the base is one evaluation shared by every seed, so its sampling error is not "
-            "in the seeds' spread; se = sqrt(s²/n + base_se²) with Welch–Satterthwaite df, where s is the sd of "
-            "the per-seed deltas, n the seeds and base_se the analytic standard error of the base's overall score "
+            "in the seeds' spread; se = sqrt(s²/n + base_se²) with Welch–Satterthwaite df capped at n − 1 (never "
+            "narrower than the Student-t interval), where s is the sd of the per-seed deltas, n the seeds and "
+            "base_se the analytic standard error of the base's overall score "
             f"over its prompts{ipp} (per tag the variance of its mean over prompts; conservative: it includes the "
             f"prompt spread the checkpoints share); base_se: {known}.")
 
@@ -235,7 +236,7 @@ def seed_markdown(entries: Sequence[Mapping[str, Any]], confidence: float = 0.95
                 "",
                 f"| method | suite | per-seed deltas [{pct} CI over prompts, paired] | "
                 f"mean across seeds [{pct} CI across seeds, Student t] | the same with the base's error "
-                f"[{pct} CI, Welch–Satterthwaite] | seeds with CI above 0 / below 0 |",
+                f"[{pct} CI, t with df ≤ n − 1] | seeds with CI above 0 / below 0 |",
                 "|---|---|---|---|---|---|"]
         for e in rows:
             counts = f"{e['seeds_above_0']} / {e['seeds_below_0']} of {len(e['seeds'])}"
