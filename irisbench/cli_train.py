@@ -93,6 +93,9 @@ def experiment_cmd(
                                      "sampling seeds (paired deltas)."),
     seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "
                                             "and the summary gives the mean delta across seeds with its CI."),
+    base_images: int = typer.Option(8, "--base-images", help="Images per prompt of the base's evaluations (the "
+                                                             "base is shared by every method and seed; each "
+                                                             "checkpoint draws 2)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish: bool = typer.Option(False, "--publish/--no-publish", "--publish-readme/--no-publish-readme",
                                  help="Also rewrite the experiment block of ./README.md and publish the tidy tables "
@@ -106,7 +109,8 @@ def experiment_cmd(
 
     def body() -> None:
         cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),
-                               threads=threads, device=device, world=world)
+                               threads=threads, device=device, world=world,
+                               base_images_per_prompt=base_images)
         if method:
             cfg.methods = {}
             for item in method:

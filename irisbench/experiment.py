@@ -12,14 +12,17 @@ what an uninformative reward does at the same lr, steps and seeds); ``world="tex
 Stages, each resumable (re-running skips finished work: a finished training run is not opened again,
 an unfinished one resumes from its last checkpoint, evaluations from their last record):
 
-1. evaluate the shipped base and the reference bounds (``oracle``, ``random``) on every suite x split;
+1. evaluate the shipped base (``base_images_per_prompt``, 8 images per prompt: it is evaluated once and shared by
+   every method and seed, so its own sampling error is kept small) and the reference bounds (``oracle``,
+   ``random``; ``eval_images_per_prompt``, 2, as every checkpoint) on every suite x split;
 2. train each method from the base with GRPO once per training seed (``seeds``, into ``train/<method>/seed-<s>``),
    evaluating every ``checkpoint_every`` steps on the **val** split;
 3. for each method and seed pick the checkpoint with the best val overall (ties: the earliest) and evaluate
    it on every suite's test split, and the last checkpoint too when it is another step (fixed-step results).
    The first seed's best-val checkpoint is also evaluated on every suite's val split (the val columns);
 4. the seed-level statistics: per seed the paired delta against the base on test (bootstrap over prompts),
-   and the mean across seeds with a Student-t interval (``seed_deltas.csv``); then each method's effect
+   and the mean across seeds with a Student-t interval, and beside it the interval that also carries the base's
+   own sampling error (``irisbench.report.seeds``; ``seed_deltas.csv``); then each method's effect
    relative to every null control among the methods (a preset whose reward is in ``NULL_REWARDS``): the
    difference of the across-seed mean deltas with a Welch t interval (``vs_null.csv``,
    ``irisbench.report.null_control``);
@@ -27,8 +30,11 @@ an unfinished one resumes from its last checkpoint, evaluations from their last 
    report (tables with CIs and deltas vs the base, plots, HTML gallery) for the first seed.
 
 Every evaluation uses the evaluation ``seed``: the base and each checkpoint draw the same sampling seeds on
-the same prompts, so their deltas are paired. Checkpoints are never chosen on test. ``summary.md`` states
-the rule, gives both rows per method and seed, and says how many images per prompt every score is over.
+the same prompts, so their deltas are paired (the base's 8 images of a prompt against a checkpoint's 2: the
+paired bootstrap resamples prompts, each with all its images). Checkpoints are never chosen on test.
+``summary.md`` states the rule, gives both rows per method and seed, and says how many images per prompt every
+score is over. A resumed folder whose base drew another number of images per prompt is refused in one line
+(``check_base_resume``; ``--base-images`` resumes it as it was).
 
 The experiment writes only into its folder (default ``results/runs/experiment[-<world>]``, git-ignored);
 ``publish_readme`` (the CLI's ``--publish``) also rewrites the README's block and the tracked
@@ -96,7 +102,10 @@ class ExperimentConfig:
     world: str = "shapes"  # "shapes" or "textures" (irisbench.world.textures)
     eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
     threads: int | None = None  # torch threads (None: torch's default); 1 is faster on a busy machine
-    eval_images_per_prompt: int | None = 2  # 2 per prompt keeps each evaluation cheap on CPU
+    eval_images_per_prompt: int | None = 2  # 2 per prompt keeps each checkpoint's evaluation cheap on CPU
+    # the base is evaluated once and shared by every method and seed: more images per prompt make its own sampling
+    # error (carried into the across-seed intervals, irisbench.report.seeds) small; the references keep 2
+    base_images_per_prompt: int | None = 8
     device: str | None = None  # every evaluation and training run (irisbench.devices; None: cuda when available)
 
     def check(self) -> None:
@@ -119,6 +128,11 @@ class ExperimentConfig:
             load_preset(preset)
         if TEST not in self.splits:
             raise UsageError(f"splits {self.splits} must include {TEST!r}: checkpoints are reported on test")
+        for name in ("eval_images_per_prompt", "base_images_per_prompt", "val_images_per_prompt"):
+            n = getattr(self, name)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                flag = " (--base-images)" if name == "base_images_per_prompt" else ""
+                raise UsageError(f"{name}{flag} must be a positive integer, got {n!r}")
         if "seed" in self.train_overrides:
             raise UsageError("train_overrides must not set 'seed': the training seeds are ExperimentConfig.seeds")
 
@@ -180,12 +194,32 @@ def checkpoint_eval_folder(out: Path, method: str, seed: int, step: int) -> Path
     return out / "eval" / method / f"seed-{seed}" / f"step-{step}"
 
 
-def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig, console: Console) -> dict[str, Any]:
+def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig, console: Console,
+          images_per_prompt: int | None) -> dict[str, Any]:
     from irisbench.evaluate import EvalOptions, evaluate
 
-    console.print(f"[bold]eval[/] {policy} on {suite}/{split}")
+    console.print(f"[bold]eval[/] {policy} on {suite}/{split} ({images_per_prompt or 'the suite default'} images per "
+                  "prompt)")
     return evaluate(EvalOptions(policy=policy, suite=suite, split=split, seed=cfg.seed, limit=cfg.eval_limit,
-                                images_per_prompt=cfg.eval_images_per_prompt, device=cfg.device), out)
+                                images_per_prompt=images_per_prompt, device=cfg.device), out)
+
+
+def check_base_resume(out: Path, cfg: ExperimentConfig) -> None:
+    """A resumed experiment folder whose base was evaluated at another number of images per prompt is refused
+    in one line before anything runs (as every resumed run with a changed config is, ``irisbench.runs``): the
+    base's scores, and every delta against them, would mix two evaluations."""
+    from irisbench.runs import RUN_MARKER, RunDir
+
+    for suite in cfg.suites:
+        for split in cfg.splits:
+            folder = out / "eval" / "base" / f"{suite}-{split}"
+            if not (folder / RUN_MARKER).is_file():
+                continue
+            had = RunDir.open(folder).config.get("images_per_prompt")
+            if cfg.base_images_per_prompt is not None and had != cfg.base_images_per_prompt:
+                raise UsageError(f"{folder} evaluated the base at {had} images per prompt, this experiment at "
+                                 f"{cfg.base_images_per_prompt}: use a new --out, or --base-images "
+                                 f"{had} to resume this folder")
 
 
 def selected_steps(run: Path) -> tuple[int, int]:
@@ -218,6 +252,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
 
         torch.set_num_threads(cfg.threads)
     out = Path(out)
+    check_base_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     shipped = SHIPPED_BASES.get(cfg.base)
@@ -226,7 +261,8 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     evals: Evals = {}
 
     console.rule("[bold]1. base and reference policies")
-    _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", cfg.splits, cfg, console)
+    _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", cfg.splits, cfg, console,
+                  images_per_prompt=cfg.base_images_per_prompt)
     for ref in cfg.references:
         _evaluate_all(evals, ref, ref, out / "eval" / ref, cfg.splits, cfg, console)
 
@@ -269,7 +305,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed, entries=entries,
                           seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed, timing=timing,
                           vs_null=vs_null, null_presets={n: cfg.methods[n] for n in nulls},
-                          val_images_per_prompt=cfg.val_images_per_prompt)
+                          val_images_per_prompt=cfg.val_images_per_prompt, references=tuple(cfg.references))
     atomic_write_text(out / "summary.md", md)
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
@@ -283,12 +319,13 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
 
 
 def _evaluate_all(evals: Evals, label: str, policy: str, root: Path, splits: tuple[str, ...],
-                  cfg: ExperimentConfig, console: Console) -> None:
-    """Evaluate ``policy`` on every suite x ``splits`` into ``root/<suite>-<split>``, recorded under ``label``."""
+                  cfg: ExperimentConfig, console: Console, *, images_per_prompt: int | None = None) -> None:
+    """Evaluate ``policy`` on every suite x ``splits`` into ``root/<suite>-<split>``, recorded under ``label``,
+    at ``images_per_prompt`` (None: ``cfg.eval_images_per_prompt``, the checkpoints' and references')."""
     for suite in cfg.suites:
         for split in splits:
             folder = root / f"{suite}-{split}"
-            _eval(policy, suite, split, folder, cfg, console)
+            _eval(policy, suite, split, folder, cfg, console, images_per_prompt or cfg.eval_images_per_prompt)
             evals.setdefault(label, {})[f"{suite}/{split}"] = folder
 
 

@@ -70,9 +70,11 @@ def images_per_prompt(folder: Path) -> int | None:
     return json.loads((Path(folder) / "results.json").read_text()).get("images_per_prompt")
 
 
-def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str]]], str]:
-    """The ``suite/split`` keys, per run its overall score cells ("score [lo, hi]"; "–" where not run) and the
-    images per prompt: "N images per prompt" when every run drew N, else each cell says its own."""
+def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str], str]], str]:
+    """The ``suite/split`` keys, per run its overall score cells ("score [lo, hi]"; "–" where not run) and its
+    images per prompt, and the table's words for them: "N images per prompt in every evaluation" when every run
+    drew N, else "images per prompt in each row" (each row's count, e.g. the base's 8 and the checkpoints' 2;
+    "2/8" where a row's evaluations differ)."""
     keys = list(next(iter(evals.values())))
     counts = {images_per_prompt(f) for d in evals.values() for f in d.values()}
     uniform = len(counts) == 1 and None not in counts
@@ -84,20 +86,23 @@ def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str
                 cells.append("–")
                 continue
             s, lo, hi, _ = _overall(d[k])
-            n = "" if uniform else f" ({images_per_prompt(d[k])} per prompt)"
-            cells.append(f"{s:.3f} [{lo:.{ci_digits}f}, {hi:.{ci_digits}f}]{n}")
-        rows.append((label, cells))
+            cells.append(f"{s:.3f} [{lo:.{ci_digits}f}, {hi:.{ci_digits}f}]")
+        mine = sorted({images_per_prompt(f) for f in d.values()}, key=lambda n: (n is None, n or 0))
+        rows.append((label, cells, "/".join("?" if n is None else str(n) for n in mine)))
     (n,) = counts if uniform else (None,)
     return keys, rows, (f"{n} image{'s' if n != 1 else ''} per prompt in every evaluation" if uniform
-                        else "images per prompt in each cell")
+                        else "images per prompt in each row")
 
 
 def _scores_table(evals: Evals) -> list[str]:
     keys, rows, ipp = _score_rows(evals, 3)
+    per_row = not ipp.endswith("every evaluation")
     lines = [f"Overall scores with 95% CIs (cluster bootstrap over prompts), {ipp}:", "",
-             "| run | " + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
-             "|---|" + "---|" * len(keys)]
-    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+             "| run | " + ("images per prompt | " if per_row else "")
+             + " | ".join(f"{k} overall [95% CI]" for k in keys) + " |",
+             "|---|" + "---|" * (len(keys) + per_row)]
+    return lines + [f"| {label} | " + (f"{n} | " if per_row else "") + " | ".join(cells) + " |"
+                    for label, cells, n in rows]
 
 
 def _rules(seeds: tuple[int, ...], eval_seed: int, val_images_per_prompt: int | None = None) -> str:
@@ -142,7 +147,8 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
                      seed_verdict_lines: list[str] | None = None, seeds: tuple[int, ...] = (0,),
                      eval_seed: int = 0, timing: dict[str, Any] | None = None,
                      vs_null: list[dict[str, Any]] | None = None, null_presets: dict[str, str] | None = None,
-                     val_images_per_prompt: int | None = None) -> str:
+                     val_images_per_prompt: int | None = None, references: tuple[str, ...] = ("oracle", "random")
+                     ) -> str:
     """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, each method's effect
     relative to the null control (``vs_null``: ``irisbench.report.null_control.null_comparisons``), the
     training curves and the verdicts (across seeds, vs the null, then the first seed's per-prompt ones). Every
@@ -163,13 +169,18 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
     out += _curves(train_runs)
     if seed_verdict_lines:
         out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, "
-                f"{entries_ipp(entries or [])}, 95% Student-t interval across seeds):", "",
+                f"{entries_ipp(entries or [])}, 95% Student-t interval across seeds, then the interval that adds "
+                "the base's own sampling error):", "",
                 *[f"- {v}" for v in seed_verdict_lines], ""]
     if vs_null:
         out += ["Verdicts relative to the null control (difference of across-seed means, 95% Welch t interval):", "",
                 *[f"- {v}" for v in null_verdicts(vs_null)], ""]
-    first_ipp = sorted({images_per_prompt(f) for lab, d in evals.items() if lab == "base" for f in d.values()} - {None})
-    ipp = f", {'/'.join(map(str, first_ipp))} images per prompt" if first_ipp else ""
+    base_n = sorted({images_per_prompt(f) for lab, d in evals.items() if lab == "base" for f in d.values()} - {None})
+    run_n = sorted({images_per_prompt(f) for lab, d in evals.items() if lab not in ("base", *references)
+                    for f in d.values()} - {None})
+    ipp = (f", the checkpoints {'/'.join(map(str, run_n))} and the base {'/'.join(map(str, base_n))} images per "
+           "prompt" if run_n and base_n and run_n != base_n
+           else f", {'/'.join(map(str, run_n or base_n))} images per prompt" if run_n or base_n else "")
     out += [f"Verdicts for training seed {seeds[0]} against the base (paired bootstrap over prompts{ipp}):", ""]
     out += [f"- {v}" for v in verdicts]
     out += ["", _timing_line(elapsed, timing)]
@@ -178,12 +189,15 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
 
 def summary_table(evals: dict[str, dict[str, Path]]) -> Table:
     keys, rows, ipp = _score_rows(evals, 2)
+    per_row = not ipp.endswith("every evaluation")
     table = Table(title=f"overall scores (95% CI), {ipp}")
     table.add_column("run", no_wrap=True)
+    if per_row:
+        table.add_column("images per prompt", justify="right")
     for k in keys:
         table.add_column(k, justify="right")
-    for label, cells in rows:
-        table.add_row(label, *cells)
+    for label, cells, n in rows:
+        table.add_row(label, *([n] if per_row else []), *cells)
     return table
 
 

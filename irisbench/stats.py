@@ -24,6 +24,9 @@ Across a handful of training seeds (too few to bootstrap), ``mean_t_interval`` g
 values with a Student-t interval (n - 1 degrees of freedom, scipy), and ``welch_interval`` the difference of two
 such means (two methods trained with independent seeds: nothing pairs seed s of one with seed s of the other)
 with a Welch t interval (Welch-Satterthwaite degrees of freedom; scipy's ``ttest_ind(equal_var=False)``).
+``stratified_se`` is the analytic standard error of a GenEval-style overall score over its prompts (the shared
+base's own sampling error), and ``mean_t_interval_plus`` widens the across-seed interval of mean deltas by it
+(Welch-Satterthwaite df capped at n - 1, so it is never narrower than the Student-t one).
 """
 
 from __future__ import annotations
@@ -337,6 +340,86 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
     df = float((va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1)))
     half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
     return {**out, "ci_low": diff - half, "ci_high": diff + half, "se": se, "df": df}
+
+
+def stratified_se(clusters: Mapping[str, Any]) -> dict[str, Any]:
+    """Analytic standard error of the overall score (the unweighted mean of the tag means) over its prompts.
+
+    ``clusters``: per tag, per prompt ``(sum of the per-image values, number of images)`` (e.g.
+    ``irisbench.report.deltas.prompt_clusters``; a mapping prompt -> pair, or a sequence of pairs). A tag's score
+    is the ratio ``r_t = sum(y_i) / sum(m_i)`` over its ``n_t`` prompts; its variance over prompts is the
+    linearised ratio variance ``v_t = n_t / (n_t - 1) * sum((y_i - r_t m_i)^2) / (sum m_i)^2`` (with equal
+    ``m_i``: the sample variance of the per-prompt means over ``n_t``, ``s_t^2 / n_t``). The overall score's is
+    ``v = sum(v_t) / T^2`` for ``T`` tags, with Welch-Satterthwaite ``df = (sum v_t)^2 / sum(v_t^2 / (n_t - 1))``.
+    This is the variance the stratified cluster bootstrap of ``geneval_summary`` estimates by resampling.
+
+    Returns ``{"se", "df", "n_prompts", "n_tags"}``; ``se`` and ``df`` are None when a tag has fewer than two
+    prompts (no variance to estimate), ``df`` None also when ``se`` is 0.
+    """
+    vs, dfs, n_prompts = [], [], 0
+    for tag, by_prompt in clusters.items():
+        pairs = list(by_prompt.values()) if isinstance(by_prompt, Mapping) else list(by_prompt)
+        if not pairs:
+            raise UsageError(f"stratified_se: tag {tag!r} has no prompts")
+        y = np.array([p[0] for p in pairs], dtype=np.float64)
+        m = np.array([p[1] for p in pairs], dtype=np.float64)
+        if np.any(m <= 0) or not np.all(np.isfinite(y)):
+            raise UsageError(f"stratified_se: tag {tag!r} has a prompt without images or a non-finite value")
+        n_prompts += y.size
+        n = y.size
+        if n < 2:
+            vs.append(None)
+            continue
+        r = y.sum() / m.sum()
+        vs.append(float(n / (n - 1) * np.sum((y - r * m) ** 2) / m.sum() ** 2))
+        dfs.append(n - 1)
+    out: dict[str, Any] = {"se": None, "df": None, "n_prompts": n_prompts, "n_tags": len(vs)}
+    if not vs:
+        raise UsageError("stratified_se: no tags")
+    if any(v is None for v in vs):
+        return out
+    total = float(sum(vs))
+    out["se"] = float(np.sqrt(total)) / len(vs)
+    if total > 0:
+        out["df"] = total**2 / sum(v**2 / d for v, d in zip(vs, dfs, strict=True))
+    return out
+
+
+def mean_t_interval_plus(values: Sequence[float], extra_se: float | None, extra_df: float | None = None,
+                         confidence: float = 0.95) -> dict[str, Any]:
+    """``mean_t_interval`` of ``values`` widened by an independent error of known standard error ``extra_se``
+    (the shared base's own sampling error under a mean of deltas ``checkpoint - base``: the base is one
+    evaluation subtracted from every value, so its error moves them all together and is not in their spread).
+
+    ``v_s = s^2 / n`` (sample variance, ``ddof=1``), ``v_b = extra_se^2``, ``se = sqrt(v_s + v_b)``,
+    Welch-Satterthwaite ``df_welch = (v_s + v_b)^2 / (v_s^2 / (n - 1) + v_b^2 / extra_df)`` (``extra_df`` None:
+    infinite, the term drops), used capped: ``df = min(df_welch, n - 1)``, interval ``mean +- t(1 - alpha/2, df)
+    * se``. The cap is the conservative choice: a well-measured extra term raises ``df_welch`` above ``n - 1``,
+    and with a handful of seeds the smaller t quantile would more than pay for the added variance, giving an
+    interval narrower than ``mean_t_interval``'s; capped, it is never narrower. Returns ``{"mean", "ci_low",
+    "ci_high", "se", "df", "df_welch", "n"}``; one value or no ``extra_se`` gives no interval (None), ``se`` 0 a
+    zero-width one.
+    """
+    from scipy import stats as sps
+
+    base = mean_t_interval(values, confidence)
+    out: dict[str, Any] = {"mean": base["mean"], "ci_low": None, "ci_high": None, "se": None, "df": None,
+                           "df_welch": None, "n": base["n"]}
+    if base["n"] < 2 or extra_se is None:
+        return out
+    if not np.isfinite(extra_se) or extra_se < 0 or (extra_df is not None and not extra_df > 0):
+        raise UsageError(f"mean_t_interval_plus: extra_se must be >= 0 and extra_df > 0, got {extra_se!r}, "
+                         f"{extra_df!r}")
+    vs, vb = base["sd"] ** 2 / base["n"], float(extra_se) ** 2
+    se = float(np.sqrt(vs + vb))
+    if se == 0.0:
+        return {**out, "ci_low": out["mean"], "ci_high": out["mean"], "se": 0.0}
+    denom = vs**2 / (base["n"] - 1) + (vb**2 / extra_df if extra_df else 0.0)
+    welch = float((vs + vb) ** 2 / denom) if denom > 0 else float("inf")  # no spread and an exact extra term
+    df = min(welch, float(base["n"] - 1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return {**out, "ci_low": out["mean"] - half, "ci_high": out["mean"] + half, "se": se, "df": df,
+            "df_welch": welch}
 
 
 def count_check(expected: int, actual: int) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def _csv_matches_entries(csv: Path, entries: list[dict[str, Any]]) -> None:
 @pytest.mark.slow
 def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: Path) -> None:
     from irisbench.experiment import selected_steps
-    from irisbench.stats import mean_t_interval
+    from irisbench.stats import mean_t_interval, mean_t_interval_plus
 
     cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "null-random": "null-shapes"}, steps=2,
                            checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
@@ -149,8 +149,20 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     md = (out / "summary.md").read_text()
     assert "Effect relative to the null control `null-random` (null-shapes) on test, 2 images per prompt" in md
     assert "| iris-nsc | best val | geneval |" in md and "Verdicts relative to the null control" in md
-    # every score says how many images per prompt it is over
-    assert "2 images per prompt in every evaluation" in md and "*best val* checkpoints on test, 2 images per" in md
+    # every score says how many images per prompt it is over: the base 8 (shared by every method and seed), the rest 2
+    assert "Overall scores with 95% CIs (cluster bootstrap over prompts), images per prompt in each row:" in md
+    assert "| base | 8 | " in md and "| oracle | 2 | " in md and "| iris-nsc s1 (best val) | 2 | " in md
+    assert "*best val* checkpoints on test, 2 images per prompt, the base 8:" in md
+    assert "the checkpoints 2 and the base 8 images per prompt" in md
+    for e in entries:  # the base's own error is carried into a second interval, beside the Student-t one
+        assert (e["images_per_prompt"], e["base_images_per_prompt"]) == (2, 8) and e["base_se"] > 0
+        w = mean_t_interval_plus([s["delta"] for s in e["seeds"]], e["base_se"], e["base_se_df"])
+        assert (e["mean"]["ci_low_with_base"], e["mean"]["ci_high_with_base"]) == pytest.approx(
+            (w["ci_low"], w["ci_high"]))
+        assert e["mean"]["ci_high_with_base"] - e["mean"]["ci_low_with_base"] >= \
+            e["mean"]["ci_high"] - e["mean"]["ci_low"]
+    for key in ("geneval/test", "compbench/test"):
+        assert json.loads((Path(evals["base"][key]) / "results.json").read_text())["images_per_prompt"] == 8
     assert "in-training val evaluations (1 image per prompt; ties: earliest)" in md
     assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
     assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
@@ -172,7 +184,9 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         assert label.startswith(method) and f"({kind})" in label and (seed == 0) == (f" s{seed} " not in label)
         assert set(rows["step"]) == {sel["best_val_step"] if kind == "best val" else sel["last_step"]}
     assert scores.loc[scores.run == "null-random s1 (last)", "training_seed"].eq(1).all()
-    assert scores["images_per_prompt"].eq(2).all()  # every published score says its images per prompt
+    # every published score says its images per prompt: the base's 8, every other run's 2
+    assert scores.groupby("run")["images_per_prompt"].unique().map(list).to_dict() == {
+        run: [8 if run == "base" else 2] for run in scores["run"].unique()}
     unknown = scores.loc[scores.run.isin(["base", "oracle", "random"]), ["method", "training_seed", "step"]]
     assert len(unknown) and unknown.isna().all().all()
     assert scores.groupby(["run", "method", "checkpoint", "training_seed"]).ngroups == 8  # methods x kinds x seeds
@@ -238,6 +252,66 @@ def test_seed_deltas_hand_computed(tmp_path: Path) -> None:
                         "+0.625 [+0.004, +1.246]") and "s2: +0.875" in v
 
 
+def _with_ipp(folder: Path, n: int) -> Path:
+    """Record in an eval run's results.json how many images per prompt it drew (as ``irisbench eval`` does)."""
+    res = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**res, "images_per_prompt": n}))
+    return folder
+
+
+def test_across_seed_interval_with_the_base_error_hand_computed(tmp_path: Path) -> None:
+    """The base drew 8 images of each of 4 prompts, right on 4 of prompt 0's (per-prompt means 0.5, 0, 0, 0: score
+    0.125), the three seeds 2 images each (deltas 0.375, 0.625, 0.875 as in ``_synthetic``). The base's se over
+    prompts: sample variance of (0.5, 0, 0, 0) = 0.0625, over 4 prompts: se^2 = 0.015625, se = 0.125, df 3.
+    With the seeds' v_s = 0.25^2 / 3 = 0.0208333: se = sqrt(0.0364583) = 0.190941, Welch-Satterthwaite
+    df = 0.0364583^2 / (0.0208333^2 / 2 + 0.015625^2 / 3) = 4.454545, capped at n - 1 = 2: t(0.975, 2) = 4.302653,
+    0.625 +- 0.821553 = [-0.196553, 1.446553] (includes 0); the Student-t interval (base exact) stays
+    [0.004, 1.246] (above 0)."""
+    tags = {p: "single_object" for p in range(4)}
+    base = {"geneval/test": _with_ipp(make_run(tmp_path / "base", {(p, s): p == 0 and s < 4 for p in tags
+                                                                    for s in range(8)}, tags), 8)}
+    _, evals = _synthetic(tmp_path / "runs")
+    for ev in evals:
+        _with_ipp(Path(ev.folders["geneval/test"]), 2)
+    (e,) = seed_deltas(base, evals, n_resamples=300)
+    assert [s["delta"] for s in e["seeds"]] == pytest.approx([0.375, 0.625, 0.875])
+    assert all(s["mode"] == "paired" for s in e["seeds"])  # 8 images against 2: still the same prompts
+    assert (e["base_se"], e["base_se_df"]) == (pytest.approx(0.125), pytest.approx(3.0))
+    m = e["mean"]
+    assert (m["se_with_base"], m["df_with_base"]) == (pytest.approx(0.190941, abs=1e-6), 2.0)
+    half = 4.302653 * 0.190941
+    assert (m["ci_low_with_base"], m["ci_high_with_base"]) == pytest.approx((0.625 - half, 0.625 + half), abs=1e-5)
+    t_half = 4.302653 * 0.25 / 3 ** 0.5
+    assert (m["ci_low"], m["ci_high"]) == pytest.approx((0.625 - t_half, 0.625 + t_half), abs=1e-6)
+    assert (e["images_per_prompt"], e["base_images_per_prompt"]) == (2, 8)
+    assert e["class"] == "improves" and e["class_with_base"] == "no difference"
+
+    # the CSV keeps the old columns and adds the new ones on the mean row; every row says both images per prompt
+    df = pd.read_csv(write_seed_csv([e], tmp_path / "seed_deltas.csv"), dtype={"seed": str})
+    assert list(df.columns) == list(SEED_COLUMNS)
+    mean = df.set_index("seed").loc[MEAN]
+    assert (mean["ci_low"], mean["ci_high"]) == pytest.approx((0.625 - t_half, 0.625 + t_half), abs=1e-6)
+    assert (mean["ci_low_with_base"], mean["ci_high_with_base"], mean["base_se"]) == pytest.approx(
+        (0.625 - half, 0.625 + half, 0.125), abs=1e-5)
+    assert df["images_per_prompt"].tolist() == [2, 2, 2, 2] and df["base_images_per_prompt"].tolist() == [8] * 4
+    assert df.loc[df.seed != MEAN, "base_se"].isna().all()
+
+    # the summary's table gives both intervals, the arithmetic in one line, and the images per prompt of each
+    md = seed_markdown([e])
+    assert "*best val* checkpoints on test, 2 images per prompt, the base 8:" in md
+    assert "| +0.625 [+0.004, +1.246] | +0.625 [-0.197, +1.447] |" in md
+    assert "se = sqrt(s²/n + base_se²) with Welch–Satterthwaite df capped at n − 1" in md
+    assert "base_se: geneval/test 0.1250." in md
+    assert "over its prompts at 8 images per prompt" in md
+    (v,) = seed_verdicts([e])
+    assert "on geneval/test (2 images per prompt, the base 8) across 3 seeds" in v
+    # the wider interval reaches 0: the sentence says so (the verdict's class stays the Student-t one)
+    assert v.startswith("iris-nsc (best val) improves on the base")
+    assert "with the base's own error (se 0.1250): +0.625 [-0.197, +1.447], includes 0" in v
+    narrow = {**e, "class_with_base": "improves", "mean": {**m, "ci_low_with_base": 0.01}}
+    assert "+0.625 [+0.010, +1.447], also above 0" in seed_verdicts([narrow])[0]
+
+
 def test_one_seed_has_no_interval_across_seeds(tmp_path: Path) -> None:
     base, evals = _synthetic(tmp_path)
     (e,) = seed_deltas(base, evals[:1], n_resamples=200)
@@ -280,6 +354,50 @@ def test_cli_passes_seeds_and_refuses_bad_ones(monkeypatch: pytest.MonkeyPatch, 
     bad = runner.invoke(app, [*args, "--seeds", "0,x"])
     assert bad.exit_code == 2 and "--seeds '0,x'" in bad.output and len(seen) == 2
     assert "Traceback" not in bad.output
+
+
+def test_cli_five_seeds_and_base_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--seeds 0,1,2,3,4`` trains every default method five times; ``--base-images`` sets only the base's
+    evaluations (the checkpoints' stay at 2); a non-positive count is one line."""
+    from typer.testing import CliRunner
+
+    import irisbench.experiment
+    from irisbench.cli import app
+
+    seen: list[ExperimentConfig] = []
+    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append(cfg))
+    runner = CliRunner()
+    args = ["experiment", "--out", str(tmp_path / "exp"), "--no-publish-readme"]
+    result = runner.invoke(app, [*args, "--seeds", "0,1,2,3,4"])
+    assert result.exit_code == 0, result.output
+    cfg = seen[-1]
+    assert cfg.seeds == (0, 1, 2, 3, 4) and set(cfg.methods) == {"iris-nsc", "iris-faithful", "verifier", "null-random"}
+    assert (cfg.base_images_per_prompt, cfg.eval_images_per_prompt) == (8, 2)
+    assert runner.invoke(app, [*args, "--base-images", "16"]).exit_code == 0
+    assert (seen[-1].base_images_per_prompt, seen[-1].eval_images_per_prompt) == (16, 2)
+    bad = runner.invoke(app, [*args, "--base-images", "0"])
+    assert bad.exit_code == 2 and "base_images_per_prompt (--base-images) must be a positive integer" in bad.output
+    assert "Traceback" not in bad.output and len(seen) == 2
+
+
+def test_a_resumed_folder_with_another_base_evaluation_is_refused(tmp_path: Path) -> None:
+    """An experiment folder whose base was evaluated at 2 images per prompt (the earlier default) is refused in
+    one line before anything runs, naming both fixes; the same count resumes."""
+    from irisbench.experiment import check_base_resume
+    from irisbench.runs import RunDir
+
+    out = tmp_path / "exp"
+    folder = out / "eval" / "base" / "geneval-test"
+    RunDir.create(folder, kind="eval", config={"command": "eval", "images_per_prompt": 2}, env={})
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    cfg = ExperimentConfig(methods={"null-random": "null-shapes"}, device="cpu")
+    with pytest.raises(UsageError) as info:
+        run_experiment(out, cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder) in msg and "at 2 images per prompt, this experiment at 8" in msg
+    assert "use a new --out, or --base-images 2 to resume this folder" in msg
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written
+    check_base_resume(out, ExperimentConfig(base_images_per_prompt=2))  # the same count resumes
 
 
 def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from irisbench.stats import (
     count_check,
     geneval_summary,
     mean_t_interval,
+    mean_t_interval_plus,
+    ratio_replicates,
+    stratified_se,
     welch_interval,
 )
 
@@ -258,3 +261,63 @@ def test_mean_t_interval_one_value_equal_values_and_bad_input() -> None:
             mean_t_interval(bad)
     with pytest.raises(UsageError, match="confidence"):
         mean_t_interval([0.1, 0.2], confidence=1.0)
+
+
+def test_stratified_se_hand_computed() -> None:
+    """Tag a: 3 prompts of 2 images with 1, 2, 0 right (means 0.5, 1, 0: variance 0.25, v_a = 0.25 / 3); tag b:
+    2 prompts of 4 images with 4, 0 right (means 1, 0: variance 0.5, v_b = 0.5 / 2). Overall = mean of 2 tags:
+    se = sqrt(v_a + v_b) / 2 = sqrt(1/3) / 2 = 0.288675; df = (1/3)^2 / ((1/12)^2 / 2 + (1/4)^2 / 1) = 1.684211."""
+    got = stratified_se({"a": {0: (1.0, 2), 1: (2.0, 2), 2: (0.0, 2)}, "b": [(4.0, 4), (0.0, 4)]})
+    assert got["se"] == pytest.approx(0.288675, abs=1e-6) and got["df"] == pytest.approx(1.684211, abs=1e-6)
+    assert (got["n_prompts"], got["n_tags"]) == (5, 2)
+    # a tag of one prompt has no variance to estimate; no spread gives se 0 and no df
+    assert stratified_se({"a": [(1.0, 2), (0.0, 2)], "b": [(1.0, 2)]})["se"] is None
+    assert stratified_se({"a": [(1.0, 2), (1.0, 2)]}) == {"se": 0.0, "df": None, "n_prompts": 2, "n_tags": 1}
+    with pytest.raises(UsageError, match="without images"):
+        stratified_se({"a": [(1.0, 0), (1.0, 2)]})
+
+
+def test_stratified_se_is_the_cluster_bootstraps_variance() -> None:
+    """With unequal images per prompt (the linearised ratio variance), the bootstrap variance of each tag's mean
+    over resampled prompts is ``v_t (n_t - 1) / n_t`` (the bootstrap's plug-in variance): the overall score's
+    bootstrap sd matches ``se`` so rescaled, to Monte-Carlo error."""
+    rng = np.random.default_rng(3)
+    clusters, reps = {}, []
+    for t, n in (("a", 40), ("b", 25), ("c", 60)):
+        m = rng.integers(1, 9, n).astype(float)
+        y = rng.binomial(m.astype(int), rng.random(n)).astype(float)
+        clusters[t] = list(zip(y, m, strict=True))
+        reps.append(ratio_replicates(y, m, 40000, rng))
+    boot_sd = float(np.mean(reps, axis=0).std())
+    plug_in = np.sqrt(sum(stratified_se({t: c})["se"] ** 2 * (len(c) - 1) / len(c) for t, c in clusters.items())) / 3
+    assert boot_sd == pytest.approx(plug_in, rel=0.02)
+    assert stratified_se(clusters)["se"] == pytest.approx(
+        np.sqrt(sum(stratified_se({t: c})["se"] ** 2 for t, c in clusters.items())) / 3)
+
+
+def test_mean_t_interval_plus_hand_computed() -> None:
+    """Deltas 0.1, 0.2, 0.3 (mean 0.2, s^2 0.01, n 3) and a shared base of se 0.05 on 10 df: v_s = 0.01/3,
+    v_b = 0.0025, se = sqrt(0.0058333) = 0.0763763, Welch-Satterthwaite df = 0.0058333^2 / ((0.01/3)^2 / 2 +
+    0.0025^2 / 10) = 5.505618, capped at n - 1 = 2: t(0.975, 2) = 4.302653, 0.2 +- 0.328621."""
+    w = mean_t_interval_plus([0.1, 0.2, 0.3], 0.05, 10)
+    assert (w["mean"], w["n"]) == (pytest.approx(0.2), 3)
+    assert w["se"] == pytest.approx(0.0763763, abs=1e-7) and w["df_welch"] == pytest.approx(5.505618, abs=1e-6)
+    assert w["df"] == 2.0
+    half = 4.302653 * 0.0763763
+    assert (w["ci_low"], w["ci_high"]) == (pytest.approx(0.2 - half, abs=1e-5), pytest.approx(0.2 + half, abs=1e-5))
+    # never narrower than the Student-t interval (the cap); a base without error gives it back
+    t = mean_t_interval([0.1, 0.2, 0.3])
+    assert w["ci_low"] < t["ci_low"] and w["ci_high"] > t["ci_high"]
+    zero = mean_t_interval_plus([0.1, 0.2, 0.3], 0.0, 10)
+    assert (zero["ci_low"], zero["ci_high"], zero["df"]) == pytest.approx((t["ci_low"], t["ci_high"], 2.0))
+    # a base of few df lowers the df below n - 1: 5 seeds (s^2 0.025, v_s = 0.005) and se 0.2 on 2 df:
+    # df = 0.045^2 / (0.005^2 / 4 + 0.04^2 / 2) = 2.5116
+    low = mean_t_interval_plus([0.0, 0.1, 0.2, 0.3, 0.4], 0.2, 2)
+    assert low["df"] == pytest.approx(0.045**2 / (0.005**2 / 4 + 0.04**2 / 2)) and low["df"] < 4
+    # an exact-df base (extra_df None) drops its term from the Welch df; one value or no base se: no interval
+    inf = mean_t_interval_plus([0.1, 0.2, 0.3], 0.05)
+    assert inf["df_welch"] == pytest.approx((0.01 / 3 + 0.0025) ** 2 / ((0.01 / 3) ** 2 / 2)) and inf["df"] == 2
+    assert mean_t_interval_plus([0.1], 0.05, 10)["ci_low"] is None
+    assert mean_t_interval_plus([0.1, 0.2], None)["ci_low"] is None
+    with pytest.raises(UsageError, match="extra_se"):
+        mean_t_interval_plus([0.1, 0.2], -0.1, 3)

@@ -12,7 +12,9 @@ trainings (they share the step's prompts and the first step's rollouts, nothing 
 there is no per-seed paired difference; the two sets of seeds are treated as independent samples:
 
 - ``diff = mean_s(d_m,s) - mean_s(d_0,s)``; the base's score cancels (both deltas subtract the same base
-  evaluation), so its own sampling error is not part of the comparison;
+  evaluation, at its own images per prompt), so its own sampling error is not part of the comparison and the
+  seed tables' second interval, which carries it (``irisbench.report.seeds``: ``base_se``), has no counterpart
+  here; ``images_per_prompt`` is the checkpoints' count;
 - ``v_m = var(d_m) / n_m`` and ``v_0 = var(d_0) / n_0`` (sample variances, ``ddof=1``), ``se = sqrt(v_m + v_0)``;
 - Welch-Satterthwaite ``df = (v_m + v_0)^2 / (v_m^2 / (n_m - 1) + v_0^2 / (n_0 - 1))``;
 - interval ``diff +- t(0.975, df) * se`` (``irisbench.stats.welch_interval``, the interval of
