@@ -96,6 +96,9 @@ def experiment_cmd(
     base_images: int = typer.Option(8, "--base-images", help="Images per prompt of the base's evaluations (the "
                                                              "base is shared by every method and seed; each "
                                                              "checkpoint draws 2)."),
+    seen: bool = typer.Option(True, "--seen/--no-seen", help="Also score the base and each best-val checkpoint on "
+                                                             "GenEval's seen split (RL-training texts) beside test "
+                                                             "(unseen texts)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
     publish: bool = typer.Option(False, "--publish/--no-publish", "--publish-readme/--no-publish-readme",
                                  help="Also rewrite the experiment block of ./README.md and publish the tidy tables "
@@ -110,7 +113,7 @@ def experiment_cmd(
     def body() -> None:
         cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),
                                threads=threads, device=device, world=world,
-                               base_images_per_prompt=base_images)
+                               base_images_per_prompt=base_images, seen=seen)
         if method:
             cfg.methods = {}
             for item in method:

@@ -56,6 +56,7 @@ from rich.console import Console
 from irisbench.errors import UsageError
 from irisbench.experiment_summary import (
     SEED_DELTAS,
+    SEEN_UNSEEN,
     VS_NULL,
     Evals,
     TrainRuns,
@@ -68,6 +69,9 @@ from irisbench.experiment_summary import (
 REFERENCE_POLICIES = ("oracle", "random")
 BEST, LAST = "best val", "last"  # the checkpoint kinds
 VAL, TEST = "val", "test"
+# the RL-training texts' split (irisbench.world.prompts.seen_split): each seed's best-val checkpoint and the base are
+# also scored there, so a gain can be read on seen and on unseen (test) prompts
+SEEN, SEEN_SUITE = "seen", "geneval"
 # what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
 WORLD_BASES = {"shapes": "shapes-base", "textures": "textures-base"}
 NULL_METHOD = "null-random"  # the null control every method's effect is stated against (summary: vs the null)
@@ -106,6 +110,7 @@ class ExperimentConfig:
     # the base is evaluated once and shared by every method and seed: more images per prompt make its own sampling
     # error (carried into the across-seed intervals, irisbench.report.seeds) small; the references keep 2
     base_images_per_prompt: int | None = 8
+    seen: bool = True  # also score the base and each best-val checkpoint on GenEval's seen split (RL-training texts)
     device: str | None = None  # every evaluation and training run (irisbench.devices; None: cuda when available)
 
     def check(self) -> None:
@@ -263,6 +268,9 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     console.rule("[bold]1. base and reference policies")
     _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", cfg.splits, cfg, console,
                   images_per_prompt=cfg.base_images_per_prompt)
+    if cfg.seen:
+        _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", (SEEN,), cfg, console,
+                      images_per_prompt=cfg.base_images_per_prompt, suites=(SEEN_SUITE,))
     for ref in cfg.references:
         _evaluate_all(evals, ref, ref, out / "eval" / ref, cfg.splits, cfg, console)
 
@@ -282,6 +290,12 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
 
     entries = seed_deltas(evals["base"], seed_evals, split=TEST)
     write_seed_csv(entries, out / SEED_DELTAS)
+    seen_rows = []
+    if cfg.seen:
+        from irisbench.report.seen_unseen import seen_unseen_rows, write_seen_csv
+
+        seen_rows = seen_unseen_rows(entries, seed_deltas(evals["base"], seed_evals, split=SEEN))
+        write_seen_csv(seen_rows, out / SEEN_UNSEEN)
     vs_null = null_comparisons(entries, nulls)
     if vs_null:
         write_null_csv(vs_null, out / VS_NULL)
@@ -300,12 +314,13 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
                "report": str(report["html"]), "analysis": analysis.get("runs", {}),
                "verdicts": report["verdicts"], "seed_deltas": entries, "seed_verdicts": s_verdicts,
                "seed_deltas_csv": str(out / SEED_DELTAS), "null_methods": nulls, "vs_null": vs_null,
-               "seconds": round(elapsed, 1), "timing": timing}
+               "seen_unseen": seen_rows, "seconds": round(elapsed, 1), "timing": timing}
     atomic_write_json(out / "summary.json", summary)
     md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed, entries=entries,
                           seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed, timing=timing,
                           vs_null=vs_null, null_presets={n: cfg.methods[n] for n in nulls},
-                          val_images_per_prompt=cfg.val_images_per_prompt, references=tuple(cfg.references))
+                          val_images_per_prompt=cfg.val_images_per_prompt, references=tuple(cfg.references),
+                          seen_unseen=seen_rows)
     atomic_write_text(out / "summary.md", md)
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
@@ -319,10 +334,12 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
 
 
 def _evaluate_all(evals: Evals, label: str, policy: str, root: Path, splits: tuple[str, ...],
-                  cfg: ExperimentConfig, console: Console, *, images_per_prompt: int | None = None) -> None:
-    """Evaluate ``policy`` on every suite x ``splits`` into ``root/<suite>-<split>``, recorded under ``label``,
-    at ``images_per_prompt`` (None: ``cfg.eval_images_per_prompt``, the checkpoints' and references')."""
-    for suite in cfg.suites:
+                  cfg: ExperimentConfig, console: Console, *, images_per_prompt: int | None = None,
+                  suites: tuple[str, ...] | None = None) -> None:
+    """Evaluate ``policy`` on every suite (``suites``, default ``cfg.suites``) x ``splits`` into
+    ``root/<suite>-<split>``, recorded under ``label``, at ``images_per_prompt`` (None:
+    ``cfg.eval_images_per_prompt``, the checkpoints' and references')."""
+    for suite in suites or cfg.suites:
         for split in splits:
             folder = root / f"{suite}-{split}"
             _eval(policy, suite, split, folder, cfg, console, images_per_prompt or cfg.eval_images_per_prompt)
@@ -393,6 +410,10 @@ def _evaluate_checkpoints(evals: Evals, train_runs: TrainRuns, out: Path, cfg: E
                 else:
                     _evaluate_all(evals, label, str(run / "checkpoints" / f"step-{step}"),
                                   checkpoint_eval_folder(out, method, seed, step), splits, cfg, console)
+                    if kind == BEST and cfg.seen:
+                        _evaluate_all(evals, label, str(run / "checkpoints" / f"step-{step}"),
+                                      checkpoint_eval_folder(out, method, seed, step), (SEEN,), cfg, console,
+                                      suites=(SEEN_SUITE,))
                 seed_evals.append(SeedEval(method, kind, seed, step, label, dict(evals[label])))
     return selection, seed_evals
 

@@ -147,8 +147,8 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
                      seed_verdict_lines: list[str] | None = None, seeds: tuple[int, ...] = (0,),
                      eval_seed: int = 0, timing: dict[str, Any] | None = None,
                      vs_null: list[dict[str, Any]] | None = None, null_presets: dict[str, str] | None = None,
-                     val_images_per_prompt: int | None = None, references: tuple[str, ...] = ("oracle", "random")
-                     ) -> str:
+                     val_images_per_prompt: int | None = None, references: tuple[str, ...] = ("oracle", "random"),
+                     seen_unseen: list[dict[str, Any]] | None = None) -> str:
     """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, each method's effect
     relative to the null control (``vs_null``: ``irisbench.report.null_control.null_comparisons``), the
     training curves and the verdicts (across seeds, vs the null, then the first seed's per-prompt ones). Every
@@ -166,6 +166,12 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
         out += [seed_markdown(entries)]
     if vs_null:
         out += [null_markdown(vs_null, null_presets)]
+    if seen_unseen:
+        from irisbench.report.seen_unseen import seen_markdown
+
+        out += ["Seen vs unseen prompts (GenEval, best-val checkpoints): the delta against the base on RL-training "
+                "texts (the seen split, 44 entries per tag) and on test texts no RL run trained on:", "",
+                seen_markdown(seen_unseen), ""]
     out += _curves(train_runs)
     if seed_verdict_lines:
         out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, "
@@ -216,6 +222,7 @@ def published_folder(world: str = "shapes") -> Path:
     return PUBLISHED if world == "shapes" else PUBLISHED.with_name(f"experiment-{world}")
 SEED_DELTAS = "seed_deltas.csv"
 VS_NULL = "vs_null.csv"  # irisbench.report.null_control.VS_NULL
+SEEN_UNSEEN = "seen_unseen.csv"  # irisbench.report.seen_unseen
 
 
 def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
@@ -262,6 +269,11 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
         shutil.copyfile(out / VS_NULL, folder / VS_NULL)
         images.append(f"Each method relative to the null control (difference of across-seed means, Welch t "
                       f"interval): [{link}/{VS_NULL}]({link}/{VS_NULL}).")
+    if (out / SEEN_UNSEEN).is_file():
+        tables = {**tables, "seen_unseen": folder / SEEN_UNSEEN}
+        shutil.copyfile(out / SEEN_UNSEEN, folder / SEEN_UNSEEN)
+        images.append(f"Seen vs unseen prompts (per method, across seeds): "
+                      f"[{link}/{SEEN_UNSEEN}]({link}/{SEEN_UNSEEN}).")
     block = f"{begin}\n{md}\n" + "\n".join(images) + f"\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")

@@ -95,8 +95,12 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
                   "null-random s1 (last)"):
         assert label in evals, evals.keys()
     splits = {"geneval/val", "geneval/test", "compbench/val", "compbench/test"}
-    assert set(evals["iris-nsc (best val)"]) == splits  # the first seed's best also on val (the val columns)
-    for label in ("iris-nsc (last)", "iris-nsc s1 (best val)", "iris-nsc s1 (last)"):
+    # the first seed's best also on val (the val columns); every best-val checkpoint and the base also on the seen
+    # split (RL-training texts)
+    assert set(evals["iris-nsc (best val)"]) == splits | {"geneval/seen"}
+    assert set(evals["base"]) == splits | {"geneval/seen"}
+    assert set(evals["iris-nsc s1 (best val)"]) == {"geneval/test", "compbench/test", "geneval/seen"}
+    for label in ("iris-nsc (last)", "iris-nsc s1 (last)"):
         assert set(evals[label]) == {"geneval/test", "compbench/test"}  # the others on test only
     best1 = summary["selection"]["iris-nsc"]["seed-1"]["best_val_step"]
     assert Path(evals["iris-nsc s1 (best val)"]["geneval/test"]) == \
@@ -166,6 +170,19 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     assert "in-training val evaluations (1 image per prompt; ties: earliest)" in md
     assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
     assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
+    # seen vs unseen: per seed the delta on the seen split and on test, their gap paired by seed
+    seen_rows = summary["seen_unseen"]
+    assert {(r["method"], r["checkpoint"], r["suite"]) for r in seen_rows} == {
+        (m, "best val", "geneval") for m in ("iris-nsc", "null-random")}
+    for r in seen_rows:
+        labels = [f"{r['method']}{t} (best val)" for t in ("", " s1")]
+        d_seen = [_overall(evals[lab]["geneval/seen"]) - _overall(evals["base"]["geneval/seen"]) for lab in labels]
+        d_test = [_overall(evals[lab]["geneval/test"]) - _overall(evals["base"]["geneval/test"]) for lab in labels]
+        assert r["seen_seed_deltas"] == pytest.approx(d_seen) and r["unseen_seed_deltas"] == pytest.approx(d_test)
+        g = mean_t_interval([a - b for a, b in zip(d_seen, d_test, strict=True)])
+        assert (r["gap"], r["gap_ci_low"], r["gap_ci_high"]) == pytest.approx((g["mean"], g["ci_low"], g["ci_high"]))
+    assert len(pd.read_csv(out / "seen_unseen.csv")) == len(seen_rows)
+    assert "Seen vs unseen prompts" in md and "| seen (RL-training texts) | unseen (test) | seen − unseen |" in md
     # the table in summary.md is the numbers of the eval runs
     assert f"{_overall(evals['oracle']['geneval/test']):.3f}" in md
 
@@ -173,6 +190,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     assert "OLD-BLOCK" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
     assert "per-seed deltas" in text and "results/experiment/seed_deltas.csv" in text
     assert "results/experiment/vs_null.csv" in text and "| method − null-random [95% CI, Welch t] |" in text
+    assert "results/experiment/seen_unseen.csv" in text
     assert (tmp_path / "results" / "experiment" / "vs_null.csv").read_text() == (out / "vs_null.csv").read_text()
     published = tmp_path / "results" / "experiment"
     assert (published / "training_dynamics.png").is_file() and (published / "scores.parquet").is_file()
