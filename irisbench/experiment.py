@@ -12,9 +12,10 @@ what an uninformative reward does at the same lr, steps and seeds); ``world="tex
 Stages, each resumable (re-running skips finished work: a finished training run is not opened again,
 an unfinished one resumes from its last checkpoint, evaluations from their last record):
 
-1. evaluate the shipped base (``base_images_per_prompt``, 8 images per prompt: it is evaluated once and shared by
-   every method and seed, so its own sampling error is kept small) and the reference bounds (``oracle``,
-   ``random``; ``eval_images_per_prompt``, 2, as every checkpoint) on every suite x split;
+1. evaluate the shipped base on every suite x split (on test and on GenEval's seen split at
+   ``base_images_per_prompt``, 8 images per prompt: it is evaluated once and shared by every method and seed, so
+   its own sampling error is kept small; on val at the checkpoints' 2) and the reference bounds (``oracle``,
+   ``random``; ``eval_images_per_prompt``, 2, as every checkpoint);
 2. train each method from the base with GRPO once per training seed (``seeds``, into ``train/<method>/seed-<s>``),
    evaluating every ``checkpoint_every`` steps on the **val** split;
 3. for each method and seed pick the checkpoint with the best val overall (ties: the earliest) and evaluate
@@ -215,16 +216,15 @@ def check_base_resume(out: Path, cfg: ExperimentConfig) -> None:
     base's scores, and every delta against them, would mix two evaluations."""
     from irisbench.runs import RUN_MARKER, RunDir
 
-    for suite in cfg.suites:
-        for split in cfg.splits:
-            folder = out / "eval" / "base" / f"{suite}-{split}"
-            if not (folder / RUN_MARKER).is_file():
-                continue
-            had = RunDir.open(folder).config.get("images_per_prompt")
-            if cfg.base_images_per_prompt is not None and had != cfg.base_images_per_prompt:
-                raise UsageError(f"{folder} evaluated the base at {had} images per prompt, this experiment at "
-                                 f"{cfg.base_images_per_prompt}: use a new --out, or --base-images "
-                                 f"{had} to resume this folder")
+    for suite, split in [(suite, TEST) for suite in cfg.suites] + ([(SEEN_SUITE, SEEN)] if cfg.seen else []):
+        folder = out / "eval" / "base" / f"{suite}-{split}"
+        if not (folder / RUN_MARKER).is_file():
+            continue
+        had = RunDir.open(folder).config.get("images_per_prompt")
+        if cfg.base_images_per_prompt is not None and had != cfg.base_images_per_prompt:
+            raise UsageError(f"{folder} evaluated the base at {had} images per prompt, this experiment at "
+                             f"{cfg.base_images_per_prompt}: use a new --out, or --base-images "
+                             f"{had} to resume this folder")
 
 
 def selected_steps(run: Path) -> tuple[int, int]:
@@ -266,8 +266,12 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     evals: Evals = {}
 
     console.rule("[bold]1. base and reference policies")
-    _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", cfg.splits, cfg, console,
-                  images_per_prompt=cfg.base_images_per_prompt)
+    # the base's deltas are read on test (and seen): there it draws base_images_per_prompt; its val columns only
+    # sit beside the first seed's val evaluation, at the checkpoints' count
+    for suite in cfg.suites:
+        for split in cfg.splits:
+            _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", (split,), cfg, console, suites=(suite,),
+                          images_per_prompt=cfg.base_images_per_prompt if split == TEST else None)
     if cfg.seen:
         _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", (SEEN,), cfg, console,
                       images_per_prompt=cfg.base_images_per_prompt, suites=(SEEN_SUITE,))

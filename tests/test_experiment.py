@@ -155,7 +155,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     assert "| iris-nsc | best val | geneval |" in md and "Verdicts relative to the null control" in md
     # every score says how many images per prompt it is over: the base 8 (shared by every method and seed), the rest 2
     assert "Overall scores with 95% CIs (cluster bootstrap over prompts), images per prompt in each row:" in md
-    assert "| base | 8 | " in md and "| oracle | 2 | " in md and "| iris-nsc s1 (best val) | 2 | " in md
+    assert "| base | 2/8 | " in md and "| oracle | 2 | " in md and "| iris-nsc s1 (best val) | 2 | " in md
     assert "*best val* checkpoints on test, 2 images per prompt, the base 8:" in md
     assert "the checkpoints 2 and the base 8 images per prompt" in md
     for e in entries:  # the base's own error is carried into a second interval, beside the Student-t one
@@ -165,8 +165,10 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
             (w["ci_low"], w["ci_high"]))
         assert e["mean"]["ci_high_with_base"] - e["mean"]["ci_low_with_base"] >= \
             e["mean"]["ci_high"] - e["mean"]["ci_low"]
-    for key in ("geneval/test", "compbench/test"):
+    for key in ("geneval/test", "compbench/test", "geneval/seen"):
         assert json.loads((Path(evals["base"][key]) / "results.json").read_text())["images_per_prompt"] == 8
+    for key in ("geneval/val", "compbench/val"):  # the base's val columns only sit beside the first seed's val
+        assert json.loads((Path(evals["base"][key]) / "results.json").read_text())["images_per_prompt"] == 2
     assert "in-training val evaluations (1 image per prompt; ties: earliest)" in md
     assert "mean across seeds [95% CI across seeds, Student t]" in md and "across 2 seeds" in md
     assert all(v in md for v in summary["seed_verdicts"]) and len(summary["seed_verdicts"]) == len(entries)
