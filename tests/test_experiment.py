@@ -157,7 +157,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     assert "Overall scores with 95% CIs (cluster bootstrap over prompts), images per prompt in each row:" in md
     assert "| base | 2/8 | " in md and "| oracle | 2 | " in md and "| iris-nsc s1 (best val) | 2 | " in md
     assert "*best val* checkpoints on test, 2 images per prompt, the base 8:" in md
-    assert "the checkpoints 2 and the base 8 images per prompt" in md
+    assert "the checkpoints 2 and the base 2/8 images per prompt" in md  # the base: 2 on val, 8 on test
     for e in entries:  # the base's own error is carried into a second interval, beside the Student-t one
         assert (e["images_per_prompt"], e["base_images_per_prompt"]) == (2, 8) and e["base_se"] > 0
         w = mean_t_interval_plus([s["delta"] for s in e["seeds"]], e["base_se"], e["base_se_df"])

@@ -419,9 +419,9 @@ def _readme(r: Mapping[str, Any]) -> str:
             "Evaluation of the saved weights (`evaluate_shapes_clip`), on scenes of the test split with seeds",
             "unused in training:",
             "",
-            f"- zero-shot over the 40 prompts \"a photo of a {{color}} {{shape}}\", {zs['n']} single-object scenes: "
-            f"color accuracy {zs['color_accuracy']:.3f} (chance 0.1), shape accuracy {zs['shape_accuracy']:.3f} "
-            f"(chance 0.25), both {zs['joint_accuracy']:.3f}",
+            f"- zero-shot over the {len(COLORS) * len(SHAPES)} prompts \"a photo of a {{color}} {{shape}}\", {zs['n']} "
+            f"single-object scenes: color accuracy {zs['color_accuracy']:.3f} (chance {1 / len(COLORS):.2g}), shape "
+            f"accuracy {zs['shape_accuracy']:.3f} (chance {1 / len(SHAPES):.2g}), both {zs['joint_accuracy']:.3f}",
             "- right prompt scored above a near-miss prompt (chance 0.5): "
             + ", ".join(f"{k} {v:.3f}" for k, v in ev["pairwise"].items())
             + " (colors swapped / opposite relation / another count)",
