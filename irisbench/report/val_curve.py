@@ -53,7 +53,7 @@ def val_curve(train_runs: dict[str, dict[int, Path]], split: str = "val", *,
 
 
 def write_curve_csv(curve: pd.DataFrame, path: Path) -> Path:
-    atomic_write_text(path, curve.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(path, curve.to_csv(index=False))
     return path
 
 
