@@ -64,3 +64,6 @@ def test_curve_markdown_gives_the_mean_across_seeds_per_step(runs) -> None:
     assert "| 160 | 0.075 (0.100, 0.050) | 0.400 (0.400) |" in lines
     assert "geneval val" in lines[0] and "2 images per prompt" in lines[0]
     assert curve_markdown(val_curve({}, "val", base=base)) == ""
+    curve = val_curve(train, "val", base=base)
+    curve.loc[curve["method"] == "base", "images_per_prompt"] = 8  # the base drawn at another count: said so
+    assert "| 0 (base, evaluation seed 0, 8 images per prompt) | 0.400 | 0.400 |" in curve_markdown(curve)

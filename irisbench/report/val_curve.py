@@ -71,8 +71,9 @@ def curve_markdown(curve: pd.DataFrame) -> str:
     base = curve[curve["method"] == "base"]
     if not base.empty:
         b = base.iloc[0]
-        lines.append(f"| 0 (base, evaluation seed {b['seed']}) | " + " | ".join(f"{b['score']:.3f}" for _ in methods)
-                     + " |")
+        b_ipp = "" if b["images_per_prompt"] == ipp else f", {b['images_per_prompt']} images per prompt"
+        lines.append(f"| 0 (base, evaluation seed {b['seed']}{b_ipp}) | "
+                     + " | ".join(f"{b['score']:.3f}" for _ in methods) + " |")
     for step in sorted(runs["step"].unique()):
         cells = []
         for m in methods:
