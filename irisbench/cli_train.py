@@ -104,6 +104,9 @@ def experiment_cmd(
                                  help="Also rewrite the experiment block of ./README.md and publish the tidy tables "
                                       "and plots under results/experiment[-WORLD]/ (tracked files; run from the "
                                       "repository root). Without it the experiment writes only into --out."),
+    publish_to: Path = typer.Option(None, "--publish-to", help="Also publish the tidy tables, per-image records, "
+                                    "curve.csv, plots and summary.md into this folder, the README left alone (an "
+                                    "extended run, e.g. results/released-recipe)."),
     device: str = device_option(),
 ) -> None:
     """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
@@ -129,8 +132,10 @@ def experiment_cmd(
                 raise UsageError(f"--publish rewrites the {begin} block of ./README.md, which "
                                  f"{'has no such block' if target.is_file() else 'does not exist here'}: run from "
                                  "the repository root, or leave --publish out")
+        if publish_to is not None and publish_to.exists() and not publish_to.is_dir():
+            raise UsageError(f"--publish-to {publish_to}: exists and is not a folder; give a folder path")
         folder = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
-        run_experiment(out or folder, cfg, console=console, publish_readme=target)
+        run_experiment(out or folder, cfg, console=console, publish_readme=target, publish_folder=publish_to)
 
     guard(body)
 

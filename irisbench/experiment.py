@@ -26,7 +26,8 @@ an unfinished one resumes from its last checkpoint, evaluations from their last 
    own sampling error (``irisbench.report.seeds``; ``seed_deltas.csv``); then each method's effect
    relative to every null control among the methods (a preset whose reward is in ``NULL_REWARDS``): the
    difference of the across-seed mean deltas with a Welch t interval (``vs_null.csv``,
-   ``irisbench.report.null_control``);
+   ``irisbench.report.null_control``); and the val curve, every in-training val evaluation of every method and
+   seed beside the base (``curve.csv``, ``irisbench.report.val_curve``: an early gain before a decline shows there);
 5. analyse (self-certainty vs quality, best-of-N, diversity, training dynamics, selection) and write the
    report (tables with CIs and deltas vs the base, plots, HTML gallery) for the first seed.
 
@@ -39,7 +40,9 @@ score is over. A resumed folder whose base drew another number of images per pro
 
 The experiment writes only into its folder (default ``results/runs/experiment[-<world>]``, git-ignored);
 ``publish_readme`` (the CLI's ``--publish``) also rewrites the README's block and the tracked
-``results/experiment[-<world>]/`` (``irisbench.experiment_summary.publish``).
+``results/experiment[-<world>]/`` (``irisbench.experiment_summary.publish``); ``publish_folder`` (``--publish-to
+DIR``) publishes the same tables and the summary into DIR without touching the README (extended runs such as the
+released recipe's, ``results/released-recipe/``).
 
 Evaluations: ``(1 + references) x suites x splits`` for the base and references, then per method
 ``suites x (1 val + S best-val test + up to S last test)`` for S seeds (last only where it is not the best).
@@ -63,6 +66,7 @@ from irisbench.experiment_summary import (
     TrainRuns,
     log_invocation,
     publish,
+    publish_to,
     summary_markdown,
     summary_table,
 )
@@ -242,7 +246,10 @@ def selected_steps(run: Path) -> tuple[int, int]:
 
 
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
-                   publish_readme: Path | None = None) -> dict[str, Any]:
+                   publish_readme: Path | None = None, publish_folder: Path | None = None) -> dict[str, Any]:
+    """Run (or resume) the experiment into ``out``; ``publish_readme``: also rewrite that README's block and
+    publish beside it (``experiment_summary.publish``); ``publish_folder``: also publish the tables, plots,
+    ``curve.csv`` and ``summary.md`` into that folder, the README left alone (``experiment_summary.publish_to``)."""
     from irisbench.devices import resolve_device
     from irisbench.policies.shapes_lm import SHIPPED_BASES
     from irisbench.records import atomic_write_json, atomic_write_text
@@ -305,6 +312,10 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
         write_null_csv(vs_null, out / VS_NULL)
     else:
         (out / VS_NULL).unlink(missing_ok=True)  # a stale table of an earlier method list is not published
+    from irisbench.report.val_curve import CURVE, curve_markdown, val_curve, write_curve_csv
+
+    curve = val_curve(train_runs, VAL, base=evals["base"], eval_seed=cfg.seed)
+    write_curve_csv(curve, out / CURVE)
     analysis = _analyse(evals, train_runs, out, cfg)
     shown = _report_labels(cfg)
     refs = [RunRef(lab, str(path)) for lab, d in evals.items() if lab in shown for path in d.values()]
@@ -317,23 +328,26 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
                "train_runs": {m: {f"seed-{s}": str(p) for s, p in d.items()} for m, d in train_runs.items()},
                "report": str(report["html"]), "analysis": analysis.get("runs", {}),
                "verdicts": report["verdicts"], "seed_deltas": entries, "seed_verdicts": s_verdicts,
-               "seed_deltas_csv": str(out / SEED_DELTAS), "null_methods": nulls, "vs_null": vs_null,
-               "seen_unseen": seen_rows, "seconds": round(elapsed, 1), "timing": timing}
+               "seed_deltas_csv": str(out / SEED_DELTAS), "curve_csv": str(out / CURVE), "null_methods": nulls,
+               "vs_null": vs_null, "seen_unseen": seen_rows, "seconds": round(elapsed, 1), "timing": timing}
     atomic_write_json(out / "summary.json", summary)
     md = summary_markdown(evals, selection, report["verdicts"], train_runs, elapsed, entries=entries,
                           seed_verdict_lines=s_verdicts, seeds=cfg.seeds, eval_seed=cfg.seed, timing=timing,
                           vs_null=vs_null, null_presets={n: cfg.methods[n] for n in nulls},
                           val_images_per_prompt=cfg.val_images_per_prompt, references=tuple(cfg.references),
-                          seen_unseen=seen_rows)
+                          curve=curve_markdown(curve), seen_unseen=seen_rows)
     atomic_write_text(out / "summary.md", md)
     console.print(summary_table(evals))
     console.print(f"summary: {out / 'summary.md'}\nseed deltas: {out / SEED_DELTAS}\nreport: {report['html']}")
     if vs_null:
         console.print(f"vs the null control: {out / VS_NULL}")
+    runs = {ev.label: {"method": ev.method, "checkpoint": ev.checkpoint, "training_seed": ev.seed, "step": ev.step}
+            for ev in seed_evals}
     if publish_readme is not None:
-        runs = {ev.label: {"method": ev.method, "checkpoint": ev.checkpoint, "training_seed": ev.seed, "step": ev.step}
-                for ev in seed_evals}
         publish(publish_readme, md, report, train_runs, out, evals, world=cfg.world, runs=runs)
+    if publish_folder is not None:
+        publish_to(publish_folder, md, report, train_runs, out, evals, runs=runs)
+        console.print(f"published: {publish_folder}")
     return summary
 
 

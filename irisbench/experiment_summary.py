@@ -5,7 +5,9 @@ beside the README.
 scores table with CIs, the checkpoint rule, the selected steps, the seed-level deltas, the training curves,
 the verdicts and a wall-time line naming the CPU. ``invocations.jsonl`` logs every invocation that reached its
 summary, so a resumed experiment's wall time is their sum. ``publish`` rewrites the README's block for the
-world (``readme_markers``) and copies tidy tables and plots under ``results/experiment[-<world>]/``.
+world (``readme_markers``) and copies tidy tables and plots under ``results/experiment[-<world>]/``;
+``publish_to`` writes the same files and ``summary.md`` into any folder, the README left alone (an extended
+experiment's publication, e.g. ``results/released-recipe/``).
 """
 
 from __future__ import annotations
@@ -148,11 +150,12 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
                      eval_seed: int = 0, timing: dict[str, Any] | None = None,
                      vs_null: list[dict[str, Any]] | None = None, null_presets: dict[str, str] | None = None,
                      val_images_per_prompt: int | None = None, references: tuple[str, ...] = ("oracle", "random"),
-                     seen_unseen: list[dict[str, Any]] | None = None) -> str:
+                     curve: str = "", seen_unseen: list[dict[str, Any]] | None = None) -> str:
     """summary.md: the scores table, the rules, the selected steps, the seed-level deltas, each method's effect
     relative to the null control (``vs_null``: ``irisbench.report.null_control.null_comparisons``), the
-    training curves and the verdicts (across seeds, vs the null, then the first seed's per-prompt ones). Every
-    score and delta says how many images per prompt its evaluations drew."""
+    val curve (``curve``: ``irisbench.report.val_curve.curve_markdown``), the training curves and the verdicts
+    (across seeds, vs the null, then the first seed's per-prompt ones). Every score and delta says how many
+    images per prompt its evaluations drew."""
     from irisbench.report.null_control import null_markdown, null_verdicts
     from irisbench.report.seeds import images_per_prompt as entries_ipp
     from irisbench.report.seeds import seed_markdown
@@ -172,6 +175,8 @@ def summary_markdown(evals: Evals, selection: dict[str, dict[str, dict[str, int]
         out += ["Seen vs unseen prompts (GenEval, best-val checkpoints): the delta against the base on RL-training "
                 "texts (the seen split, 44 entries per tag) and on test texts no RL run trained on:", "",
                 seen_markdown(seen_unseen), ""]
+    if curve:
+        out += [curve]
     out += _curves(train_runs)
     if seed_verdict_lines:
         out += ["Verdicts across training seeds (mean of the per-seed paired deltas on test, "
@@ -222,6 +227,7 @@ def published_folder(world: str = "shapes") -> Path:
     return PUBLISHED if world == "shapes" else PUBLISHED.with_name(f"experiment-{world}")
 SEED_DELTAS = "seed_deltas.csv"
 VS_NULL = "vs_null.csv"  # irisbench.report.null_control.VS_NULL
+CURVE = "curve.csv"  # irisbench.report.val_curve.CURVE
 SEEN_UNSEEN = "seen_unseen.csv"  # irisbench.report.seen_unseen
 
 
@@ -232,19 +238,42 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
     as CSV and Parquet, ``seed_deltas.csv``, the plots) and replace the README's experiment block, whose
     images link there. Returns the tidy tables' paths (none without ``evals``; ``seed_deltas`` when the
     experiment folder has one). ``runs``: the tidy tables' method/checkpoint/seed/step per run label."""
-    import shutil
-
-    from irisbench.report.tidy import write_records, write_tidy
-
     begin, end = readme_markers(world)
     text = readme.read_text(encoding="utf-8")
     if begin not in text or end not in text:
         return {}
     published = published_folder(world)
-    folder = readme.parent / published
+    tables, images = _publish_files(readme.parent / published, published.as_posix(), report, train_runs, out,
+                                    evals, runs)
+    block = f"{begin}\n{md}\n" + "\n".join(images) + f"\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+    return tables
+
+
+def publish_to(folder: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
+               evals: Evals | None = None, *, runs: dict[str, dict[str, Any]] | None = None) -> dict[str, Path]:
+    """An extended experiment's publication, the README left alone: the files ``publish`` writes (tidy tables,
+    per-image records, ``seed_deltas.csv``, ``vs_null.csv``, ``curve.csv``, the plots) and ``summary.md`` with
+    links to them, all in ``folder`` (e.g. ``results/released-recipe``)."""
+    from irisbench.records import atomic_write_text
+
+    tables, images = _publish_files(Path(folder), ".", report, train_runs, out, evals, runs)
+    atomic_write_text(Path(folder) / "summary.md", md + "\n" + "\n".join(images) + "\n")
+    return {**tables, "summary": Path(folder) / "summary.md"}
+
+
+def _publish_files(folder: Path, link: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
+                   evals: Evals | None, runs: dict[str, dict[str, Any]] | None
+                   ) -> tuple[dict[str, Path], list[str]]:
+    """Write the published files into ``folder``; return their paths and the Markdown lines that link them
+    (``link``: the folder as the Markdown sees it)."""
+    import shutil
+
+    from irisbench.report.tidy import write_records, write_tidy
+
     folder.mkdir(parents=True, exist_ok=True)
     tables = write_tidy(evals, folder, relative_to=out, runs=runs) if evals else {}  # run folders relative to `out`
-    link = published.as_posix()
     images = []
     for png in report.get("plots", []):
         target = folder / Path(png).name
@@ -264,6 +293,11 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
         shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)
         images.append(f"Seed-level deltas (one row per method, checkpoint, suite, split and training seed, plus the "
                       f"mean across seeds): [{link}/{SEED_DELTAS}]({link}/{SEED_DELTAS}).")
+    if (out / CURVE).is_file():
+        tables = {**tables, "curve": folder / CURVE}
+        shutil.copyfile(out / CURVE, folder / CURVE)
+        images.append(f"Val curve (every in-training val evaluation of every method and training seed, the base at "
+                      f"step 0): [{link}/{CURVE}]({link}/{CURVE}).")
     if (out / VS_NULL).is_file():
         tables = {**tables, "vs_null": folder / VS_NULL}
         shutil.copyfile(out / VS_NULL, folder / VS_NULL)
@@ -274,10 +308,7 @@ def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns
         shutil.copyfile(out / SEEN_UNSEEN, folder / SEEN_UNSEEN)
         images.append(f"Seen vs unseen prompts (per method, across seeds): "
                       f"[{link}/{SEEN_UNSEEN}]({link}/{SEEN_UNSEEN}).")
-    block = f"{begin}\n{md}\n" + "\n".join(images) + f"\n{end}"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
-    return tables
+    return tables, images
 
 
 def _training_plot(train_runs: TrainRuns, path: Path) -> bool:

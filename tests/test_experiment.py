@@ -187,6 +187,20 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     assert "Seen vs unseen prompts" in md and "| seen (RL-training texts) | unseen (test) | seen − unseen |" in md
     # the table in summary.md is the numbers of the eval runs
     assert f"{_overall(evals['oracle']['geneval/test']):.3f}" in md
+    # the val curve: the base at step 0, then every in-training val evaluation of every method and seed, and the
+    # best-val step is the curve's first maximum
+    curve = pd.read_csv(out / "curve.csv")
+    assert curve.iloc[0][["method", "step", "split"]].tolist() == ["base", 0, "val"]
+    assert curve.iloc[0]["score"] == pytest.approx(_overall(evals["base"]["geneval/val"]))
+    runs = curve[curve.method != "base"]
+    assert sorted(zip(runs.method, runs.seed, runs.step, strict=True)) == sorted(
+        (m, s, step) for m in ("iris-nsc", "null-random") for s in (0, 1) for step in (1, 2))
+    for (method, seed), rows in runs.groupby(["method", "seed"]):
+        assert summary["selection"][method][f"seed-{seed}"]["best_val_step"] == \
+            int(rows.sort_values("step").loc[rows["score"].idxmax(), "step"])
+        assert rows["score"].tolist() == pytest.approx(
+            [_overall(out / "train" / method / f"seed-{seed}" / "eval" / "val" / f"step-{st}") for st in rows.step])
+    assert "Val curve: geneval val overall at every in-training evaluation (1 image per prompt" in md
 
     text = readme.read_text()
     assert "OLD-BLOCK" not in text and "tail" in text and "best val" in text and "results/experiment/" in text
@@ -197,6 +211,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     published = tmp_path / "results" / "experiment"
     assert (published / "training_dynamics.png").is_file() and (published / "scores.parquet").is_file()
     assert (published / "seed_deltas.csv").read_text() == (out / "seed_deltas.csv").read_text()
+    assert (published / "curve.csv").read_text() == (out / "curve.csv").read_text() and "curve.csv" in text
     # the tidy table says what each label stands for: method, checkpoint, training seed and step
     scores = pd.read_parquet(published / "scores.parquet")  # integer columns with gaps stay integers there
     for (label, method, kind, seed), rows in scores.groupby(["run", "method", "checkpoint", "training_seed"]):
@@ -572,3 +587,48 @@ def test_a_users_run_leaves_the_clone_clean(tiny_base: Path, monkeypatch: pytest
     assert "published block" not in (clone / "README.md").read_text()
     assert "1 image per prompt in every evaluation" in (clone / "README.md").read_text()
     assert "results/runs" not in changed
+
+
+def test_the_released_recipe_command_and_publish_to(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/method.md's extended command reaches run_experiment as written: two methods, 3 seeds, 160 steps
+    evaluated every 16, published into the folder given (the README left alone); a file there is refused."""
+    from typer.testing import CliRunner
+
+    import irisbench.experiment
+    from irisbench.cli import app
+
+    seen: list[tuple[Path, ExperimentConfig, dict]] = []
+    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append((out, cfg, kw)))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    args = ["experiment", "--method", "iris-released=iris-shapes-released", "--method",
+            "null-released=null-shapes-released", "--seeds", "0,1,2", "--steps", "160", "--checkpoint-every", "16",
+            "--threads", "1", "--out", "results/runs/released-recipe", "--publish-to", "results/released-recipe"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out, cfg, kw = seen[-1]
+    assert out == Path("results/runs/released-recipe") and kw["publish_readme"] is None
+    assert kw["publish_folder"] == Path("results/released-recipe")
+    assert cfg.methods == {"iris-released": "iris-shapes-released", "null-released": "null-shapes-released"}
+    assert (cfg.seeds, cfg.steps, cfg.checkpoint_every, cfg.threads) == ((0, 1, 2), 160, 16, 1)
+    assert irisbench.experiment.null_methods(cfg.methods) == ["null-released"]
+    Path("taken").write_text("x")
+    bad = runner.invoke(app, [*args[:-1], "taken"])
+    assert bad.exit_code == 2 and "--publish-to taken: exists and is not a folder" in bad.output and len(seen) == 1
+
+
+def test_publish_to_writes_the_tables_and_summary_into_the_folder(tmp_path: Path) -> None:
+    from irisbench.experiment_summary import publish_to
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "curve.csv").write_text("method,seed,step\nbase,0,0\n")
+    (out / "seed_deltas.csv").write_text("method\niris\n")
+    folder = tmp_path / "results" / "released-recipe"
+    paths = publish_to(folder, "SUMMARY-TEXT", {"plots": []}, {}, out)
+    assert (folder / "curve.csv").read_text() == (out / "curve.csv").read_text()
+    assert (folder / "seed_deltas.csv").read_text() == "method\niris\n" and not (folder / "vs_null.csv").exists()
+    summary = (folder / "summary.md").read_text()
+    assert summary.startswith("SUMMARY-TEXT\n") and "(./curve.csv)" in summary and "(./seed_deltas.csv)" in summary
+    assert set(paths) == {"curve", "seed_deltas", "summary"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "results"]  # nothing else written (no README)

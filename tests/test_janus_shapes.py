@@ -108,6 +108,42 @@ def test_pretraining_loss_is_the_cross_entropy_of_the_sampled_layout(cot_rows: i
     assert math.isfinite(parts["loss_plan"]) and math.isfinite(parts["loss_image"])
 
 
+def test_the_shipped_janus_samples_what_its_pretraining_loss_scores(shipped: JanusShapesPolicy) -> None:
+    """The sampling loops (CoT from ``lm_head``, image codes from ``generation_head`` under CFG 3) and the
+    teacher-forced pass the pretraining loss and GRPO read give the same log-probability to every drawn token
+    of the shipped weights (fp32): the low score is not a sampling path that disagrees with training."""
+    from irisbench.policies.base import IMAGE, TEXT
+
+    r = shipped.sample(["a photo of a red circle", "a photo of a blue triangle and a green square"], n=2, seed=1)
+    with torch.no_grad():
+        tf = shipped.token_logits(r)
+    mask = torch.as_tensor(r.token_mask)
+    modality = torch.as_tensor(r.modality)[mask]
+    gap = (tf.logp - torch.as_tensor(r.logp))[mask].abs()
+    assert (modality == TEXT).any() and (modality == IMAGE).sum() == 4 * 64
+    assert float(gap.max()) < 1e-4, float(gap.max())
+
+
+def test_a_new_janus_passes_image_codes_and_logits_at_the_text_scale() -> None:
+    """From scratch, the image path starts as an embedding table and a one-layer head (``init_image_path``):
+    image-code embeddings reach the language model at the text embeddings' scale and full rank, and the image
+    logits have the scale of the text logits. transformers' default init of Janus's two-layer aligner and
+    head gives embeddings ~40x smaller and logits ~10x smaller (measured: 5e-4 vs 0.02 and 0.03 vs 0.23),
+    and pretrained from there the image-code embeddings collapse to a few directions."""
+    tok = fit_patch_tokenizer(n_scenes=200, seed=0)
+    model = create(tok, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=64, seed=0).model
+    with torch.no_grad():
+        text = model.get_input_embeddings().weight
+        image = model.prepare_embeddings_for_image_generation(torch.arange(tok.codebook_size))
+        ratio = float(image.pow(2).mean().sqrt() / text.pow(2).mean().sqrt())
+        sv = torch.linalg.svdvals(image - image.mean(0))
+        hidden = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+        logit_ratio = float(model.model.generation_head(hidden).std() / model.lm_head(hidden).std())
+    assert 0.5 < ratio < 2.0, ratio
+    assert float(sv[-1] / sv[0]) > 0.1  # every direction of the code embeddings survives the aligner
+    assert 0.3 < logit_ratio < 3.0, logit_ratio
+
+
 def test_pretrain_arch_janus_writes_a_loadable_janus_and_resumes(tmp_path: Path) -> None:
     cfg = PretrainConfig.for_world("shapes", {"steps": 2, "batch_size": 2, "hidden_size": 32, "intermediate_size": 64,
                                               "tokenizer_scenes": 200, "checkpoint_every": 1, "log_every": 1,

@@ -49,6 +49,8 @@ def _overrides(name: str, shapes: Path, janus: tuple[Path, Path], clip: str,
         return [*TINY, *extra]
     if preset.get("policy") == "janus-shapes":  # the shipped tiny Janus is small enough to train as it is
         return TINY
+    if preset.get("gradient_accumulation_steps", 1) > 1:  # one group per micro-batch, as the preset has
+        return [*TINY, "gradient_accumulation_steps=2", f"policy={shapes}"]
     return [*TINY, f"policy={shapes}"]
 
 
@@ -191,3 +193,42 @@ def test_forced_tokens_are_left_out_of_the_reward(tiny_policy_dir: Path, tmp_pat
         GRPOTrainer(cfg, tmp_path / str(flag), progress=False, policy=marked()).train()
         rewards[flag] = read_metrics(tmp_path / str(flag))[0]["reward/sc"]
     assert rewards[True] == pytest.approx(1.0) and rewards[False] > 10.0
+
+
+def _summed_lr(name: str, *overrides: str) -> float:
+    """The learning rate summed over every step of a preset's run, from its own scheduler."""
+    import torch
+
+    from irisbench.trainer import build_scheduler
+
+    cfg = resolve_config(name, list(overrides))
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler, total = build_scheduler(optimizer, cfg), 0.0
+    for _ in range(cfg.steps):
+        total += optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    return total
+
+
+def test_the_released_recipe_preset_and_its_null_twin() -> None:
+    """iris-shapes-released: CFG 5 in training, 8 one-prompt micro-batches of G = 8, beta 0.01, linear decay,
+    lr 1e-5 x 160 steps (the summed lr of the released 1e-6 x 1,600), val every 16 steps (10% of the run)."""
+    cfg = resolve_config("iris-shapes-released")
+    assert (cfg.reward, cfg.cfg, cfg.num_generations, cfg.prompts_per_step, cfg.gradient_accumulation_steps) == \
+        ("nsc", 5.0, 8, 8, 8)
+    assert cfg.prompts_per_step // cfg.gradient_accumulation_steps == 1  # a micro-batch = one prompt's 8 rollouts
+    assert (cfg.beta, cfg.lr, cfg.lr_scheduler, cfg.warmup_steps, cfg.steps) == (0.01, 1e-5, "linear", 0, 160)
+    assert (cfg.loss_type, cfg.logp_source, cfg.num_iterations) == ("bnpo", "conditional", 1)
+    assert cfg.freeze_image_tokens and cfg.mask_forced_tokens
+    assert (cfg.eval_every, cfg.checkpoint_every, cfg.eval_split) == (16, 16, "val")
+    assert cfg.eval_every * 10 <= cfg.steps  # at least every 10% of the run
+    # linear decay to 0: sum_{s=0}^{159} 1e-5 (160 - s) / 160 = 1e-5 x 80.5; the paper's 1e-6 x 800.5
+    assert _summed_lr("iris-shapes-released") == pytest.approx(8.05e-4, rel=1e-9)
+    paper = _summed_lr("iris-shapes-released", "lr=1e-6", "steps=1600")
+    assert paper == pytest.approx(8.005e-4, rel=1e-9)
+    assert _summed_lr("iris-shapes-released") == pytest.approx(paper, rel=0.01)
+    null = resolve_config("null-shapes-released")
+    assert null.reward == "random"
+    assert {k: v for k, v in null.to_dict().items() if k != "reward"} == \
+        {k: v for k, v in cfg.to_dict().items() if k != "reward"}

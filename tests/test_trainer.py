@@ -381,3 +381,51 @@ def test_sc_source_decides_what_the_reward_reads(tiny_policy_dir: Path, tmp_path
     GRPOTrainer(cfg, tmp_path / "run", progress=False, policy=policy).train()
     (row,) = read_metrics(tmp_path / "run")
     assert row["reward/sc"] == pytest.approx(marker) and row["reward_mean"] == pytest.approx(marker)
+
+
+class _SeedReward:
+    """A reward with spread in every group (each rollout's sampling seed mod 1000); with ``live=k`` only group
+    ``k`` keeps it and every other group is flat (all 0: zero advantage, no policy gradient)."""
+
+    name = "seed-mod"
+
+    def __init__(self, g: int, live: int | None = None) -> None:
+        self.g, self.live = g, live
+
+    def __call__(self, rollout, context) -> np.ndarray:
+        r = (np.asarray(rollout.seeds, dtype=np.int64) % 1000).astype(np.float64)
+        if self.live is not None:
+            keep = np.zeros(len(r), dtype=bool)
+            keep[self.live * self.g:(self.live + 1) * self.g] = True
+            r[~keep] = 0.0
+        return r
+
+
+def test_accumulation_8_averages_the_per_prompt_token_means(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """The released recipe's step (iris-shapes-released: 8 prompts, gradient_accumulation_steps 8, bnpo) is the
+    official trainer's: the mean over the 8 one-prompt micro-batches of each micro-batch's token-mean gradient.
+    Reference: 8 unaccumulated steps, each with only group k's rewards live; the token mean over the whole
+    step (N kept tokens) times N / N_k is group k's own token-mean gradient."""
+    g = 2
+    args = [f"policy={tiny_policy_dir}", "steps=1", f"num_generations={g}", "eval_every=0", "checkpoint_every=1",
+            "num_threads=1", "max_grad_norm=1e9", "zero_spread_steps=0"]
+    cfg = resolve_config("iris-shapes-released", args)
+    assert (cfg.prompts_per_step, cfg.gradient_accumulation_steps, cfg.loss_type) == (8, 8, "bnpo")
+    acc = GRPOTrainer(cfg, tmp_path / "acc", progress=False, reward=_SeedReward(g))
+    acc.train()
+    rollout = acc.last_rollout
+    kept = rollout.token_mask & ~rollout.forced
+    n_all, n_group = float(kept.sum()), kept.reshape(8, g, -1).sum(axis=(1, 2)).astype(float)
+    assert len(set(n_group.tolist())) > 1  # unequal plan lengths: the two normalisations differ
+    expected = np.zeros_like(grads(acc))
+    for k in range(8):
+        one = GRPOTrainer(resolve_config("iris-shapes-released", [*args, "gradient_accumulation_steps=1"]),
+                          tmp_path / f"group-{k}", progress=False, reward=_SeedReward(g, live=k))
+        one.train()
+        assert np.array_equal(one.last_rollout.tokens, rollout.tokens)  # the same rollouts
+        expected += grads(one) * (n_all / n_group[k]) / 8
+    assert close(expected, grads(acc))
+    flat = GRPOTrainer(resolve_config("iris-shapes-released", [*args, "gradient_accumulation_steps=1"]),
+                       tmp_path / "flat", progress=False, reward=_SeedReward(g))
+    flat.train()
+    assert not close(grads(flat), grads(acc))  # the whole step's token mean is another gradient
