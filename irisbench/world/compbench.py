@@ -13,6 +13,11 @@ prompts of the world's val/test splits; each item also carries the CompBench phr
 Departure from T2I-CompBench: texture, shape (object-shape adjectives), non-spatial actions, complex and 3D
 have no meaning in a world of flat coloured shapes, so they are absent; the "mean of 6" is therefore not
 reported for the shapes world.
+
+Not an independent suite: its items are GenEval's own color_attr, position and counting entries of the same
+split, judged by T2I-CompBench's rules instead of GenEval's. A result that holds on both says the verdict does
+not hinge on one set of scoring rules; it is not corroboration on other prompts, and the README reports it as
+such.
 """
 
 from __future__ import annotations
