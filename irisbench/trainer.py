@@ -81,8 +81,9 @@ class TrainingStalledError(IrisbenchError, RuntimeError):
 
 def check_stall(step: int, zero_spread_run: int, frac_zero: float, grad_norm: float, cfg: TrainConfig) -> int:
     """The count of consecutive steps whose every group had zero reward spread, after step ``step`` (0-based);
-    raises ``TrainingStalledError`` when it reaches ``cfg.zero_spread_steps`` or when the gradient norm is
-    exactly 0 although some group's rewards differ (then the loss cannot be what moves the policy)."""
+    raises ``TrainingStalledError`` when it reaches ``cfg.zero_spread_steps`` or when the gradient norm of the
+    step's first (on-policy) update is exactly 0 although some group's rewards differ (then the loss cannot be
+    what moves the policy)."""
     run = zero_spread_run + 1 if frac_zero >= 1.0 else 0
     if cfg.zero_spread_steps and run >= cfg.zero_spread_steps:
         raise TrainingStalledError(
@@ -163,6 +164,7 @@ class GRPOTrainer:
 
         self.report_to = report_to_names(cfg.report_to)  # a backend not installed: one line, nothing written
         self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self._first_grad_norm = math.nan  # the last step's on-policy gradient norm (the stall check's)
         # the device the policy is loaded on (irisbench.devices; under a launcher cuda:LOCAL_RANK); recorded
         # in env.json, not in the config, so that a run may resume on another device
         self.dist = Dist.from_env(device)
@@ -485,6 +487,9 @@ class GRPOTrainer:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
             if not math.isfinite(grad_norm):
                 raise TrainingDivergedError(f"step {step + 1}: the gradient norm is not finite")
+            if it == 0:  # the on-policy pass (ratios 1, nothing clipped): the one a stall is judged on; a later
+                # iteration may clip every ratio (GSPO's narrow sequence-level range) and rightly give 0
+                self._first_grad_norm = grad_norm
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             t["t_optimizer"] += time.perf_counter() - t5
@@ -579,7 +584,7 @@ class GRPOTrainer:
                         mf.write(json.dumps(_finite(rec)) + "\n")
                         mf.flush()
                         tracker.log_step(rec)
-                    zero_run = check_stall(step, zero_run, m["frac_reward_zero_std"], m["grad_norm"], cfg)
+                    zero_run = check_stall(step, zero_run, m["frac_reward_zero_std"], self._first_grad_norm, cfg)
                     bar.update(task, completed=done, r=m["reward_mean"], sc=m["sc_image"], s=dt)
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                         last = self._save(done) or last

@@ -556,7 +556,8 @@ def test_a_users_run_leaves_the_clone_clean(tiny_base: Path, monkeypatch: pytest
     def tiny(out: Path, cfg: ExperimentConfig, **kw: Any) -> dict[str, Any]:
         small = ExperimentConfig(methods={"null-random": "null-shapes"}, steps=1, checkpoint_every=1,
                                  suites=("geneval",), references=(), val_images_per_prompt=1, base=str(tiny_base),
-                                 eval_limit=4, eval_images_per_prompt=1, seeds=(0,), threads=1,
+                                 eval_limit=4, eval_images_per_prompt=1, base_images_per_prompt=1, seeds=(0,),
+                                 threads=1,
                                  train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 4})
         return real(out, small, **kw)
 

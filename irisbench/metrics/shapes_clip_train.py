@@ -88,12 +88,17 @@ class Batch:
     scenes: list[Any]  # the B scenes (irisbench.world.scene.Scene)
 
 
-def train_prompts_by_tag(split_seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """The train split's metadata, grouped by tag."""
-    from irisbench.world.prompts import build_splits
+def train_prompts_by_tag(split_seed: int = 0, prompts: str = "all") -> dict[str, list[dict[str, Any]]]:
+    """The captions' metadata, grouped by tag: the whole language (``"all"``, as the shipped bases are pretrained:
+    a CLIP, like a real one, has met the phrasings before it scores; the images it is evaluated on are new) or
+    the train split's (``"train"``, how the world-version-1 CLIP was trained)."""
+    from irisbench.world.prompts import all_prompts, build_splits
 
+    if prompts not in ("all", "train"):
+        raise ShapesClipError(f"prompts must be 'all' or 'train', got {prompts!r}")
+    items = [md for t in TAGS for md in all_prompts(t)] if prompts == "all" else build_splits(split_seed)["train"]
     by_tag: dict[str, list[dict[str, Any]]] = {t: [] for t in TAGS}
-    for md in build_splits(split_seed)["train"]:
+    for md in items:
         by_tag[md["tag"]].append(md)
     return by_tag
 
