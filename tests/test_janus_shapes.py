@@ -170,8 +170,7 @@ def _teacher_forced_row_logp(policy: JanusShapesPolicy, rollout: object) -> torc
     return (tf.logp * tf.mask).sum(dim=1)
 
 
-@pytest.mark.parametrize("preset", ["janus-shapes-iris", pytest.param(
-    "janus-shapes-verifier", marks=pytest.mark.xfail(strict=True, reason="no verifier reward spread: " + NOT_YET))])
+@pytest.mark.parametrize("preset", ["janus-shapes-iris", "janus-shapes-verifier"])
 def test_one_grpo_step_raises_the_logp_of_the_rewarded_rollouts(preset: str, tmp_path: Path) -> None:
     """The trainer's own step (sampling, reward, group advantages, ``grpo_loss``, backward, AdamW) on the
     Janus path, with IRIS's reward and with the verifier: the rows with a positive advantage gain
