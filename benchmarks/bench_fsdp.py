@@ -37,8 +37,8 @@ def child(out: str, policy: str, mode: str, steps: int) -> None:
     """One process of a run: train, then write what it holds to ``stats-{rank}.json``."""
     import torch
 
-    from irisbench.train_config import resolve_config
-    from irisbench.trainer import GRPOTrainer, read_metrics
+    from irisbench.train.config import resolve_config
+    from irisbench.train.trainer import GRPOTrainer, read_metrics
 
     cfg = resolve_config("iris-shapes", {"policy": policy, "steps": steps, "prompts_per_step": 2,
                                          "num_generations": 4, "eval_every": 0, "checkpoint_every": 10_000,

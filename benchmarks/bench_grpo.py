@@ -33,8 +33,8 @@ def _policy_path(name: str) -> str:
 
 
 def measure(policy: str, *, steps: int, prompts: int, generations: int, sc_source: str) -> dict:
-    from irisbench.train_config import resolve_config
-    from irisbench.trainer import GRPOTrainer, read_metrics
+    from irisbench.train.config import resolve_config
+    from irisbench.train.trainer import GRPOTrainer, read_metrics
 
     out = Path(tempfile.mkdtemp()) / "run"
     cfg = resolve_config("iris-shapes", {"policy": policy, "steps": steps, "prompts_per_step": prompts,

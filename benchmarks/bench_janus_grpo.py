@@ -4,7 +4,7 @@ Builds a randomly initialised Janus-Pro-1B-sized folder itself (``save_pretraine
 tests/janus_tiny.py but at the released config's sizes: Llama 2048 wide, 24 layers, 16 heads, MLP 5632,
 102,400 text tokens, 16,384 image codes, 576 image tokens, 384 px VQ; the unused understanding tower cut
 to one small layer) with the tests' offline byte-level tokenizer, then runs the trainer
-(``irisbench.trainer.GRPOTrainer``) on the ``janus-pro-1b-iris`` preset: ``--rollouts`` per step (default 64
+(``irisbench.train.trainer.GRPOTrainer``) on the ``janus-pro-1b-iris`` preset: ``--rollouts`` per step (default 64
 = 8 prompts x G 8), ``--grad-accum`` 2, CoT capped at ``--cot-tokens`` (128), beta 0.01 (a KL reference
 copy), the preset's ``logits_chunk`` unless ``--logits-chunk 0``, and optionally activation checkpointing
 and the static / compiled decode loop. The first step is a warm-up; the following ``--steps`` are timed.
@@ -43,8 +43,8 @@ from janus_tiny import build_sized_janus as build_folder  # noqa: E402
 def run_steps(folder: Path, prompts: Path, out: Path, args: argparse.Namespace, logits_chunk: int) -> dict[str, Any]:
     import torch
 
-    from irisbench.train_config import resolve_config
-    from irisbench.trainer import GRPOTrainer
+    from irisbench.train.config import resolve_config
+    from irisbench.train.trainer import GRPOTrainer
 
     g = 8
     prompts_per_step = args.rollouts // g
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from irisbench.devices import resolve_device
+    from irisbench.core.devices import resolve_device
 
     args.device = resolve_device(args.device, flag="--device")
     sizes = SMALL if args.small else FULL

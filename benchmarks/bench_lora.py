@@ -37,8 +37,8 @@ def run_mode(mode: str, steps: int, threads: int, r: int) -> dict[str, Any]:
     """One mode in this process: train, then read back the timers and count the state."""
     import torch
 
-    from irisbench.train_config import resolve_config
-    from irisbench.trainer import GRPOTrainer, read_metrics
+    from irisbench.train.config import resolve_config
+    from irisbench.train.trainer import GRPOTrainer, read_metrics
 
     torch.set_num_threads(threads)
     overrides = [f"steps={steps}", "eval_every=0", f"checkpoint_every={steps}", "beta=0.04",

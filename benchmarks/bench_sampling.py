@@ -96,7 +96,7 @@ def child(kind: str, checkpoint: str | None, threads: int) -> dict[str, Any]:
                 "batch_size": policy.defaults.batch_size}
     if kind.startswith("pretrain"):  # "pretrain" (the default precision, resolved), "pretrain-bf16", "pretrain-fp32"
         from irisbench.policies.shapes_lm import ShapesLMPolicy
-        from irisbench.pretrain import BatchMaker, PretrainConfig, batch_loss, resolve_precision
+        from irisbench.train.pretrain import BatchMaker, PretrainConfig, batch_loss, resolve_precision
         from irisbench.world.tokenizer import fit_patch_tokenizer
 
         cfg = PretrainConfig()
@@ -223,7 +223,7 @@ def main() -> None:
             out[f"{name}_max_image_logit_gap"] = gap
         return out
 
-    from irisbench.devices import cpu_bf16_native
+    from irisbench.core.devices import cpu_bf16_native
     from irisbench.policies.shapes_step import sgemm_rows_invariant
 
     fast_loop = {"cpu": {"capability": str(torch.backends.cpu.get_cpu_capability()),

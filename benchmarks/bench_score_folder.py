@@ -26,7 +26,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Quick GenEval (shapes) score of a shapes-lm checkpoint: per-tag accuracy on a split, printed as JSON.
 
-A thin front to the evaluator (``irisbench.evaluate``), used to pick and document the shipped base: the
+A thin front to the evaluator (``irisbench.evaluation.evaluate``), used to pick and document the shipped base: the
 same per-image seeds, exact detector, GenEval rules and summary (``overall`` = the mean of the per-tag
 accuracies) as ``irisbench eval``, written to a temporary run folder (no PNGs) and reduced to one JSON
 line of figures. ``--limit`` keeps the first N prompts of the split.
@@ -21,8 +21,8 @@ def quick_geneval(policy: Any, split: str = "test", n: int = 4, seed: int = 0, l
                   cfg: float | None = None, temperature: float | None = None,
                   top_k: int | None = None) -> dict[str, Any]:
     """Per-tag and overall accuracy of ``policy`` (a loaded policy) on ``split`` with ``n`` images per entry."""
-    from irisbench.evaluate import EvalOptions, evaluate
-    from irisbench.records import read_records
+    from irisbench.core.records import read_records
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     opts = EvalOptions(policy=getattr(policy, "name", "shapes-lm"), suite="geneval", split=split,
                        images_per_prompt=n, seed=seed, limit=limit, cfg=cfg, temperature=temperature,

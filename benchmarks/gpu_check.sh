@@ -32,7 +32,7 @@ fi
 
 "$PY" - >"$OUT/env.json" 2>&1 <<'EOF'
 import json, torch, transformers
-from irisbench.devices import cpu_has_native_bf16
+from irisbench.core.devices import cpu_has_native_bf16
 info = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(), "cpu_native_bf16": cpu_has_native_bf16()}
 if torch.cuda.is_available():

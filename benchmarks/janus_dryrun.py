@@ -1,9 +1,9 @@
-"""Memory per GPU and time of a Janus-Pro GRPO step from the real code (``irisbench.dryrun``), as JSON.
+"""Memory per GPU and time of a Janus-Pro GRPO step from the real code (``irisbench.dryrun.weightless``), as JSON.
 
 For Janus-Pro-1B and -7B (presets ``janus-pro-1b-iris`` / ``janus-pro-7b-iris``) and 1, 2, 4, 8 GPUs under
 FSDP2: one dry run of the rollouts *one rank* takes (``prompts_per_step / N`` prompts, the preset's
 gradient accumulation), which measures that rank's micro-batch activations (``MemTracker`` on meta) and
-FLOPs (``FlopCounterMode``); ``irisbench.dryrun_cost`` shards parameters, gradients and AdamW state by N
+FLOPs (``FlopCounterMode``); ``irisbench.dryrun.cost`` shards parameters, gradients and AdamW state by N
 and adds the gathered units and the KV cache. Beside each: what ``benchmarks/janus_memory.py`` (the paper
 formula) predicts. Then the one measured figure: a 1B GRPO step of the released recipe with 32 rollouts on
 one H200, before chunked logits (68.9 GB peak, 40-43 s), against the dry run of that step
@@ -11,7 +11,7 @@ one H200, before chunked logits (68.9 GB peak, 40-43 s), against the dry run of 
 
 The fake world is arithmetic, not FSDP2 itself: ``fully_shard`` over a fake process group places its
 all-gather buffers on the mesh's device (cpu here), which meets the meta parameters, so each rank's
-memory is computed from the one-process measurement (the module doc of ``irisbench.dryrun_cost``).
+memory is computed from the one-process measurement (the module doc of ``irisbench.dryrun.cost``).
 
     python benchmarks/janus_dryrun.py                  # 1B and 7B (several minutes on a CPU)
     python benchmarks/janus_dryrun.py --sizes 1b --gpus 1
@@ -33,8 +33,8 @@ MEASURED_H200 = {"rollouts": 32, "peak_gb": 68.9, "step_s": [40, 43], "logits": 
 
 
 def run(preset: str, overrides: list[str], decode_steps: int) -> dict[str, Any]:
-    from irisbench.dryrun import dry_run
-    from irisbench.train_config import resolve_config
+    from irisbench.dryrun.weightless import dry_run
+    from irisbench.train.config import resolve_config
 
     cfg = resolve_config(preset, overrides)
     return {"cfg": cfg, "report": dry_run(cfg, decode_steps=decode_steps, measure=True)}
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import janus_memory
     import torch
 
-    from irisbench.dryrun_cost import per_gpu_memory, roofline
+    from irisbench.dryrun.cost import per_gpu_memory, roofline
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["1b", "7b"])
@@ -92,7 +92,7 @@ def _rounded(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _base(preset: str) -> dict[str, Any]:
-    from irisbench.train_config import resolve_config
+    from irisbench.train.config import resolve_config
 
     return resolve_config(preset).to_dict()
 

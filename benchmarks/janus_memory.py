@@ -8,7 +8,7 @@ AdamW state in the parameters' dtype as torch keeps it):
 - ``reference``: the KL reference copy (beta > 0), sharded the same way;
 - ``grads``: trainable / N, 2 bytes; ``adamw``: two moments of trainable / N, 2 bytes each;
 - ``gathered``: the largest transient of whole parameters: sampling gathers the whole policy once per
-  batch (``irisbench.sharding.gathered``), the teacher-forced pass one unit at a time (the largest unit:
+  batch (``irisbench.train.sharding.gathered``), the teacher-forced pass one unit at a time (the largest unit:
   the 102,400-row embedding or ``lm_head``); the sampling gather is counted, as the larger;
 - LoRA presets (``janus-pro-7b-iris-lora``: ``lora: {}``, ``parallel: ddp``): ``predict_lora``, the table's
   ``lora_r16`` rows;

@@ -4,7 +4,7 @@
 ``s_t = KL_t + log K_m`` (``K`` the vocabulary the offset is taken from). With offsets kept, a plan token whose
 value is below the image tokens' raises ``r``: a length bonus. This script samples G rollouts of distinct val prompts
 from ``irisbench/assets/shapes-base`` (the trainer's sampling settings: the base's defaults, CFG 3) and scores each
-under the three orders of ``irisbench.rewards.OFFSET_ORDERS``: ``world`` (24 plan symbols, 763 codes), ``janus``
+under the three orders of ``irisbench.train.rewards.OFFSET_ORDERS``: ``world`` (24 plan symbols, 763 codes), ``janus``
 (Janus-Pro's 102,400 / 16,384, ``offset_vocab``) and ``none`` (offsets removed). Per order it reports
 ``d(reward)/d(plan length)`` three ways, each with a 95% interval from a bootstrap over prompts (groups resampled
 whole):
@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from irisbench.core.records import atomic_write_text
 from irisbench.policies.base import IMAGE, TEXT
-from irisbench.records import atomic_write_text
-from irisbench.rewards import OFFSET_ORDERS, make_reward
+from irisbench.train.rewards import OFFSET_ORDERS, make_reward
 
 
 def pick_prompts(items: list[dict], n: int, seed: int) -> list[dict]:

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from irisbench.records import atomic_write_text
+from irisbench.core.records import atomic_write_text
 
 METRICS = ("reward_mean", "sc_text", "sc_image", "plan_len", "train_correct")
 

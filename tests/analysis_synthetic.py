@@ -36,8 +36,9 @@ def synthetic_records(n_prompts: int = 90, n_samples: int = 4, slope: float = -2
 
 
 def write_eval_run(path: Path, df: pd.DataFrame, *, world: str = "shapes", n_resamples: int = 0) -> Path:
-    """An eval run folder as ``irisbench.evaluate`` leaves it (records.jsonl, results.json, config, marker)."""
-    from irisbench.stats import geneval_summary
+    """An eval run folder as ``irisbench.evaluation.evaluate`` leaves it (records.jsonl, results.json, config,
+    marker)."""
+    from irisbench.core.stats import geneval_summary
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "run.json").write_text(json.dumps({"irisbench_run": 1, "kind": "eval", "created": "now"}))

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The suite's references are CPU computations: everything that resolves the default device
-# (irisbench.devices) runs on the CPU, also on a GPU host, and torchrun tests use gloo; tests marked
+# (irisbench.core.devices) runs on the CPU, also on a GPU host, and torchrun tests use gloo; tests marked
 # ``gpu`` (tests/test_gpu.py) pass device="cuda" explicitly.
 os.environ.setdefault("IRISBENCH_DEVICE", "cpu")
 

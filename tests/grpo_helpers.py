@@ -16,8 +16,8 @@ import os, sys
 import numpy as np
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
-from irisbench.train_config import resolve_config
-from irisbench.trainer import GRPOTrainer
+from irisbench.train.config import resolve_config
+from irisbench.train.trainer import GRPOTrainer
 
 def full(x):  # a collective for sharded tensors: every rank calls it in the same order
     return (x.full_tensor() if isinstance(x, DTensor) else x).detach().float().numpy().ravel()
@@ -31,7 +31,7 @@ grads = np.concatenate([full(p.grad) for p in params if p.grad is not None])
 np.save(os.path.join(sys.argv[1], f"w{t.dist.rank}.npy"), weights)
 np.save(os.path.join(sys.argv[1], f"g{t.dist.rank}.npy"), grads)
 del t, params  # the sharded model holds the process group (FSDP's mesh): free it before leaving the group
-from irisbench.distributed import end
+from irisbench.core.distributed import end
 end()
 """
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from irisbench.records import RecordWriter, atomic_write_json
-from irisbench.runs import RunDir
-from irisbench.stats import count_check, geneval_summary, score_summary
+from irisbench.core.records import RecordWriter, atomic_write_json
+from irisbench.core.runs import RunDir
+from irisbench.core.stats import count_check, geneval_summary, score_summary
 
 ImageFn = Callable[[int, int], np.ndarray]  # (prompt_index, sample_index) -> HxWx3 uint8
 
@@ -32,7 +32,7 @@ def make_run(path: Path, correct: Mapping[tuple[int, int], bool], tags: Mapping[
     """Write an eval run at ``path``: one record per (prompt_index, sample_index) key of ``correct``.
 
     With ``scores`` the run is a continuous-score (CompBench-style) run: records carry ``score`` and the
-    summary is the mean score (``irisbench.stats.score_summary``)."""
+    summary is the mean score (``irisbench.core.stats.score_summary``)."""
     run = RunDir.create(path, kind="eval", config={"command": "eval", "policy": {"name": policy}}, env={})
     records = []
     for (p, s), ok in sorted(correct.items()):

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from irisbench.alignment import EMPTY, probe_alignment, summarise, write_outputs
 from irisbench.policies.base import IMAGE, TEXT, Rollout
+from irisbench.train.alignment import EMPTY, probe_alignment, summarise, write_outputs
 
 # per prompt: the correctness of its 4 rollouts, and its tag
 PATTERNS = {"a photo of a red circle": ([1, 1, 0, 0], "x"), "a photo of a blue square": ([1, 0, 1, 0], "x"),
@@ -133,7 +133,7 @@ def test_a_probed_clip_reward_reads_the_batch_scores_of_the_clip_column() -> Non
 
 
 def test_an_open_world_policy_is_probed_against_the_clip_score_alone() -> None:
-    from irisbench.rewards import RewardInputError
+    from irisbench.train.rewards import RewardInputError
 
     res = probe_alignment(OpenWorldPolicy(), ITEMS, ["nsc-balanced"], g=G, clip_score=_clip, n_resamples=100)
     m = res["summary"]["nsc-balanced"]["overall"]
@@ -147,7 +147,7 @@ def test_an_open_world_policy_is_probed_against_the_clip_score_alone() -> None:
 
 
 def test_probe_uses_the_trainer_reward_registry_and_refuses_bad_input() -> None:
-    from irisbench.rewards import UnknownRewardError
+    from irisbench.train.rewards import UnknownRewardError
 
     with pytest.raises(UnknownRewardError, match="nsk"):
         probe_alignment(FakePolicy(), ITEMS, ["nsk"], g=G, judge=_judge, count_objects=_count)

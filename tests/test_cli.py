@@ -107,7 +107,7 @@ def test_env_reports_versions_and_git() -> None:
 
 
 def test_analyze_command_writes_tables(tmp_path: Path) -> None:
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     evaluate(EvalOptions(policy="random", limit=12, images_per_prompt=2), tmp_path / "random", progress=False)
     result = runner.invoke(app, ["analyze", f"random={tmp_path / 'random'}", "--out", str(tmp_path / "a"),
@@ -120,7 +120,7 @@ def test_analyze_command_writes_tables(tmp_path: Path) -> None:
 
 
 def test_report_command_compares_runs(tmp_path: Path) -> None:
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     for policy in ("oracle", "random"):
         evaluate(EvalOptions(policy=policy, limit=12, images_per_prompt=2), tmp_path / policy, progress=False)

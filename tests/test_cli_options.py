@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import irisbench.devices as devices
+import irisbench.core.devices as devices
 import irisbench.policies as policies
 from irisbench.cli import app
-from irisbench.cli_base import DEVICE_HELP
+from irisbench.cli.shared import DEVICE_HELP
 
 runner = CliRunner()
 no_gpu = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a host without GPU")
@@ -180,7 +180,7 @@ def test_probe_runs_its_policy_and_clip_on_the_given_device(tmp_path: Path, fake
 def test_metrics_runs_clip_on_the_given_device(tmp_path: Path, fake_gpu, monkeypatch):
     pytest.importorskip("open_clip")
     import irisbench.metrics.clip_score as clip_score
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     evaluate(EvalOptions(policy="oracle", limit=1, images_per_prompt=1), tmp_path / "run", progress=False)
     clip_devices: list = []

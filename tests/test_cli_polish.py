@@ -9,10 +9,9 @@ import pytest
 from report_fixtures import make_run
 from typer.testing import CliRunner
 
-from irisbench import cli_base
-from irisbench.cli import app
-from irisbench.errors import IrisbenchError, UsageError, did_you_mean, parse_key_value
-from irisbench.train_config import ConfigError, resolve_config
+from irisbench.cli import app, shared
+from irisbench.core.errors import IrisbenchError, UsageError, did_you_mean, parse_key_value
+from irisbench.train.config import ConfigError, resolve_config
 
 runner = CliRunner()
 
@@ -23,27 +22,27 @@ def test_project_errors_are_one_line_and_others_keep_their_traceback(monkeypatch
             raise exc
         return body
 
-    with pytest.raises(cli_base.typer.Exit) as e:
-        cli_base.guard(boom(ConfigError("configs/x.yaml: field 'lr' must be > 0")))
+    with pytest.raises(shared.typer.Exit) as e:
+        shared.guard(boom(ConfigError("configs/x.yaml: field 'lr' must be > 0")))
     assert e.value.exit_code == 2
     # a genuine fault (a torch bug, a wrong shape deep inside) is not bad input: it propagates
     for fault in (RuntimeError("CUDA error: device-side assert"), ValueError("shapes (2,3) and (4,) mismatch")):
         with pytest.raises(type(fault)):
-            cli_base.guard(boom(fault))
+            shared.guard(boom(fault))
     # ...unless the body only reads flags
-    with pytest.raises(cli_base.typer.Exit):
-        cli_base.guard(boom(ValueError("--metrics: unknown metric 'fdi'")), options=True)
+    with pytest.raises(shared.typer.Exit):
+        shared.guard(boom(ValueError("--metrics: unknown metric 'fdi'")), options=True)
     # --debug lets the project's errors through with their traceback too
-    monkeypatch.setitem(cli_base.state, "debug", True)
+    monkeypatch.setitem(shared.state, "debug", True)
     with pytest.raises(ConfigError):
-        cli_base.guard(boom(ConfigError("x")))
+        shared.guard(boom(ConfigError("x")))
 
 
 def test_project_error_classes_share_the_base_and_keep_their_builtin_bases() -> None:
+    from irisbench.core.records import RunLockedError
     from irisbench.protocols.geneval import MetadataError
-    from irisbench.records import RunLockedError
-    from irisbench.rewards import UnknownRewardError
     from irisbench.suites import SuiteError
+    from irisbench.train.rewards import UnknownRewardError
 
     for cls in (ConfigError, SuiteError, MetadataError, UnknownRewardError, UsageError):
         assert issubclass(cls, IrisbenchError) and issubclass(cls, ValueError)
@@ -118,11 +117,11 @@ def test_a_failed_command_leaves_no_empty_default_run_folder(tmp_path: Path, mon
         assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
         assert not runs.is_dir() or not any(runs.iterdir()), (args, sorted(p.name for p in runs.iterdir()))
     # a folder holding output, or an --out folder that existed before, is kept
-    kept = cli_base.default_out("kept")
+    kept = shared.default_out("kept")
     (kept / "records.jsonl").write_text('{"prompt_index": 0}\n')
-    empty = cli_base.default_out("empty")
+    empty = shared.default_out("empty")
     (empty / "run.json").write_text("{}")
-    cli_base.discard_unused_folders()
+    shared.discard_unused_folders()
     assert kept.is_dir() and not empty.exists()
     given = tmp_path / "given"  # made by this invocation, left without output: removed
     result = runner.invoke(app, ["eval", "--cfg", "-1", "--limit", "1", "--out", str(given)])
@@ -140,7 +139,7 @@ def test_experiment_refuses_an_unknown_preset_before_evaluating_the_base(tmp_pat
 
 
 def test_a_corrupt_results_file_is_one_line_naming_file_line_and_column(tmp_path: Path) -> None:
-    from irisbench.errors import read_json
+    from irisbench.core.errors import read_json
 
     run = make_run(tmp_path / "run", {(0, 0): True, (1, 0): False}, {0: "single_object", 1: "counting"})
     (run / "results.json").write_text('{"suite": "geneval",\n  "scores": {oops}\n')

@@ -1,4 +1,4 @@
-"""``--device`` resolution and refusal (irisbench.devices, irisbench.distributed), with a faked GPU count:
+"""``--device`` resolution and refusal (irisbench.core.devices, irisbench.core.distributed), with a faked GPU count:
 what a CPU-only host, a one-GPU host and a launcher with too many processes each get."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from irisbench import devices  # noqa: E402
 from irisbench.cli import app  # noqa: E402
-from irisbench.devices import DeviceError, check_dtype, cpu_has_native_bf16, resolve_device  # noqa: E402
-from irisbench.distributed import Dist  # noqa: E402
+from irisbench.core import devices  # noqa: E402
+from irisbench.core.devices import DeviceError, check_dtype, cpu_has_native_bf16, resolve_device  # noqa: E402
+from irisbench.core.distributed import Dist  # noqa: E402
 
 runner = CliRunner()
 

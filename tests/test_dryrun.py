@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.dryrun import DryRunError, JanusSize, dry_run
-from irisbench.train_config import resolve_config
+from irisbench.dryrun.weightless import DryRunError, JanusSize, dry_run
+from irisbench.train.config import resolve_config
 
 runner = CliRunner()
 SMALL = JanusSize("janus-pro-1b", hidden=64, layers=2, heads=4, mlp=128, pad_id=100002)
@@ -48,7 +48,7 @@ def _planted_compute_loss(self, batch, k, logp, mask):
 
 
 def test_a_cpu_advantages_tensor_fails_the_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    import irisbench.trainer as trainer
+    import irisbench.train.trainer as trainer
 
     monkeypatch.setattr(trainer.GRPOTrainer, "_compute_loss", _planted_compute_loss)
     cfg = resolve_config("janus-pro-1b-iris", ONE_GROUP)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.evaluate import EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_every_image_of_a_prompt_gets_its_own_seed_and_draw(tmp_path: Path) -> N
 # (printing "stalled"), so the parent kills it at a known point in the middle of the run, never after it.
 _CHILD = """
 import sys, time
-from irisbench.evaluate import EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalOptions, evaluate
 from irisbench.policies import load_policy
 
 class Stalling:
@@ -140,11 +140,11 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path: Path) -> None:
 def test_second_process_on_same_run_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     evaluate(EvalOptions(policy="oracle", limit_per_tag=1, images_per_prompt=1), run, progress=False)
-    from irisbench.records import RunLockedError
-    from irisbench.runs import RunDir
+    from irisbench.core.records import RunLockedError
+    from irisbench.core.runs import RunDir
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom irisbench.runs import RunDir\n"
+        "import sys, time\nfrom irisbench.core.runs import RunDir\n"
         "with RunDir.open(sys.argv[1]).lock():\n    print('locked', flush=True)\n    time.sleep(30)\n"
     ), str(run)], stdout=subprocess.PIPE, text=True)
     try:
@@ -267,7 +267,7 @@ def test_compbench_shapes_suite_scores_oracle_above_random(tmp_path: Path) -> No
 
 
 def test_compbench_rule_prompts_follow_the_metadata() -> None:
-    from irisbench.world.compbench import rule_prompt
+    from irisbench.world.compbench_items import rule_prompt
 
     assert rule_prompt({"tag": "color_attr", "include": [
         {"class": "circle", "count": 1, "color": "orange"}, {"class": "square", "count": 1, "color": "blue"}],
@@ -315,8 +315,8 @@ def test_two_processes_give_the_same_records_and_scores(tmp_path: Path) -> None:
 
 
 def test_scorer_options_reach_the_scorer_and_typos_are_refused(tmp_path: Path) -> None:
-    from irisbench.evaluate import EvalError, _make_scorer
-    from irisbench.registry import SCORERS, Entry
+    from irisbench.core.registry import SCORERS, Entry
+    from irisbench.evaluation.evaluate import EvalError, _make_scorer
 
     entry = Entry("m2f", "irisbench.scorers.geneval_real:Mask2FormerScorer", "test")
     with pytest.raises(EvalError, match="detector_modle"):

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from report_fixtures import make_run
 
-from irisbench.errors import UsageError
-from irisbench.experiment import ExperimentConfig, parse_seeds, run_experiment
-from irisbench.experiment_summary import README_BEGIN, README_END
+from irisbench.core.errors import UsageError
+from irisbench.experiment.run import ExperimentConfig, parse_seeds, run_experiment
+from irisbench.experiment.summary import README_BEGIN, README_END
 from irisbench.report.seeds import (
     MEAN,
     SEED_COLUMNS,
@@ -64,8 +64,8 @@ def _csv_matches_entries(csv: Path, entries: list[dict[str, Any]]) -> None:
 
 @pytest.mark.slow
 def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: Path) -> None:
-    from irisbench.experiment import selected_steps
-    from irisbench.stats import mean_t_interval, mean_t_interval_plus
+    from irisbench.core.stats import mean_t_interval, mean_t_interval_plus
+    from irisbench.experiment.run import selected_steps
 
     cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "null-random": "null-shapes"}, steps=2,
                            checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
@@ -238,7 +238,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
             assert json.loads((Path(folder) / "results.json").read_text())["counts"]["generated_now"] == 0
     assert again["seed_deltas"] == entries == json.loads((out / "summary.json").read_text())["seed_deltas"]
     # the wall time of a resumed experiment is the sum over its invocations, on the CPU named
-    from irisbench.provenance import cpu_model
+    from irisbench.core.provenance import cpu_model
 
     t1, t2 = summary["timing"], again["timing"]
     assert (t1["invocations"], t2["invocations"]) == (1, 2) and t1["total_seconds"] == t1["seconds"]
@@ -375,11 +375,11 @@ def test_parse_seeds_good_and_bad() -> None:
 def test_cli_passes_seeds_and_refuses_bad_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    import irisbench.experiment
+    import irisbench.experiment.run
     from irisbench.cli import app
 
     seen: list[ExperimentConfig] = []
-    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append(cfg))
+    monkeypatch.setattr(irisbench.experiment.run, "run_experiment", lambda out, cfg, **kw: seen.append(cfg))
     runner = CliRunner()
     args = ["experiment", "--out", str(tmp_path / "exp"), "--no-publish-readme"]
     result = runner.invoke(app, [*args, "--seeds", "4,2", "--seed", "9"])
@@ -396,11 +396,11 @@ def test_cli_five_seeds_and_base_images(monkeypatch: pytest.MonkeyPatch, tmp_pat
     evaluations (the checkpoints' stay at 2); a non-positive count is one line."""
     from typer.testing import CliRunner
 
-    import irisbench.experiment
+    import irisbench.experiment.run
     from irisbench.cli import app
 
     seen: list[ExperimentConfig] = []
-    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append(cfg))
+    monkeypatch.setattr(irisbench.experiment.run, "run_experiment", lambda out, cfg, **kw: seen.append(cfg))
     runner = CliRunner()
     args = ["experiment", "--out", str(tmp_path / "exp"), "--no-publish-readme"]
     result = runner.invoke(app, [*args, "--seeds", "0,1,2,3,4"])
@@ -418,8 +418,8 @@ def test_cli_five_seeds_and_base_images(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_a_resumed_folder_with_another_base_evaluation_is_refused(tmp_path: Path) -> None:
     """An experiment folder whose base was evaluated at 2 images per prompt (the earlier default) is refused in
     one line before anything runs, naming both fixes; the same count resumes."""
-    from irisbench.experiment import check_base_resume
-    from irisbench.runs import RunDir
+    from irisbench.core.runs import RunDir
+    from irisbench.experiment.run import check_base_resume
 
     out = tmp_path / "exp"
     folder = out / "eval" / "base" / "geneval-test"
@@ -441,7 +441,7 @@ def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path:
     from analysis_synthetic import write_results
 
     from irisbench.analysis import select_checkpoint
-    from irisbench.experiment import selected_steps
+    from irisbench.experiment.run import selected_steps
 
     run = tmp_path / "run"
     (run / "train").mkdir(parents=True)
@@ -457,8 +457,8 @@ def test_the_experiment_selects_the_best_val_step_as_the_analysis_does(tmp_path:
 
 
 def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
-    from irisbench.experiment import DEFAULT_METHODS
-    from irisbench.experiment_summary import publish, published_folder, readme_markers
+    from irisbench.experiment.run import DEFAULT_METHODS
+    from irisbench.experiment.summary import publish, published_folder, readme_markers
 
     shapes, textures = ExperimentConfig(), ExperimentConfig(world="textures")
     shapes.check()
@@ -495,11 +495,11 @@ def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
 def test_cli_world_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    import irisbench.experiment
+    import irisbench.experiment.run
     from irisbench.cli import app
 
     seen: list[tuple[Path, ExperimentConfig]] = []
-    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append((out, cfg)))
+    monkeypatch.setattr(irisbench.experiment.run, "run_experiment", lambda out, cfg, **kw: seen.append((out, cfg)))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     result = runner.invoke(app, ["experiment", "--world", "textures", "--no-publish-readme"])
@@ -515,11 +515,11 @@ def test_cli_publishes_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path
     one line where ./README.md has no experiment block."""
     from typer.testing import CliRunner
 
-    import irisbench.experiment
+    import irisbench.experiment.run
     from irisbench.cli import app
 
     seen: list[Path | None] = []
-    monkeypatch.setattr(irisbench.experiment, "run_experiment",
+    monkeypatch.setattr(irisbench.experiment.run, "run_experiment",
                         lambda out, cfg, publish_readme=None, **kw: seen.append(publish_readme))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -548,10 +548,10 @@ def test_a_users_run_leaves_the_clone_clean(tiny_base: Path, monkeypatch: pytest
 
     from typer.testing import CliRunner
 
-    import irisbench.experiment
+    import irisbench.experiment.run
     from irisbench.cli import app
 
-    real = irisbench.experiment.run_experiment
+    real = irisbench.experiment.run.run_experiment
 
     def tiny(out: Path, cfg: ExperimentConfig, **kw: Any) -> dict[str, Any]:
         small = ExperimentConfig(methods={"null-random": "null-shapes"}, steps=1, checkpoint_every=1,
@@ -561,7 +561,7 @@ def test_a_users_run_leaves_the_clone_clean(tiny_base: Path, monkeypatch: pytest
                                  train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 4})
         return real(out, small, **kw)
 
-    monkeypatch.setattr(irisbench.experiment, "run_experiment", tiny)
+    monkeypatch.setattr(irisbench.experiment.run, "run_experiment", tiny)
     clone = tmp_path / "clone"
     (clone / "results" / "experiment").mkdir(parents=True)
     shutil.copyfile(Path(__file__).resolve().parents[1] / ".gitignore", clone / ".gitignore")
@@ -595,11 +595,11 @@ def test_the_released_recipe_command_and_publish_to(monkeypatch: pytest.MonkeyPa
     evaluated every 16, published into the folder given (the README left alone); a file there is refused."""
     from typer.testing import CliRunner
 
-    import irisbench.experiment
+    import irisbench.experiment.run
     from irisbench.cli import app
 
     seen: list[tuple[Path, ExperimentConfig, dict]] = []
-    monkeypatch.setattr(irisbench.experiment, "run_experiment", lambda out, cfg, **kw: seen.append((out, cfg, kw)))
+    monkeypatch.setattr(irisbench.experiment.run, "run_experiment", lambda out, cfg, **kw: seen.append((out, cfg, kw)))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     args = ["experiment", "--method", "iris-released=iris-shapes-released", "--method",
@@ -612,14 +612,14 @@ def test_the_released_recipe_command_and_publish_to(monkeypatch: pytest.MonkeyPa
     assert kw["publish_folder"] == Path("results/released-recipe")
     assert cfg.methods == {"iris-released": "iris-shapes-released", "null-released": "null-shapes-released"}
     assert (cfg.seeds, cfg.steps, cfg.checkpoint_every, cfg.threads) == ((0, 1, 2), 160, 16, 1)
-    assert irisbench.experiment.null_methods(cfg.methods) == ["null-released"]
+    assert irisbench.experiment.run.null_methods(cfg.methods) == ["null-released"]
     Path("taken").write_text("x")
     bad = runner.invoke(app, [*args[:-1], "taken"])
     assert bad.exit_code == 2 and "--publish-to taken: exists and is not a folder" in bad.output and len(seen) == 1
 
 
 def test_publish_to_writes_the_tables_and_summary_into_the_folder(tmp_path: Path) -> None:
-    from irisbench.experiment_summary import publish_to
+    from irisbench.experiment.summary import publish_to
 
     out = tmp_path / "exp"
     out.mkdir()

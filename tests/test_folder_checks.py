@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.evaluate import EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
 runner = CliRunner()
 
@@ -162,7 +162,7 @@ def test_folder_missing_its_last_prompt_is_named_and_refused(test_split_folder: 
 
 
 def test_subset_of_the_official_553_is_named(tmp_path: Path) -> None:
-    from irisbench.eval_plan import EvalError, geneval_folder_prompts
+    from irisbench.evaluation.eval_plan import EvalError, geneval_folder_prompts
     from irisbench.protocols.geneval_prompts import generate_official_metadata
     from irisbench.suites import load_suite
 
@@ -229,7 +229,7 @@ def _tiny_png(path: Path) -> None:
 
 
 def test_open_world_numeracy_only_folder_is_read(reference: Path, tmp_path: Path) -> None:
-    from irisbench.layouts import check_coverage, read_layout
+    from irisbench.evaluation.layouts import check_coverage, read_layout
     from irisbench.protocols import compbench as cb
 
     folder = reference / "t2i-compbench"
@@ -238,7 +238,7 @@ def test_open_world_numeracy_only_folder_is_read(reference: Path, tmp_path: Path
     for i, prompt in enumerate(prompts):
         for k in range(10):
             _tiny_png(anon / "samples" / f"{prompt}_{10 * i + k:06d}.png")
-    from irisbench.layouts import LayoutContext
+    from irisbench.evaluation.layouts import LayoutContext
     from irisbench.suites import load_suite, resolve_prompts
 
     suite = load_suite("compbench")
@@ -337,11 +337,11 @@ def test_external_runs_record_what_they_scored_and_the_images_folder(gen2: Path,
     res = _ok(["--images", str(gen2 / "geneval")], tmp_path / "o")
     assert "generated_now" not in res["counts"] and res["counts"]["scored_now"] == 12
     # an open-world T2I-CompBench folder: the prompts' folder and the images folder are both recorded
-    from irisbench.eval_plan import external_plan
+    from irisbench.evaluation.eval_plan import external_plan
     from irisbench.protocols import compbench as cb
 
     # the plan checks the real scorer's weights up front (tests/test_scorer_offline.py); none are cached here
-    monkeypatch.setattr("irisbench.scorer_check.require_weights", lambda *a, **k: None)
+    monkeypatch.setattr("irisbench.scorers.weights.require_weights", lambda *a, **k: None)
     prompts_dir = reference / "t2i-compbench"
     color = cb.load_prompt_file(prompts_dir / "color_val.txt")
     folder = tmp_path / "color"

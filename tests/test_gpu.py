@@ -125,7 +125,7 @@ def test_same_sample_whatever_the_batch_on_cuda(ckpt: Path) -> None:
 
 
 def test_eval_records_do_not_depend_on_batch_size_on_cuda(tmp_path: Path) -> None:
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     def records(run: Path) -> list[dict]:
         rows = [json.loads(x) for x in (run / "records.jsonl").read_text().splitlines() if x.strip()]
@@ -168,7 +168,7 @@ def test_shapes_loops_agree_on_cuda() -> None:
 
 
 def _janus_cfg(folder: Path, prompts: Path, *extra: str):
-    from irisbench.train_config import resolve_config
+    from irisbench.train.config import resolve_config
 
     return resolve_config("janus-pro-1b-iris", [f"model={folder}", f"prompts_file={prompts}", "steps=2",
                                                 "prompts_per_step=2", "num_generations=2",
@@ -179,7 +179,7 @@ def _janus_cfg(folder: Path, prompts: Path, *extra: str):
 
 @pytest.mark.parametrize("logp_source", ["conditional", "guided"])
 def test_grpo_steps_a_tiny_janus_on_cuda(ckpt: Path, tmp_path: Path, logp_source: str) -> None:
-    from irisbench.trainer import GRPOTrainer, read_metrics
+    from irisbench.train.trainer import GRPOTrainer, read_metrics
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red apple on a table\ntwo cats\nthree blue cups\n")
@@ -200,7 +200,7 @@ def test_fsdp_one_process_equals_replicated_on_cuda(ckpt: Path, tmp_path: Path) 
     from safetensors.numpy import load_file
     from torch.distributed.tensor import DTensor
 
-    from irisbench.trainer import GRPOTrainer
+    from irisbench.train.trainer import GRPOTrainer
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red apple on a table\ntwo cats\nthree blue cups\n")
@@ -217,7 +217,7 @@ def test_fsdp_one_process_equals_replicated_on_cuda(ckpt: Path, tmp_path: Path) 
 
 
 def test_device_errors_on_a_gpu_host() -> None:
-    from irisbench.devices import DeviceError, resolve_device
+    from irisbench.core.devices import DeviceError, resolve_device
 
     n = torch.cuda.device_count()
     assert resolve_device("cuda") == f"cuda:{torch.cuda.current_device()}"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from irisbench.grpo import clipped_objective, group_advantages, grpo_loss, k3_kl
+from irisbench.train.grpo import clipped_objective, group_advantages, grpo_loss, k3_kl
 
 F64 = torch.float64
 

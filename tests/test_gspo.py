@@ -10,9 +10,9 @@ import pytest
 import torch
 from grpo_helpers import close, grads
 
-from irisbench.grpo import grpo_loss, spread_rows
-from irisbench.train_config import ConfigError, resolve_config
-from irisbench.trainer import GRPOTrainer, read_metrics
+from irisbench.train.config import ConfigError, resolve_config
+from irisbench.train.grpo import grpo_loss, spread_rows
+from irisbench.train.trainer import GRPOTrainer, read_metrics
 
 F64 = torch.float64
 

@@ -18,6 +18,7 @@ pytest.importorskip("transformers")
 
 from janus_tiny import CODEBOOK, GRID, build_tiny_janus  # noqa: E402
 
+from irisbench.core.uncertainty import token_stats  # noqa: E402
 from irisbench.policies.base import IMAGE, TEXT, Policy, TokenLogits, TrainablePolicy  # noqa: E402
 from irisbench.policies.janus import (  # noqa: E402
     COT_SYSTEM_PROMPT,
@@ -28,7 +29,6 @@ from irisbench.policies.janus import (  # noqa: E402
     image_request,
 )
 from irisbench.policies.janus_decode import _left_pad, sample_image_tokens, sample_text  # noqa: E402
-from irisbench.uncertainty import token_stats  # noqa: E402
 
 PROMPTS = ["a photo of a red cube", "two green cats above a blue sphere to the left of a dog", "a star"]
 
@@ -222,7 +222,7 @@ def test_sampled_rollout_statistics_equal_teacher_forced(policy: JanusPolicy) ->
 def test_vocabulary_sizes_come_from_the_config_and_reach_the_rewards(policy: JanusPolicy) -> None:
     """The contract's vocabulary sizes (Janus-Pro: 102,400 text, 16,384 image codes; here the tiny config's) are
     written into every rollout, so the log|V|-free rewards (nsc-balanced, min/max-sc-*) run on Janus."""
-    from irisbench.rewards import build_reward
+    from irisbench.train.rewards import build_reward
 
     cfg = policy.model.config
     sizes = {"text": cfg.text_config.vocab_size, "image": CODEBOOK}

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from irisbench.evaluate import EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalOptions, evaluate
 from irisbench.policies import load_policy
 from irisbench.policies.janus_shapes import SHIPPED_JANUS_SHAPES, JanusShapesBatches, JanusShapesPolicy, create
-from irisbench.pretrain import BatchMaker, PretrainConfig, run_pretrain
+from irisbench.train.pretrain import BatchMaker, PretrainConfig, run_pretrain
 from irisbench.world.tokenizer import fit_patch_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
@@ -157,7 +157,7 @@ def test_pretrain_arch_janus_writes_a_loadable_janus_and_resumes(tmp_path: Path)
     assert pol.sample(["a photo of a cube"], n=1, seed=0).images[0].shape == (32, 32, 3)
     # re-running resumes: nothing left to do, the same last checkpoint; another recipe is refused in one line
     assert run_pretrain(cfg, tmp_path / "p", progress=False, device="cpu") == last
-    from irisbench.pretrain import PretrainError
+    from irisbench.train.pretrain import PretrainError
 
     with pytest.raises(PretrainError, match="different recipe"):
         run_pretrain(PretrainConfig.for_world("shapes", {**cfg.__dict__, "hidden_size": 64}), tmp_path / "p",
@@ -175,8 +175,8 @@ def test_one_grpo_step_raises_the_logp_of_the_rewarded_rollouts(preset: str, tmp
     """The trainer's own step (sampling, reward, group advantages, ``grpo_loss``, backward, AdamW) on the
     Janus path, with IRIS's reward and with the verifier: the rows with a positive advantage gain
     log-probability, those with a negative one lose it (a flipped loss sign does the opposite)."""
-    from irisbench.train_config import resolve_config
-    from irisbench.trainer import GRPOTrainer
+    from irisbench.train.config import resolve_config
+    from irisbench.train.trainer import GRPOTrainer
 
     cfg = resolve_config(preset, ["steps=1", "prompts_per_step=4", "num_generations=8", "eval_every=0",
                                   "checkpoint_every=1", "lr=1e-5", "num_threads=1"])

@@ -14,8 +14,9 @@ import pytest
 import tomllib
 from report_fixtures import make_run
 
-from irisbench.errors import IrisbenchError
-from irisbench.experiment_summary import README_BEGIN, README_END, publish
+from irisbench.core.errors import IrisbenchError
+from irisbench.core.stats import geneval_summary
+from irisbench.experiment.summary import README_BEGIN, README_END, publish
 from irisbench.report.tidy import (
     COLUMNS,
     RECORD_COLUMNS,
@@ -25,7 +26,6 @@ from irisbench.report.tidy import (
     write_records,
     write_tidy,
 )
-from irisbench.stats import geneval_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def test_publish_writes_tidy_tables_and_links_plots_under_results(tmp_path: Path
 
 
 def test_tidy_refuses_an_unfinished_run(tmp_path: Path) -> None:
-    from irisbench.errors import IrisbenchError
+    from irisbench.core.errors import IrisbenchError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(IrisbenchError, match="results.json"):

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.evaluate import EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
 runner = CliRunner()
 SCORED = ("prompt_index", "sample_index", "tag", "prompt", "metadata", "correct", "score", "reason", "detections")
@@ -129,7 +129,7 @@ def test_rescoring_a_run_folder_keeps_its_generation_fields(geneval_run: Path, t
 
 
 def test_folder_prompt_sets_are_named() -> None:
-    from irisbench.eval_plan import geneval_folder_prompts
+    from irisbench.evaluation.eval_plan import geneval_folder_prompts
     from irisbench.protocols.geneval_prompts import generate_official_metadata
     from irisbench.suites import load_suite
     from irisbench.world.prompts import build_splits
@@ -365,7 +365,7 @@ def test_cli_limit_is_per_tag_on_compbench(tmp_path: Path) -> None:
 
 
 def _open_ctx(suite_name: str, prompts: Path | None = None, n: int | None = None):
-    from irisbench.layouts import LayoutContext
+    from irisbench.evaluation.layouts import LayoutContext
     from irisbench.suites import load_suite, resolve_prompts
 
     suite = load_suite(suite_name)
@@ -374,7 +374,7 @@ def _open_ctx(suite_name: str, prompts: Path | None = None, n: int | None = None
 
 
 def test_open_world_geneval_folder_reads_the_official_metadata_at_any_size(tmp_path: Path) -> None:
-    from irisbench.layouts import check_coverage, read_layout
+    from irisbench.evaluation.layouts import check_coverage, read_layout
     from irisbench.protocols.geneval_prompts import generate_official_metadata
 
     items = generate_official_metadata(seed=43)[:3]
@@ -391,7 +391,7 @@ def test_open_world_geneval_folder_reads_the_official_metadata_at_any_size(tmp_p
 
 
 def test_open_world_compbench_folder_at_ten_images_per_prompt(reference: Path, tmp_path: Path) -> None:
-    from irisbench.layouts import check_coverage, read_layout
+    from irisbench.evaluation.layouts import check_coverage, read_layout
     from irisbench.protocols import compbench as cb
 
     folder = next(p for p in (reference / "t2i-compbench").rglob("texture_val.txt")).parent

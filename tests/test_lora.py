@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from irisbench.cli import app
 from irisbench.policies import load_policy
 from irisbench.policies.lora import LoraError, LoraPolicy, LoraSettings, attach_lora
-from irisbench.train_config import ConfigError, resolve_config
-from irisbench.trainer import GRPOTrainer, read_metrics
+from irisbench.train.config import ConfigError, resolve_config
+from irisbench.train.trainer import GRPOTrainer, read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 pytestmark = pytest.mark.usefixtures("one_thread")

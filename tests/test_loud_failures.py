@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irisbench.train_config import ConfigError, resolve_config
-from irisbench.trainer import GRPOTrainer, TrainingStalledError, check_stall, read_metrics
+from irisbench.train.config import ConfigError, resolve_config
+from irisbench.train.trainer import GRPOTrainer, TrainingStalledError, check_stall, read_metrics
 
 
 def _cfg(policy: Path, *extra: str):
@@ -78,7 +78,7 @@ def _janus(tmp_path: Path, pad_id: int | None = None, cot_max_new_tokens: int = 
                                            cot_max_new_tokens=cot_max_new_tokens)
     from transformers import JanusConfig, JanusForConditionalGeneration, JanusVisionConfig, JanusVQVAEConfig
 
-    from irisbench.dryrun import ConfigTokenizer, JanusSize, janus_config
+    from irisbench.dryrun.weightless import ConfigTokenizer, JanusSize, janus_config
 
     size = JanusSize("janus-pro", hidden=32, layers=1, heads=2, mlp=64, pad_id=pad_id)
     big = janus_config(size)

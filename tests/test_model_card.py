@@ -11,9 +11,9 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from irisbench.model_card import _base_card, front_matter
-from irisbench.train_config import resolve_config
-from irisbench.trainer import GRPOTrainer, eval_folder, read_metrics
+from irisbench.train.config import resolve_config
+from irisbench.train.model_card import _base_card, front_matter
+from irisbench.train.trainer import GRPOTrainer, eval_folder, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

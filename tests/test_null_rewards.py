@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 from test_rewards import ROWS, rollout
 
-from irisbench.grpo import group_advantages
 from irisbench.policies.base import IMAGE, TEXT, derive_seed
-from irisbench.rewards import ROW_KEYS, RewardInputError, RowKeys, UnknownRewardError, build_reward, make_reward
-from irisbench.train_config import ConfigError, resolve_config
+from irisbench.train.config import ConfigError, resolve_config
+from irisbench.train.grpo import group_advantages
+from irisbench.train.rewards import ROW_KEYS, RewardInputError, RowKeys, UnknownRewardError, build_reward, make_reward
 
 
 def _draw(seed: int, step: int, prompt: int, j: int) -> float:
@@ -134,7 +134,7 @@ def test_null_rewards_refuse_what_they_cannot_use() -> None:
 def test_the_trainer_gives_the_random_reward_the_rows_keys(tiny_policy_dir: Path, tmp_path: Path) -> None:
     """Step s's mean reward is the mean of the hand draws of (training seed, s, prompt slot, rollout), the step
     split into two micro-batches: the trainer passes each row its own keys."""
-    from irisbench.trainer import GRPOTrainer, read_metrics
+    from irisbench.train.trainer import GRPOTrainer, read_metrics
 
     cfg = resolve_config("null-shapes", [f"policy={tiny_policy_dir}", "steps=2", "prompts_per_step=2",
                                          "num_generations=4", "eval_every=0", "checkpoint_every=2", "seed=5",

@@ -23,8 +23,8 @@ from irisbench.cli import app  # noqa: E402
 from irisbench.metrics.preference import PreferenceModelError, load_hpsv2, load_pickscore  # noqa: E402
 from irisbench.metrics.suite_metrics import MetricOptions, SuiteMetrics  # noqa: E402
 from irisbench.policies.base import Rollout  # noqa: E402
-from irisbench.rewards import PREFERENCE_SCORES, RewardError, build_reward, reward_context  # noqa: E402
-from irisbench.scorer_check import check_scorers  # noqa: E402
+from irisbench.scorers.weights import check_scorers  # noqa: E402
+from irisbench.train.rewards import PREFERENCE_SCORES, RewardError, build_reward, reward_context  # noqa: E402
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -152,7 +152,7 @@ def test_suite_metrics_score_every_image_and_average_by_prompt(tiny, images):
 
 
 def test_eval_metrics_on_a_run_and_a_wrong_folder(tiny, tmp_path: Path):
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     folder = ["--metric-option", f"pickscore_model={tiny['pickscore']}",
               "--metric-option", f"pickscore_processor={tiny['pickscore']}"]

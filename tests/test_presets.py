@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from irisbench.train_config import load_preset, preset_names, resolve_config
-from irisbench.trainer import GRPOTrainer, read_metrics
+from irisbench.train.config import load_preset, preset_names, resolve_config
+from irisbench.train.trainer import GRPOTrainer, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
@@ -90,7 +90,7 @@ def test_the_clip_reward_reads_the_shapes_clip(tiny_policy_dir: Path, tmp_path: 
 def test_clip_on_an_open_world_policy_needs_a_real_clip(tiny_janus: tuple[Path, Path], tmp_path: Path) -> None:
     folder, prompts = tiny_janus
     cfg = resolve_config("janus-pro-1b-t2i-r1", [*TINY, f"model={folder}", f"prompts_file={prompts}", "reward=clip"])
-    from irisbench.rewards import RewardError
+    from irisbench.train.rewards import RewardError
 
     with pytest.raises(RewardError, match="open-world policy needs a CLIP for real images"):
         GRPOTrainer(cfg, tmp_path / "run", progress=False).train()
@@ -131,7 +131,7 @@ def test_the_faithful_preset_freezes_image_rows_and_masks_the_forced_end_of_plan
     import torch
 
     from irisbench.policies import load_policy
-    from irisbench.trainer import TrainingDivergedError
+    from irisbench.train.trainer import TrainingDivergedError
 
     cfg = resolve_config("iris-shapes-faithful", [*TINY, "steps=2", "lr=1e-2", f"policy={tiny_policy_dir}",
                                                    "policy_options={max_plan_tokens: 3}"])
@@ -199,7 +199,7 @@ def _summed_lr(name: str, *overrides: str) -> float:
     """The learning rate summed over every step of a preset's run, from its own scheduler."""
     import torch
 
-    from irisbench.trainer import build_scheduler
+    from irisbench.train.trainer import build_scheduler
 
     cfg = resolve_config(name, list(overrides))
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)

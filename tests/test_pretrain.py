@@ -13,7 +13,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from irisbench.policies.shapes_lm import ShapesLMPolicy, ShapesVocab
-from irisbench.pretrain import (
+from irisbench.protocols.geneval import judge
+from irisbench.train.pretrain import (
     BatchMaker,
     PretrainConfig,
     PretrainError,
@@ -23,7 +24,6 @@ from irisbench.pretrain import (
     resolve_precision,
     run_pretrain,
 )
-from irisbench.protocols.geneval import judge
 from irisbench.world.detector import detect
 from irisbench.world.tokenizer import PatchTokenizer, theoretical_patches
 
@@ -195,7 +195,7 @@ def test_keep_last_prunes_old_checkpoints(tmp_path: Path) -> None:
 
 
 def _fake_cpu(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:
-    from irisbench.provenance import ISA_VARS
+    from irisbench.core.provenance import ISA_VARS
 
     for name in ISA_VARS:  # a CPU whose math libraries are not held to a lower instruction set
         monkeypatch.delenv(name, raising=False)
@@ -216,7 +216,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, avx512_
 
 
 def test_auto_precision_falls_back_to_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
-    import irisbench.devices as devices
+    import irisbench.core.devices as devices
 
     _fake_cpu(monkeypatch, True, True)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from irisbench.progress import PlainProgress, progress_bar
+from irisbench.core.progress import PlainProgress, progress_bar
 
 
 class FakeClock:

@@ -218,7 +218,7 @@ def test_chromium_renders_table_and_pixelated_gallery(tmp_path: Path) -> None:
 def test_report_from_real_oracle_and_random_evals(tmp_path: Path) -> None:
     from PIL import Image
 
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     refs = []
     for name in ("random", "oracle"):

@@ -343,7 +343,7 @@ def test_missing_records_gives_delta_without_interval(tmp_path: Path) -> None:
 
 
 def test_real_oracle_and_random_evals(tmp_path: Path) -> None:
-    from irisbench.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import EvalOptions, evaluate
 
     for name in ("oracle", "random"):
         evaluate(EvalOptions(policy=name, limit=6, images_per_prompt=2, save_images=False, n_resamples=200),

@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from irisbench.errors import IrisbenchError
+from irisbench.core.errors import IrisbenchError
+from irisbench.core.uncertainty import self_certainty
 from irisbench.policies.base import IMAGE, TEXT, Rollout
-from irisbench.rewards import (
+from irisbench.train.config import resolve_config
+from irisbench.train.rewards import (
     JANUS_PRO_VOCAB,
     OFFSET_ORDERS,
     RewardError,
     build_reward,
     make_reward,
 )
-from irisbench.train_config import resolve_config
-from irisbench.uncertainty import self_certainty
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import pytest
 
 from irisbench.policies.base import IMAGE, TEXT, Rollout
 from irisbench.protocols.geneval import Verdict
-from irisbench.rewards import (
+from irisbench.train.rewards import (
     REWARDS,
     CompositeReward,
     NonFiniteRewardError,
@@ -236,7 +236,7 @@ def test_registry_listing() -> None:
 
 def test_nsc_from_logits_end_to_end() -> None:
     torch = pytest.importorskip("torch")
-    from irisbench.uncertainty import self_certainty, token_stats
+    from irisbench.core.uncertainty import self_certainty, token_stats
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 6, 40, generator=g) * 2

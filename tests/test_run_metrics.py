@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.evaluate import EvalError, EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalError, EvalOptions, evaluate
+from irisbench.evaluation.run_metrics import MetricsError, check_config_change, compute_run_metrics
 from irisbench.metrics.suite_metrics import FID_MIN_IMAGES, MetricOptions, fid_variance_note, kid_subset_size_for
-from irisbench.run_metrics import MetricsError, check_config_change, compute_run_metrics
 
 pytest.importorskip("open_clip")
 pytest.importorskip("torchmetrics")

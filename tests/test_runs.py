@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from irisbench.provenance import env_info
-from irisbench.records import (
+from irisbench.core.provenance import env_info
+from irisbench.core.records import (
     RecordsCorruptError,
     RecordWriter,
     RunLockedError,
@@ -28,7 +28,7 @@ from irisbench.records import (
     read_records,
     write_parquet,
 )
-from irisbench.runs import NotARunError, RunDir, new_run_path
+from irisbench.core.runs import NotARunError, RunDir, new_run_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"suite": {"name": "geneval", "images_per_prompt": 4}, "seed": 0, "tags": ["a", "b"], "lr": 1e-5}
@@ -139,7 +139,7 @@ def test_config_and_env_refuse_nan(tmp_path):
 
 LOCK_CHILD = textwrap.dedent("""
     import sys, time
-    from irisbench.runs import RunDir
+    from irisbench.core.runs import RunDir
     with RunDir.open(sys.argv[1]).lock():
         print("locked", flush=True)
         time.sleep(60)
@@ -294,7 +294,7 @@ def test_corruption_before_the_last_line_raises_naming_file_and_line(tmp_path):
 
 KILL_CHILD = textwrap.dedent("""
     import sys, time
-    from irisbench.records import RecordWriter
+    from irisbench.core.records import RecordWriter
     path, n_prompts, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     w = RecordWriter(path)
     print("ready", flush=True)
@@ -417,7 +417,7 @@ def test_new_run_path_is_unique_and_usable(tmp_path):
 
 
 def test_env_info_is_json_and_does_not_import_torch():
-    code = ("import json, sys; from irisbench.provenance import env_info; e = env_info(); "
+    code = ("import json, sys; from irisbench.core.provenance import env_info; e = env_info(); "
             "json.dumps(e, allow_nan=False); "
             "print(json.dumps({'torch': 'torch' in sys.modules, 'keys': sorted(e), 'pk': e['packages']}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(),
@@ -444,7 +444,7 @@ def test_env_info_names_the_cpu_and_the_instruction_set_overrides(monkeypatch):
 
 
 def test_a_shipped_checkpoint_read_from_another_clone_is_the_same_config() -> None:
-    from irisbench.runs import config_diff
+    from irisbench.core.runs import config_diff
 
     old = {"policy": {"checkpoint": "/tmp/clone-a/irisbench/assets/shapes-base", "parameters": 5}}
     moved = {"policy": {"checkpoint": "/work/main/irisbench/assets/shapes-base", "parameters": 5}}

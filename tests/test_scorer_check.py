@@ -22,7 +22,7 @@ from perception_tiny import (  # noqa: E402
 )
 
 from irisbench.cli import app  # noqa: E402
-from irisbench.scorer_check import check_scorers, check_transformers  # noqa: E402
+from irisbench.scorers.weights import check_scorers, check_transformers  # noqa: E402
 
 runner = CliRunner()
 REAL = ["--scorer", "geneval-mask2former", "--scorer", "compbench-real"]  # the default adds pickscore and hpsv2
@@ -146,9 +146,9 @@ def ls_row(output: str, name: str) -> str:
 def test_ls_shows_what_the_check_says(tiny, tmp_path: Path, monkeypatch):
     import huggingface_hub.constants as hub
 
-    from irisbench import cli_base
+    from irisbench.cli import shared
 
-    monkeypatch.setattr(cli_base.console, "width", 200)
+    monkeypatch.setattr(shared.console, "width", 200)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty"))
     result = runner.invoke(app, ["ls"])
     assert result.exit_code == 0, result.output
@@ -172,9 +172,9 @@ def test_ls_shows_what_the_check_says(tiny, tmp_path: Path, monkeypatch):
 
 
 def test_check_table_is_readable_at_80_columns(tiny, tmp_path: Path, monkeypatch):
-    from irisbench import cli_base
+    from irisbench.cli import shared
 
-    monkeypatch.setattr(cli_base.console, "width", 80)
+    monkeypatch.setattr(shared.console, "width", 80)
     result = runner.invoke(app, ["scorers", "check", *options(tiny, blip=str(tmp_path / "no-blip"))])
     assert result.exit_code == 1
     lines = result.stdout.splitlines()

@@ -21,7 +21,7 @@ pytest.importorskip("open_clip")
 from perception_tiny import TINY_CLIP_NAME, build_tiny_mask2former, register_tiny_open_clip  # noqa: E402
 
 from irisbench.cli import app  # noqa: E402
-from irisbench.errors import IrisbenchError  # noqa: E402
+from irisbench.core.errors import IrisbenchError  # noqa: E402
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")

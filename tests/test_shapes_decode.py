@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.policies import shapes_decode
 from irisbench.policies.shapes_decode import generate_chunk_fast, image_parts, supports_fast_decode
 from irisbench.policies.shapes_decode_reference import generate_chunk_reference

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from grpo_helpers import close, grads, torchrun_train
 
-from irisbench.sharding import ShardingError, shard
-from irisbench.train_config import resolve_config
-from irisbench.trainer import GRPOTrainer, read_metrics
+from irisbench.train.config import resolve_config
+from irisbench.train.sharding import ShardingError, shard
+from irisbench.train.trainer import GRPOTrainer, read_metrics
 
 SHAPES_ARGS = ["steps=2", "prompts_per_step=2", "num_generations=4", "eval_every=0", "checkpoint_every=1",
                "lr=1e-3", "num_threads=1"]
@@ -138,7 +138,7 @@ def test_sharding_errors_name_the_problem() -> None:
 
 
 def test_parallel_must_be_a_known_mode() -> None:
-    from irisbench.train_config import ConfigError
+    from irisbench.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="parallel must be one of ddp, fsdp"):
         resolve_config("iris-shapes", ["parallel=zero3"]).check()

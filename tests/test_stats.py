@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from irisbench.errors import UsageError
-from irisbench.stats import (
+from irisbench.core.errors import UsageError
+from irisbench.core.stats import (
     bootstrap_ci,
     bootstrap_replicates,
     count_check,
@@ -88,7 +88,7 @@ def test_bootstrap_is_seeded_and_degenerate_cases():
 def test_vectorised_chunked_bootstrap_equals_a_plain_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The vectorised, chunked replicates are exactly a plain per-replicate loop over the same draws
     (the speed of the vectorised path is measured in benchmarks, not asserted here)."""
-    import irisbench.stats as stats
+    import irisbench.core.stats as stats
 
     rng = np.random.default_rng(0)
     clusters = [(rng.random(int(rng.integers(1, 5))) < 0.6).astype(float) for _ in range(37)]

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.evaluate import EvalError, EvalOptions, evaluate
+from irisbench.evaluation.evaluate import EvalError, EvalOptions, evaluate
 from irisbench.metrics.suite_metrics import MetricOptions, parse_metric_names
 
 runner = CliRunner()

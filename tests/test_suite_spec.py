@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from irisbench.evaluate import summarize
+from irisbench.evaluation.evaluate import summarize
 from irisbench.suites import MetricSpec, SuiteError, load_suite
 
 

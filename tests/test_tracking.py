@@ -15,10 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.errors import MissingDependencyError
-from irisbench.tracking import eval_scalars, report_to_names, scalars
-from irisbench.train_config import ConfigError, resolve_config
-from irisbench.trainer import GRPOTrainer, eval_folder, read_metrics
+from irisbench.core.errors import MissingDependencyError
+from irisbench.train.config import ConfigError, resolve_config
+from irisbench.train.tracking import eval_scalars, report_to_names, scalars
+from irisbench.train.trainer import GRPOTrainer, eval_folder, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +59,7 @@ def test_tensorboard_event_file_holds_the_metrics_and_evaluations(tiny_policy_di
 def test_a_backend_that_is_not_installed_is_one_line_before_anything_is_written(tiny_policy_dir: Path,
                                                                                 tmp_path: Path,
                                                                                 monkeypatch) -> None:
-    import irisbench.tracking as tracking
+    import irisbench.train.tracking as tracking
 
     monkeypatch.setattr(tracking, "_installed", lambda b: b == "tensorboard")
     run = tmp_path / "run"

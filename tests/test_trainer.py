@@ -17,8 +17,8 @@ from grpo_helpers import close, grads, torchrun_train
 from typer.testing import CliRunner
 
 from irisbench.cli import app
-from irisbench.train_config import ConfigError, resolve_config
-from irisbench.trainer import TIMING_KEYS, GRPOTrainer, TrainingDivergedError, read_metrics
+from irisbench.train.config import ConfigError, resolve_config
+from irisbench.train.trainer import TIMING_KEYS, GRPOTrainer, TrainingDivergedError, read_metrics
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_config_file_with_unknown_keys_names_them(tmp_path: Path) -> None:
 
 
 def test_every_preset_resolves() -> None:
-    from irisbench.train_config import preset_names
+    from irisbench.train.config import preset_names
 
     for name in preset_names():
         cfg = resolve_config(name)
@@ -85,7 +85,7 @@ def test_lr_schedules_by_hand(kind: str) -> None:
 
     import torch
 
-    from irisbench.trainer import build_scheduler
+    from irisbench.train.trainer import build_scheduler
 
     cfg = resolve_config("iris-shapes", [f"lr_scheduler={kind}", "steps=12", "warmup_steps=4"])
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
@@ -131,8 +131,8 @@ def test_resume_with_a_different_config_is_refused(tiny_policy_dir: Path, tmp_pa
 
 _CHILD = """
 import sys
-from irisbench.train_config import resolve_config
-from irisbench.trainer import GRPOTrainer
+from irisbench.train.config import resolve_config
+from irisbench.train.trainer import GRPOTrainer
 cfg = resolve_config("iris-shapes", sys.argv[2:])
 GRPOTrainer(cfg, sys.argv[1], progress=False).train()
 """
@@ -168,8 +168,8 @@ def test_an_in_training_evaluation_cut_short_is_finished_on_resume(tiny_policy_d
     evaluation with the records an uninterrupted run wrote, and the experiment does not take the run as done."""
     import shutil
 
-    from irisbench.experiment import finished_run
-    from irisbench.trainer import eval_finished, eval_folder
+    from irisbench.experiment.run import finished_run
+    from irisbench.train.trainer import eval_finished, eval_folder
 
     args = [f"policy={tiny_policy_dir}", "steps=2", "prompts_per_step=2", "num_generations=2", "eval_every=1",
             "eval_prompts=4", "eval_images_per_prompt=1", "checkpoint_every=1", "lr=1e-3"]

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from irisbench.policies.base import IMAGE, TEXT
-from irisbench.uncertainty import (
+from irisbench.core.uncertainty import (
     entropy,
     masked_mean,
     modality_means,
@@ -18,6 +17,7 @@ from irisbench.uncertainty import (
     self_certainty,
     token_stats,
 )
+from irisbench.policies.base import IMAGE, TEXT
 
 
 def ref_sc(z: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ def _head_case(seed: int = 0, v: int = 97, d: int = 16):
 
 @pytest.mark.parametrize("chunk", [1, 4, 33, 1000])
 def test_head_token_stats_equal_the_unchunked_values_and_gradients(chunk: int) -> None:
-    from irisbench.uncertainty import head_token_stats
+    from irisbench.core.uncertainty import head_token_stats
 
     head, hidden, chosen = _head_case()
     weights = torch.tensor([1.0, -0.3, 0.2])  # a loss touching all three statistics
@@ -192,7 +192,7 @@ def test_head_token_stats_equal_the_unchunked_values_and_gradients(chunk: int) -
 
 
 def test_head_token_stats_without_grad_and_bad_input() -> None:
-    from irisbench.uncertainty import head_token_stats
+    from irisbench.core.uncertainty import head_token_stats
 
     head, hidden, chosen = _head_case(1)
     with torch.no_grad():
@@ -211,7 +211,7 @@ def test_head_token_stats_without_grad_and_bad_input() -> None:
 
 def test_head_token_stats_never_holds_every_positions_logits() -> None:
     """Saved-for-backward tensors stay at one chunk's logits: count the largest saved tensor."""
-    from irisbench.uncertainty import head_token_stats
+    from irisbench.core.uncertainty import head_token_stats
 
     head, _, _ = _head_case(2, v=4096, d=8)
     hidden = torch.randn(64, 8, requires_grad=True)

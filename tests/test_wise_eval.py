@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from irisbench import retry
 from irisbench.cli import app
+from irisbench.core import retry
+from irisbench.evaluation.wise_eval import STUB_JUDGE, StubJudge, WiseOptions, evaluate_wise, read_wise_folder
 from irisbench.protocols.wise import WiseDataError
-from irisbench.wise_eval import STUB_JUDGE, StubJudge, WiseOptions, evaluate_wise, read_wise_folder
 
 runner = CliRunner()
 

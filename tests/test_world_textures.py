@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.protocols.geneval import judge
 from irisbench.world.detector import detect
 from irisbench.world.prompts import build_splits
@@ -25,7 +25,7 @@ from irisbench.world.vocab import PATCH
 
 @pytest.fixture(scope="module")
 def textures_tok() -> PatchTokenizer:
-    from irisbench.pretrain import WORLD_RECIPES
+    from irisbench.train.pretrain import WORLD_RECIPES
 
     return fit_patch_tokenizer(n_scenes=4000, seed=0, max_codes=WORLD_RECIPES["textures"]["max_codes"],
                                world="textures")
@@ -101,7 +101,7 @@ def test_tokenizer_file_records_its_world(textures_tok: PatchTokenizer, tmp_path
 
 
 def test_pretrain_recipe_per_world() -> None:
-    from irisbench.pretrain import PretrainConfig, PretrainError
+    from irisbench.train.pretrain import PretrainConfig, PretrainError
 
     assert PretrainConfig.for_world("shapes") == PretrainConfig()
     t = PretrainConfig.for_world("textures", {"steps": 5})
@@ -114,7 +114,7 @@ def test_pretrain_recipe_per_world() -> None:
 
 def test_textures_batches_are_shaded_and_deterministic(textures_tok: PatchTokenizer) -> None:
     from irisbench.policies.shapes_lm import ShapesVocab
-    from irisbench.pretrain import BatchMaker, PretrainConfig
+    from irisbench.train.pretrain import BatchMaker, PretrainConfig
 
     vocab = ShapesVocab.from_world(textures_tok.codebook_size)
     cfg = PretrainConfig.for_world("textures", {"batch_size": 16})

@@ -32,7 +32,7 @@ from irisbench.analysis.diversity import (
     summarize_diversity,
 )
 from irisbench.analysis.dynamics import eval_curves, load_training_curves, training_dynamics
-from irisbench.analysis.records import AnalysisError, load_records
+from irisbench.analysis.record_frames import AnalysisError, load_records
 from irisbench.analysis.selection import select_checkpoint, selection_table
 
 __all__ = [

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irisbench.analysis import plots
+from irisbench.analysis import figures
 from irisbench.analysis.bestofn import best_of_n_table
 from irisbench.analysis.correlation import DEFAULT_X, DEFAULT_Y, binned, correlate, prompt_means, within_prompt
 from irisbench.analysis.diversity import prompt_diversity, summarize_diversity
 from irisbench.analysis.dynamics import eval_curves, eval_splits, training_dynamics
-from irisbench.analysis.records import (
+from irisbench.analysis.record_frames import (
     ALL,
     AnalysisError,
     RunDirs,
@@ -118,11 +118,11 @@ def _analyze_eval(name: str, path: Path, out: Path, tables: dict[str, list[pd.Da
                                  for _, r in top.iterrows()}
         if make_plots:
             tag = safe_name(name)
-            plot_paths.append(str(plots.plot_binned(bin_t[bin_t["y"] == hy], out / f"binned_{tag}.png",
+            plot_paths.append(str(figures.plot_binned(bin_t[bin_t["y"] == hy], out / f"binned_{tag}.png",
                                                     f"{name}: mean {hy} by decile")))
-            plot_paths.append(str(plots.plot_prompt_scatter(means, out / f"prompt_scatter_{tag}.png", by_run,
+            plot_paths.append(str(figures.plot_prompt_scatter(means, out / f"prompt_scatter_{tag}.png", by_run,
                                                             f"{name}: per-prompt means")))
-            plot_paths.append(str(plots.plot_bestofn(bon[bon["y"] == hy], out / f"bestofn_{tag}.png",
+            plot_paths.append(str(figures.plot_bestofn(bon[bon["y"] == hy], out / f"bestofn_{tag}.png",
                                                      title=f"{name}: best-of-N by self-uncertainty")))
     per_prompt, div_notes = prompt_diversity(df, root=path, features=features, by=by_run,
                                              layouts=_world(path) in (None, "shapes"))
@@ -164,7 +164,7 @@ def _analyze_train(name: str, path: Path, out: Path, tables: dict[str, list[pd.D
         notes.append(f"{name}: checkpoint selection needs evaluations on both {val_split!r} and {test_split!r} "
                      f"(found splits {splits}); skipped")
     if make_plots and not dyn.empty:
-        plot_paths.append(str(plots.plot_dynamics(dyn, out / f"dynamics_{safe_name(name)}.png", split,
+        plot_paths.append(str(figures.plot_dynamics(dyn, out / f"dynamics_{safe_name(name)}.png", split,
                                                   title=f"{name}: training dynamics")))
     return head
 
@@ -223,7 +223,7 @@ def analyze_runs(run_dirs: RunDirs, out_dir: str | Path, *, x_cols: Sequence[str
         dyn = pd.concat([d for d in tables["dynamics"] if not d.empty], ignore_index=True)
         split_cols = [c for c in dyn.columns if c.endswith("_score")]
         split = split_cols[0][: -len("_score")] if split_cols else val_split
-        plot_paths.append(str(plots.plot_dynamics(dyn, out / "dynamics.png", split)))
+        plot_paths.append(str(figures.plot_dynamics(dyn, out / "dynamics.png", split)))
     written = {n: w for n in names if (w := _write(tables[n], out, n)) is not None}
     summary = jsonable({"out_dir": str(out), "tables": written, "plots": plot_paths, "notes": notes,
                         "runs": heads, "settings": {"by": by, "bins": bins, "val_split": val_split,

@@ -10,7 +10,7 @@ the one with the lowest (or highest) x should beat a random pick. For every prom
 
 and averages them over prompts (each prompt weighs the same), overall and per group, with
 prompt-bootstrap 95% intervals on each level and on the ``gain`` = pick - random (the resampling of
-``irisbench.stats.bootstrap_ci`` — prompts drawn with replacement — with one set of draws per group
+``irisbench.core.stats.bootstrap_ci`` — prompts drawn with replacement — with one set of draws per group
 shared by all levels, so the gain's interval is that of a paired difference).
 
 Sub-sampled N' < N: every subset of N' of a prompt's samples when there are at most ``max_subsets`` of
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irisbench.analysis.records import (
+from irisbench.analysis.record_frames import (
     ALL,
     AnalysisError,
     check_confidence,
@@ -100,7 +100,7 @@ def _prompt_matrices(x: np.ndarray, y: np.ndarray, codes: np.ndarray,
 class _PromptBootstrap:
     """Prompt-bootstrap means of per-prompt values, with the draws shared by every column of one prompt set.
 
-    The draws are those of ``irisbench.stats.bootstrap_replicates(statistic="mean")`` on one value per
+    The draws are those of ``irisbench.core.stats.bootstrap_replicates(statistic="mean")`` on one value per
     prompt (P prompts drawn with replacement), held as per-prompt counts so that all levels, x columns,
     selection directions and N' of one group reuse one set of draws: ``counts @ values / P``. Each group has
     its own stream (seed, group index), so groups are independent strata for the ``tag_mean`` row.

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from irisbench.analysis.records import (
+from irisbench.analysis.record_frames import (
     ALL,
     AnalysisError,
     check_confidence,
@@ -42,7 +42,7 @@ from irisbench.analysis.records import (
     resampled_weights,
     resolve_columns,
 )
-from irisbench.stats import bootstrap_ci
+from irisbench.core.stats import bootstrap_ci
 
 DEFAULT_X: tuple[str, ...] = ("sc_text", "sc_image", "sc_all", "entropy_text", "entropy_image", "entropy_all")
 DEFAULT_Y: tuple[str, ...] = ("correct", "score", "clip_score")
@@ -265,7 +265,7 @@ def within_prompt(df: pd.DataFrame, x: str, y: str = "correct", *, cluster: str 
     with different y, a pair scores 1 if the lower-x sample has the higher y, 0 if the lower-x sample has the
     lower y, 1/2 if their x are equal. ``concordance`` = mean pair score pooled over prompts (0.5 = no
     relation; > 0.5: the less certain sample is the better one when x is self-certainty), with a
-    prompt-bootstrap interval (``irisbench.stats.bootstrap_ci``, prompts resampled with their pairs).
+    prompt-bootstrap interval (``irisbench.core.stats.bootstrap_ci``, prompts resampled with their pairs).
     ``spearman_mean``: the mean over prompts of the within-prompt Spearman(x, y) (prompts with constant x
     left out), with a prompt-bootstrap interval.
     """

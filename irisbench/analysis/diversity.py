@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irisbench.analysis.records import (
+from irisbench.analysis.record_frames import (
     ALL,
     AnalysisError,
     check_confidence,
@@ -37,7 +37,7 @@ from irisbench.analysis.records import (
     require_columns,
     row_label,
 )
-from irisbench.stats import bootstrap_ci
+from irisbench.core.stats import bootstrap_ci
 from irisbench.world.vocab import CANVAS, PATCH
 
 

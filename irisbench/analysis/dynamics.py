@@ -1,7 +1,7 @@
 """Training dynamics: per-step training metrics beside checkpoint evaluations (the paper's Figure 2 analogue).
 
 IRIS's Figure 2 shows image self-certainty over RL training; here the same curves come from a training
-run folder (``irisbench.trainer``):
+run folder (``irisbench.train.trainer``):
 
 - ``load_training_curves``: ``train/metrics.jsonl`` of each run as one tidy frame (``run, step`` and every
   logged metric: reward_mean/std, sc_text, sc_image, entropy_*, kl, loss, lr, train_correct, plan_len, ...);
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irisbench.analysis.records import AnalysisError, RunDirs, as_runs, load_records, numeric_column
+from irisbench.analysis.record_frames import AnalysisError, RunDirs, as_runs, load_records, numeric_column
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from irisbench.analysis.dynamics import OVERALL, eval_curves
-from irisbench.analysis.records import AnalysisError, RunDirs, as_runs
+from irisbench.analysis.record_frames import AnalysisError, RunDirs, as_runs
 
 RULES: dict[str, str] = {
     "best-val": "step with the best validation score (ties: earliest); its test score reported",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError
+from irisbench.core.errors import IrisbenchError
 
 
 class ImageInputError(IrisbenchError, ValueError):

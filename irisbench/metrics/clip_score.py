@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError, did_you_mean
+from irisbench.core.errors import IrisbenchError, UsageError, did_you_mean
 from irisbench.metrics.clip_model import (  # noqa: F401  (re-exported: the public names of this module)
     ClipModel,
     ImageInputError,

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 from irisbench.metrics.clip_model import as_image_list, file_sha256
 
 FEATURE_KINDS = ("clip", "inception")

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.metrics.clip_model import as_image_list, file_sha256
 
 PREFERENCE_MODELS: dict[str, str] = {
@@ -331,7 +331,7 @@ def option_keys(name: str) -> set[str]:
     return {f"{name}_{k}" for k in OPTIONS[name]}
 
 
-FolderCheck = Callable[[Path, bool], list[str]]  # scorer_check.check_transformers_folder: what a folder lacks
+FolderCheck = Callable[[Path, bool], list[str]]  # scorers.weights.check_transformers_folder: what a folder lacks
 Row = tuple[str, str, str, str | None, bool, str]  # component, option, source, path found, ok, detail
 
 
@@ -353,7 +353,7 @@ def check_preference(name: str, options: Mapping[str, Any], folder_lacks: Folder
                      cache_dir: str | None = None) -> list[Row]:
     """``irisbench scorers check`` rows of preference model ``name``: what it would load with ``options``
     (prefixed keys, e.g. ``pickscore_model``) and whether it is on this machine (``folder_lacks``: what a
-    transformers folder lacks, from ``irisbench.scorer_check``)."""
+    transformers folder lacks, from ``irisbench.scorers.weights``)."""
     opts = check_options(name, {k[len(name) + 1:]: v for k, v in options.items()})
     if name == "pickscore":
         rows = []

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError
+from irisbench.core.errors import IrisbenchError
 
 NAME = "shapes-clip"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes-clip"

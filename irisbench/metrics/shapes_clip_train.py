@@ -274,7 +274,7 @@ def _progress(enabled: bool) -> Any:
         TimeRemainingColumn,
     )
 
-    from irisbench.progress import progress_bar
+    from irisbench.core.progress import progress_bar
 
     return progress_bar(TextColumn("shapes-clip"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, label="shapes-clip")

@@ -18,7 +18,7 @@ covariance is singular).
   record under their names and averaged as ``clip`` is; models from ``--metric-option pickscore_model=FOLDER``
   and the like (local only), loaded when the metrics are set up, before any image is made.
 
-``irisbench metrics RUN`` (``irisbench.run_metrics``) (re)computes all of these on a
+``irisbench metrics RUN`` (``irisbench.evaluation.run_metrics``) (re)computes all of these on a
 finished run folder from its saved images.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 
 METRIC_NAMES = ("clip", "fid", "kid", "pickscore", "hpsv2")
 PREFERENCE_METRICS = ("pickscore", "hpsv2")  # per-image record key = the name
@@ -48,7 +48,7 @@ class MetricOptions:
     clip_scale: str = "raw"
     fid_reference: str | None = None
     kid_subset_size: int | None = None  # None: min(KID_MAX_SUBSET, n // 2), see kid_subset_size_for
-    device: str = "cpu"  # where the CLIP model runs (a resolved device: irisbench.devices.resolve_device)
+    device: str = "cpu"  # where the CLIP model runs (a resolved device: irisbench.core.devices.resolve_device)
     preference: dict[str, dict[str, Any]] = field(default_factory=dict)  # pickscore/hpsv2 -> load options
 
 
@@ -169,7 +169,7 @@ class SuiteMetrics:
         return out
 
     def finalize(self, root: Path, records: list[dict], items: list[dict], seed: int) -> dict[str, Any]:
-        from irisbench.stats import bootstrap_ci
+        from irisbench.core.stats import bootstrap_ci
 
         out: dict[str, Any] = {"identity": self.describe()}
         if "clip" in self.opts.names:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import UsageError
-from irisbench.registry import POLICIES
+from irisbench.core.errors import UsageError
+from irisbench.core.registry import POLICIES
 
 NEEDS_MODEL = {"shapes-lm", "janus-pro"}
 
@@ -23,7 +23,7 @@ def load_policy(name: str, model: str | None = None, *, device: str | None = Non
     A path to a shapes checkpoint folder given as the name is loaded as ``shapes-lm``; a LoRA adapter folder
     (``irisbench.policies.lora``) as its base + adapters, ``model`` replacing the recorded base (``trainable``:
     adapters kept separate, for resuming; else merged). ``device`` (a resolved device string,
-    ``irisbench.devices``) goes to policies with a model; the others ignore it.
+    ``irisbench.core.devices``) goes to policies with a model; the others ignore it.
     """
     if name not in POLICIES and (Path(name) / "adapter_config.json").is_file():
         from irisbench.policies.lora import load_lora

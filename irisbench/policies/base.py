@@ -25,8 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from irisbench.errors import UsageError
-from irisbench.uncertainty import IMAGE, TEXT, masked_mean, part_mask
+from irisbench.core.errors import UsageError
+from irisbench.core.uncertainty import IMAGE, TEXT, masked_mean, part_mask
 
 __all__ = ["IMAGE", "STATS_SOURCES", "TEXT", "Policy", "Rollout", "TokenLogits", "TrainablePolicy",
            "check_sampling_args", "derive_seed", "left_pad", "row_seeds"]
@@ -160,7 +160,7 @@ class Policy(Protocol):
 
 @runtime_checkable
 class TrainablePolicy(Policy, Protocol):
-    """A policy the GRPO trainer can update: everything ``irisbench.trainer`` and ``irisbench.sharding`` use.
+    """A policy the GRPO trainer can update: everything ``irisbench.train.trainer`` and ``train.sharding`` use.
 
     ``model``: the ``torch.nn.Module`` holding every parameter. ``vocab_sizes``: ``{"text": k_text, "image":
     k_image}``, the self-certainty vocabulary: the sizes of the distributions each modality's per-token statistics
@@ -184,7 +184,7 @@ class TrainablePolicy(Policy, Protocol):
         ...
 
     def fsdp_units(self) -> list[Any]:
-        """Disjoint submodules holding every trainable parameter (``irisbench.sharding``)."""
+        """Disjoint submodules holding every trainable parameter (``irisbench.train.sharding``)."""
         ...
 
     def save(self, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:

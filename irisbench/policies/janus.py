@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.policies.base import STATS_SOURCES, Rollout, TokenLogits, check_sampling_args, row_seeds
 from irisbench.policies.janus_checkpoint import JanusCheckpointError, check_expected_config, resolve_checkpoint
 from irisbench.policies.janus_decode import (
@@ -209,7 +209,7 @@ class JanusPolicy:
     ) -> JanusPolicy:
         """Load a transformers-format Janus folder (safetensors only, no remote code).
 
-        ``device`` defaults to CUDA when available (``irisbench.devices.resolve_device``); ``dtype`` to bf16
+        ``device`` defaults to CUDA when available (``irisbench.core.devices.resolve_device``); ``dtype`` to bf16
         on CUDA and fp32 on the CPU (bf16 on a CPU without native bf16 instructions is refused).
         Extra keyword arguments (``cot_temperature``, ``cot_top_k``, ``batch_size``, ``logits_chunk``,
         ``gradient_checkpointing``, ``decode``) go to the constructor; ``expect`` (a mapping of
@@ -217,7 +217,7 @@ class JanusPolicy:
         """
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
-        from irisbench.devices import check_dtype, resolve_device
+        from irisbench.core.devices import check_dtype, resolve_device
 
         expect = kwargs.pop("expect", None)
         path = resolve_checkpoint(model_id_or_path)
@@ -372,7 +372,7 @@ class JanusPolicy:
 
         ``logits=False`` (the default when the policy's ``logits_chunk`` > 0) returns the per-token view
         without the whole ``text``/``image`` logits: the statistics come from ``logits_chunk`` positions at a
-        time (``irisbench.uncertainty.head_token_stats``), so the (B, L, 102400) fp32 logits never exist at
+        time (``irisbench.core.uncertainty.head_token_stats``), so the (B, L, 102400) fp32 logits never exist at
         once, in the forward or the backward pass; ``image`` logits are still returned with ``uncond=True``
         (CFG-guided log-probs need them). With ``gradient_checkpointing`` the decoder blocks are recomputed
         in backward.
@@ -428,7 +428,7 @@ class JanusPolicy:
         return path
 
     def fsdp_units(self) -> list[Any]:
-        """Disjoint FSDP units (irisbench.sharding): the decoder blocks, token embeddings, final norm and
+        """Disjoint FSDP units (irisbench.train.sharding): the decoder blocks, token embeddings, final norm and
         ``lm_head``, and the image-token embeddings, aligner and head; the understanding tower, its aligner
         and the VQ model (frozen, used only to decode) fall to the root unit."""
         import warnings

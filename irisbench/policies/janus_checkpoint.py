@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 
 REQUIRED_FILES = ("config.json", "tokenizer_config.json")
 
@@ -84,7 +84,7 @@ def check_expected_config(path: Path, expect: dict[str, Any]) -> None:
     ``text_config`` and its ``dtype`` (or ``torch_dtype``) field. One line names the file, the field, both
     values.
     """
-    from irisbench.devices import dtype_name
+    from irisbench.core.devices import dtype_name
 
     if not isinstance(expect, dict):
         raise UsageError(f"policy option expect must be a mapping of config fields, got {expect!r}")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.policies.base import IMAGE, STATS_SOURCES, TEXT, Rollout, left_pad
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
@@ -208,7 +208,7 @@ def sample_text(
     """
     import torch
 
-    from irisbench.uncertainty import token_stats
+    from irisbench.core.uncertainty import token_stats
 
     if max_new_tokens < 1:
         raise UsageError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -279,7 +279,7 @@ def sample_image_tokens(
     import torch
     from transformers import StaticCache
 
-    from irisbench.uncertainty import token_stats
+    from irisbench.core.uncertainty import token_stats
 
     if num_tokens < 1:
         raise UsageError(f"num_tokens must be >= 1, got {num_tokens}")

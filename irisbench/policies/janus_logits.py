@@ -5,7 +5,7 @@
 ``image_logits`` (``generation_head`` on the image prompt + image tokens); ``per_token`` lays both out like
 ``rollout.tokens`` with log-prob, self-certainty (raw ``logsumexp - mean``) and entropy. With the policy's
 ``logits_chunk`` > 0 the statistics come from the hidden states ``logits_chunk`` positions at a time
-(``irisbench.uncertainty.head_token_stats``), so the (B, L, 102400) logits never exist at once. Every tensor
+(``irisbench.core.uncertainty.head_token_stats``), so the (B, L, 102400) logits never exist at once. Every tensor
 is created on the policy's device.
 """
 
@@ -49,7 +49,7 @@ def per_token(policy: Any, rollout: Rollout, out: dict[str, Any], lengths: list[
     """The per-part outputs laid out like ``rollout.tokens`` (B, T); differentiable."""
     import torch
 
-    from irisbench.uncertainty import head_token_stats, token_stats
+    from irisbench.core.uncertainty import head_token_stats, token_stats
 
     dev, (b, width) = policy.device, rollout.tokens.shape
 

@@ -13,7 +13,7 @@ The text side is a word-level tokenizer (``tokenizers``' ``WordLevel``) over the
 CoT templates (``irisbench.policies.janus``), the world's prompts and its plan grammar, so the CoT request is
 the real T2I-R1 reasoning prompt and the CoT the model writes is the world's plan (``irisbench.world.plan``).
 
-Pretraining (``JanusShapesBatches``, run by ``irisbench.pretrain`` with ``arch: janus``) teacher-forces the
+Pretraining (``JanusShapesBatches``, run by ``irisbench.train.pretrain`` with ``arch: janus``) teacher-forces the
 sequences ``JanusPolicy.sample`` produces, through ``JanusPolicy.part_logits``: the CoT request then the plan
 and EOS (``lm_head``), and the image request ``"{prompt}. {plan}"`` + BOI then the 64 codes
 (``generation_head``); with probability ``uncond_prob`` a row's image request is the CFG unconditional one
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.policies.base import IMAGE, TEXT, Rollout
 from irisbench.policies.janus import COT_PROMPT, COT_SYSTEM_PROMPT, JanusPolicy, cot_request, image_request
 from irisbench.policies.janus_checkpoint import JanusCheckpointError
@@ -118,7 +118,7 @@ class JanusShapesPolicy(JanusPolicy):
         meta = path / "irisbench_policy.json"
         sampling = dict(DEFAULT_SAMPLING)
         if meta.is_file():
-            from irisbench.errors import read_json
+            from irisbench.core.errors import read_json
 
             saved = read_json(meta, JanusCheckpointError, "policy metadata").get("sampling", {})
             sampling.update({k: saved[k] for k in DEFAULT_SAMPLING if k in saved})
@@ -235,7 +235,7 @@ def create(image_tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2,
 class JanusShapesBatches:
     """Pretraining batches in ``JanusPolicy.sample``'s own layout, a pure function of (seed, step).
 
-    ``maker`` is ``irisbench.pretrain``'s ``BatchMaker`` for this policy's image tokenizer (the caller builds it,
+    ``maker`` is ``irisbench.train.pretrain``'s ``BatchMaker`` for this policy's image tokenizer (the caller builds it,
     so that this module does not import the pretraining module back): its draws (tag, prompt, scene, image
     codes, unconditional rows) make a batch hold the same scenes whichever model is pretrained; the loss runs
     through ``part_logits``.

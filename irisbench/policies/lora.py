@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, did_you_mean, read_json
+from irisbench.core.errors import IrisbenchError, did_you_mean, read_json
 
 FORMAT = "irisbench.lora"
 POLICY_FILE = "irisbench_policy.json"

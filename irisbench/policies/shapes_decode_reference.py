@@ -58,7 +58,7 @@ def row_uniforms(seeds: Sequence[int], n_img: int, p_max: int) -> tuple[torch.Te
 
 def chosen_stats(z: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logp of chosen, logsumexp - mean, entropy) per row of fp32 logits ``z`` (..., V)."""
-    from irisbench.uncertainty import token_stats
+    from irisbench.core.uncertainty import token_stats
 
     return token_stats(z, chosen)
 

@@ -36,7 +36,7 @@ Self-certainty vocabulary (``vocab_sizes``, recorded as ``Rollout.settings["voca
 shipped base's plan words + EOP) and k_image = 763 (its codebook), so the kept offsets are log 24 = 3.18 < log 763
 = 6.64, the opposite order to Janus-Pro's log 102,400 = 11.54 > log 16,384 = 9.70. ``nsc`` (token pooling, offsets
 kept) therefore pays a plan token less self-certainty than an image token for its offset alone; the reward option
-``offset_vocab`` (``irisbench.rewards``; preset ``iris-shapes-janus-offsets``) runs the world with Janus-Pro's
+``offset_vocab`` (``irisbench.train.rewards``; preset ``iris-shapes-janus-offsets``) runs the world with Janus-Pro's
 offsets, and docs/self-certainty.md measures the per-plan-token bonus under each order.
 """
 
@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.policies.base import (
     IMAGE,
     STATS_SOURCES,
@@ -204,7 +204,7 @@ class ShapesLMPolicy:
     def load(cls, path: str | Path, *, device: str | None = None, **overrides: Any) -> ShapesLMPolicy:
         """Load a folder written by ``save``; ``overrides`` replace sampling defaults (e.g. ``cfg=5``).
 
-        ``device``: where the model lives (``irisbench.devices.resolve_device``; default: the CPU, the
+        ``device``: where the model lives (``irisbench.core.devices.resolve_device``; default: the CPU, the
         project's reference device for the shapes world, unless ``IRISBENCH_DEVICE`` says otherwise).
 
         Raises ``ShapesCheckpointError`` naming the missing file or the mismatching field.
@@ -273,7 +273,7 @@ class ShapesLMPolicy:
             raise ShapesCheckpointError(f"{meta_path}: field 'num_image_tokens' is "
                                         f"{meta.get('num_image_tokens')}, the image tokenizer makes "
                                         f"{tokenizer.num_tokens}")
-        from irisbench.devices import resolve_device
+        from irisbench.core.devices import resolve_device
 
         model = _load_llama(path).to(resolve_device(device or os.environ.get("IRISBENCH_DEVICE") or "cpu"))
         return cls(model, vocab, tokenizer, defaults, checkpoint=str(path))
@@ -439,7 +439,7 @@ class ShapesLMPolicy:
         """
         import torch
 
-        from irisbench.uncertainty import token_stats
+        from irisbench.core.uncertainty import token_stats
 
         v = self.vocab
         prompt_ids = rollout.extras.get("prompt_ids")
@@ -522,7 +522,7 @@ class ShapesLMPolicy:
             weight.register_hook(zero_image_rows)
 
     def fsdp_units(self) -> list[Any]:
-        """Disjoint FSDP units holding every parameter (irisbench.sharding): blocks, embeddings, norm, head."""
+        """Disjoint FSDP units holding every parameter (irisbench.train.sharding): blocks, embeddings, norm, head."""
         inner = self.model.model
         return [*inner.layers, inner.embed_tokens, inner.norm, self.model.lm_head]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 from irisbench.world.prompts import UnknownWordsError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<null>", "<bop>", "<eop>", "<boi>", "<eoi>")

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.protocols.compbench_detection import (
     COMPLEX_PREPOSITIONS,
     NUMBER_WORDS,

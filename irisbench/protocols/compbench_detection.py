@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.protocols.compbench_language import _analyse
 from irisbench.protocols.compbench_prompts import PromptFileError, PromptParseError, load_prompt_file
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from irisbench.errors import MissingDependencyError, UsageError
+from irisbench.core.errors import MissingDependencyError, UsageError
 
 
 @dataclass(frozen=True)

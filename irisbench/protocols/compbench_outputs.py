@@ -31,8 +31,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from irisbench.core.records import atomic_write_text
 from irisbench.protocols.compbench_prompts import CATEGORIES
-from irisbench.records import atomic_write_text
 
 # rule -> (folder of vqa_result.json, question_id is the file index (else the position), average file)
 OFFICIAL_FILES: dict[str, tuple[str, bool, str]] = {
@@ -60,7 +60,7 @@ def _average_text(rule: str, answers: list[Any]) -> str:
 def write_compbench_files(run: Path, items: list[dict], records: list[dict], n: int) -> dict[str, dict]:
     """Write each category's official ``vqa_result.json`` and average file under ``run/compbench/<category>/``;
     returns {category: {"file", "average_file", "images", "average"}}."""
-    from irisbench.layouts import file_prompt
+    from irisbench.evaluation.layouts import file_prompt
 
     within: dict[int, int] = {}
     counts: dict[str, int] = {}

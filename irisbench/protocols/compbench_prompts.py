@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from irisbench.errors import IrisbenchError, UsageError, read_utf8
+from irisbench.core.errors import IrisbenchError, UsageError, read_utf8
 
 
 @dataclass(frozen=True)

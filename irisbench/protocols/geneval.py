@@ -29,7 +29,7 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from irisbench.errors import IrisbenchError, read_utf8
+from irisbench.core.errors import IrisbenchError, read_utf8
 
 # The 80 GenEval object names in COCO category order (``object_names.txt``). Three differ from COCO:
 # "computer mouse" (COCO "mouse"), "tv remote" ("remote"), "computer keyboard" ("keyboard").

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.protocols.geneval import COCO_CLASSES, GENEVAL_COLORS, GENEVAL_RELATIONS
 
 OFFICIAL_METADATA_SHA256 = "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13"

@@ -19,7 +19,7 @@ Departures from the official scripts, all deliberate:
 
 - A failed parse (after ``retries`` attempts) is recorded as a failure and reported; the official code writes
   the sentinel 999 into the score file (or skips the id) and its summaries then refuse or silently drop it.
-- Failed calls may be retried after a bounded exponential backoff (``irisbench.retry.Backoff``); the
+- Failed calls may be retried after a bounded exponential backoff (``irisbench.core.retry.Backoff``); the
   official loop retries at once.
 - A legacy score outside 0-2 (the official regex takes any digit) is a parse failure, not a number.
 - Categories are assigned by prompt-id range (the ranges of the official files), not by the Subcategory label.
@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, UsageError, read_utf8
-from irisbench.retry import Backoff, short_cause
+from irisbench.core.errors import IrisbenchError, UsageError, read_utf8
+from irisbench.core.retry import Backoff, short_cause
 
 LEGACY_LABEL = "WISE (GPT-4o legacy)"
 VERIFIED_LABEL = "WISE_Verified"
@@ -482,7 +482,7 @@ def score_wise(
 
     ``images`` maps prompt_id to PNG bytes or a file path, or is a folder holding ``{prompt_id}.png``.
     Each image gets at most ``retries`` judge calls (the official loop counts attempts); a call that raises or
-    whose answer does not parse counts as a failed attempt. ``backoff`` (``irisbench.retry.Backoff``), when
+    whose answer does not parse counts as a failed attempt. ``backoff`` (``irisbench.core.retry.Backoff``), when
     given, sets the number of calls and the waits between them; without it the calls follow each other at
     once, as in the official loop. After the last failed attempt the record has ``ok=False``, the metric
     fields None, ``error`` listing every attempt and ``cause`` the last one: it is counted as a failure by the

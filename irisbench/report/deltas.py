@@ -2,7 +2,7 @@
 
 A delta is ``score(run) - score(base)`` for the overall score and each tag, with the point estimate taken
 from the two ``results.json`` files (so the table's delta is exactly the difference of the table's scores).
-Its interval comes from the per-image records, in the style of ``irisbench.stats.geneval_summary``: a
+Its interval comes from the per-image records, in the style of ``irisbench.core.stats.geneval_summary``: a
 stratified cluster bootstrap that resamples PROMPTS within every tag (percentile method), the overall
 replicate being the unweighted mean of the tag replicates.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
+from irisbench.core.stats import cluster_draws, cluster_key, percentile_interval, ratio_of, ratio_replicates
 from irisbench.report.loading import LoadedRun, prompt_sort_key
-from irisbench.stats import cluster_draws, cluster_key, percentile_interval, ratio_of, ratio_replicates
 
 PAIRED = "paired"
 UNPAIRED = "unpaired"
@@ -47,7 +47,7 @@ Clusters = dict[str, dict[int | str, tuple[float, int]]]  # tag -> prompt text -
 
 
 def prompt_clusters(run: LoadedRun) -> Clusters:
-    """Per tag, per prompt text (``irisbench.stats.cluster_key``): the sum of the per-image values and the
+    """Per tag, per prompt text (``irisbench.core.stats.cluster_key``): the sum of the per-image values and the
     number of images."""
     if run.records is None:
         raise UsageError(f"{run.path}: no records")

@@ -1,6 +1,6 @@
 """Reading eval run folders for a report: ``RunRef(label, path)`` -> ``LoadedRun`` (results + records).
 
-An eval run folder (written by ``irisbench.evaluate``) holds ``results.json`` (aggregates with CIs and
+An eval run folder (written by ``irisbench.evaluation.evaluate``) holds ``results.json`` (aggregates with CIs and
 expected/actual counts), ``records.jsonl`` (one line per image) and ``images/``. The report shows the
 numbers of ``results.json`` as they are, and derives from the records only what results.json cannot give:
 the intervals of deltas between runs and the image gallery. To make sure both describe the same images,
@@ -8,7 +8,7 @@ the per-tag scores recomputed from the records must equal those of results.json;
 (records appended after it was written) is an error, never a silently mixed table.
 
 The per-image value is ``correct`` (bool) for the GenEval protocol and ``score`` (in [0, 1]) for the others
-(T2I-CompBench), as ``irisbench.evaluate.summarize`` aggregates them.
+(T2I-CompBench), as ``irisbench.evaluation.evaluate.summarize`` aggregates them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, read_json
+from irisbench.core.errors import IrisbenchError, read_json
 
 RESULTS_FILE = "results.json"
 RECORDS_FILE = "records.jsonl"
@@ -187,7 +187,7 @@ def _check_consistent(run: LoadedRun) -> None:
 
 def load_run(ref: RunRef) -> LoadedRun:
     """Read ``results.json`` and (if present) ``records.jsonl`` of ``ref.path``; check they agree."""
-    from irisbench.records import read_records
+    from irisbench.core.records import read_records
 
     path = Path(ref.path)
     results = read_results(path)

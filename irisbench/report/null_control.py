@@ -1,7 +1,7 @@
 """Each method's effect relative to the null control: the difference of across-seed means, Welch t interval.
 
 A null control (``null-shapes``: the ``iris-shapes`` recipe with an N(0, 1) reward; ``null-shuffled-shapes``:
-``nsc`` permuted within each group; ``irisbench.rewards``) is trained with the same lr, steps, training seeds and
+``nsc`` permuted within each group; ``irisbench.train.rewards``) is trained with the same lr, steps, training seeds and
 evaluation as the methods, so "the method moved accuracy" can be told from "any uninformative reward at this
 learning rate moves it as much". The comparison reads the seed-level entries (``irisbench.report.seeds``):
 per training seed ``s``, a method's delta ``d_m,s = score(method, seed s) - score(base)`` and the null's
@@ -17,7 +17,7 @@ there is no per-seed paired difference; the two sets of seeds are treated as ind
   here; ``images_per_prompt`` is the checkpoints' count;
 - ``v_m = var(d_m) / n_m`` and ``v_0 = var(d_0) / n_0`` (sample variances, ``ddof=1``), ``se = sqrt(v_m + v_0)``;
 - Welch-Satterthwaite ``df = (v_m + v_0)^2 / (v_m^2 / (n_m - 1) + v_0^2 / (n_0 - 1))``;
-- interval ``diff +- t(0.975, df) * se`` (``irisbench.stats.welch_interval``, the interval of
+- interval ``diff +- t(0.975, df) * se`` (``irisbench.core.stats.welch_interval``, the interval of
   ``scipy.stats.ttest_ind(equal_var=False)``).
 
 With 3 seeds a side ``df`` lies between 2 and 4, so the interval is wide: it says whether the method's effect
@@ -35,9 +35,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from irisbench.core.stats import welch_interval
 from irisbench.report.seeds import images_per_prompt
 from irisbench.report.tables import IMPROVES, NO_DIFFERENCE, UNKNOWN, WORSE, _missing, delta_class, fmt_delta
-from irisbench.stats import welch_interval
 
 VS_NULL = "vs_null.csv"
 NULL_COLUMNS = ("method", "null", "checkpoint", "suite", "split", "metric", "images_per_prompt", "method_mean",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.report.tables import IMPROVES, INCOMPLETE, WORSE
 
 _COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",

@@ -4,15 +4,15 @@ A method trained with several seeds gives one checkpoint per seed. For each (met
 on a split (test), every seed's overall delta ``checkpoint - base`` comes with its paired cluster-bootstrap
 interval over prompts (``irisbench.report.deltas.delta_cis``, the numbers of the report's delta tables);
 the seeds' deltas are then averaged with a Student-t interval across seeds (n - 1 degrees of freedom,
-``irisbench.stats.mean_t_interval``; none with one seed). The per-prompt interval measures how sure one
+``irisbench.core.stats.mean_t_interval``; none with one seed). The per-prompt interval measures how sure one
 run's delta is; the across-seed interval measures whether the method's effect survives a new training seed.
 
 The base is one evaluation shared by every seed (the experiment draws more images per prompt for it, 8 against
 the checkpoints' 2): its own sampling error shifts every seed's delta alike, so the seeds' spread does not hold
 it and the Student-t interval treats the base score as exact. A second interval carries it: with ``base_se`` the
-analytic standard error of the base's overall score over its prompts (``irisbench.stats.stratified_se``: per tag
+analytic standard error of the base's overall score over its prompts (``irisbench.core.stats.stratified_se``: per tag
 the variance of its mean over prompts, the overall score's ``sum(v_t) / T^2``), ``se = sqrt(s^2 / n + base_se^2)``
-with Welch-Satterthwaite degrees of freedom capped at ``n - 1`` (``irisbench.stats.mean_t_interval_plus``: never
+with Welch-Satterthwaite degrees of freedom capped at ``n - 1`` (``irisbench.core.stats.mean_t_interval_plus``: never
 narrower than the Student-t interval). That ``base_se`` holds the base's prompt-to-prompt spread too, which the
 checkpoints share (same prompts): the wider interval is the conservative one. Both are kept (``ci_low``,
 ``ci_high`` and ``ci_low_with_base``, ``ci_high_with_base``); the verdict's class is the Student-t one, and the
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.report.loading import LoadedRun, RunRef, load_run
 from irisbench.report.tables import IMPROVES, NO_DIFFERENCE, WORSE, _missing, base_words, delta_class, fmt_delta
 
@@ -77,7 +77,7 @@ def _seed_entry(base: LoadedRun, run: LoadedRun, ev: SeedEval, kw: dict[str, Any
 
 def _across(per_seed: list[dict[str, Any]], confidence: float, base_se: Mapping[str, Any]) -> dict[str, Any]:
     """The mean of the seeds' deltas with its Student-t interval and the one that adds ``base_se``'s variance."""
-    from irisbench.stats import mean_t_interval, mean_t_interval_plus
+    from irisbench.core.stats import mean_t_interval, mean_t_interval_plus
 
     values = [s["delta"] for s in per_seed if not _missing(s["delta"])]
     none = {"ci_low_with_base": None, "ci_high_with_base": None, "se_with_base": None, "df_with_base": None}
@@ -93,9 +93,9 @@ def _across(per_seed: list[dict[str, Any]], confidence: float, base_se: Mapping[
 
 def base_se(base: LoadedRun) -> dict[str, Any]:
     """``{"se", "df", "n_prompts", "n_tags"}``: the analytic standard error of the base's overall score over its
-    prompts (``irisbench.stats.stratified_se`` of its per-prompt records); all None without records."""
+    prompts (``irisbench.core.stats.stratified_se`` of its per-prompt records); all None without records."""
+    from irisbench.core.stats import stratified_se
     from irisbench.report.deltas import prompt_clusters
-    from irisbench.stats import stratified_se
 
     if base.records is None:
         return {"se": None, "df": None, "n_prompts": None, "n_tags": None}

@@ -9,7 +9,7 @@ Arithmetic. Per training seed ``s`` of a method's best-val checkpoint, the seed-
 (``irisbench.report.seeds``) give ``d_seen,s = score(seen) - score_base(seen)`` and ``d_test,s = score(test) -
 score_base(test)``, each a paired delta against the base on the same prompts. The gap ``g_s = d_seen,s -
 d_test,s`` is paired by seed (the same checkpoint is evaluated on both), so its across-seed mean gets a Student-t
-interval over the ``g_s`` (``irisbench.stats.mean_t_interval``). The two bases' sampling errors enter every
+interval over the ``g_s`` (``irisbench.core.stats.mean_t_interval``). The two bases' sampling errors enter every
 ``g_s`` alike and are not in that interval (as in the seed tables' first interval). Both splits are scored at
 the checkpoints' images per prompt; the seen split has 44 entries per tag, test 132.
 
@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from irisbench.core.stats import mean_t_interval
 from irisbench.report.tables import delta_class, fmt_delta
-from irisbench.stats import mean_t_interval
 
 SEEN = "seen"
 CSV_COLUMNS = ("method", "checkpoint", "suite", "n_seeds", "seen_delta", "seen_ci_low", "seen_ci_high",
@@ -63,7 +63,7 @@ def write_seen_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """``seen_unseen.csv``: the rows, per-seed deltas joined by ``;``."""
     import pandas as pd
 
-    from irisbench.records import atomic_write_text
+    from irisbench.core.records import atomic_write_text
 
     df = pd.DataFrame([{c: (";".join(f"{v:.4f}" for v in r[c]) if c.endswith("seed_deltas") else r[c])
                         for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.report.deltas import NO_CI, delta_cis
 from irisbench.report.loading import LoadedRun, ReportError, RunRef, ensure_loaded
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import UsageError
-from irisbench.records import atomic_replace, read_records
+from irisbench.core.errors import UsageError
+from irisbench.core.records import atomic_replace, read_records
 
 RUN_COLUMNS = ("method", "checkpoint", "training_seed", "step")  # what a label stands for, when known
 # the per-image table published beside the tidy scores: enough to re-derive every interval (records.parquet)
@@ -63,7 +63,7 @@ def record_rows(evals: Mapping[str, Mapping[str, str | Path]],
     """One row per image of every eval run in ``evals`` (``RECORD_COLUMNS``): the run label and what it stands
     for, the suite and split, the image's prompt, sample, seed and tag, its score (``correct`` for GenEval,
     ``score`` for T2I-CompBench) and the policy's own statistics of that image. The cluster bootstrap over
-    prompts (``irisbench.stats``) needs nothing else, so every published interval can be re-derived."""
+    prompts (``irisbench.core.stats``) needs nothing else, so every published interval can be re-derived."""
     rows: list[dict[str, Any]] = []
     runs = runs or {}
     for label, folders in evals.items():

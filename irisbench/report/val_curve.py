@@ -3,7 +3,7 @@
 The experiment selects each run's best-val checkpoint among its in-training val evaluations and reports that one
 and the last on test; whether a method gains early and then declines (the shape "No Free Lunch", arXiv
 2506.17219, found for intrinsic rewards on LLMs) shows only in the scores between. ``val_curve`` gathers them
-from each training run's ``eval/<split>/step-N/results.json`` (``irisbench.trainer``) into rows
+from each training run's ``eval/<split>/step-N/results.json`` (``irisbench.train.trainer``) into rows
 ``method, seed, step, suite, split, score, ci_low, ci_high, images_per_prompt, n_prompts`` (the overall score;
 ``seed`` is the training seed, which is also the sampling seed of that run's in-training evaluations), with the
 base's evaluation on each of those suites and that split as ``method = "base"`` at step 0 (``seed``: the experiment's
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from irisbench.analysis.dynamics import eval_steps
-from irisbench.records import atomic_write_text
+from irisbench.core.records import atomic_write_text
 
 CURVE = "curve.csv"
 COLUMNS = ["method", "seed", "step", "suite", "split", "score", "ci_low", "ci_high", "images_per_prompt", "n_prompts"]

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 from irisbench.protocols import compbench as cb
 from irisbench.scorers.compbench_real import DEFAULT_BLIP, DEFAULT_OWL, BoxDetection
 from irisbench.scorers.geneval_real import PerceptionError, check_image

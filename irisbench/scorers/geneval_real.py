@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 from irisbench.protocols.geneval import COCO_CLASSES, GENEVAL_COLORS, Detection
 from irisbench.scorers.offline import LOCAL_ONLY, loading
 

@@ -1,7 +1,7 @@
 """Scorer weights come from this machine only: the hub's offline switches, local-only loads, one-line errors.
 
 irisbench never downloads a model (docs/scorers.md; ``irisbench scorers check`` lists what each real-image
-scorer would load, and ``eval`` runs the same check first: ``irisbench.scorer_check.require_weights``). Every
+scorer would load, and ``eval`` runs the same check first: ``irisbench.scorers.weights.require_weights``). Every
 loader of ``irisbench.scorers.geneval_real`` / ``compbench_real``:
 
 - calls ``go_offline()`` before its first hub import: ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` are set
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 LOCAL_ONLY = {"local_files_only": True}

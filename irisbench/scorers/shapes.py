@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 
 
 class ShapesGenEvalScorer:

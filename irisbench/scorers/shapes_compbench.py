@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 
 RULE_SCALE = 480 / 32  # the CompBench rules' pixel constants (150 px, ...) assume ~480-px images
 

@@ -13,7 +13,7 @@ idea): each entry names the per-image ``metric`` (``correct`` for GenEval, ``sco
 ``aggregation`` (``mean_of_tag_means``: per-tag mean over images, overall = unweighted mean of the tags,
 with stratified cluster-bootstrap intervals; ``compbench_mean_of_6``: the IRIS-style mean of the six
 classic categories, when all are present) and ``higher_is_better``. The first entry is the suite's
-headline score; ``irisbench.evaluate.summarize`` computes exactly what the list says.
+headline score; ``irisbench.evaluation.evaluate.summarize`` computes exactly what the list says.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from irisbench.errors import IrisbenchError, did_you_mean
-from irisbench.registry import SCORERS, unknown_name_message
-from irisbench.specs import read_spec, spec_names
+from irisbench.core.errors import IrisbenchError, did_you_mean
+from irisbench.core.registry import SCORERS, unknown_name_message
+from irisbench.core.specs import read_spec, spec_names
 
 WORLDS = ("shapes", "open")
 _SPEC_KEYS = {"name", "protocol", "description", "images_per_prompt", "prompts", "scorer", "metric_list"}
@@ -255,7 +255,7 @@ def _compbench_prompts(suite: Suite, world: str, split: str | None, prompts_dir:
     if src.generator == "shapes-compbench":
         if prompts_dir is not None:
             raise SuiteError("the shapes-world CompBench suite builds its own prompts; --prompts is for the open world")
-        from irisbench.world.compbench import compbench_items
+        from irisbench.world.compbench_items import compbench_items
         from irisbench.world.prompts import build_splits
 
         items = compbench_items(build_splits(seed=src.seed)[split])

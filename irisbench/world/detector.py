@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from irisbench.errors import IrisbenchError
+from irisbench.core.errors import IrisbenchError
 from irisbench.protocols.geneval import Detection
 from irisbench.world.scene import shape_mask
 from irisbench.world.vocab import BACKGROUNDS, COLORS, PALETTE, SHAPES

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 from irisbench.world.vocab import COLORS, COUNTS, NUMBER_WORDS, RELATIONS, SHAPES, TAGS, article, plural
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError
+from irisbench.core.errors import IrisbenchError
 from irisbench.world.scene import Obj, Scene, boxes_clear
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, PATCH, RELATIONS, SHAPES, SIZES, TAGS
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError
+from irisbench.core.errors import IrisbenchError
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, MIN_GAP, PALETTE, PATCH, SHAPES, SIZES
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from irisbench.errors import UsageError
+from irisbench.core.errors import UsageError
 from irisbench.world.vocab import GRID, PATCH
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irisbench.errors import IrisbenchError, UsageError
+from irisbench.core.errors import IrisbenchError, UsageError
 from irisbench.world.textures import SHADES, WORLDS, check_world, render_world
 from irisbench.world.vocab import BACKGROUNDS, CANVAS, COLORS, GRID, PALETTE, PATCH, SHAPES, SIZES
 
