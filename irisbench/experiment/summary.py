@@ -229,6 +229,16 @@ SEED_DELTAS = "seed_deltas.csv"
 VS_NULL = "vs_null.csv"  # irisbench.report.null_control.VS_NULL
 CURVE = "curve.csv"  # irisbench.report.val_curve.CURVE
 SEEN_UNSEEN = "seen_unseen.csv"  # irisbench.report.seen_unseen
+# the experiment folder's tables a publication copies as they are: (key, file, what the Markdown link says)
+COPIED_TABLES = (
+    ("seed_deltas", SEED_DELTAS, "Seed-level deltas (one row per method, checkpoint, suite, split and training "
+                                 "seed, plus the mean across seeds)"),
+    ("curve", CURVE, "Val curve (every in-training val evaluation of every method and training seed, the base at "
+                     "step 0)"),
+    ("vs_null", VS_NULL, "Each method relative to the null control (difference of across-seed means, Welch t "
+                         "interval)"),
+    ("seen_unseen", SEEN_UNSEEN, "Seen vs unseen prompts (per method, across seeds)"),
+)
 
 
 def publish(readme: Path, md: str, report: dict[str, Any], train_runs: TrainRuns, out: Path,
@@ -288,26 +298,11 @@ def _publish_files(folder: Path, link: str, report: dict[str, Any], train_runs: 
         tables = {**tables, "records": write_records(evals, folder, runs=runs)}
         images.append(f"Per-image records of every evaluation above (score, prompt, sample and seed; any interval "
                       f"can be re-derived from them): [{link}/records.parquet]({link}/records.parquet).")
-    if (out / SEED_DELTAS).is_file():
-        tables = {**tables, "seed_deltas": folder / SEED_DELTAS}
-        shutil.copyfile(out / SEED_DELTAS, folder / SEED_DELTAS)
-        images.append(f"Seed-level deltas (one row per method, checkpoint, suite, split and training seed, plus the "
-                      f"mean across seeds): [{link}/{SEED_DELTAS}]({link}/{SEED_DELTAS}).")
-    if (out / CURVE).is_file():
-        tables = {**tables, "curve": folder / CURVE}
-        shutil.copyfile(out / CURVE, folder / CURVE)
-        images.append(f"Val curve (every in-training val evaluation of every method and training seed, the base at "
-                      f"step 0): [{link}/{CURVE}]({link}/{CURVE}).")
-    if (out / VS_NULL).is_file():
-        tables = {**tables, "vs_null": folder / VS_NULL}
-        shutil.copyfile(out / VS_NULL, folder / VS_NULL)
-        images.append(f"Each method relative to the null control (difference of across-seed means, Welch t "
-                      f"interval): [{link}/{VS_NULL}]({link}/{VS_NULL}).")
-    if (out / SEEN_UNSEEN).is_file():
-        tables = {**tables, "seen_unseen": folder / SEEN_UNSEEN}
-        shutil.copyfile(out / SEEN_UNSEEN, folder / SEEN_UNSEEN)
-        images.append(f"Seen vs unseen prompts (per method, across seeds): "
-                      f"[{link}/{SEEN_UNSEEN}]({link}/{SEEN_UNSEEN}).")
+    for key, name, what in COPIED_TABLES:
+        if (out / name).is_file():
+            tables = {**tables, key: folder / name}
+            shutil.copyfile(out / name, folder / name)
+            images.append(f"{what}: [{link}/{name}]({link}/{name}).")
     return tables, images
 
 
