@@ -212,12 +212,13 @@ def test_shipped_shapes_clip_zero_shot_on_the_test_split():
     clip = load_clip("shapes-clip")
     zs = sct.zero_shot_accuracy(clip)
     assert zs["n"] >= 150
-    # measured 1.0 and 1.0; chance is 0.1 (color) and 0.25 (shape)
+    # measured 1.0 and 0.97 (world version 2, ten shapes); chance is 0.1 (color) and 0.1 (shape)
     assert zs["color_accuracy"] >= 0.9, zs
     assert zs["shape_accuracy"] >= 0.8, zs
     pw = sct.pairwise_accuracy(clip)
-    # measured 0.94 and 0.84 (chance 0.5); position is ~0.5, a known limitation (module docstring)
-    assert pw["color_attr"] >= 0.8 and pw["counting"] >= 0.7, pw
+    # measured 0.91 and 0.69 (chance 0.5; world version 1, four shapes: 0.94 and 0.84); position is ~0.5, a known
+    # limitation (module docstring)
+    assert pw["color_attr"] >= 0.8 and pw["counting"] >= 0.65, pw
 
 
 @needs_shipped
