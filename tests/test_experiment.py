@@ -219,9 +219,11 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
         assert label.startswith(method) and f"({kind})" in label and (seed == 0) == (f" s{seed} " not in label)
         assert set(rows["step"]) == {sel["best_val_step"] if kind == "best val" else sel["last_step"]}
     assert scores.loc[scores.run == "null-random s1 (last)", "training_seed"].eq(1).all()
-    # every published score says its images per prompt: the base's 8, every other run's 2
-    assert scores.groupby("run")["images_per_prompt"].unique().map(list).to_dict() == {
-        run: [8 if run == "base" else 2] for run in scores["run"].unique()}
+    # every published score says its images per prompt: the base's 8 where its deltas are read (test, seen) and 2 on
+    # val, every other run's 2
+    per_split = scores.groupby(["run", "split"])["images_per_prompt"].unique().map(list).to_dict()
+    assert per_split == {(run, split): [8 if run == "base" and split in ("test", "seen") else 2]
+                         for run, split in per_split}
     unknown = scores.loc[scores.run.isin(["base", "oracle", "random"]), ["method", "training_seed", "step"]]
     assert len(unknown) and unknown.isna().all().all()
     assert scores.groupby(["run", "method", "checkpoint", "training_seed"]).ngroups == 8  # methods x kinds x seeds
