@@ -132,9 +132,7 @@ def suites_overlap(
 
     def body() -> None:
         from irisbench.core.errors import UsageError
-
-        def norm(text: str) -> str:
-            return " ".join(text.lower().split())
+        from irisbench.core.stats import prompt_key as norm
 
         seen: dict[str, int] = {}
         for line, text in _prompt_texts(train):

@@ -42,12 +42,17 @@ Statistic = str | Callable[[np.ndarray], float]
 CHUNK_ELEMENTS = 1 << 22  # bound each (replicates x width) block to ~32 MB at a time
 
 
+def prompt_key(text: str) -> str:
+    """A prompt text as the project compares texts: lower case, runs of whitespace made one space."""
+    return " ".join(str(text).lower().split())
+
+
 def cluster_key(record: Mapping[str, Any]) -> Any:
     """The bootstrap cluster of a record: its prompt text (case and runs of whitespace normalised) when it
     has one, else its ``prompt_index``."""
     text = record.get("prompt")
     if isinstance(text, str) and text.strip():
-        return " ".join(text.lower().split())
+        return prompt_key(text)
     prompt = record["prompt_index"]
     return int(prompt) if isinstance(prompt, np.integer) else prompt
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from irisbench.core.errors import IrisbenchError, UsageError
+from irisbench.core.stats import prompt_key
 from irisbench.world.vocab import COLORS, COUNTS, NUMBER_WORDS, RELATIONS, SHAPES, TAGS, article, plural
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -240,6 +241,6 @@ def seen_split(seed: int = 0, per_tag: int = SEEN_PER_TAG) -> list[dict[str, Any
 def split_overlap(train: Sequence[dict[str, Any]], held_out: Sequence[dict[str, Any]]) -> list[str]:
     """Prompt texts (normalised as ``parse_prompt`` does) found in both ``train`` and ``held_out``, sorted."""
     def norm(items: Sequence[dict[str, Any]]) -> set[str]:
-        return {" ".join(str(md["prompt"]).lower().split()) for md in items}
+        return {prompt_key(md["prompt"]) for md in items}
 
     return sorted(norm(train) & norm(held_out))
