@@ -1,10 +1,11 @@
 """The paper's experiment in one command, on an embedded world (the README's main job is the shapes world).
 
-``world="shapes"`` (default) trains IRIS as coded (``iris-shapes``), IRIS as released
-(``iris-shapes-faithful``), the external verifier and the null control ``null-random`` (``null-shapes``:
-``iris-shapes`` with a reward of i.i.d. N(0, 1) noise, so every other method's effect can be stated against
-what an uninformative reward does at the same lr, steps and seeds); ``world="textures"``
-(``irisbench.world.textures``) trains the same four plus ``nsc-balanced`` from its own base
+``world="shapes"`` (default, the main job) trains IRIS as coded (``iris-shapes``), the external verifier and
+the null control ``null-random`` (``null-shapes``: ``iris-shapes`` with a reward of i.i.d. N(0, 1) noise, so
+every other method's effect can be stated against what an uninformative reward does at the same lr, steps and
+seeds) and scores GenEval; ``extended`` (``--extended``) adds IRIS as released (``iris-shapes-faithful``) and
+the CompBench-style suite, past the main job's 30-minute budget; ``world="textures"``
+(``irisbench.world.textures``) trains those four plus ``nsc-balanced`` from its own base on both suites
 (``DEFAULT_METHODS``). The second null, ``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
 ``sc`` and ``entropy`` are left out of the defaults to keep three training seeds in the main job's budget;
 ``methods`` (``--method LABEL=PRESET``) adds any preset.
@@ -84,15 +85,30 @@ NULL_METHOD = "null-random"  # the null control every method's effect is stated 
 NA_LABELS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 DEFAULT_METHODS = {
-    # three training seeds of IRIS as coded, IRIS as released (beta, frozen image head), the external verifier
-    # and the null control (iris-shapes with a random reward) fit the main job's budget; the shuffled-nsc null,
+    # the main job (README's first command, <= 30 min on a quiet 2-core CPU): three training seeds of IRIS as coded,
+    # the external verifier and the null control (iris-shapes with a random reward), GenEval only; IRIS as released
+    # and the CompBench-style suite run with --extended (EXTENDED_METHODS, EXTENDED_SUITES); the shuffled-nsc null,
     # sc and entropy (which collapsed in every earlier run) via --method
-    "shapes": {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes",
-               NULL_METHOD: "null-shapes"},
+    "shapes": {"iris-nsc": "iris-shapes", "verifier": "verifier-shapes", NULL_METHOD: "null-shapes"},
     # the textures world asks whether IRIS still collapses once image tokens are genuinely uncertain
     "textures": {"iris-nsc": "iris-shapes", "nsc-balanced": "nsc-balanced-shapes",
                  "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes", NULL_METHOD: "null-shapes"},
 }
+# what --extended adds to the shapes world's main job (published in results/experiment-extended): IRIS as released
+# (beta, frozen image head), inserted after iris-nsc, and the CompBench-style suite (GenEval's own items under
+# T2I-CompBench's rules: a second set of scoring rules, not a second benchmark)
+EXTENDED_METHODS = {"shapes": {"iris-faithful": "iris-shapes-faithful"}}
+MAIN_SUITES, EXTENDED_SUITES = ("geneval",), ("geneval", "compbench")
+
+
+def default_methods(world: str, extended: bool) -> dict[str, str]:
+    """The methods ``irisbench experiment`` trains without ``--method`` (``extended``: with ``--extended``)."""
+    methods = dict(DEFAULT_METHODS[world])
+    extra = EXTENDED_METHODS.get(world, {}) if extended else {}
+    if not extra:
+        return methods
+    first, *rest = methods.items()
+    return dict([first, *extra.items(), *rest])
 
 
 @dataclass
@@ -100,7 +116,7 @@ class ExperimentConfig:
     methods: dict[str, str] | None = None  # label -> preset (None: DEFAULT_METHODS of the world)
     steps: int = 40
     checkpoint_every: int = 20
-    suites: tuple[str, ...] = ("geneval", "compbench")
+    suites: tuple[str, ...] | None = None  # None: GenEval in the shapes main job, both suites extended or textures
     splits: tuple[str, ...] = ("val", "test")
     val_images_per_prompt: int = 2  # in-training val evaluations (checkpoint selection)
     seed: int = 0  # evaluation seed: the base and every checkpoint draw the same sampling seeds (paired deltas)
@@ -117,6 +133,7 @@ class ExperimentConfig:
     base_images_per_prompt: int | None = 8
     seen: bool = True  # also score the base and each best-val checkpoint on GenEval's seen split (RL-training texts)
     device: str | None = None  # every evaluation and training run (irisbench.core.devices; None: cuda when available)
+    extended: bool = False  # the shapes world's extended run: EXTENDED_METHODS and EXTENDED_SUITES beside the main job's
 
     def check(self) -> None:
         """One-line ``UsageError`` for a config the experiment cannot run; fills the world's defaults."""
@@ -124,7 +141,9 @@ class ExperimentConfig:
 
         check_world(self.world, "--world")
         self.base = self.base or WORLD_BASES[self.world]
-        self.methods = dict(DEFAULT_METHODS[self.world]) if self.methods is None else self.methods
+        self.methods = default_methods(self.world, self.extended) if self.methods is None else self.methods
+        if self.suites is None:
+            self.suites = MAIN_SUITES if self.world == "shapes" and not self.extended else EXTENDED_SUITES
         if not self.methods:
             raise UsageError("the experiment needs at least one method")
         for label in self.methods:
