@@ -82,25 +82,24 @@ class Options:
 @dataclass(kw_only=True)
 class PolicyOptions(Options):
     policy: str | None = option(None, "Policy name (see `irisbench ls`) or a checkpoint folder (default: "
-                                      "shapes-base; train: the config's).",
+                                      "shapes-base, or the config's).",
                                 not_for={IMAGES: NO_MODEL, WISE_IMAGES: NO_MODEL})
-    model: str | None = option(None, "Model id or local folder for policies that need one (janus-pro).",
+    model: str | None = option(None, "Model id or local folder for policies that need one.",
                                not_for={IMAGES: NO_MODEL, WISE_IMAGES: NO_MODEL})
 
 
 @dataclass(kw_only=True)
 class SeedOption(Options):
-    seed: int | None = option(0, "Base seed: every sampled image's seed derives from it, the prompt and the sample; "
-                                 "it also seeds the bootstrap (train: default the config's).")
+    seed: int | None = option(0, "Base seed; each image's seed derives from it, the prompt and sample.")
 
 
 @dataclass(kw_only=True)
 class SamplingOptions(Options):
-    cfg: float | None = option(None, "Classifier-free guidance scale (default: the policy's; train: the config's).",
+    cfg: float | None = option(None, "Classifier-free guidance scale (default: the policy's or config's).",
                                not_for={IMAGES: NO_MODEL, WISE_IMAGES: NO_MODEL})
-    temperature: float | None = option(None, "Sampling temperature (default: the policy's; train: the config's).",
+    temperature: float | None = option(None, "Sampling temperature (default: the policy's or config's).",
                                        not_for={IMAGES: NO_MODEL, WISE_IMAGES: NO_MODEL})
-    top_k: int | None = option(None, "Top-k sampling (default: the policy's; train: the config's).",
+    top_k: int | None = option(None, "Top-k sampling (default: the policy's or config's).",
                                not_for={IMAGES: NO_MODEL, WISE_IMAGES: NO_MODEL})
 
 
@@ -116,10 +115,9 @@ NO_METRICS = "WISE computes no CLIP score, FID or KID"
 class MetricFlags(Options):
     metrics: str | None = option(None, "Image metrics, any of clip,fid,kid,pickscore,hpsv2.",
                                  not_for={WISE: NO_METRICS})
-    metric_option: list[str] = option([], "KEY=VALUE for pickscore/hpsv2, e.g. pickscore_model=/models/"
-                                          "PickScore_v1 or hpsv2_model=FILE (repeatable).",
+    metric_option: list[str] = option([], "KEY=VALUE for pickscore/hpsv2, e.g. hpsv2_model=FILE (repeatable).",
                                       not_for={WISE: NO_METRICS})
-    clip_model: str | None = option(None, "CLIP backbone for the metrics (default: the shapes CLIP).",
+    clip_model: str | None = option(None, "CLIP backbone for --metrics (default: the shapes CLIP).",
                                     not_for={WISE: NO_METRICS})
     clip_pretrained: str | None = option(None, "CLIP pretrained tag or local weights file.",
                                          not_for={WISE: NO_METRICS})
