@@ -142,9 +142,10 @@ class MetricFlags(Options):
 OptionsT = TypeVar("OptionsT", bound=Options)
 
 
-def command(name: str, options: type[OptionsT], *, defaults: Mapping[str, Any] | None = None
-            ) -> Callable[[Callable[[OptionsT], Any]], Callable[..., Any]]:
-    """Register ``body(options)`` as the command ``name``, its flags made from ``options``'s fields.
+def command(name: str, options: type[OptionsT], *, defaults: Mapping[str, Any] | None = None,
+            on: typer.Typer = app) -> Callable[[Callable[[OptionsT], Any]], Callable[..., Any]]:
+    """Register ``body(options)`` as the command ``name`` of ``on`` (the ``irisbench`` app), its flags made from
+    ``options``'s fields; the command's help is ``body``'s docstring.
 
     ``defaults`` replaces a field's default for this command (``...``: the option is required)."""
     defaults = dict(defaults or {})
@@ -167,7 +168,7 @@ def command(name: str, options: type[OptionsT], *, defaults: Mapping[str, Any] |
         run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in params}
         run.__doc__, run.__name__, run.__module__ = body.__doc__, body.__name__, body.__module__
-        app.command(name, cls=Command)(run)
+        on.command(name, cls=Command)(run)
         return run
 
     return register
