@@ -188,6 +188,18 @@ def test_wise_refuses_the_metric_options_it_does_not_read(tmp_path: Path) -> Non
                                             "score, FID or KID")
 
 
+@pytest.mark.parametrize("extra, line", [
+    (["--category", "color"], "--category applies with --images only: it names the category of a scored folder"),
+    (["--allow-missing"], "--allow-missing applies with --images only: every prompt's image is generated"),
+])
+@pytest.mark.parametrize("suite", ["geneval", "compbench"])
+def test_generating_refuses_the_folder_options(suite: str, extra: list[str], line: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["eval", "--suite", suite, "--policy", "oracle", *extra, "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert one_line(result.output).endswith(line)
+
+
 @dataclass(kw_only=True)
 class Toy(SeedOption):
     name: str = option(..., "A name.", argument=True)

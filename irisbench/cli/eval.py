@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from irisbench.cli.options import (
+    GENERATED,
     IMAGES,
     NO_MODEL,
     NOT_WISE,
@@ -34,6 +35,7 @@ from irisbench.core import distributed
 from irisbench.core.errors import parse_key_values
 
 WISE_ONLY = "it is read by --suite wise only"
+GENERATES = "every prompt's image is generated"
 
 
 @dataclass(kw_only=True)
@@ -56,10 +58,11 @@ class EvalArgs(MetricFlags, DeviceOption, SamplingOptions, SeedOption, PolicyOpt
                                        "folder, an eval run, or WISE images (layouts: docs/layouts.md).")
     category: str | None = option(None, "With --images: the T2I-CompBench category of a one-category folder "
                                         "(default: from the folder name or its prompts).",
-                                  not_for={WISE: "it is a T2I-CompBench option"})
+                                  not_for={WISE: "it is a T2I-CompBench option",
+                                           GENERATED: "it names the category of a scored folder"})
     allow_missing: bool = option(False, "With --images: score an incomplete folder (missing, misnamed, unreadable "
                                         "images and prompts are counted; extra images are never dropped).",
-                                 "--allow-missing", not_for={WISE_GENERATED: "every prompt's image is generated"})
+                                 "--allow-missing", not_for={WISE_GENERATED: GENERATES, GENERATED: GENERATES})
     no_save_images: bool = option(False, "Do not write the images (as PNG) into the run folder.",
                                   "--no-save-images",
                                   not_for={WISE: "the judge reads the images saved in the run folder"})
@@ -130,6 +133,9 @@ def eval_cmd(args: EvalArgs) -> None:
         refused = args.refused(IMAGES)
         if refused:
             fail(f"--images scores a folder of images: {', '.join(flag for flag, _ in refused)} do(es) not apply")
+    elif args.refused(GENERATED):
+        flag, reason = args.refused(GENERATED)[0]
+        fail(f"{flag} applies with --images only: {reason}")
     opts = guard(args.eval_options, options=True)
     images, policy = args.images, args.policy
     name = f"eval-{args.suite or 'images'}-{images.resolve().name}" if images is not None else \

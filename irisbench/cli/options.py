@@ -34,6 +34,7 @@ from irisbench.cli.shared import Command, app
 
 # Contexts in which an option may not apply (``eval``'s): the keys of a field's ``not_for``
 IMAGES = "--images"  # scoring a folder of images (suites other than wise)
+GENERATED = "eval without --images"  # generating the images (suites other than wise)
 WISE = "--suite wise"
 WISE_IMAGES = "--suite wise --images"  # judging a folder of images
 WISE_GENERATED = "--suite wise without --images"  # generating every prompt's image
