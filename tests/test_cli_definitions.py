@@ -200,6 +200,26 @@ def test_generating_refuses_the_folder_options(suite: str, extra: list[str], lin
     assert one_line(result.output).endswith(line)
 
 
+@pytest.mark.parametrize("args, flag, readers", [
+    (["eval", "--policy", "oracle", "--clip-scale", "2.5"], "--clip-scale", "clip"),
+    (["eval", "--policy", "oracle", "--metrics", "clip", "--fid-reference", "ref"], "--fid-reference", "fid, kid"),
+    (["eval", "--policy", "oracle", "--metrics", "pickscore", "--clip-model", "ViT-B-32"], "--clip-model",
+     "clip, fid, kid"),
+    (["metrics", "RUN", "--metrics", "kid", "--clip-scale", "raw"], "--clip-scale", "clip"),
+    (["metrics", "RUN", "--metrics", "clip", "--clip-pretrained", "w"], None, None),  # read: no refusal here
+])
+def test_metric_options_without_the_metric_that_reads_them_are_refused(args, flag, readers, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, [a.replace("RUN", str(out)) for a in args] + (["--out", str(out)]
+                                                                             if args[0] == "eval" else []))
+    assert result.exit_code == 2 and not out.exists()
+    if flag is None:
+        assert "read only by" not in result.output  # it fails later: the run folder does not exist
+    else:
+        assert one_line(result.output).endswith(f"{flag} is read only by the metrics {readers}: add one to --metrics "
+                                                f"or drop {flag}")
+
+
 @dataclass(kw_only=True)
 class Toy(SeedOption):
     name: str = option(..., "A name.", argument=True)

@@ -127,12 +127,20 @@ class MetricFlags(Options):
                                         not_for={WISE: NO_METRICS})
 
     def metric_options(self, **extra: Any) -> Any:
-        """The metrics these flags ask for: an ``irisbench.metrics.suite_metrics.MetricOptions``."""
-        from irisbench.core.errors import parse_key_values
+        """The metrics these flags ask for: an ``irisbench.metrics.suite_metrics.MetricOptions``. A CLIP or FID
+        option given without a metric that reads it is refused (``UsageError``), not ignored."""
+        from irisbench.core.errors import UsageError, parse_key_values
         from irisbench.metrics.preference import metric_options
-        from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
+        from irisbench.metrics.suite_metrics import CLIP_METRICS, MetricOptions, check_scale_name, parse_metric_names
 
-        opts = MetricOptions(parse_metric_names(self.metrics), self.clip_model, self.clip_pretrained,
+        names = parse_metric_names(self.metrics)
+        readers = {"clip_model": CLIP_METRICS, "clip_pretrained": CLIP_METRICS, "clip_scale": ("clip",),
+                   "fid_reference": ("fid", "kid")}
+        for name, metrics in readers.items():
+            if name in self.given and not set(metrics) & set(names):
+                raise UsageError(f"{self.flag(name)} is read only by the metrics {', '.join(metrics)}: add one to "
+                                 f"--metrics or drop {self.flag(name)}")
+        opts = MetricOptions(names, self.clip_model, self.clip_pretrained,
                              check_scale_name(self.clip_scale),
                              str(self.fid_reference) if self.fid_reference else None, **extra)
         opts.preference = metric_options(opts.names, parse_key_values(self.metric_option, "--metric-option",
