@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import irisbench.core.devices as devices
 import irisbench.policies as policies
 from irisbench.cli import app
-from irisbench.cli.shared import DEVICE_HELP
+from irisbench.cli.options import DEVICE_HELP
 
 runner = CliRunner()
 no_gpu = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a host without GPU")

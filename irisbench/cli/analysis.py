@@ -5,13 +5,15 @@ and ``probe`` (reward-quality alignment before training).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from irisbench.cli.shared import Command, app, console, default_out, device_option, guard, refuse_run_folder
+from irisbench.cli.options import DeviceOption, PolicyOptions, SamplingOptions, SeedOption, command, option
+from irisbench.cli.shared import Command, app, console, default_out, guard, refuse_run_folder
 from irisbench.core.errors import UsageError, parse_named
 
 
@@ -78,29 +80,28 @@ def report_cmd(
     guard(body)
 
 
-@app.command("probe", cls=Command)
-def probe_cmd(
-    policy: str = typer.Option("shapes-base", help="Policy name or a shapes checkpoint folder."),
-    model: str = typer.Option(None, help="Model id/path for policies that need one."),
-    suite: str = typer.Option("geneval", help="Suite whose prompts to probe."),
-    split: str = typer.Option(None, help="Split of the suite's prompts (default: val in the shapes world, never "
-                                         "test for choosing a method; the suite's own elsewhere)."),
-    prompts_file: Path = typer.Option(None, help="Official-format prompts replacing the suite's (GenEval metadata "
-                                                 "JSONL, or the T2I-CompBench folder), as eval --prompts."),
-    g: int = typer.Option(8, "--g", help="Rollouts per prompt (the GRPO group size)."),
-    rewards: str = typer.Option(None, help="Comma-separated reward names (default: nsc, nsc-balanced, sc, entropy, "
-                                           "verifier, clip in the shapes world; the intrinsic ones elsewhere)."),
-    n_prompts: int = typer.Option(48, "--prompts", help="Prompts to probe (0: all), spread evenly over the tags."),
-    cfg: float = typer.Option(None, help="CFG weight for sampling (default: the policy's; GRPO presets use 3)."),
-    clip_model: str = typer.Option(None, help="CLIP for rho(adv, clip) and the clip reward (default: the shipped "
-                                              "shapes-clip in the shapes world; an open_clip backbone elsewhere)."),
-    clip_pretrained: str = typer.Option(None, help="Local weights (.safetensors) of --clip-model."),
-    seed: int = typer.Option(0, help="Seed of the rollouts, the prompt subset and the bootstrap."),
-    n_resamples: int = typer.Option(2000, help="Bootstrap resamples for the intervals."),
-    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/)."),
-    device: str = device_option(),
-) -> None:
-    """Reward-quality alignment before training: do a reward's GRPO advantages favour correct images?"""
+@dataclass(kw_only=True)
+class ProbeArgs(DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
+    suite: str = option("geneval", "Suite whose prompts to probe.")
+    split: str | None = option(None, "Split of the suite's prompts (default: val in the shapes world, never test for "
+                                     "choosing a method; the suite's own elsewhere).")
+    prompts_file: Path | None = option(None, "Official-format prompts replacing the suite's (GenEval metadata JSONL, "
+                                             "or the T2I-CompBench folder), as eval --prompts.")
+    g: int = option(8, "Rollouts per prompt (the GRPO group size).", "--g")
+    rewards: str | None = option(None, "Comma-separated reward names (default: nsc, nsc-balanced, sc, entropy, "
+                                       "verifier, clip in the shapes world; the intrinsic ones elsewhere).")
+    n_prompts: int = option(48, "Prompts to probe (0: all), spread evenly over the tags.", "--prompts")
+    clip_model: str | None = option(None, "CLIP for rho(adv, clip) and the clip reward (default: the shipped "
+                                          "shapes-clip in the shapes world; an open_clip backbone elsewhere).")
+    clip_pretrained: str | None = option(None, "Local weights (.safetensors) of --clip-model.")
+    n_resamples: int = option(2000, "Bootstrap resamples for the intervals.")
+    out: Path | None = option(None, "Output folder (default: a new folder under results/runs/).")
+
+
+@command("probe", ProbeArgs)
+def probe_cmd(args: ProbeArgs) -> None:
+    """Reward-quality alignment before training: do a reward's GRPO advantages favour correct images?
+    --seed also picks the prompt subset."""
 
     def body() -> None:
         from irisbench.core.devices import device_record, resolve_device
@@ -110,35 +111,39 @@ def probe_cmd(
         from irisbench.suites import load_suite, resolve_prompts
         from irisbench.train.alignment import probe_alignment, shapes_judge_and_count, write_outputs
 
-        where = resolve_device(device)  # before anything is loaded or written: one line if unusable
-        pol = load_policy(policy, model, device=where)
+        a = args
+        policy = a.policy or "shapes-base"
+        where = resolve_device(a.device)  # before anything is loaded or written: one line if unusable
+        pol = load_policy(policy, a.model, device=where)
         world = getattr(pol, "world", "shapes")
         shapes = world == "shapes"
-        if not shapes and clip_model is None:
+        if not shapes and a.clip_model is None:
             raise UsageError(f"policy {policy!r} draws in the {world!r} world, which has no judge of correctness: "
                              "the probe then compares the advantages with a CLIP score; give --clip-model and "
                              "--clip-pretrained (an open_clip backbone and its local weights)")
         default = "nsc,nsc-balanced,sc,entropy,verifier,clip" if shapes else "nsc,nsc-balanced,sc,entropy"
-        names = [r.strip() for r in (rewards or default).split(",") if r.strip()]
-        split_used = split or ("val" if shapes else None)
-        items, prov = resolve_prompts(load_suite(suite), world, split_used, prompts_file)
-        if n_prompts:
-            items = _even_subset(items, n_prompts, seed)
+        names = [r.strip() for r in (a.rewards or default).split(",") if r.strip()]
+        split_used = a.split or ("val" if shapes else None)
+        items, prov = resolve_prompts(load_suite(a.suite), world, split_used, a.prompts_file)
+        if a.n_prompts:
+            items = _even_subset(items, a.n_prompts, a.seed)
         judge, count = shapes_judge_and_count() if shapes else (None, None)
-        clip_options = {k: v for k, v in (("model", clip_model), ("pretrained", clip_pretrained)) if v is not None}
+        clip_options = {k: v for k, v in (("model", a.clip_model), ("pretrained", a.clip_pretrained)) if v is not None}
         clip = _probe_clip(clip_options, where)
-        config = {"policy": policy, "model": model, "suite": suite, "split": prov.get("split", split_used),
-                  "prompts_file": str(prompts_file) if prompts_file else None, "g": g, "rewards": names,
-                  "prompts": len(items), "cfg": cfg, "seed": seed, "n_resamples": n_resamples,
+        sampling = {k: v for k, v in (("temperature", a.temperature), ("top_k", a.top_k)) if v is not None}
+        config = {"policy": policy, "model": a.model, "suite": a.suite, "split": prov.get("split", split_used),
+                  "prompts_file": str(a.prompts_file) if a.prompts_file else None, "g": a.g, "rewards": names,
+                  "prompts": len(items), "cfg": a.cfg, **sampling, "seed": a.seed, "n_resamples": a.n_resamples,
                   "clip": clip_options or "shapes-clip"}
-        run = RunDir.create(out or default_out("probe"), kind="probe", config=config,
+        run = RunDir.create(a.out or default_out("probe"), kind="probe", config=config,
                             env={**env_info(), **device_record(where)})
-        result = probe_alignment(pol, items, names, g=g, seed=seed, cfg=cfg, judge=judge, count_objects=count,
-                                 clip_score=clip, n_resamples=n_resamples,
+        result = probe_alignment(pol, items, names, g=a.g, seed=a.seed, cfg=a.cfg, temperature=a.temperature,
+                                 top_k=a.top_k, judge=judge, count_objects=count,
+                                 clip_score=clip, n_resamples=a.n_resamples,
                                  reward_options={"clip": clip_options} if "clip" in names and clip_options else None)
         result["config"], result["prompt_provenance"] = config, prov
         write_outputs(result, run.path)
-        _print_probe(result, len(items), g)
+        _print_probe(result, len(items), a.g)
         console.print(f"written: {run.path}/alignment.json, alignment.csv, alignment_rows.csv")
 
     guard(body)

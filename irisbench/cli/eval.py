@@ -1,130 +1,146 @@
 """The ``eval`` and ``metrics`` commands: generate or read images, score them, print the tables.
+
+Their options are dataclasses (``EvalArgs``, ``MetricsArgs``) built on the shared ones of
+``irisbench.cli.options``; each field says where it does not apply, and ``eval`` refuses such an option with
+one line (the WISE options outside ``--suite wise``, the generation options when a folder is scored, ...).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.table import Table
 
-from irisbench.cli.shared import (
-    Command,
-    app,
-    claim_out,
-    console,
-    default_out,
-    device_option,
-    err,
-    fail,
-    given_flags,
-    guard,
+from irisbench.cli.options import (
+    GENERATED,
+    IMAGES,
+    NO_MODEL,
+    NOT_WISE,
+    WISE,
+    WISE_GENERATED,
+    WISE_IMAGES,
+    DeviceOption,
+    MetricFlags,
+    PolicyOptions,
+    SamplingOptions,
+    SeedOption,
+    command,
+    option,
 )
+from irisbench.cli.shared import claim_out, console, default_out, err, fail, guard
 from irisbench.core import distributed
 from irisbench.core.errors import parse_key_values
 
+WISE_ONLY = "it is read by --suite wise only"
+GENERATES = "every prompt's image is generated"
 
-@app.command("eval", cls=Command)
-def eval_cmd(
-    ctx: typer.Context,
-    suite: str = typer.Option(None, help="Suite name (see `irisbench suites ls`) or a suite YAML file "
-                                         "(default: geneval; with --images, the folder's)."),
-    policy: str = typer.Option(None, help="Policy name (see `irisbench ls`) or a checkpoint folder "
-                                          "(default: shapes-base)."),
-    model: str = typer.Option(None, help="Model id or local folder for policies that need one."),
-    split: str = typer.Option(None, help="Prompt split (shapes world: val or test; default: the suite's)."),
-    prompts: Path = typer.Option(None, help="The suite's prompts from a file: GenEval, an official-format "
-                                            "metadata JSONL; T2I-CompBench, the folder of the official "
-                                            "*_val.txt files (open world); WISE, its JSON file(s)."),
-    images_per_prompt: int = typer.Option(None, "--images-per-prompt", "-n",
-                                          help="Default: the suite's; with --images, the folder's."),
-    seed: int = typer.Option(0, help="Base seed; each image's seed derives from it, the prompt and sample."),
-    batch_size: int = typer.Option(64, help="Images generated per batch (does not change results)."),
-    cfg: float = typer.Option(None, help="Classifier-free guidance scale (default: the policy's)."),
-    temperature: float = typer.Option(None, help="Sampling temperature (default: the policy's)."),
-    top_k: int = typer.Option(None, help="Top-k sampling (default: the policy's)."),
-    limit: int = typer.Option(None, help="Only the first N prompts of every tag (smoke runs; recorded)."),
-    images: Path = typer.Option(None, help="Score this folder instead of generating: a GenEval or "
-                                           "T2I-CompBench folder, an eval run, or WISE images (layouts: "
-                                           "docs/layouts.md)."),
-    category: str = typer.Option(None, help="With --images: the T2I-CompBench category of a one-category "
-                                            "folder (default: from the folder name or its prompts)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing",
-                                       help="With --images: score an incomplete folder (missing, misnamed, "
-                                            "unreadable images and prompts are counted; extra images are "
-                                            "never dropped)."),
-    no_save_images: bool = typer.Option(False, "--no-save-images",
-                                        help="Do not write the images (as PNG) into the run folder."),
-    metrics: str = typer.Option(None, help="Image metrics, any of clip,fid,kid,pickscore,hpsv2."),
-    metric_option: list[str] = typer.Option([], help="KEY=VALUE for pickscore/hpsv2, e.g. hpsv2_model=FILE "
-                                                     "(repeatable)."),
-    clip_model: str = typer.Option(None, help="CLIP backbone for --metrics (default: the shapes CLIP)."),
-    clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
-    clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
-    fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
-    scorer_option: list[str] = typer.Option([], help="KEY=VALUE for the suite's scorer, e.g. detector_model=DIR "
-                                                     "(repeatable)."),
-    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
-                                        "Re-running into the same folder resumes."),
-    allow_config_change: bool = typer.Option(False, "--allow-config-change",
-                                             help="Resume with changes that leave the images alone "
-                                                  "(--metrics; wise: the judge); others are refused."),
-    judge: str = typer.Option(None, help="--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
-                                         "http://127.0.0.1:8000/v1), or stub-for-tests (tests only)."),
-    judge_model: str = typer.Option(None, help="--suite wise: the model name the judge server serves."),
-    judge_api_key_env: str = typer.Option(None, help="--suite wise: env variable holding the judge's API key "
-                                                     "(default: none)."),
-    judge_workers: int = typer.Option(1, help="--suite wise: concurrent judge requests."),
-    wise_protocol: str = typer.Option("legacy", help="--suite wise: legacy (WiScore, 0-2 criteria) or verified "
-                                                     "(WISE_Verified, binary)."),
-    judge_retries: int = typer.Option(3, help="--suite wise: calls per image at most (backoff doubles, <= 30 s)."),
-    judge_backoff: float = typer.Option(2.0, help="--suite wise: seconds after the first failed call."),
-    allow_failures: bool = typer.Option(False, "--allow-failures",
-                                        help="--suite wise: exit 0 despite failed judge calls (a re-run "
-                                             "judges only those)."),
-    device: str = device_option(),
-) -> None:
+
+@dataclass(kw_only=True)
+class EvalArgs(MetricFlags, DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
+    """``eval``'s options: the shared ones (``irisbench.cli.options``) and its own."""
+
+    suite: str | None = option(None, "Suite name (see `irisbench suites ls`) or a suite YAML file (default: geneval; "
+                                     "with --images, the folder's).")
+    split: str | None = option(None, "Prompt split (shapes world: val or test; default: the suite's).",
+                               not_for={WISE: "its prompts are the --prompts file(s)"})
+    prompts: Path | None = option(None, "The suite's prompts from a file: GenEval, an official-format metadata "
+                                        "JSONL; T2I-CompBench, the folder of the official *_val.txt files (open "
+                                        "world); WISE, its JSON file(s).")
+    images_per_prompt: int | None = option(None, "Default: the suite's; with --images, the folder's.",
+                                           "--images-per-prompt", "-n")
+    batch_size: int = option(64, "Images generated per batch (does not change results).",
+                             not_for={WISE_IMAGES: NO_MODEL})
+    limit: int | None = option(None, "Only the first N prompts of every tag (smoke runs; recorded).")
+    images: Path | None = option(None, "Score this folder instead of generating: a GenEval or T2I-CompBench "
+                                       "folder, an eval run, or WISE images (layouts: docs/layouts.md).")
+    category: str | None = option(None, "With --images: the T2I-CompBench category of a one-category folder "
+                                        "(default: from the folder name or its prompts).",
+                                  not_for={WISE: "it is a T2I-CompBench option",
+                                           GENERATED: "it names the category of a scored folder"})
+    allow_missing: bool = option(False, "With --images: score an incomplete folder (missing, misnamed, unreadable "
+                                        "images and prompts are counted; extra images are never dropped).",
+                                 "--allow-missing", not_for={WISE_GENERATED: GENERATES, GENERATED: GENERATES})
+    no_save_images: bool = option(False, "Do not write the images (as PNG) into the run folder.",
+                                  "--no-save-images",
+                                  not_for={WISE: "the judge reads the images saved in the run folder"})
+    scorer_option: list[str] = option([], "KEY=VALUE for the suite's scorer, e.g. detector_model=DIR (repeatable).",
+                                      not_for={WISE: "its judge is set with --judge and --judge-model"})
+    out: Path | None = option(None, "Run folder (default: a new folder under results/runs/). Re-running into the "
+                                    "same folder resumes.")
+    allow_config_change: bool = option(False, "Resume with changes that leave the images alone (--metrics; wise: "
+                                              "the judge); others are refused.", "--allow-config-change")
+    judge: str | None = option(None, "--suite wise: the judge, an OpenAI-compatible API URL (e.g. "
+                                     "http://127.0.0.1:8000/v1), or stub-for-tests (tests only).",
+                               not_for={NOT_WISE: WISE_ONLY})
+    judge_model: str | None = option(None, "--suite wise: the model name the judge server serves.",
+                                     not_for={NOT_WISE: WISE_ONLY})
+    judge_api_key_env: str | None = option(None, "--suite wise: env variable holding the judge's API key (default: "
+                                                 "none).", not_for={NOT_WISE: WISE_ONLY})
+    judge_workers: int = option(1, "--suite wise: concurrent judge requests.", not_for={NOT_WISE: WISE_ONLY})
+    wise_protocol: str = option("legacy", "--suite wise: legacy (WiScore, 0-2 criteria) or verified (WISE_Verified, "
+                                          "binary).", not_for={NOT_WISE: WISE_ONLY})
+    judge_retries: int = option(3, "--suite wise: calls per image at most (backoff doubles, <= 30 s).",
+                                not_for={NOT_WISE: WISE_ONLY})
+    judge_backoff: float = option(2.0, "--suite wise: seconds after the first failed call.",
+                                  not_for={NOT_WISE: WISE_ONLY})
+    allow_failures: bool = option(False, "--suite wise: exit 0 despite failed judge calls (a re-run judges only "
+                                         "those).", "--allow-failures", not_for={NOT_WISE: WISE_ONLY})
+
+    def eval_options(self) -> Any:
+        """The ``irisbench.evaluation.eval_plan.EvalOptions`` of a suite other than WISE."""
+        from irisbench.evaluation.eval_plan import EvalOptions
+
+        return EvalOptions(policy=self.policy or "shapes-base", model=self.model, suite=self.suite, split=self.split,
+                           images_per_prompt=self.images_per_prompt, seed=self.seed, batch_size=self.batch_size,
+                           cfg=self.cfg, temperature=self.temperature, top_k=self.top_k, limit_per_tag=self.limit,
+                           prompts_file=str(self.prompts) if self.prompts else None,
+                           save_images=not self.no_save_images, metrics=self.metric_options(),
+                           scorer_options=parse_key_values(self.scorer_option, "--scorer-option", numbers=False),
+                           images=str(self.images) if self.images is not None else None, category=self.category,
+                           allow_missing=self.allow_missing, allow_config_change=self.allow_config_change,
+                           device=self.device)
+
+    def wise_options(self) -> Any:
+        """The ``irisbench.evaluation.wise_eval.WiseOptions`` of ``--suite wise``."""
+        from irisbench.evaluation.wise_eval import WiseOptions
+
+        return WiseOptions(prompts=str(self.prompts), judge=self.judge, judge_model=self.judge_model,
+                           judge_api_key_env=self.judge_api_key_env, judge_workers=self.judge_workers,
+                           protocol=self.wise_protocol, images=str(self.images) if self.images else None,
+                           allow_missing=self.allow_missing, policy=self.policy or "shapes-base", model=self.model,
+                           seed=self.seed, batch_size=self.batch_size, cfg=self.cfg, temperature=self.temperature,
+                           top_k=self.top_k, limit=self.limit, retries=self.judge_retries,
+                           backoff=self.judge_backoff, allow_config_change=self.allow_config_change,
+                           device=self.device)
+
+
+@command("eval", EvalArgs)
+def eval_cmd(args: EvalArgs) -> None:
     """Generate images for a suite's prompts (or read them with --images), score them and write per-image
     records, results and the suite's official layout and files."""
-    from irisbench.evaluation.evaluate import EvalOptions, evaluate
+    from irisbench.evaluation.evaluate import evaluate
 
-    if suite == "wise":
-        _wise_eval(locals())
+    if args.suite == "wise":
+        _wise_eval(args)
         return
-    wise_only = given_flags(ctx, WISE_ONLY)
-    if wise_only:
-        fail(f"{wise_only[0]} is read by --suite wise only (this is --suite {suite or 'geneval'})")
-
-    def options() -> EvalOptions:
-        from irisbench.metrics.preference import metric_options
-        from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
-
-        if images is not None:
-            given = [flag for flag, v in (("--policy", policy), ("--model", model), ("--cfg", cfg),
-                                          ("--temperature", temperature), ("--top-k", top_k)) if v is not None]
-            if given:
-                raise ValueError(f"--images scores a folder of images: {', '.join(given)} do(es) not apply")
-
-        metric_opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained,
-                                    check_scale_name(clip_scale), str(fid_reference) if fid_reference else None)
-        metric_opts.preference = metric_options(metric_opts.names, parse_key_values(metric_option, "--metric-option",
-                                                                                    numbers=False))
-        return EvalOptions(policy=policy or "shapes-base", model=model, suite=suite, split=split,
-                           images_per_prompt=images_per_prompt, seed=seed, batch_size=batch_size, cfg=cfg,
-                           temperature=temperature, top_k=top_k, limit_per_tag=limit,
-                           prompts_file=str(prompts) if prompts else None, save_images=not no_save_images,
-                           metrics=metric_opts,
-                           scorer_options=parse_key_values(scorer_option, "--scorer-option", numbers=False),
-                           images=str(images) if images is not None else None, category=category,
-                           allow_missing=allow_missing, allow_config_change=allow_config_change,
-                           device=device)
-
-    opts = guard(options, options=True)
-    name = f"eval-{suite or 'images'}-{images.resolve().name}" if images is not None else \
-        f"eval-{suite or 'geneval'}-{Path(policy or 'shapes-base').name}"
-    target = claim_out(out) if out else guard(lambda: default_out(name))
+    refused = args.refused(NOT_WISE)
+    if refused:
+        fail(f"{refused[0][0]} is read by --suite wise only (this is --suite {args.suite or 'geneval'})")
+    if args.images is not None:
+        refused = args.refused(IMAGES)
+        if refused:
+            fail(f"--images scores a folder of images: {', '.join(flag for flag, _ in refused)} do(es) not apply")
+    elif args.refused(GENERATED):
+        flag, reason = args.refused(GENERATED)[0]
+        fail(f"{flag} applies with --images only: {reason}")
+    opts = guard(args.eval_options, options=True)
+    images, policy = args.images, args.policy
+    name = f"eval-{args.suite or 'images'}-{images.resolve().name}" if images is not None else \
+        f"eval-{args.suite or 'geneval'}-{Path(policy or 'shapes-base').name}"
+    target = claim_out(args.out) if args.out else guard(lambda: default_out(name))
     results = guard(lambda: evaluate(opts, target, on_start=lambda config: print_header(config, target)))
     distributed.end()
     if int(os.environ.get("RANK", "0")) != 0:
@@ -161,52 +177,21 @@ def print_header(config: dict[str, Any], target: Path) -> None:
                   + f"; {source}; run folder {target}", highlight=False, soft_wrap=True)
 
 
-# eval's options that only --suite wise reads
-WISE_ONLY = ("judge", "judge_model", "judge_api_key_env", "judge_workers", "wise_protocol", "judge_retries",
-             "judge_backoff", "allow_failures")
-# eval's options that --suite wise does not read, and why (refused, never ignored)
-NOT_FOR_WISE = {
-    "split": "its prompts are the --prompts file(s)",
-    "category": "it is a T2I-CompBench option",
-    "no_save_images": "the judge reads the images saved in the run folder",
-    **dict.fromkeys(("metrics", "clip_model", "clip_pretrained", "clip_scale", "fid_reference"),
-                    "WISE computes no CLIP score, FID or KID"),
-    "scorer_option": "its judge is set with --judge and --judge-model",
-}
-# ... and those that --suite wise --images does not read: no model is loaded, the folder's images are judged
-NOT_FOR_WISE_IMAGES = ("policy", "model", "cfg", "temperature", "top_k", "batch_size", "device")
-
-
-def _wise_eval(args: dict[str, Any]) -> None:
+def _wise_eval(args: EvalArgs) -> None:
     """``eval --suite wise``: generate or read one image per WISE prompt, judge it, print per-category scores."""
-    from irisbench.evaluation.wise_eval import WiseOptions, evaluate_wise, failure_line
+    from irisbench.evaluation.wise_eval import evaluate_wise, failure_line
 
-    if args["prompts"] is None:
+    if args.prompts is None:
         fail("--suite wise needs --prompts FILE or DIR: the official WISE JSON prompt file(s) (not shipped)")
-    refused = given_flags(args["ctx"], tuple(NOT_FOR_WISE))
-    if refused:
-        name = refused[0].lstrip("-").replace("-", "_")
-        fail(f"{refused[0]} does not apply to --suite wise: {NOT_FOR_WISE[name]}")
-    if args["images"] is not None:
-        refused = given_flags(args["ctx"], NOT_FOR_WISE_IMAGES)
+    for context in (WISE, WISE_IMAGES if args.images is not None else WISE_GENERATED):
+        refused = args.refused(context)
         if refused:
-            fail(f"{refused[0]} does not apply to --suite wise --images: the folder's images are judged, no model "
-                 "is loaded")
-    elif args["allow_missing"]:
-        fail("--allow-missing does not apply to --suite wise without --images: every prompt's image is generated")
-    if args["images_per_prompt"] not in (None, 1):
+            fail(f"{refused[0][0]} does not apply to {context}: {refused[0][1]}")
+    if args.images_per_prompt not in (None, 1):
         fail("WISE has one image per prompt: drop --images-per-prompt")
-    opts = WiseOptions(
-        prompts=str(args["prompts"]), judge=args["judge"], judge_model=args["judge_model"],
-        judge_api_key_env=args["judge_api_key_env"], judge_workers=args["judge_workers"],
-        protocol=args["wise_protocol"], images=str(args["images"]) if args["images"] else None,
-        allow_missing=args["allow_missing"], policy=args["policy"] or "shapes-base", model=args["model"],
-        seed=args["seed"],
-        batch_size=args["batch_size"], cfg=args["cfg"], temperature=args["temperature"], top_k=args["top_k"],
-        limit=args["limit"], retries=args["judge_retries"], backoff=args["judge_backoff"],
-        allow_config_change=args["allow_config_change"], device=args["device"])
+    opts = args.wise_options()
     name = "external" if opts.images else Path(opts.policy).name
-    target = claim_out(args["out"]) if args["out"] else guard(lambda: default_out(f"eval-wise-{name}"))
+    target = claim_out(args.out) if args.out else guard(lambda: default_out(f"eval-wise-{name}"))
 
     def header() -> None:  # the run header, as print_header for the other suites
         if int(os.environ.get("RANK", "0")) == 0:
@@ -218,7 +203,7 @@ def _wise_eval(args: dict[str, Any]) -> None:
     print_wise(results)
     console.print(f"run folder: {target}")
     if "failures" in results:
-        if not args["allow_failures"]:
+        if not args.allow_failures:
             fail(failure_line(results, target), code=1)
         err.print(f"[yellow]warning:[/] {failure_line(results, target)}", highlight=False, soft_wrap=True)
 
@@ -263,36 +248,26 @@ def print_metrics(extra: dict[str, Any]) -> None:
                       "subsets)")
 
 
-@app.command("metrics", cls=Command)
-def metrics_cmd(
-    run: Path = typer.Argument(..., help="A finished eval run folder (with its images)."),
-    metrics: str = typer.Option(..., help="Any of clip,fid,kid,pickscore,hpsv2."),
-    metric_option: list[str] = typer.Option([], help="KEY=VALUE for a preference metric, e.g. pickscore_model="
-                                                     "/models/PickScore_v1 (repeatable)."),
-    clip_model: str = typer.Option(None, help="CLIP backbone (default: the shapes CLIP)."),
-    clip_pretrained: str = typer.Option(None, help="CLIP pretrained tag or local weights file."),
-    clip_scale: str = typer.Option("raw", help="CLIP score scale: raw, 100-clamp or 2.5."),
-    fid_reference: Path = typer.Option(None, help="Folder of reference PNGs for FID/KID (open world)."),
-    kid_subset_size: int = typer.Option(None, help="KID subset size (default: min(100, n/2))."),
-    device: str = device_option(),
-) -> None:
+@dataclass(kw_only=True)
+class MetricsArgs(MetricFlags, DeviceOption):
+    run: Path = option(..., "A finished eval run folder (with its images).", argument=True)
+    kid_subset_size: int | None = option(None, "KID subset size (default: min(100, n/2)).")
+
+
+@command("metrics", MetricsArgs, defaults={"metrics": ...})
+def metrics_cmd(args: MetricsArgs) -> None:
     """(Re)compute CLIP score, FID and KID on an eval run from its saved images, without generating again."""
 
     def body() -> dict[str, Any]:
         from irisbench.core.devices import resolve_device
         from irisbench.evaluation.run_metrics import compute_run_metrics
-        from irisbench.metrics.preference import metric_options
-        from irisbench.metrics.suite_metrics import MetricOptions, check_scale_name, parse_metric_names
 
-        opts = MetricOptions(parse_metric_names(metrics), clip_model, clip_pretrained, check_scale_name(clip_scale),
-                             str(fid_reference) if fid_reference else None, kid_subset_size,
-                             device=resolve_device(device))
-        opts.preference = metric_options(opts.names, parse_key_values(metric_option, "--metric-option", numbers=False))
-        return compute_run_metrics(run, opts)
+        opts = args.metric_options(kid_subset_size=args.kid_subset_size, device=resolve_device(args.device))
+        return compute_run_metrics(args.run, opts)
 
     results = guard(body)
     print_metrics(results["metrics"])
-    console.print(f"metrics written to {run / 'results.json'}")
+    console.print(f"metrics written to {args.run / 'results.json'}")
 
 
 def _ci(s: dict[str, Any]) -> str:

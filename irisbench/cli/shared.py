@@ -99,25 +99,6 @@ def _main(
     _reserved.clear()
 
 
-DEVICE_HELP = ("cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu; under torchrun each process "
-               "takes cuda:LOCAL_RANK).")
-
-
-def device_option() -> Any:
-    """``--device``, as every command that loads a model declares it (resolved by ``irisbench.core.devices``)."""
-    return typer.Option(None, help=DEVICE_HELP)
-
-
-def given_flags(ctx: typer.Context, names: tuple[str, ...] | list[str]) -> list[str]:
-    """The flags (``--name``) of the parameters ``names`` that the user gave (not left at their default)."""
-    flags = []
-    for param in ctx.command.params:  # the source by name: typer's click (vendored or not) has its own enum
-        source = getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT")
-        if param.name in names and source not in ("DEFAULT", "DEFAULT_MAP"):
-            flags.append(next((o for o in param.opts if o.startswith("--")), param.opts[0]))
-    return flags
-
-
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # "irisbench[wandb]" kept
     raise typer.Exit(code)

@@ -5,49 +5,51 @@ evaluates and reports every method.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from irisbench.cli.shared import Command, app, claim_out, console, default_out, device_option, guard
+from irisbench.cli.options import DeviceOption, PolicyOptions, SamplingOptions, SeedOption, command, option
+from irisbench.cli.shared import Command, app, claim_out, console, default_out, guard
 from irisbench.core import distributed
 from irisbench.core.errors import UsageError, parse_key_value, parse_named
 
 
-@app.command("pretrain", cls=Command)
-def pretrain_cmd(
-    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/); "
-                                        "re-running resumes."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a PretrainConfig field: key=value "
-                                                          "(dotted keys reach into mapping fields)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    device: str = device_option(),
-    world: str = typer.Option("shapes", help="shapes (flat colours, lossless tokenizer) or textures (per-patch "
-                                             "shading, lossy tokenizer): starts from that world's shipped recipe."),
-    threads: int = typer.Option(None, help="torch threads (default: the recipe's 1, the fastest on a busy machine; "
-                                           "on a quiet machine use its cores). May change on resume."),
-    arch: str = typer.Option("shapes-lm", help="shapes-lm (the shipped bases' Llama) or janus (a tiny transformers "
-                                               "Janus with CoT and CFG: the janus-shapes policy); its recipe."),
-) -> None:
+@dataclass(kw_only=True)
+class PretrainArgs(DeviceOption):
+    out: Path | None = option(None, "Output folder (default: a new folder under results/runs/); re-running resumes.")
+    set_: list[str] = option([], "Override a PretrainConfig field: key=value (dotted keys reach into mapping "
+                                 "fields).", "--set", "-s")
+    progress: bool = option(True, "Show a progress bar.")
+    world: str = option("shapes", "shapes (flat colours, lossless tokenizer) or textures (per-patch shading, lossy "
+                                  "tokenizer): starts from that world's shipped recipe.")
+    threads: int | None = option(None, "torch threads (default: the recipe's 1, the fastest on a busy machine; on a "
+                                       "quiet machine use its cores). May change on resume.")
+    arch: str = option("shapes-lm", "shapes-lm (the shipped bases' Llama) or janus (a tiny transformers Janus with "
+                                    "CoT and CFG: the janus-shapes policy); its recipe.")
+
+
+@command("pretrain", PretrainArgs)
+def pretrain_cmd(args: PretrainArgs) -> None:
     """Supervised pretraining of a shapes-world base policy on freshly rendered scenes (resumable)."""
 
     def body() -> None:
+        from irisbench.core.devices import resolve_device
         from irisbench.train.config import apply_override
         from irisbench.train.pretrain import PretrainConfig, run_pretrain
 
         values: dict[str, Any] = {}
-        for item in set_:
+        for item in args.set_:
             apply_override(values, *parse_key_value(item, "--set"), where="--set")
-        from irisbench.core.devices import resolve_device
-
-        if threads is not None:
-            values["num_threads"] = threads
-        cfg = PretrainConfig.for_world(world, values, arch=arch)
-        dev = resolve_device(device)  # before the output folder is made
-        target = out or default_out("pretrain")
-        last = run_pretrain(cfg, target, progress=progress, device=dev)
+        if args.threads is not None:
+            values["num_threads"] = args.threads
+        cfg = PretrainConfig.for_world(args.world, values, arch=args.arch)
+        dev = resolve_device(args.device)  # before the output folder is made
+        target = args.out or default_out("pretrain")
+        last = run_pretrain(cfg, target, progress=args.progress, device=dev)
         console.print(f"last checkpoint: {last}\nuse it with: irisbench eval --policy {last}")
 
     guard(body)
@@ -76,89 +78,95 @@ def pretrain_clip_cmd(
     guard(body)
 
 
-@app.command("experiment", cls=Command)
-def experiment_cmd(
-    out: Path = typer.Option(None, help="Experiment folder of run folders (re-running resumes; default: "
-                                        "results/runs/experiment, or results/runs/experiment-WORLD)."),
-    world: str = typer.Option("shapes", help="shapes, or textures (per-patch shading, lossy tokenizer: image tokens "
-                                             "are genuinely uncertain); sets the base, the default methods and "
-                                             "the README block."),
-    steps: int = typer.Option(40, help="GRPO steps per method."),
-    checkpoint_every: int = typer.Option(20, help="Checkpoint (and val evaluation) interval."),
-    method: list[str] = typer.Option([], help="LABEL=PRESET to train (repeatable; default: iris-nsc, "
-                                               "iris-faithful, verifier, null-random (null-shapes: a random "
-                                               "reward); textures world: those and nsc-balanced). The second null "
-                                               "control: null-shuffled=null-shuffled-shapes."),
-    seed: int = typer.Option(0, help="Evaluation seed: the base and every checkpoint are evaluated with the same "
-                                     "sampling seeds (paired deltas)."),
-    seeds: str = typer.Option("0,1,2", help="Training seeds, a comma list: each method trains once per seed, "
-                                            "and the summary gives the mean delta across seeds with its CI."),
-    base_images: int = typer.Option(8, "--base-images", help="Images per prompt of the base's evaluations (the "
-                                                             "base is shared by every method and seed; each "
-                                                             "checkpoint draws 2)."),
-    seen: bool = typer.Option(True, "--seen/--no-seen", help="Also score the base and each best-val checkpoint on "
-                                                             "GenEval's seen split (RL-training texts) beside test "
-                                                             "(unseen texts)."),
-    threads: int = typer.Option(None, help="torch threads (default: torch's; 1 is faster on a busy machine)."),
-    publish: bool = typer.Option(False, "--publish/--no-publish", "--publish-readme/--no-publish-readme",
-                                 help="Also rewrite the experiment block of ./README.md and publish the tidy tables "
-                                      "and plots under results/experiment[-WORLD]/ (tracked files; run from the "
-                                      "repository root). Without it the experiment writes only into --out."),
-    publish_to: Path = typer.Option(None, "--publish-to", help="Also publish the tidy tables, per-image records, "
-                                    "curve.csv, plots and summary.md into this folder, the README left alone (an "
-                                    "extended run, e.g. results/released-recipe)."),
-    device: str = device_option(),
-) -> None:
-    """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report."""
+@dataclass(kw_only=True)
+class ExperimentArgs(DeviceOption, SeedOption):
+    out: Path | None = option(None, "Experiment folder of run folders (re-running resumes; default: "
+                                    "results/runs/experiment, or results/runs/experiment-WORLD).")
+    world: str = option("shapes", "shapes, or textures (per-patch shading, lossy tokenizer: image tokens are "
+                                  "genuinely uncertain); sets the base, the default methods and the README block.")
+    steps: int = option(40, "GRPO steps per method.")
+    checkpoint_every: int = option(20, "Checkpoint (and val evaluation) interval.")
+    method: list[str] = option([], "LABEL=PRESET to train (repeatable; default: iris-nsc, iris-faithful, verifier, "
+                                   "null-random (null-shapes: a random reward); textures world: those and "
+                                   "nsc-balanced). The second null control: null-shuffled=null-shuffled-shapes.")
+    seeds: str = option("0,1,2", "Training seeds, a comma list: each method trains once per seed, and the summary "
+                                 "gives the mean delta across seeds with its CI.")
+    base_images: int = option(8, "Images per prompt of the base's evaluations (the base is shared by every method "
+                                 "and seed; each checkpoint draws 2).", "--base-images")
+    seen: bool = option(True, "Also score the base and each best-val checkpoint on GenEval's seen split "
+                              "(RL-training texts) beside test (unseen texts).", "--seen/--no-seen")
+    threads: int | None = option(None, "torch threads (default: torch's; 1 is faster on a busy machine).")
+    publish: bool = option(False, "Also rewrite the experiment block of ./README.md and publish the tidy tables and "
+                                  "plots under results/experiment[-WORLD]/ (tracked files; run from the repository "
+                                  "root). Without it the experiment writes only into --out.",
+                           "--publish/--no-publish", "--publish-readme/--no-publish-readme")
+    publish_to: Path | None = option(None, "Also publish the tidy tables, per-image records, curve.csv, plots and "
+                                           "summary.md into this folder, the README left alone (an extended run, "
+                                           "e.g. results/released-recipe).", "--publish-to")
+
+
+@command("experiment", ExperimentArgs)
+def experiment_cmd(args: ExperimentArgs) -> None:
+    """The paper's experiment on the shapes world: train IRIS and its variants, evaluate, analyse, report.
+    --seed is the evaluation seed: the base and every checkpoint draw the same images (paired deltas)."""
     from irisbench.experiment.run import ExperimentConfig, parse_seeds, run_experiment
     from irisbench.experiment.summary import readme_markers
 
     def body() -> None:
-        cfg = ExperimentConfig(steps=steps, checkpoint_every=checkpoint_every, seed=seed, seeds=parse_seeds(seeds),
-                               threads=threads, device=device, world=world,
-                               base_images_per_prompt=base_images, seen=seen)
-        if method:
+        a = args
+        cfg = ExperimentConfig(steps=a.steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
+                               seeds=parse_seeds(a.seeds), threads=a.threads, device=a.device, world=a.world,
+                               base_images_per_prompt=a.base_images, seen=a.seen)
+        if a.method:
             cfg.methods = {}
-            for item in method:
+            for item in a.method:
                 label, preset = parse_named(item)
                 if not label or not preset:
                     raise UsageError(f"--method {item!r} is not of the form LABEL=PRESET")
                 cfg.methods[label] = preset
         cfg.check()  # one line for a bad --world or method list, before anything is written
         target = None
-        if publish:
+        if a.publish:
             target, begin = Path("README.md"), readme_markers(cfg.world)[0]
             if not target.is_file() or begin not in target.read_text(encoding="utf-8"):
                 raise UsageError(f"--publish rewrites the {begin} block of ./README.md, which "
                                  f"{'has no such block' if target.is_file() else 'does not exist here'}: run from "
                                  "the repository root, or leave --publish out")
-        if publish_to is not None and publish_to.exists() and not publish_to.is_dir():
-            raise UsageError(f"--publish-to {publish_to}: exists and is not a folder; give a folder path")
+        if a.publish_to is not None and a.publish_to.exists() and not a.publish_to.is_dir():
+            raise UsageError(f"--publish-to {a.publish_to}: exists and is not a folder; give a folder path")
         folder = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
-        run_experiment(out or folder, cfg, console=console, publish_readme=target, publish_folder=publish_to)
+        run_experiment(a.out or folder, cfg, console=console, publish_readme=target, publish_folder=a.publish_to)
 
     guard(body)
 
 
 
 
-@app.command("train", cls=Command)
-def train_cmd(
-    config: str = typer.Option("iris-shapes", "--config", "-c",
-                               help="A preset name (see --list-presets) or a YAML config file."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable); a dotted "
-                                                          "key sets one entry, e.g. policy_options.max_plan_tokens=1."),
-    out: Path = typer.Option(None, help="Run folder (default: a new folder under results/runs/). "
-                                        "Re-running into it resumes from the last checkpoint."),
-    allow_config_change: bool = typer.Option(False, help="Resume even if the config differs from the saved one."),
-    list_presets: bool = typer.Option(False, "--list-presets", help="List the config presets and exit."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    device: str = device_option(),
-) -> None:
-    """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards."""
+@dataclass(kw_only=True)
+class TrainArgs(DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
+    config: str = option("iris-shapes", "A preset name (see --list-presets) or a YAML config file.", "--config", "-c")
+    set_: list[str] = option([], "Override a field: key=value (repeatable); a dotted key sets one entry, e.g. "
+                                 "policy_options.max_plan_tokens=1.", "--set", "-s")
+    out: Path | None = option(None, "Run folder (default: a new folder under results/runs/). Re-running into it "
+                                    "resumes from the last checkpoint.")
+    allow_config_change: bool = option(False, "Resume even if the config differs from the saved one.")
+    list_presets: bool = option(False, "List the config presets and exit.", "--list-presets")
+    progress: bool = option(True, "Show a progress bar.")
+
+    def overrides(self) -> dict[str, Any]:
+        """The config fields set by the shared flags (--policy, --model, --seed, --cfg, --temperature, --top-k);
+        they apply after the preset and --set."""
+        shared = ("policy", "model", "seed", "cfg", "temperature", "top_k")
+        return {name: getattr(self, name) for name in shared if name in self.given}
+
+
+@command("train", TrainArgs, defaults={"seed": None})
+def train_cmd(args: TrainArgs) -> None:
+    """GRPO training with intrinsic (IRIS: nsc, sc, entropy, ...) or external (verifier, clip) rewards.
+    --policy, --model, --seed and the sampling flags set those config fields (after the preset and --set)."""
     from irisbench.train.config import load_preset, preset_names, resolve_config
 
-    if list_presets:
+    if args.list_presets:
         table = Table(title="training presets")
         table.add_column("preset")
         table.add_column("reward")
@@ -173,11 +181,14 @@ def train_cmd(
         from irisbench.core.devices import resolve_device
         from irisbench.train.trainer import GRPOTrainer
 
-        cfg = resolve_config(config, set_)
-        resolve_device(device)  # one line before a run folder is made (the trainer resolves it again per rank)
-        target = claim_out(out) if out else default_out(f"train-{Path(config).stem}")  # removed if left empty
-        trainer = GRPOTrainer(cfg, target, progress=progress, allow_config_change=allow_config_change,
-                              device=device)
+        cfg = resolve_config(args.config, args.set_)
+        if args.overrides():
+            cfg = replace(cfg, **args.overrides())
+            cfg.check()
+        resolve_device(args.device)  # one line before a run folder is made (the trainer resolves it again per rank)
+        target = claim_out(args.out) if args.out else default_out(f"train-{Path(args.config).stem}")  # removed if empty
+        trainer = GRPOTrainer(cfg, target, progress=args.progress, allow_config_change=args.allow_config_change,
+                              device=args.device)
         last = trainer.train()
         main = trainer.dist.main
         del trainer  # its sharded model holds the process group: freed before the group is left
