@@ -408,7 +408,15 @@ def test_cli_five_seeds_and_base_images(monkeypatch: pytest.MonkeyPatch, tmp_pat
     result = runner.invoke(app, [*args, "--seeds", "0,1,2,3,4"])
     assert result.exit_code == 0, result.output
     cfg = seen[-1]
-    assert cfg.seeds == (0, 1, 2, 3, 4) and set(cfg.methods) == {"iris-nsc", "iris-faithful", "verifier", "null-random"}
+    assert cfg.seeds == (0, 1, 2, 3, 4) and set(cfg.methods) == {"iris-nsc", "verifier", "null-random"}
+    assert cfg.suites == ("geneval",)
+    assert runner.invoke(app, [*args, "--extended"]).exit_code == 0
+    assert list(seen[-1].methods) == ["iris-nsc", "iris-faithful", "verifier", "null-random"]
+    assert seen[-1].suites == ("geneval", "compbench")
+    for extra, line in ((["--publish"], "--publish-to results/experiment-extended"),
+                        (["--world", "textures"], "leave --extended out")):
+        refused = runner.invoke(app, ["experiment", "--out", str(tmp_path / "exp"), "--extended", *extra])
+        assert refused.exit_code == 2 and line in refused.output and "Traceback" not in refused.output
     assert (cfg.base_images_per_prompt, cfg.eval_images_per_prompt) == (8, 2)
     assert runner.invoke(app, [*args, "--base-images", "16"]).exit_code == 0
     assert (seen[-1].base_images_per_prompt, seen[-1].eval_images_per_prompt) == (16, 2)
@@ -467,8 +475,13 @@ def test_world_sets_the_base_methods_and_readme_block(tmp_path: Path) -> None:
     textures.check()
     assert (shapes.base, textures.base) == ("shapes-base", "textures-base")
     assert shapes.methods == DEFAULT_METHODS["shapes"]
-    assert shapes.methods == {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful",
-                              "verifier": "verifier-shapes", "null-random": "null-shapes"}
+    assert shapes.methods == {"iris-nsc": "iris-shapes", "verifier": "verifier-shapes", "null-random": "null-shapes"}
+    assert shapes.suites == ("geneval",) and textures.suites == ("geneval", "compbench")
+    extended = ExperimentConfig(extended=True)
+    extended.check()
+    assert extended.methods == {"iris-nsc": "iris-shapes", "iris-faithful": "iris-shapes-faithful",
+                                "verifier": "verifier-shapes", "null-random": "null-shapes"}
+    assert extended.suites == ("geneval", "compbench")
     assert set(textures.methods) == {"iris-nsc", "nsc-balanced", "iris-faithful", "verifier", "null-random"}
     assert textures.methods["null-random"] == "null-shapes"
     assert textures.methods["iris-faithful"] == "iris-shapes-faithful"

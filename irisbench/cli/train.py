@@ -86,9 +86,10 @@ class ExperimentArgs(DeviceOption, SeedOption):
                                   "genuinely uncertain); sets the base, the default methods and the README block.")
     steps: int = option(40, "GRPO steps per method.")
     checkpoint_every: int = option(20, "Checkpoint (and val evaluation) interval.")
-    method: list[str] = option([], "LABEL=PRESET to train (repeatable; default: iris-nsc, iris-faithful, verifier, "
-                                   "null-random (null-shapes: a random reward); textures world: those and "
-                                   "nsc-balanced). The second null control: null-shuffled=null-shuffled-shapes.")
+    method: list[str] = option([], "LABEL=PRESET to train (repeatable; default: iris-nsc, verifier, null-random "
+                                   "(null-shapes: a random reward); --extended adds iris-faithful; textures world: "
+                                   "those four and nsc-balanced). The second null control: "
+                                   "null-shuffled=null-shuffled-shapes.")
     seeds: str = option("0,1,2", "Training seeds, a comma list: each method trains once per seed, and the summary "
                                  "gives the mean delta across seeds with its CI.")
     base_images: int = option(8, "Images per prompt of the base's evaluations (the base is shared by every method "
@@ -96,6 +97,9 @@ class ExperimentArgs(DeviceOption, SeedOption):
     seen: bool = option(True, "Also score the base and each best-val checkpoint on GenEval's seen split "
                               "(RL-training texts) beside test (unseen texts).", "--seen/--no-seen")
     threads: int | None = option(None, "torch threads (default: torch's; 1 is faster on a busy machine).")
+    extended: bool = option(False, "Shapes world: also train IRIS as released (iris-faithful) and score the "
+                                   "CompBench-style suite, past the main job's 30 minutes; publish it with "
+                                   "--publish-to results/experiment-extended.", "--extended")
     publish: bool = option(False, "Also rewrite the experiment block of ./README.md and publish the tidy tables and "
                                   "plots under results/experiment[-WORLD]/ (tracked files; run from the repository "
                                   "root). Without it the experiment writes only into --out.",
@@ -116,7 +120,13 @@ def experiment_cmd(args: ExperimentArgs) -> None:
         a = args
         cfg = ExperimentConfig(steps=a.steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
                                seeds=parse_seeds(a.seeds), threads=a.threads, device=a.device, world=a.world,
-                               base_images_per_prompt=a.base_images, seen=a.seen)
+                               base_images_per_prompt=a.base_images, seen=a.seen, extended=a.extended)
+        if a.extended and a.world != "shapes":
+            raise UsageError(f"--extended is the shapes world's extended run; --world {a.world} already trains "
+                             "every method on both suites: leave --extended out")
+        if a.extended and a.publish:
+            raise UsageError("--publish writes the README's block, which is the main job's: publish the extended "
+                             "run with --publish-to results/experiment-extended")
         if a.method:
             cfg.methods = {}
             for item in a.method:
