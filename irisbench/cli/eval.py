@@ -164,38 +164,16 @@ def print_header(config: dict[str, Any], target: Path) -> None:
 # eval's options that only --suite wise reads
 WISE_ONLY = ("judge", "judge_model", "judge_api_key_env", "judge_workers", "wise_protocol", "judge_retries",
              "judge_backoff", "allow_failures")
-# eval's options that --suite wise does not read, and why (refused, never ignored)
-NOT_FOR_WISE = {
-    "split": "its prompts are the --prompts file(s)",
-    "category": "it is a T2I-CompBench option",
-    "no_save_images": "the judge reads the images saved in the run folder",
-    **dict.fromkeys(("metrics", "clip_model", "clip_pretrained", "clip_scale", "fid_reference"),
-                    "WISE computes no CLIP score, FID or KID"),
-    "scorer_option": "its judge is set with --judge and --judge-model",
-}
-# ... and those that --suite wise --images does not read: no model is loaded, the folder's images are judged
-NOT_FOR_WISE_IMAGES = ("policy", "model", "cfg", "temperature", "top_k", "batch_size", "device")
-
-
 def _wise_eval(args: dict[str, Any]) -> None:
     """``eval --suite wise``: generate or read one image per WISE prompt, judge it, print per-category scores."""
-    from irisbench.evaluation.wise_eval import WiseOptions, evaluate_wise, failure_line
+    from irisbench.evaluation.wise_eval import WiseOptions, check_wise_options, evaluate_wise, failure_line
 
     if args["prompts"] is None:
         fail("--suite wise needs --prompts FILE or DIR: the official WISE JSON prompt file(s) (not shipped)")
-    refused = given_flags(args["ctx"], tuple(NOT_FOR_WISE))
-    if refused:
-        name = refused[0].lstrip("-").replace("-", "_")
-        fail(f"{refused[0]} does not apply to --suite wise: {NOT_FOR_WISE[name]}")
-    if args["images"] is not None:
-        refused = given_flags(args["ctx"], NOT_FOR_WISE_IMAGES)
-        if refused:
-            fail(f"{refused[0]} does not apply to --suite wise --images: the folder's images are judged, no model "
-                 "is loaded")
-    elif args["allow_missing"]:
-        fail("--allow-missing does not apply to --suite wise without --images: every prompt's image is generated")
-    if args["images_per_prompt"] not in (None, 1):
-        fail("WISE has one image per prompt: drop --images-per-prompt")
+    ctx = args["ctx"]
+    given = {p.name: flag for p in ctx.command.params for flag in given_flags(ctx, (p.name,))}
+    guard(lambda: check_wise_options(given, images=args["images"] is not None, allow_missing=args["allow_missing"],
+                                     images_per_prompt=args["images_per_prompt"]), options=True)
     opts = WiseOptions(
         prompts=str(args["prompts"]), judge=args["judge"], judge_model=args["judge_model"],
         judge_api_key_env=args["judge_api_key_env"], judge_workers=args["judge_workers"],
@@ -290,9 +268,11 @@ def metrics_cmd(
         opts.preference = metric_options(opts.names, parse_key_values(metric_option, "--metric-option", numbers=False))
         return compute_run_metrics(run, opts)
 
+    from irisbench.evaluation.eval_run import EvalRun
+
     results = guard(body)
     print_metrics(results["metrics"])
-    console.print(f"metrics written to {run / 'results.json'}")
+    console.print(f"metrics written to {EvalRun(run).results_path}")
 
 
 def _ci(s: dict[str, Any]) -> str:
