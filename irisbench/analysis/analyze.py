@@ -57,7 +57,7 @@ def _world(path: Path) -> str | None:
 
 def _overall(path: Path) -> dict[str, Any] | None:
     try:
-        res = EvalRun(path).read_results()
+        res = EvalRun(path).read_results(partial=True)
         o = res["scores"]["overall"]
         return {"score": o["score"], "ci_low": o.get("ci_low"), "ci_high": o.get("ci_high")}
     except (IrisbenchError, KeyError, TypeError):

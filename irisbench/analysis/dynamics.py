@@ -111,7 +111,7 @@ def eval_splits(run_dir: str | Path) -> list[str]:
 
 def _score_rows(run: EvalRun) -> list[dict[str, Any]]:
     path = run.results_path
-    res = run.read_results(AnalysisError)
+    res = run.read_results(AnalysisError, partial=True)
     scores = res["scores"]
     items = [(OVERALL, scores["overall"]), *scores.get("tags", {}).items()]
     complete = (res.get("counts") or {}).get("complete")

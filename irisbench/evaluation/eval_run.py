@@ -186,15 +186,15 @@ def _type_name(hint: Any) -> str:
             type(None): "null"}.get(typing.get_origin(hint) or hint, str(hint))
 
 
-def check_schema(doc: Any, schema: type, where: str, prefix: str = "") -> None:
-    """``doc`` against a TypedDict: required keys present, every declared key of the declared type (nested
-    TypedDicts checked in turn); undeclared keys are let through. One ``ResultsSchemaError`` line names the
-    file and the dotted field."""
+def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, required: bool = True) -> None:
+    """``doc`` against a TypedDict: required keys present (unless ``required=False``), every declared key of the
+    declared type (nested TypedDicts checked in turn); undeclared keys are let through. One
+    ``ResultsSchemaError`` line names the file and the dotted field."""
     if not isinstance(doc, dict):
         raise ResultsSchemaError(f"{where}: {prefix.rstrip('.') or 'the document'} must be a JSON object, got "
                                  f"{type(doc).__name__}")
     hints = typing.get_type_hints(schema)
-    for key in sorted(schema.__required_keys__):
+    for key in sorted(schema.__required_keys__) if required else ():
         if key not in doc:
             raise ResultsSchemaError(f"{where}: missing field {prefix + key!r}")
     for key, hint in hints.items():
@@ -205,14 +205,17 @@ def check_schema(doc: Any, schema: type, where: str, prefix: str = "") -> None:
             raise ResultsSchemaError(f"{where}: field {prefix + key!r} must be {_type_name(hint)}, got "
                                      f"{type(value).__name__} {value!r:.60}")
         if _is_typeddict(hint):
-            check_schema(value, hint, where, f"{prefix}{key}.")
+            check_schema(value, hint, where, f"{prefix}{key}.", required=required)
         elif typing.get_origin(hint) is dict and _is_typeddict(typing.get_args(hint)[1]):
             for k, v in value.items():
-                check_schema(v, typing.get_args(hint)[1], where, f"{prefix}{key}.{k}.")
+                check_schema(v, typing.get_args(hint)[1], where, f"{prefix}{key}.{k}.", required=required)
 
 
-def validate_results(doc: Any, where: str | Path) -> Results:
-    """``doc`` as ``Results`` if it follows the schema of this version (or an older one), else one line."""
+def validate_results(doc: Any, where: str | Path, *, partial: bool = False) -> Results:
+    """``doc`` as ``Results`` if it follows the schema of this version (or an older one), else one line.
+
+    ``partial``: only ``scores.overall`` is required (the readers of score curves accept hand-made files that
+    hold just the scores); every field present must still have its declared type."""
     where = str(where)
     if isinstance(doc, dict) and "schema_version" in doc:
         version = doc["schema_version"]
@@ -221,7 +224,12 @@ def validate_results(doc: Any, where: str | Path) -> Results:
         if version > SCHEMA_VERSION:
             raise ResultsSchemaError(f"{where}: schema_version {version} was written by a newer irisbench (this one "
                                      f"reads up to {SCHEMA_VERSION}); upgrade irisbench to read it")
-    check_schema(doc, Results, where)
+    check_schema(doc, Results, where, required=not partial)
+    if partial:
+        scores = doc.get("scores")
+        if not isinstance(scores, dict) or "overall" not in scores:
+            field = "scores.overall" if isinstance(scores, dict) else "scores"
+            raise ResultsSchemaError(f"{where}: missing field {field!r}")
     return typing.cast(Results, doc)
 
 
@@ -430,12 +438,12 @@ class EvalRun:
         write_parquet(self.records_path, self.parquet_path)
 
     # -- results ----------------------------------------------------------------------------------------
-    def read_results(self, error: type[IrisbenchError] = ResultsSchemaError) -> Results:
-        """``results.json``, validated against ``Results``; a missing, unreadable or invalid file raises ``error``
-        (one line naming the file and field)."""
+    def read_results(self, error: type[IrisbenchError] = ResultsSchemaError, *, partial: bool = False) -> Results:
+        """``results.json``, validated against ``Results`` (``partial``: see ``validate_results``); a missing,
+        unreadable or invalid file raises ``error`` (one line naming the file and field)."""
         doc = read_json(self.results_path, error, "results file")
         try:
-            return validate_results(doc, self.results_path)
+            return validate_results(doc, self.results_path, partial=partial)
         except ResultsSchemaError as e:
             if error is ResultsSchemaError:
                 raise

@@ -64,14 +64,14 @@ def _timing_line(elapsed: float, timing: dict[str, Any] | None) -> str:
 
 
 def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
-    res = EvalRun(folder).read_results()
+    res = EvalRun(folder).read_results(partial=True)
     o = res["scores"]["overall"]
     return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
 
 
 def images_per_prompt(folder: Path) -> int | None:
     """The images per prompt an eval run drew (its ``results.json``)."""
-    return EvalRun(folder).read_results().get("images_per_prompt")
+    return EvalRun(folder).read_results(partial=True).get("images_per_prompt")
 
 
 def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str], str]], str]:

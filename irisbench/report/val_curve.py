@@ -31,7 +31,7 @@ COLUMNS = ["method", "seed", "step", "suite", "split", "score", "ci_low", "ci_hi
 
 
 def _row(method: str, seed: int, step: int, folder: Path) -> dict:
-    res = EvalRun(folder).read_results()
+    res = EvalRun(folder).read_results(partial=True)
     o = res["scores"]["overall"]
     return {"method": method, "seed": seed, "step": step, "suite": res.get("suite"), "split": res.get("split"),
             "score": o["score"], "ci_low": o.get("ci_low"), "ci_high": o.get("ci_high"),

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from irisbench.core.records import atomic_write_text
-from irisbench.evaluation.eval_run import RESULTS
+from irisbench.evaluation.eval_run import CONFIG_FILE, RESULTS
 
 CARD = "README.md"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -196,7 +196,7 @@ def build_card(folder: str | Path, run: str | Path | None = None) -> str:
                      f"{_fmt(logged.get('reward_std'))}; KL {_fmt(logged.get('kl'))}")
     lines += ["", "| hyperparameter | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(cfg[k])} |" for k in KEY_FIELDS if k in cfg and cfg[k] not in (None, [], {})]
-    lines += ["", "The full config is `trainer_state.json`'s `config` (and the run's `config.yaml`).", ""]
+    lines += ["", f"The full config is `trainer_state.json`'s `config` (and the run's `{CONFIG_FILE}`).", ""]
     lines += ["## Evaluation", ""]
     if evals:
         lines += ["In-training evaluations (bootstrap intervals over prompts):", "",
