@@ -16,6 +16,12 @@ has a parsed score (docs/protocols.md §3; otherwise the missing and failed ids 
 protocol: "WISE (GPT-4o legacy)" (WiScore) or "WISE_Verified" (binary score), labelled as such; the two are
 never mixed. The overall CI combines the per-category bootstrap replicates with the same weights.
 
+The run goes through the same pieces as the other suites: ``EvalRun`` (``irisbench.evaluation.eval_run``) owns its
+folder, records, results schema and resume rule (here: the judge's URL, model and retries may change,
+``check_judge_change``); the judge is a scorer (``irisbench.scorers.wise_judge.WiseJudgeScorer``); the scores are
+the suite's declared aggregation (``WISE_METRIC_LIST``, ``irisbench.evaluation.aggregation``). The options WISE does
+not read are refused with one line (``check_wise_options``).
+
 Departures: failed judge answers (after the retries) are recorded and listed, never scored 0; a folder of
 images may be partial only with ``allow_missing`` (the missing ids are then listed and no overall is given).
 """
