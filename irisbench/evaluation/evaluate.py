@@ -29,6 +29,7 @@ from typing import Any
 from irisbench.evaluation.aggregation import aggregate
 from irisbench.evaluation.eval_plan import EvalError, EvalOptions, external_plan, generated_plan, scorer_entry
 from irisbench.evaluation.eval_run import EvalRun, image_relpath, save_png  # noqa: F401  (save_png: old path)
+from irisbench.scorers.contract import Scorer
 
 
 def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True,
@@ -179,8 +180,9 @@ def merge_shards(root: Path) -> int:
     return EvalRun(root).merge_shards()
 
 
-def _make_scorer(entry: Any, options: dict[str, Any]) -> Any:
-    """The scorer object, with user options (model ids or local paths) checked against its signature."""
+def _make_scorer(entry: Any, options: dict[str, Any]) -> Scorer:
+    """The scorer object, with user options (model ids or local paths) checked against its signature; it must
+    implement the scorer contract (``irisbench.scorers.contract.Scorer``)."""
     import inspect
 
     cls = entry.load()
@@ -189,7 +191,11 @@ def _make_scorer(entry: Any, options: dict[str, Any]) -> Any:
     if unknown:
         valid = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         raise EvalError(f"scorer {entry.name!r} has no option(s) {unknown}; its options: {valid or 'none'}")
-    return cls(**options)
+    scorer = cls(**options)
+    if not isinstance(scorer, Scorer):
+        raise EvalError(f"scorer {entry.name!r} ({cls.__name__}) does not implement the scorer contract "
+                        "(irisbench.scorers.contract.Scorer: score(images, items) and describe())")
+    return scorer
 
 
 def _generate(source, scorer, items, pending, writer, run: EvalRun, opts: EvalOptions, progress: bool,
