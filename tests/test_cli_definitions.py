@@ -67,8 +67,8 @@ FLAGS_BEFORE = {
                 "--clip-scale": "raw", "--fid-reference": None, "--kid-subset-size": None, "--device": None},
     "experiment": {"--out": None, "--world": "shapes", "--steps": 40, "--checkpoint-every": 20, "--method": [],
                    "--seed": 0, "--seeds": "0,1,2", "--base-images": 8, "--seen": True, "--no-seen": True,
-                   "--threads": None, "--extended": False, "--publish": False, "--no-publish": False, "--publish-readme": False,
-                   "--no-publish-readme": False, "--publish-to": None, "--device": None},
+                   "--threads": None, "--extended": False, "--publish": False, "--no-publish": False,
+                   "--publish-readme": False, "--no-publish-readme": False, "--publish-to": None, "--device": None},
 }
 
 

@@ -39,6 +39,8 @@ from irisbench.analysis.record_frames import (
     safe_name,
 )
 from irisbench.analysis.selection import selection_table
+from irisbench.core.errors import IrisbenchError
+from irisbench.evaluation.eval_run import RECORDS, EvalRun
 
 HEADLINE_X: tuple[str, ...] = ("sc_image", "sc_all", "sc_text", "entropy_image", "entropy_all", "entropy_text")
 
@@ -47,7 +49,7 @@ def _world(path: Path) -> str | None:
     import yaml
 
     try:
-        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        cfg = yaml.safe_load(EvalRun(path).config_path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return None
     return cfg.get("world") if isinstance(cfg, dict) else None
@@ -55,10 +57,10 @@ def _world(path: Path) -> str | None:
 
 def _overall(path: Path) -> dict[str, Any] | None:
     try:
-        res = json.loads((path / "results.json").read_text(encoding="utf-8"))
+        res = EvalRun(path).read_results(partial=True)
         o = res["scores"]["overall"]
         return {"score": o["score"], "ci_low": o.get("ci_low"), "ci_high": o.get("ci_high")}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+    except (IrisbenchError, KeyError, TypeError):
         return None
 
 
@@ -217,7 +219,7 @@ def analyze_runs(run_dirs: RunDirs, out_dir: str | Path, *, x_cols: Sequence[str
             heads[name] = _analyze_train(name, path, out, tables, notes, plot_paths, val_split, test_split,
                                          make_plots)
         else:
-            raise AnalysisError(f"{path}: neither an eval run (records.jsonl) nor a training run "
+            raise AnalysisError(f"{path}: neither an eval run ({RECORDS}) nor a training run "
                                 "(train/metrics.jsonl)")
     if make_plots and len(tables["dynamics"]) > 1:
         dyn = pd.concat([d for d in tables["dynamics"] if not d.empty], ignore_index=True)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from irisbench.analysis.record_frames import AnalysisError, RunDirs, as_runs, load_records, numeric_column
+from irisbench.evaluation.eval_run import RESULTS, EvalRun
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ def eval_steps(run_dir: str | Path, split: str) -> dict[int, Path]:
         m = _STEP_DIR.fullmatch(d.name)
         if not (m and d.is_dir()):
             continue
-        if not (d / "results.json").is_file():
-            logger.warning("%s: no results.json (evaluation unfinished?); skipped", d)
+        if not EvalRun(d).has_results():
+            logger.warning("%s: no %s (evaluation unfinished?); skipped", d, RESULTS)
             continue
         out[int(m.group(1))] = d
     return dict(sorted(out.items()))
@@ -108,13 +109,11 @@ def eval_splits(run_dir: str | Path) -> list[str]:
     return sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
 
 
-def _score_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        res = json.loads(path.read_text(encoding="utf-8"))
-        scores = res["scores"]
-        items = [(OVERALL, scores["overall"]), *scores.get("tags", {}).items()]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise AnalysisError(f"{path}: not an evaluation results file with 'scores' -> 'overall' ({e!r})") from None
+def _score_rows(run: EvalRun) -> list[dict[str, Any]]:
+    path = run.results_path
+    res = run.read_results(AnalysisError, partial=True)
+    scores = res["scores"]
+    items = [(OVERALL, scores["overall"]), *scores.get("tags", {}).items()]
     complete = (res.get("counts") or {}).get("complete")
     rows = []
     for tag, s in items:
@@ -131,7 +130,7 @@ def eval_curves(run_dirs: RunDirs, split: str | None = None) -> pd.DataFrame:
     for name, path in as_runs(run_dirs).items():
         for sp in ([split] if split is not None else eval_splits(path)):
             for step, d in eval_steps(path, sp).items():
-                rows += [{"run": name, "split": sp, "step": step, **r} for r in _score_rows(d / "results.json")]
+                rows += [{"run": name, "split": sp, "step": step, **r} for r in _score_rows(EvalRun(d))]
     cols = ["run", "split", "step", "tag", "score", "ci_low", "ci_high", "n_images", "n_prompts", "complete"]
     return pd.DataFrame(rows, columns=cols)
 

@@ -29,6 +29,7 @@ import pandas as pd
 
 from irisbench.core.errors import IrisbenchError
 from irisbench.core.stats import cluster_draws, percentile_interval
+from irisbench.evaluation.eval_run import EvalRun
 
 ALL = "all"  # the group label of rows computed over every record
 
@@ -40,7 +41,7 @@ class AnalysisError(IrisbenchError, ValueError):
 def run_kind(path: str | Path) -> str | None:
     """``"eval"``, ``"train"`` or None: from ``run.json``'s kind, else from the files the folder holds."""
     path = Path(path)
-    marker = path / "run.json"
+    marker = EvalRun(path).marker_path
     if marker.is_file():
         try:
             kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
@@ -48,7 +49,7 @@ def run_kind(path: str | Path) -> str | None:
             kind = None
         if kind in ("eval", "train"):
             return kind
-    if (path / "records.jsonl").is_file() or (path / "records.parquet").is_file():
+    if EvalRun(path).has_records():
         return "eval"
     if (path / "train" / "metrics.jsonl").is_file() or (path / "train" / "metrics.parquet").is_file():
         return "train"
@@ -60,13 +61,13 @@ def load_records(run_dir: str | Path):  # -> pandas.DataFrame
     from irisbench.core.records import read_parquet, read_records
 
     run_dir = Path(run_dir)
-    parquet, jsonl = run_dir / "records.parquet", run_dir / "records.jsonl"
+    parquet, jsonl = EvalRun(run_dir).parquet_path, EvalRun(run_dir).records_path
     if parquet.is_file() and (not jsonl.is_file() or parquet.stat().st_mtime >= jsonl.stat().st_mtime):
         df = read_parquet(parquet)
     elif jsonl.is_file():
         df = pd.DataFrame(read_records(jsonl))
     else:
-        raise AnalysisError(f"{run_dir}: no records.jsonl or records.parquet (is it an eval run folder?)")
+        raise AnalysisError(f"{run_dir}: no {jsonl.name} or {parquet.name} (is it an eval run folder?)")
     if df.empty:
         raise AnalysisError(f"{run_dir}: the records file holds no records")
     return df.reset_index(drop=True)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from irisbench.analysis.dynamics import OVERALL, eval_curves
 from irisbench.analysis.record_frames import AnalysisError, RunDirs, as_runs
+from irisbench.evaluation.eval_run import RESULTS
 
 RULES: dict[str, str] = {
     "best-val": "step with the best validation score (ties: earliest); its test score reported",
@@ -51,7 +52,7 @@ def _split_scores(curves: pd.DataFrame, split: str, metric: str, where: str) -> 
         have = sorted(curves.loc[curves["split"] == split, "tag"].unique())
         hint = f"; its metrics: {have}" if have else ""
         raise AnalysisError(f"{where}: no {metric!r} scores on split {split!r}{hint} "
-                            f"(looked for eval/{split}/step-N/results.json)")
+                            f"(looked for eval/{split}/step-N/{RESULTS})")
     return part
 
 

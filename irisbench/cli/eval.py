@@ -265,9 +265,11 @@ def metrics_cmd(args: MetricsArgs) -> None:
         opts = args.metric_options(kid_subset_size=args.kid_subset_size, device=resolve_device(args.device))
         return compute_run_metrics(args.run, opts)
 
+    from irisbench.evaluation.eval_run import EvalRun
+
     results = guard(body)
     print_metrics(results["metrics"])
-    console.print(f"metrics written to {args.run / 'results.json'}")
+    console.print(f"metrics written to {EvalRun(args.run).results_path}")
 
 
 def _ci(s: dict[str, Any]) -> str:

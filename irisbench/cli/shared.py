@@ -25,6 +25,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from irisbench.core.errors import IrisbenchError, UsageError
+from irisbench.core.runs import CONFIG_FILE, ENV_FILE, LOCK_FILE, RESUMES_FILE, RUN_MARKER
 
 
 class PlainHelp:
@@ -73,7 +74,7 @@ EXIT_USAGE = 2
 RUNS_ROOT = Path("results") / "runs"  # where run folders go by default (ignored by git)
 state = {"debug": False}
 _reserved: list[Path] = []  # default run folders this invocation reserved (removed again if a failure left them empty)
-_BOOKKEEPING = frozenset({"run.json", "config.yaml", "env.json", ".lock", "resumes.jsonl"})  # what RunDir writes itself
+_BOOKKEEPING = frozenset({RUN_MARKER, CONFIG_FILE, ENV_FILE, LOCK_FILE, RESUMES_FILE})  # what RunDir writes itself
 
 
 def _version(value: bool) -> None:

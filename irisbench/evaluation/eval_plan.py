@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisbench.core.errors import IrisbenchError
+from irisbench.evaluation.eval_run import RESULTS, EvalError, EvalRun
 from irisbench.policies.base import derive_seed
+
+__all__ = ["EvalError", "EvalOptions", "EvalPlan", "external_plan", "generated_plan", "scorer_entry"]
 
 
 @dataclass
@@ -44,10 +46,6 @@ class EvalOptions:
     allow_missing: bool = False  # score an incomplete folder (missing/extra/unreadable images are counted)
     allow_config_change: bool = False  # resume with changes that leave the images alone (the metrics block)
     device: str | None = None  # where the policy runs (irisbench.core.devices; None: cuda when available, else cpu)
-
-
-class EvalError(IrisbenchError, ValueError):
-    """An evaluation that cannot run as asked (the message says why and what to do)."""
 
 
 LIMIT_RULE = "the first N prompts of every tag, in prompt-file order (kept in that order)"
@@ -184,9 +182,7 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
     layout = layouts.detect_layout(root)
     run_info: dict[str, Any] = {}
     if layout == "run":
-        from irisbench.core.runs import RunDir
-
-        cfg = RunDir.open(root).config
+        cfg = EvalRun.open(root).config
         run_info = {"suite": cfg.get("suite"), "world": cfg.get("world"), "n": cfg.get("images_per_prompt")}
     suite = load_suite(opts.suite or run_info.get("suite") or ("compbench" if layout == "compbench" else "geneval"))
     protocol = layouts.LAYOUTS[layout].protocol
@@ -304,7 +300,7 @@ def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: Eval
         if not opts.allow_missing:
             raise EvalError(f"{opts.images}: {label}; missing: {shown} (a strict subset of a known prompt set): "
                             "add the missing prompt folders, or pass --allow-missing to score the subset "
-                            "(recorded in results.json)")
+                            f"(recorded in {RESULTS})")
         return {**out, "name": label, "split": split, "subset_of": name, "n_prompts_missing": len(missing),
                 "missing_prompts": missing}
     return {**out, "name": "folder"}

@@ -6,17 +6,9 @@ recorded. Each image's seed derives from (base seed, suite/world/split, prompt i
 never from its batch, so an interrupted-and-resumed run gives the same records as an uninterrupted one,
 whatever the batch size.
 
-Run folder::
-
-    <out>/run.json, config.yaml, env.json   identity and provenance
-    <out>/records.jsonl                      one JSON line per image, appended as produced
-    <out>/records.parquet                    the same, written once complete
-    <out>/images/<prompt:05d>/<sample:02d>.png
-    <out>/results.json                       per-tag scores, overall, bootstrap CIs, expected vs actual counts
-    <out>/geneval/<00000>/metadata.jsonl, samples/<00000>.png     the images in the suite's official layout
-    <out>/compbench/<category>/samples/{prompt}_{NNNNNN}.png        (hard links; irisbench.evaluation.layouts)
-    <out>/results.jsonl                      GenEval suites: the official evaluator's per-image output format
-    <out>/compbench/<category>/annotation_*/vqa_result.json   T2I-CompBench suites: the official score files
+The run folder (records, images, ``results.json``, the resume rules) is ``irisbench.evaluation.eval_run.EvalRun``'s;
+beside it this flow writes the suite's official layout (hard links, ``irisbench.evaluation.layouts``) and official
+score files (GenEval's per-image output, T2I-CompBench's ``vqa_result.json`` per category).
 
 What is scored (options, prompts, the image source) is planned by ``irisbench.evaluation.eval_plan``. Images made
 elsewhere (``EvalOptions.images``: a GenEval or T2I-CompBench folder, or another run) go through the same
@@ -29,29 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from irisbench.evaluation.aggregation import aggregate
 from irisbench.evaluation.eval_plan import EvalError, EvalOptions, external_plan, generated_plan, scorer_entry
-
-
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write a PNG atomically (tmp file + rename), so a crash never leaves a truncated image."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def image_relpath(prompt_index: int, sample_index: int) -> str:
-    return f"images/{prompt_index:05d}/{sample_index:02d}.png"
+from irisbench.evaluation.eval_run import EvalRun, image_relpath, save_png  # noqa: F401  (save_png: old path)
+from irisbench.scorers.contract import Scorer
 
 
 def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True,
@@ -63,8 +41,6 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     is made (world, scorer, images per prompt known), before the run folder is written or the scorer loaded."""
     from irisbench.core.devices import device_record, resolve_device
     from irisbench.core.provenance import env_info
-    from irisbench.core.records import RecordWriter, atomic_write_json, read_records, write_parquet
-    from irisbench.core.runs import RunDir
     from irisbench.core.stats import count_check
 
     device = resolve_device(opts.device)  # before anything is loaded or written: one line if unusable
@@ -114,46 +90,38 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     rank, world_size = ranks.rank, ranks.world_size
     changed: list[str] = []
     if rank == 0:
-        from irisbench.core.runs import RUN_MARKER
-
-        if opts.allow_config_change and (Path(out) / RUN_MARKER).is_file():
-            from irisbench.evaluation.run_metrics import check_config_change
-
-            changed = check_config_change(RunDir.open(out).config, config)
-        run = RunDir.open_or_create(out, kind="eval", config=config, env={**env_info(), **device_record(device)},
-                                    allow_config_change=opts.allow_config_change)
+        run, changed = EvalRun.open_or_create(out, config, {**env_info(), **device_record(device)},
+                                              allow_config_change=opts.allow_config_change)
     ranks.barrier()
     if rank != 0:
-        run = RunDir.open(out)
+        run = EvalRun.open(out)
     scorer = _make_scorer(entry, opts.scorer_options or {})
     started = time.perf_counter()
     lock = run.lock() if rank == 0 else contextlib.nullcontext()
     available = getattr(plan.source, "present", None)
     with lock:
         if rank == 0:
-            merge_shards(run.path)  # shards a crashed multi-process run left behind
+            run.merge_shards()  # shards a crashed multi-process run left behind
         ranks.barrier()
-        done = {(r["prompt_index"], r["sample_index"]) for r in read_records(run.path / "records.jsonl")} \
-            if (run.path / "records.jsonl").exists() else set()
-        path = run.path / ("records.jsonl" if world_size == 1 else f"records.rank-{rank}.jsonl")
-        with RecordWriter(path, key_fields=("prompt_index", "sample_index")) as writer:
+        done = run.done_keys()
+        with run.writer(rank, world_size) as writer:
             # prompts are sharded by rank (prompt_index mod world size); each rank writes its own file
             mine = [(i, j) for i in range(rank, len(items), world_size) for j in range(n)
                     if available is None or (i, j) in available]
             pending = [key for key in mine if key not in done and not writer.done(key)]
-            _generate(plan.source, scorer, items, pending, writer, run.path, opts,
+            _generate(plan.source, scorer, items, pending, writer, run, opts,
                       progress and rank == 0, len(mine) - len(pending), metrics)
         ranks.barrier()
         if rank != 0:
             ranks.barrier()
-            return json.loads((run.path / "results.json").read_text(encoding="utf-8"))
-        merge_shards(run.path)
-        records = read_records(run.path / "records.jsonl")
+            return dict(run.read_results())
+        run.merge_shards()
+        records = run.read_records()
         expected = len(items) * n
         counts = count_check(expected, len(records))
         if counts["complete"]:
-            write_parquet(run.path / "records.jsonl", run.path / "records.parquet")
-        official = _write_official(run.path, suite.protocol, items, records, n, opts.save_images)
+            run.write_parquet()
+        official = _write_official(run, suite.protocol, items, records, n, opts.save_images)
         elapsed = time.perf_counter() - started
         generated = len(records) - len(done)  # images made (or, from a folder, read and scored) by this call
         external = opts.images is not None
@@ -179,56 +147,42 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         if metrics is not None and counts["complete"]:
             from irisbench.evaluation.run_metrics import attach_metrics
 
-            attach_metrics(results, metrics, run.path, records, items, opts.seed,
+            attach_metrics(results, metrics, run, records, items, opts.seed,
                            recompute_clip=any(k.startswith("metrics.") for k in changed),
                            command=f"irisbench metrics {run.path} --metrics {','.join(opts.metrics.names)}")
-        atomic_write_json(run.path / "results.json", results)
+        results = dict(run.write_results(results))
     ranks.barrier()
     return results
 
 
-def _write_official(root: Path, protocol: str, items: list[dict], records: list[dict], n: int,
+def _write_official(run: EvalRun, protocol: str, items: list[dict], records: list[dict], n: int,
                     save_images: bool) -> dict[str, Any]:
     """The suite's official layout of the run's images (irisbench.evaluation.layouts), and its official score files:
-    GenEval's results.jsonl, T2I-CompBench's per-category vqa_result.json (protocols.compbench_outputs)."""
+    GenEval's per-image output, T2I-CompBench's per-category vqa_result.json (protocols.compbench_outputs)."""
     from irisbench.evaluation.layouts import write_geneval_results, write_official_layout
 
     out: dict[str, Any] = {}
     if save_images:
-        linked = write_official_layout(root, protocol, items, records, n)
+        linked = write_official_layout(run.path, protocol, items, records, n)
         out["layout"] = {"folder": protocol, "images": linked}
     if protocol == "geneval":
-        out["results_jsonl"] = {"file": "results.jsonl", "lines": write_geneval_results(root / "results.jsonl",
-                                                                                         records)}
+        path = run.geneval_results_path
+        out["results_jsonl"] = {"file": path.name, "lines": write_geneval_results(path, records)}
     elif protocol == "compbench" and records:
         from irisbench.protocols.compbench_outputs import write_compbench_files
 
-        out["score_files"] = write_compbench_files(root, items, records, n)
+        out["score_files"] = write_compbench_files(run.path, items, records, n)
     return out
 
 
 def merge_shards(root: Path) -> int:
-    """Append every per-rank record not yet in ``records.jsonl`` to it, then delete the shard files."""
-    from irisbench.core.records import RecordWriter, read_records
-
-    shards = sorted(root.glob("records.rank-*.jsonl"))
-    if not shards:
-        return 0
-    added = 0
-    with RecordWriter(root / "records.jsonl", key_fields=("prompt_index", "sample_index")) as writer:
-        for shard in shards:
-            new = [r for r in read_records(shard) if not writer.done((r["prompt_index"], r["sample_index"]))]
-            new.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
-            if new:
-                writer.append(new)
-                added += len(new)
-    for shard in shards:
-        shard.unlink()
-    return added
+    """Append every per-rank record not yet in the run's records to them, then delete the shard files."""
+    return EvalRun(root).merge_shards()
 
 
-def _make_scorer(entry: Any, options: dict[str, Any]) -> Any:
-    """The scorer object, with user options (model ids or local paths) checked against its signature."""
+def _make_scorer(entry: Any, options: dict[str, Any]) -> Scorer:
+    """The scorer object, with user options (model ids or local paths) checked against its signature; it must
+    implement the scorer contract (``irisbench.scorers.contract.Scorer``)."""
     import inspect
 
     cls = entry.load()
@@ -237,15 +191,18 @@ def _make_scorer(entry: Any, options: dict[str, Any]) -> Any:
     if unknown:
         valid = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         raise EvalError(f"scorer {entry.name!r} has no option(s) {unknown}; its options: {valid or 'none'}")
-    return cls(**options)
+    scorer = cls(**options)
+    if not isinstance(scorer, Scorer):
+        raise EvalError(f"scorer {entry.name!r} ({cls.__name__}) does not implement the scorer contract "
+                        "(irisbench.scorers.contract.Scorer: score(images, items) and describe())")
+    return scorer
 
 
-def _generate(source, scorer, items, pending, writer, root: Path, opts: EvalOptions, progress: bool,
+def _generate(source, scorer, items, pending, writer, run: EvalRun, opts: EvalOptions, progress: bool,
               resumed: int, metrics: Any = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from irisbench.core.progress import progress_bar
-    from irisbench.evaluation.layouts import link_or_copy
 
     total = len(pending) + resumed
     with progress_bar(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -264,10 +221,7 @@ def _generate(source, scorer, items, pending, writer, root: Path, opts: EvalOpti
                 rel = None
                 if opts.save_images:
                     rel = image_relpath(i, j)
-                    if src is not None:
-                        link_or_copy(src, root / rel)
-                    else:
-                        save_png(image, root / rel)
+                    run.save_image(src if src is not None else image, rel)
                 item = items[i]
                 extra = {k: v for k, v in s.items() if k not in ("detections", "reason", "correct", "score")}
                 fields = dict(fields)
@@ -293,34 +247,14 @@ def _generate(source, scorer, items, pending, writer, root: Path, opts: EvalOpti
 
 
 def summarize(suite: Any, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:
-    """Aggregate per-image records as the suite's ``metric_list`` declares (``irisbench.suites``).
+    """Aggregate per-image records as the suite's ``metric_list`` declares (``irisbench.suites``), through the
+    aggregation registry (``irisbench.evaluation.aggregation``).
 
     ``suite``: a ``Suite`` (or a protocol name, for its default list). The first entry is the headline
     (``mean_of_tag_means`` of ``correct`` for GenEval, of ``score`` for CompBench); later entries add
     figures beside it (CompBench's IRIS-style mean of 6). ``out["metric_list"]`` records what was used.
-
-    Records are taken in (prompt, sample) order, so the bootstrap intervals do not depend on the order the
-    records file was written in (several processes, resumed runs).
     """
-    from irisbench.core.stats import geneval_summary
     from irisbench.suites import DEFAULT_METRIC_LIST
 
-    records = sorted(records, key=lambda r: (r["prompt_index"], r["sample_index"]))
-
     metric_list = suite.metric_list if hasattr(suite, "metric_list") else DEFAULT_METRIC_LIST[suite]
-    head = metric_list[0]
-    out = geneval_summary(records, n_resamples=n_resamples, seed=seed, value=head.metric)
-    out["metric_list"] = [dict(vars(m)) for m in metric_list]
-    if head.metric == "score":
-        out["overall_label"] = "mean of categories present"
-    for extra in metric_list[1:]:
-        if extra.aggregation == "compbench_mean_of_6":
-            from irisbench.protocols.compbench import MEAN_OF_6, MEAN_OF_6_LABEL
-
-            missing = [c for c in MEAN_OF_6 if c not in out["tags"]]
-            out[MEAN_OF_6_LABEL] = None if missing else float(np.mean([out["tags"][c]["score"] for c in MEAN_OF_6]))
-            out["mean_of_6_missing"] = missing
-        else:  # a second mean_of_tag_means, of another per-image field
-            other = geneval_summary(records, n_resamples=n_resamples, seed=seed, value=extra.metric)
-            out.setdefault("extra", {})[extra.metric] = {"overall": other["overall"], "tags": other["tags"]}
-    return out
+    return aggregate(metric_list, records, n_resamples=n_resamples, seed=seed)

@@ -36,19 +36,18 @@ reads it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from irisbench.core.errors import IrisbenchError
+from irisbench.evaluation.eval_run import IMAGES, RECORDS, RUN_MARKER, EvalRun, link_or_copy
 
 GENEVAL_LAYOUT = "<DIR>/<00000>/metadata.jsonl + <DIR>/<00000>/samples/<k>.png (GenEval)"
 COMPBENCH_LAYOUT = "<DIR>/samples/{prompt}_{NNNNNN}.png or <DIR>/<category>/samples/... (T2I-CompBench)"
-RUN_LAYOUT = "an irisbench eval run folder (run.json, records.jsonl, images/)"
+RUN_LAYOUT = f"an irisbench eval run folder ({RUN_MARKER}, {RECORDS}, {IMAGES}/)"
 _SAMPLE_RE = re.compile(r"^(\d+)\.png$")
 _COMPBENCH_RE = re.compile(r"^(.*)_(\d+)\.png$")
 MAX_IMAGES_PER_PROMPT = 100  # the largest count a T2I-CompBench folder's numbering is decoded at
@@ -339,17 +338,14 @@ GENERATION_FIELDS = ("seed", "plan", "sc_text", "sc_image", "sc_all", "entropy_t
 
 
 def read_run(root: Path, ctx: LayoutContext) -> LayoutRead:
-    from irisbench.core.records import read_records
-    from irisbench.core.runs import RunDir
-
-    run = RunDir.open(root)
+    run = EvalRun.open(root)
     if run.kind != "eval":
         raise LayoutError(f"{root}: a {run.kind!r} run; --images reads eval run folders")
     config = run.config
-    records_path = root / "records.jsonl"
+    records_path = run.records_path
     if not records_path.is_file():
         raise LayoutError(f"{records_path}: missing (the run has no images yet)")
-    records = read_records(records_path)
+    records = run.read_records()
     n_prompts = int(config.get("prompts", {}).get("n_prompts", 0))
     items: dict[int, dict] = {}
     images: list[LayoutImage] = []
@@ -362,11 +358,11 @@ def read_run(root: Path, ctx: LayoutContext) -> LayoutRead:
         if not r.get("image"):
             raise LayoutError(f"{records_path}: prompt {i}, sample {j} has no image (the run was made with "
                               "--no-save-images); nothing to score")
-        images.append(LayoutImage(i, j, root / r["image"]))
+        images.append(LayoutImage(i, j, run.image_path(r["image"])))
         carry[(i, j)] = {k: r[k] for k in GENERATION_FIELDS if k in r}
     gap = next((i for i in range(max(n_prompts, len(items))) if i not in items), None)
     if gap is not None:
-        raise LayoutError(f"{root}: prompt {gap} has no images in records.jsonl")
+        raise LayoutError(f"{root}: prompt {gap} has no images in {RECORDS}")
     ordered = [items[i] for i in range(len(items))]
     from irisbench.suites import prompt_set_sha256
 
@@ -392,7 +388,7 @@ class Layout:
 
 # Tried in this order; a new layout is one entry (and its reader).
 LAYOUTS: dict[str, Layout] = {
-    "run": Layout(lambda root, entries: (root / "run.json").is_file(), read_run, RUN_LAYOUT),
+    "run": Layout(lambda root, entries: EvalRun(root).is_run(), read_run, RUN_LAYOUT),
     "geneval": Layout(lambda root, entries: any(p.is_dir() and p.name.isdigit() for p in entries), read_geneval,
                       GENEVAL_LAYOUT, "geneval"),
     "compbench": Layout(lambda root, entries: (root / "samples").is_dir()
@@ -561,20 +557,6 @@ def load_rgb(path: Path):  # -> np.ndarray (H, W, 3) uint8
 
 
 # ------------------------------------------------------------------------------------------------ writing
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` becomes a hard link to ``src`` (a copy where hard links are impossible); an existing ``dst`` is
-    replaced unless it already is ``src``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        if os.path.samefile(src, dst):
-            return
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def write_official_layout(run: Path, protocol: str, items: list[dict], records: list[dict], n: int) -> int:

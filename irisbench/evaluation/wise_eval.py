@@ -16,6 +16,12 @@ has a parsed score (docs/protocols.md §3; otherwise the missing and failed ids 
 protocol: "WISE (GPT-4o legacy)" (WiScore) or "WISE_Verified" (binary score), labelled as such; the two are
 never mixed. The overall CI combines the per-category bootstrap replicates with the same weights.
 
+The run goes through the same pieces as the other suites: ``EvalRun`` (``irisbench.evaluation.eval_run``) owns its
+folder, records, results schema and resume rule (here: the judge's URL, model and retries may change,
+``check_judge_change``); the judge is a scorer (``irisbench.scorers.wise_judge.WiseJudgeScorer``); the scores are
+the suite's declared aggregation (``WISE_METRIC_LIST``, ``irisbench.evaluation.aggregation``). The options WISE does
+not read are refused by the command line with one line (``irisbench.cli.eval``, each option's ``not_for``).
+
 Departures: failed judge answers (after the retries) are recorded and listed, never scored 0; a folder of
 images may be partial only with ``allow_missing`` (the missing ids are then listed and no overall is given).
 """
@@ -23,7 +29,6 @@ images may be partial only with ``allow_missing`` (the missing ids are then list
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -33,18 +38,19 @@ from typing import Any
 
 import numpy as np
 
+from irisbench.evaluation.aggregation import aggregate, summarize_wise  # noqa: F401  (summarize_wise: old path)
+from irisbench.evaluation.eval_run import EvalRun, changed_config_keys, wise_image_relpath
 from irisbench.protocols.wise import (
     LEGACY_LABEL,
     PNG_SIGNATURE,
-    PROTOCOLS,
     VERIFIED_LABEL,
-    WISE_LEGACY_CATEGORIES,
-    WISE_VERIFIED_CATEGORIES,
     WiseDataError,
-    legacy_summary,
+    category_of,
     load_wise_prompts,
-    verified_summary,
+    wise_categories,
 )
+from irisbench.scorers.wise_judge import WiseJudgeScorer
+from irisbench.suites import MetricSpec
 
 STUB_JUDGE = "stub-for-tests"
 _PNG_NAME = re.compile(r"^(\d+)\.png$")
@@ -79,19 +85,16 @@ class WiseOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def categories(protocol: str) -> tuple:
-    if protocol not in PROTOCOLS:
-        raise WiseDataError(f"WISE protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    return WISE_LEGACY_CATEGORIES if protocol == "legacy" else WISE_VERIFIED_CATEGORIES
+categories = wise_categories  # the old name
 
+# The WISE suite's declared aggregation, per protocol (``irisbench.evaluation.aggregation``): one run is one
+# protocol, its records' value aggregated by that protocol's category weights.
+WISE_METRIC_LIST: dict[str, tuple[MetricSpec, ...]] = {
+    "legacy": (MetricSpec("wiscore", "wiscore_weighted"),),
+    "verified": (MetricSpec("score", "wise_verified_weighted"),),
+}
 
-def category_of(prompt_id: int, protocol: str) -> str:
-    for cat in categories(protocol):
-        if prompt_id in cat:
-            return cat.name
-    raise WiseDataError(f"prompt_id {prompt_id} is in no WISE category")
-
-
+# eval's options that --suite wise does not read, and why (refused with one line, never ignored)
 # ------------------------------------------------------------------------------------------- prompts
 
 
@@ -246,64 +249,12 @@ def make_judge(opts: WiseOptions) -> tuple[Any, dict[str, Any]]:
 
 def check_judge_change(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The changed config keys of a resumed WISE run, if all are the judge's URL, model or retry settings."""
-    from irisbench.evaluation.run_metrics import changed_config_keys
-
     changed = changed_config_keys(saved, new)
     refused = [k for k in changed if not k.startswith(JUDGE_CHANGEABLE)]
     if refused:
         raise WiseDataError(f"--allow-config-change accepts a new judge URL, model or retry settings only "
                             f"({', '.join(JUDGE_CHANGEABLE)}); refused: {', '.join(refused)}. Use a new run folder")
     return changed
-
-
-# ------------------------------------------------------------------------------------------ summaries
-
-
-def summarize_wise(records: Sequence[dict], protocol: str, *, n_resamples: int = 2000, seed: int = 0,
-                   confidence: float = 0.95) -> dict[str, Any]:
-    """The protocol's summary (``legacy_summary`` / ``verified_summary``) with bootstrap CIs.
-
-    ``scores["tags"][category]``: mean, percentile CI (prompts resampled within the category), counts;
-    ``scores["overall"]``: the weighted overall and its CI (each replicate weights the categories' replicates),
-    both None unless all 1000 ids have a parsed score.
-    """
-    from irisbench.core.stats import bootstrap_replicates, percentile_interval
-
-    cats = categories(protocol)
-    summary = legacy_summary(records) if protocol == "legacy" else verified_summary(records)
-    value_key = "wiscore" if protocol == "legacy" else "score"
-    values: dict[str, list[float]] = {c.name: [] for c in cats}
-    for r in records:
-        if r.get("ok", True) and r.get(value_key) is not None:
-            values[category_of(r["prompt_id"], protocol)].append(float(r[value_key]))
-    rng = np.random.default_rng(seed)
-    tags: dict[str, Any] = {}
-    reps: dict[str, np.ndarray] = {}
-    for c in cats:
-        entry = summary["per_category"][c.name]
-        out = {"score": entry["mean"], "ci_low": None, "ci_high": None, "n_images": entry["n"],
-               "n_prompts": entry["n"], "n_expected": entry["n_expected"], "n_failed": entry["n_failed"],
-               "weight": c.weight}
-        if values[c.name] and n_resamples:
-            reps[c.name] = bootstrap_replicates([[v] for v in values[c.name]], "mean", n_resamples, rng)
-            out["ci_low"], out["ci_high"] = percentile_interval(reps[c.name], confidence)
-        tags[c.name] = out
-    overall: dict[str, Any] = {"score": summary["overall"], "ci_low": None, "ci_high": None,
-                               "n_images": summary["n_scored"], "note": summary["note"]}
-    if summary["overall"] is not None and n_resamples:
-        combined = sum(c.weight * reps[c.name] for c in cats)
-        overall["ci_low"], overall["ci_high"] = percentile_interval(combined, confidence)
-    return {
-        "label": summary["label"],
-        "value": "WiScore = (0.7 consistency + 0.2 realism + 0.1 aesthetic) / 2" if protocol == "legacy"
-        else "binary judge score (0/1)",
-        "overall": overall,
-        "tags": tags,
-        **{k: summary[k] for k in ("n_scored", "n_failed", "failed_ids", "n_missing", "missing_ids")},
-        "ci": {"method": "cluster bootstrap over prompts within each category (percentile); overall: the "
-                         "weighted sum of the category replicates", "confidence": confidence,
-               "n_resamples": n_resamples, "seed": seed},
-    }
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -313,20 +264,19 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
                   sleep: Callable[[float], None] | None = None, on_start: Callable[[], None] | None = None) -> dict:
     """Generate (or read) one image per WISE prompt, judge each, write records and results; resumable.
 
-    Failed judge calls are retried ``opts.retries`` times in all, waiting ``opts.backoff`` seconds after the
-    first failure, doubling up to ``opts.backoff_max`` (through ``sleep``, default ``time.sleep``), then
-    recorded as failures. Re-running into the same folder judges what failed and what is missing, nothing
-    else. A run with failures is not complete (``counts["complete"]`` is False; ``results["failures"]`` gives
-    their number and the first cause; the command line exits 1 unless ``--allow-failures``)."""
+    The run folder, its records, images, results (the ``Results`` schema) and the resume rule are
+    ``EvalRun``'s, as for the other suites; the judge is a scorer (``WiseJudgeScorer``) and the scores are
+    the suite's declared aggregation (``WISE_METRIC_LIST``). Failed judge calls are retried ``opts.retries``
+    times in all, waiting ``opts.backoff`` seconds after the first failure, doubling up to
+    ``opts.backoff_max`` (through ``sleep``, default ``time.sleep``), then recorded as failures. Re-running
+    into the same folder judges what failed and what is missing, nothing else. A run with failures is not
+    complete (``counts["complete"]`` is False; ``results["failures"]`` gives their number and the first cause;
+    the command line exits 1 unless ``--allow-failures``)."""
     from irisbench.core.devices import device_record, resolve_device
     from irisbench.core.provenance import env_info
-    from irisbench.core.records import RecordWriter, atomic_write_json, atomic_write_text, read_records, write_parquet
     from irisbench.core.retry import Backoff
-    from irisbench.core.runs import RUN_MARKER, RunDir
     from irisbench.core.stats import count_check
-    from irisbench.evaluation.evaluate import save_png
     from irisbench.policies.base import derive_seed
-    from irisbench.protocols.wise import score_wise
 
     if opts.images is not None and opts.device is not None:
         raise WiseDataError("--device does not apply to --suite wise --images: the folder's images are judged, no "
@@ -344,6 +294,8 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
     by_id = {p["prompt_id"]: p for p in prompts}
     if opts.judge_workers < 1:
         raise WiseDataError(f"--judge-workers must be >= 1, got {opts.judge_workers}")
+    scorer = WiseJudgeScorer(judge, opts.protocol, opts.retries, workers=opts.judge_workers, backoff=backoff,
+                             description=judge_desc)
     given: dict[int, Path] = {}
     if opts.images is not None:
         if policy is not None or opts.model:
@@ -376,61 +328,51 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
         "judge": judge_desc,
         "allow_missing": opts.allow_missing,
     }
-    changed: list[str] = []
-    if opts.allow_config_change and (Path(out) / RUN_MARKER).is_file():
-        changed = check_judge_change(RunDir.open(out).config, config)
-    run = RunDir.open_or_create(out, kind="eval", config=config,
-                                env={**env_info(), **(device_record(device) if device is not None else {})},
-                                allow_config_change=opts.allow_config_change)
+    run, changed = EvalRun.open_or_create(out, config,
+                                          {**env_info(), **(device_record(device) if device is not None else {})},
+                                          allow_config_change=opts.allow_config_change,
+                                          check_change=check_judge_change)
     with run.lock():
-        records_path = run.path / "records.jsonl"
-        earlier = read_records(records_path) if records_path.exists() else []
+        earlier = run.read_records()
         failed_before = [r for r in earlier if not r.get("ok")]
         if failed_before:  # judged again below: their failure records make way for the new ones
-            kept = [r for r in earlier if r.get("ok")]
-            atomic_write_text(records_path, "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n"
-                                                    for r in kept))
+            run.rewrite_records([r for r in earlier if r.get("ok")], complete=False)
         done = {r["prompt_id"] for r in earlier if r.get("ok")}
         if opts.images is None:  # generate what is not on disk yet (images first: judging can resume apart)
-            todo = [pid for pid in by_id if pid not in done and not (run.path / wise_image_relpath(pid)).is_file()]
+            todo = [pid for pid in by_id if pid not in done and not run.image_path(wise_image_relpath(pid)).is_file()]
             for start in range(0, len(todo), opts.batch_size):
                 batch = todo[start:start + opts.batch_size]
                 seeds = [derive_seed(opts.seed, "wise", pid, 0) for pid in batch]
                 rollout = policy.sample([by_id[pid]["Prompt"] for pid in batch], n=1, seed=seeds, cfg=opts.cfg,
                                         temperature=opts.temperature, top_k=opts.top_k)
                 for pid, image in zip(batch, rollout.images, strict=True):
-                    save_png(image, run.path / wise_image_relpath(pid))
-            given = {pid: run.path / wise_image_relpath(pid) for pid in by_id}
+                    run.save_image(image, wise_image_relpath(pid))
+            given = {pid: run.image_path(wise_image_relpath(pid)) for pid in by_id}
         pending = [pid for pid in sorted(given) if pid not in done]
-        with RecordWriter(records_path, key_fields=("prompt_index", "sample_index")) as writer:
+        with run.writer() as writer:
             step = max(16, opts.judge_workers * 4)
             for start in range(0, len(pending), step):
                 chunk = pending[start:start + step]
-                judged = score_wise({pid: given[pid] for pid in chunk}, [by_id[pid] for pid in chunk], judge,
-                                    opts.protocol, opts.retries, max_workers=opts.judge_workers, backoff=backoff)
+                judged = scorer.score([given[pid] for pid in chunk], [by_id[pid] for pid in chunk])
                 rows = []
-                for rec in judged:
-                    pid = rec["prompt_id"]
-                    value = rec.get("wiscore") if opts.protocol == "legacy" else rec.get("score")
-                    image = given[pid]
+                for pid, rec in zip(chunk, judged, strict=True):
                     rows.append({
                         "prompt_index": pid, "sample_index": 0, "tag": category_of(pid, opts.protocol),
                         "prompt": by_id[pid]["Prompt"], "Category": by_id[pid]["Category"],
                         "seed": None if opts.images else derive_seed(opts.seed, "wise", pid, 0),
-                        "image": str(image.relative_to(run.path)) if opts.images is None else str(image),
-                        **rec, "score": value,
+                        "image": wise_image_relpath(pid) if opts.images is None else str(given[pid]),
+                        **rec,
                         "judge_model": judge_desc.get("model", judge_desc["kind"]), "judge_url": judge_desc.get("url"),
                     })
                 writer.append(rows)
-        records = read_records(records_path)
-        records.sort(key=lambda r: r["prompt_index"])
+        records = run.read_records(sort=True)
         failed = [r for r in records if not r.get("ok")]
         counts = count_check(len(prompts), len(records))
         counts.update(judged=len(records) - len(failed), failed=len(failed), missing_images=len(prompts) - len(given),
                       rejudged=len(failed_before), judged_now=len(pending))
         counts["complete"] = counts["complete"] and not failed
         if counts["complete"] or (opts.allow_missing and not failed):
-            write_parquet(records_path, run.path / "records.parquet")
+            run.write_parquet()
         judges: dict[str, int] = {}
         for r in records:
             if r.get("ok"):
@@ -443,20 +385,21 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
             "world": "open",
             "split": "user",
             "policy": policy_desc,
-            "judge": judge_desc,
+            "judge": scorer.describe(),
             "judged_by": judges,  # items per judge (model @ URL): more than one after --allow-config-change
             **({"config_changes": changed} if changed else {}),
             "prompts": prov,
             "images_per_prompt": 1,
             "seed": opts.seed,
             "counts": counts,
-            "scores": summarize_wise(records, opts.protocol, n_resamples=opts.n_resamples, seed=opts.seed),
+            "scores": aggregate(WISE_METRIC_LIST[opts.protocol], records, n_resamples=opts.n_resamples,
+                                seed=opts.seed),
         }
         if failed:
             first = min(failed, key=lambda r: r["prompt_id"])
             results["failures"] = {"n": len(failed), "attempts": opts.retries, "first_prompt_id": first["prompt_id"],
                                    "first_cause": first.get("cause") or first.get("error")}
-        atomic_write_json(run.path / "results.json", results)
+        results = dict(run.write_results(results))
     return results
 
 
@@ -467,8 +410,3 @@ def failure_line(results: dict[str, Any], folder: Path) -> str:
             f"{f['attempts']} attempt(s) each (first: prompt {f['first_prompt_id']}: "
             f"{f['first_cause']}); results so far are in {folder}; re-run the same command to judge only the "
             "failed ones, or pass --allow-failures to accept them")
-
-
-def wise_image_relpath(prompt_id: int) -> str:
-    """Where a run keeps the image of a WISE prompt: the official layout, ``images/{prompt_id}.png``."""
-    return f"images/{prompt_id}.png"

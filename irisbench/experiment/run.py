@@ -133,7 +133,7 @@ class ExperimentConfig:
     base_images_per_prompt: int | None = 8
     seen: bool = True  # also score the base and each best-val checkpoint on GenEval's seen split (RL-training texts)
     device: str | None = None  # every evaluation and training run (irisbench.core.devices; None: cuda when available)
-    extended: bool = False  # the shapes world's extended run: EXTENDED_METHODS and EXTENDED_SUITES beside the main job's
+    extended: bool = False  # the shapes world's extended run: EXTENDED_METHODS and EXTENDED_SUITES
 
     def check(self) -> None:
         """One-line ``UsageError`` for a config the experiment cannot run; fills the world's defaults."""

@@ -20,6 +20,8 @@ from typing import Any
 
 from rich.table import Table
 
+from irisbench.evaluation.eval_run import RECORDS_PARQUET, EvalRun
+
 INVOCATIONS = "invocations.jsonl"  # one line per invocation that reached its summary: wall seconds, CPU
 README_BEGIN = "<!-- experiment:begin -->"
 README_END = "<!-- experiment:end -->"
@@ -62,14 +64,14 @@ def _timing_line(elapsed: float, timing: dict[str, Any] | None) -> str:
 
 
 def _overall(folder: Path) -> tuple[float, float, float, dict[str, float]]:
-    res = json.loads((folder / "results.json").read_text())
+    res = EvalRun(folder).read_results(partial=True)
     o = res["scores"]["overall"]
     return o["score"], o["ci_low"], o["ci_high"], {t: v["score"] for t, v in res["scores"]["tags"].items()}
 
 
 def images_per_prompt(folder: Path) -> int | None:
     """The images per prompt an eval run drew (its ``results.json``)."""
-    return json.loads((Path(folder) / "results.json").read_text()).get("images_per_prompt")
+    return EvalRun(folder).read_results(partial=True).get("images_per_prompt")
 
 
 def _score_rows(evals: Evals, ci_digits: int) -> tuple[list[str], list[tuple[str, list[str], str]], str]:
@@ -297,7 +299,7 @@ def _publish_files(folder: Path, link: str, report: dict[str, Any], train_runs: 
     if evals:
         tables = {**tables, "records": write_records(evals, folder, runs=runs)}
         images.append(f"Per-image records of every evaluation above (score, prompt, sample and seed; any interval "
-                      f"can be re-derived from them): [{link}/records.parquet]({link}/records.parquet).")
+                      f"can be re-derived from them): [{link}/{RECORDS_PARQUET}]({link}/{RECORDS_PARQUET}).")
     for key, name, what in COPIED_TABLES:
         if (out / name).is_file():
             tables = {**tables, key: folder / name}

@@ -91,6 +91,21 @@ class JudgeError(IrisbenchError, RuntimeError):
     """The judge endpoint failed or answered something that is not a chat completion."""
 
 
+def wise_categories(protocol: str) -> tuple[WiseCategory, ...]:
+    """The categories (prompt-id ranges and weights) of a WISE protocol: ``legacy`` or ``verified``."""
+    if protocol not in PROTOCOLS:
+        raise WiseDataError(f"WISE protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return WISE_LEGACY_CATEGORIES if protocol == "legacy" else WISE_VERIFIED_CATEGORIES
+
+
+def category_of(prompt_id: int, protocol: str) -> str:
+    """The name of the WISE category holding ``prompt_id`` under ``protocol``."""
+    for cat in wise_categories(protocol):
+        if prompt_id in cat:
+            return cat.name
+    raise WiseDataError(f"prompt_id {prompt_id} is in no WISE category")
+
+
 # ------------------------------------------------------------------------------------------- prompts
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from irisbench.core.errors import UsageError
 from irisbench.core.stats import cluster_draws, cluster_key, percentile_interval, ratio_of, ratio_replicates
+from irisbench.evaluation.eval_run import RECORDS, RESULTS
 from irisbench.report.loading import LoadedRun, prompt_sort_key
 
 PAIRED = "paired"
@@ -64,10 +65,10 @@ def pairing(base: LoadedRun, run: LoadedRun) -> tuple[bool, str]:
     """Whether the two runs can be compared prompt by prompt, and why (or why not)."""
     if base.records is None or run.records is None:
         missing = base if base.records is None else run
-        return False, f"records.jsonl missing in {missing.path}"
+        return False, f"{RECORDS} missing in {missing.path}"
     sha_a, sha_b = base.prompts_sha256, run.prompts_sha256
     if sha_a is None or sha_b is None:
-        return False, "prompt set sha256 missing from results.json"
+        return False, f"prompt set sha256 missing from {RESULTS}"
     if sha_a != sha_b:
         return False, "different prompt sets (sha256 differ)"
     a = {p: t for t, ps in prompt_clusters(base).items() for p in ps}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from irisbench.evaluation.eval_run import RECORDS
 from irisbench.report.loading import LoadedRun, RunRef, ensure_loaded, prompt_sort_key
 from irisbench.report.tables import (
     IMPROVES,
@@ -189,7 +190,7 @@ def gallery_html(runs: Sequence[LoadedRun], n_prompts: int = 24, seed: int = 0, 
                   f' · sample {_e(str(c["sample_index"]))}</span>')
         rows.append(f'<tr><td class="prompt">{prompt}</td>{cells}</tr>')
     skipped = [r.label for r in runs if r.records is None]
-    note = f"<p>Not shown (no records.jsonl): {_e(', '.join(skipped))}</p>" if skipped else ""
+    note = f"<p>Not shown (no {RECORDS}): {_e(', '.join(skipped))}</p>" if skipped else ""
     return f'{note}<table class="gallery"><tr><th>prompt</th>{head}</tr>{"".join(rows)}</table>'
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisbench.core.errors import IrisbenchError, read_json
+from irisbench.core.errors import IrisbenchError
+from irisbench.evaluation.eval_run import RECORDS as RECORDS_FILE
+from irisbench.evaluation.eval_run import RESULTS as RESULTS_FILE
+from irisbench.evaluation.eval_run import EvalRun
 
-RESULTS_FILE = "results.json"
-RECORDS_FILE = "records.jsonl"
 _SCORE_TOLERANCE = 1e-9
 
 
@@ -125,11 +126,12 @@ def _check_score_entry(entry: Any, where: str) -> None:
 
 def read_results(path: Path) -> dict[str, Any]:
     """``results.json`` of an eval run, with the fields a report needs checked (``ReportError`` if not)."""
-    file = path / RESULTS_FILE
+    run = EvalRun(path)
+    file = run.results_path
     if not file.is_file():
         raise ReportError(f"{path} is not an eval run folder: {RESULTS_FILE} is missing (run `irisbench eval` "
-                          "first, or point the report at the folder that holds results.json)")
-    results = read_json(file, ReportError, "results file")
+                          f"first, or point the report at the folder that holds {RESULTS_FILE})")
+    results = dict(run.read_results(ReportError))  # the schema; below, what a report needs beyond it
     where = str(file)
     _require(results, "suite", where, str)
     scores = _require(results, "scores", where, dict)
@@ -172,17 +174,17 @@ def _check_consistent(run: LoadedRun) -> None:
     for r in run.records:
         sums[r["tag"]] = sums.get(r["tag"], 0.0) + float(r[run.value_field])
         counts[r["tag"]] = counts.get(r["tag"], 0) + 1
-    file = run.path / RESULTS_FILE
+    file = EvalRun(run.path).results_path
     tags = run.results["scores"]["tags"]
     if set(tags) - set(sums):
         raise ReportError(f"{file}: tag(s) {sorted(set(tags) - set(sums))} have no records in "
-                          f"{run.path / RECORDS_FILE}; results.json and records.jsonl disagree (re-run the eval "
-                          "to refresh results.json)")
+                          f"{run.path / RECORDS_FILE}; {RESULTS_FILE} and {RECORDS_FILE} disagree (re-run the eval "
+                          f"to refresh {RESULTS_FILE})")
     for tag, entry in tags.items():
         mean = sums[tag] / counts[tag]
         if abs(mean - float(entry["score"])) > _SCORE_TOLERANCE:
             raise ReportError(f"{file}: scores.tags.{tag}.score = {entry['score']!r} but the records give {mean!r}; "
-                              "results.json is stale (re-run the same eval command to resume and refresh it)")
+                              f"{RESULTS_FILE} is stale (re-run the same eval command to resume and refresh it)")
 
 
 def load_run(ref: RunRef) -> LoadedRun:
@@ -193,7 +195,7 @@ def load_run(ref: RunRef) -> LoadedRun:
     results = read_results(path)
     value_field = _value_field(results)
     run = LoadedRun(ref.label, path, results, None, value_field)
-    records_file = path / RECORDS_FILE
+    records_file = EvalRun(path).records_path
     if records_file.is_file():
         try:
             records = read_records(records_file, key_fields=("prompt_index", "sample_index"))

@@ -13,13 +13,13 @@ and seed without parsing labels; they are empty for the base and the references.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from irisbench.core.errors import UsageError
-from irisbench.core.records import atomic_replace, read_records
+from irisbench.core.records import atomic_replace
+from irisbench.evaluation.eval_run import RECORDS_PARQUET, EvalRun
 
 RUN_COLUMNS = ("method", "checkpoint", "training_seed", "step")  # what a label stands for, when known
 # the per-image table published beside the tidy scores: enough to re-derive every interval (records.parquet)
@@ -41,10 +41,10 @@ def tidy_rows(evals: Mapping[str, Mapping[str, str | Path]], relative_to: str | 
         raise UsageError(f"tidy_rows: unknown run column(s) {unknown}; known: {list(RUN_COLUMNS)}")
     for label, folders in evals.items():
         for key, folder in folders.items():
-            path = Path(folder) / "results.json"
-            if not path.is_file():
-                raise UsageError(f"{label} ({key}): {path} is missing: not a finished eval run")
-            res = json.loads(path.read_text(encoding="utf-8"))
+            run = EvalRun(folder)
+            if not run.has_results():
+                raise UsageError(f"{label} ({key}): {run.results_path} is missing: not a finished eval run")
+            res = run.read_results(UsageError)
             common = {"run": label, "suite": res["suite"], "split": res["split"], "world": res.get("world"),
                       "seed": res.get("seed"), "images_per_prompt": res.get("images_per_prompt"),
                       "policy": (res.get("policy") or {}).get("name"),
@@ -68,9 +68,10 @@ def record_rows(evals: Mapping[str, Mapping[str, str | Path]],
     runs = runs or {}
     for label, folders in evals.items():
         for folder in folders.values():
-            res = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+            run = EvalRun(folder)
+            res = run.read_results(UsageError)
             common = {"run": label, "suite": res["suite"], "split": res["split"], **runs.get(label, {})}
-            for rec in read_records(Path(folder) / "records.jsonl"):
+            for rec in run.read_records():
                 rows.append({c: common.get(c, rec.get(c)) for c in RECORD_COLUMNS})
     return rows
 
@@ -80,7 +81,7 @@ def write_records(evals: Mapping[str, Mapping[str, str | Path]], folder: str | P
     """``folder/records.parquet`` from ``record_rows`` (written atomically)."""
     import pandas as pd
 
-    out = Path(folder) / "records.parquet"
+    out = Path(folder) / RECORDS_PARQUET
     df = pd.DataFrame(record_rows(evals, runs), columns=list(RECORD_COLUMNS))
     atomic_replace(out, lambda tmp: df.to_parquet(tmp, index=False))
     return out

@@ -16,7 +16,6 @@ seed's curve alone; for the other seeds it is a reference level, not a paired ba
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,13 +24,14 @@ import pandas as pd
 
 from irisbench.analysis.dynamics import eval_steps
 from irisbench.core.records import atomic_write_text
+from irisbench.evaluation.eval_run import EvalRun
 
 CURVE = "curve.csv"
 COLUMNS = ["method", "seed", "step", "suite", "split", "score", "ci_low", "ci_high", "images_per_prompt", "n_prompts"]
 
 
 def _row(method: str, seed: int, step: int, folder: Path) -> dict:
-    res = json.loads((Path(folder) / "results.json").read_text())
+    res = EvalRun(folder).read_results(partial=True)
     o = res["scores"]["overall"]
     return {"method": method, "seed": seed, "step": step, "suite": res.get("suite"), "split": res.get("split"),
             "score": o["score"], "ci_low": o.get("ci_low"), "ci_high": o.get("ci_high"),

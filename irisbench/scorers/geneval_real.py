@@ -516,11 +516,11 @@ class Mask2FormerScorer:
     def _cut(self, meta: dict) -> float:
         return self.counting_threshold if meta.get("tag") == "counting" else self.threshold
 
-    def score(self, images: Sequence[np.ndarray], metadata: Sequence[dict]) -> list[dict[str, Any]]:
+    def score(self, images: Sequence[np.ndarray], items: Sequence[dict]) -> list[dict[str, Any]]:
         from irisbench.protocols.geneval import judge
 
-        if len(images) != len(metadata):
-            raise UsageError(f"{len(images)} images but {len(metadata)} metadata entries")
+        if len(images) != len(items):
+            raise UsageError(f"{len(images)} images but {len(items)} metadata entries")
         detected = self.detector.detect(images)
         if len(detected) != len(images):
             raise PerceptionError(f"detector returned {len(detected)} results for {len(images)} images")
@@ -528,7 +528,7 @@ class Mask2FormerScorer:
         # Which objects need a color: per include clause with a color, the top-count kept detections.
         queries: list[ColorQuery] = []
         slots: list[tuple[int, int]] = []
-        for row, (meta, pairs) in enumerate(zip(metadata, detected, strict=True)):
+        for row, (meta, pairs) in enumerate(zip(items, detected, strict=True)):
             dets = [d for d, _ in pairs]
             for clause in meta.get("include", []):
                 if "color" not in clause:
@@ -545,7 +545,7 @@ class Mask2FormerScorer:
         colored: dict[tuple[int, int], str] = dict(zip(slots, colors, strict=True))
 
         out = []
-        for row, (meta, pairs) in enumerate(zip(metadata, detected, strict=True)):
+        for row, (meta, pairs) in enumerate(zip(items, detected, strict=True)):
             dets = [replace(d, color=colored.get((row, i))) for i, (d, _) in enumerate(pairs)]
             verdict = judge(meta, dets, threshold=self.threshold, counting_threshold=self.counting_threshold,
                             max_objects=self.max_objects, position_threshold=self.position_threshold)

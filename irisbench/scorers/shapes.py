@@ -22,14 +22,14 @@ class ShapesGenEvalScorer:
         return {"name": self.name, "detector": "irisbench.world.detector.detect (exact)",
                 "judge": "irisbench.protocols.geneval.judge (official rules)"}
 
-    def score(self, images: Sequence[np.ndarray], metadata: Sequence[dict]) -> list[dict[str, Any]]:
+    def score(self, images: Sequence[np.ndarray], items: Sequence[dict]) -> list[dict[str, Any]]:
         from irisbench.protocols.geneval import judge
         from irisbench.world.detector import detect
 
-        if len(images) != len(metadata):
-            raise UsageError(f"{len(images)} images but {len(metadata)} metadata entries")
+        if len(images) != len(items):
+            raise UsageError(f"{len(images)} images but {len(items)} metadata entries")
         out = []
-        for image, meta in zip(images, metadata, strict=True):
+        for image, meta in zip(images, items, strict=True):
             dets = detect(image)
             verdict = judge(meta, dets)
             out.append({

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from irisbench.core.records import atomic_write_text
+from irisbench.evaluation.eval_run import CONFIG_FILE, RESULTS
 
 CARD = "README.md"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -81,7 +82,7 @@ def _base_card(source: str | None) -> tuple[str | None, dict[str, Any]]:
 def _evaluations(run: Path, step: int) -> list[dict[str, Any]]:
     """The run's finished in-training evaluations of steps <= ``step``, oldest first."""
     rows = []
-    for res_path in sorted((run / "eval").glob("*/step-*/results.json")):
+    for res_path in sorted((run / "eval").glob(f"*/step-*/{RESULTS}")):
         m = re.fullmatch(r"step-(\d+)", res_path.parent.name)
         res = _read(res_path)
         if not m or int(m.group(1)) > step or not isinstance(res, dict):
@@ -195,7 +196,7 @@ def build_card(folder: str | Path, run: str | Path | None = None) -> str:
                      f"{_fmt(logged.get('reward_std'))}; KL {_fmt(logged.get('kl'))}")
     lines += ["", "| hyperparameter | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(cfg[k])} |" for k in KEY_FIELDS if k in cfg and cfg[k] not in (None, [], {})]
-    lines += ["", "The full config is `trainer_state.json`'s `config` (and the run's `config.yaml`).", ""]
+    lines += ["", f"The full config is `trainer_state.json`'s `config` (and the run's `{CONFIG_FILE}`).", ""]
     lines += ["## Evaluation", ""]
     if evals:
         lines += ["In-training evaluations (bootstrap intervals over prompts):", "",

@@ -63,6 +63,7 @@ import numpy as np
 from irisbench.core.distributed import Dist
 from irisbench.core.errors import IrisbenchError
 from irisbench.core.uncertainty import modality_means
+from irisbench.evaluation.eval_run import EvalRun
 from irisbench.policies.base import TEXT, Rollout, TokenLogits, TrainablePolicy, derive_seed
 from irisbench.train.config import TrainConfig
 
@@ -637,7 +638,7 @@ def eval_folder(run: str | Path, split: str, step: int) -> Path:
 
 def eval_finished(run: str | Path, split: str, step: int) -> bool:
     """Whether that evaluation finished (its ``results.json`` is written last)."""
-    return (eval_folder(run, split, step) / "results.json").is_file()
+    return EvalRun(eval_folder(run, split, step)).has_results()
 
 
 class _Named:
