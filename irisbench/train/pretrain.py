@@ -55,7 +55,7 @@ ARCHS = ("shapes-lm", "janus")
 ARCH_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-lm": {},
     "janus": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256, "batch_size": 32,
-              "cot_rows": 8, "steps": 700, "lr": 1e-3, "precision": "fp32"},
+              "cot_rows": 8, "plan_weight": 0.5, "steps": 700, "lr": 2e-3, "precision": "fp32"},
 }
 
 
@@ -107,6 +107,10 @@ class PretrainConfig:
     arch: str = "shapes-lm"
     # janus: rows per batch whose CoT is trained too (None: every row); the image part trains on every row
     cot_rows: int | None = None
+    # janus: the plan's share of the loss, ``plan_weight * mean(plan nll) + (1 - plan_weight) * mean(image nll)``
+    # (None: one token mean over both, where the few plan tokens of the cot_rows rows weigh ~4% against 64 image
+    # codes on every row and the CoT hardly learns to read its prompt; docs/janus.md has the measurements)
+    plan_weight: float | None = None
 
     @classmethod
     def for_world(cls, world: str, overrides: dict[str, Any] | None = None, arch: str = "shapes-lm"
@@ -157,6 +161,14 @@ class PretrainConfig:
                                 f"{self.world!r}")
         if self.cot_rows is not None and (not isinstance(self.cot_rows, int) or self.cot_rows < 0):
             raise PretrainError(f"PretrainConfig.cot_rows must be an int >= 0 or None, got {self.cot_rows!r}")
+        if self.plan_weight is not None:
+            if self.arch != "janus":
+                raise PretrainError("PretrainConfig.plan_weight applies to arch 'janus' only (the shapes LM's loss "
+                                    "is one token mean)")
+            if isinstance(self.plan_weight, bool) or not isinstance(self.plan_weight, (int, float)) \
+                    or not 0 <= self.plan_weight <= 1:
+                raise PretrainError(f"PretrainConfig.plan_weight must be a number in [0, 1] or None, got "
+                                    f"{self.plan_weight!r}")
         if self.keep_last is not None and self.keep_last < 1:
             raise PretrainError(f"PretrainConfig.keep_last must be >= 1 or None, got {self.keep_last}")
 
