@@ -105,3 +105,50 @@ def test_device_cuda_without_a_gpu_outside_a_dry_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "-c", "janus-pro-1b-iris", "--device", "cuda", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "no CUDA GPU is visible" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+# FSDP2 over a fake world (irisbench.dryrun.fake_world): rank 0 of 2, the trainer's own shard() on meta.
+TWO_RANKS = ["prompts_per_step=2", "num_generations=2", "gradient_accumulation_steps=1"]
+
+
+def _small_trainable() -> int:
+    """SMALL's trainable parameters by hand: 2 blocks (q, k, v, o 64x64; gate, up 64x128, down 128x64; two
+    norms), the final norm, the 102,400 x 64 token embeddings and the untied lm_head."""
+    block = 4 * 64 * 64 + 3 * 64 * 128 + 2 * 64
+    return 2 * block + 64 + 2 * 102400 * 64
+
+
+def test_a_cpu_advantages_tensor_fails_the_fake_world_fsdp_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import irisbench.train.trainer as trainer
+
+    monkeypatch.setattr(trainer.GRPOTrainer, "_compute_loss", _planted_compute_loss)
+    cfg = resolve_config("janus-pro-1b-iris", TWO_RANKS)
+    with pytest.raises(DryRunError) as err:
+        dry_run(cfg, decode_steps=1, measure=False, size=SMALL, world=2, eval_batch=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "FSDP2 rank 0 of 2" in msg and "device mismatch" in msg and "cpu" in msg
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # the fake group is left on failure too
+
+
+def test_the_fake_world_shards_parameters_gradients_and_adamw_state_by_two() -> None:
+    from torch.distributed.tensor import DTensor  # noqa: F401  (the sharded run needs torch.distributed)
+
+    cfg = resolve_config("janus-pro-1b-iris", TWO_RANKS)
+    report = dry_run(cfg, decode_steps=1, size=SMALL, world=2, eval_batch=False)
+    assert report["parallel"] == "fsdp" and report["world"] == 2 and report["grpo_step"]["rollouts"] == 2
+    mem, parts = report["memory_bytes"]["update"], report["parameters_by_part"]
+    trainable = _small_trainable()
+    assert parts["language_model"] + parts["embed_tokens"] + parts["lm_head"] == trainable
+    # every trainable tensor's first dimension is even: each rank holds exactly half, in bf16
+    assert mem["grad"] == 2 * trainable // 2
+    assert mem["opt"] == 2 * 2 * trainable // 2  # two AdamW moments
+    # the policy and its KL reference, sharded: half of 2 x 2 bytes x all parameters, less than one row of
+    # padding per odd-sized tensor on rank 0 (FSDP2 gives rank 0 the larger half)
+    assert 0 <= mem["param"] - 2 * parts["total"] < 4096
+    fsdp = report["memory_bytes"]["fsdp_peak"]
+    assert fsdp["sharded_param"] == mem["param"] and fsdp["optstate"] >= mem["opt"]
+    sampling = report["memory_bytes"]["fsdp_sampling"]
+    # sampling runs inside gathered(): the whole policy (not the reference) on the rank, beside the shards
+    assert sampling["unsharded_param"] >= 2 * parts["total"] and sampling["sharded_grad"] == mem["grad"]
