@@ -55,7 +55,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,37 +63,12 @@ from irisbench.core.distributed import Dist
 from irisbench.core.errors import IrisbenchError
 from irisbench.dryrun.cost import flops_full
 from irisbench.dryrun.fake_world import fake_world, fsdp_tracker, local_bytes, mem_tracker, tracker_peak
+from irisbench.dryrun.sizes import JANUS_SIZES, JanusSize
 from irisbench.train.config import TrainConfig
 
 
 class DryRunError(IrisbenchError, RuntimeError):
     """The dry run found a bug (a device mismatch, a shape error) in the training code path."""
-
-
-@dataclass(frozen=True)
-class JanusSize:
-    """A Janus-Pro release's language-model shape and special token ids (its ``config.json``)."""
-
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    mlp: int
-    pad_id: int
-    vocab: int = 102400
-    bos_id: int = 100000
-    eos_id: int = 100001
-    boi_id: int = 100016
-    image_token_id: int = 100581
-
-
-# deepseek-ai/Janus-Pro-{1B,7B}: language_config 2048 x 24 (16 heads, MLP 5632) and 4096 x 30 (32 heads, MLP
-# 11008); the vision, aligner and VQ configs are transformers' Janus defaults (SigLIP-L/16 at 384 px, 576 image
-# tokens, a 16,384-entry VQ-16 codebook); the two releases pad with different ids.
-JANUS_SIZES = {
-    "janus-pro-1b": JanusSize("janus-pro-1b", 2048, 24, 16, 5632, pad_id=100002),
-    "janus-pro-7b": JanusSize("janus-pro-7b", 4096, 30, 32, 11008, pad_id=100015),
-}
 
 
 def size_for(model: str | None) -> JanusSize:
@@ -112,7 +87,7 @@ def janus_config(size: JanusSize) -> Any:
 
     text = LlamaConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.mlp,
                        num_hidden_layers=size.layers, num_attention_heads=size.heads,
-                       num_key_value_heads=size.heads, max_position_embeddings=16384, bos_token_id=size.bos_id,
+                       num_key_value_heads=size.kv, max_position_embeddings=16384, bos_token_id=size.bos_id,
                        eos_token_id=size.eos_id, pad_token_id=size.pad_id, tie_word_embeddings=False)
     vision = JanusVisionConfig(projection_dim=size.hidden)
     vq = JanusVQVAEConfig(projection_dim=size.hidden, image_token_embed_dim=size.hidden)
