@@ -107,8 +107,32 @@ def test_device_cuda_without_a_gpu_outside_a_dry_run(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
-# FSDP2 over a fake world (irisbench.dryrun.fake_world): rank 0 of 2, the trainer's own shard() on meta.
-TWO_RANKS = ["prompts_per_step=2", "num_generations=2", "gradient_accumulation_steps=1"]
+# FSDP2 over a fake world (irisbench.dryrun.fake_world): rank 0 of 2, the trainer's own shard() on meta. SMALL's
+# language model with small understanding and VQ towers (frozen, in FSDP's root unit) keeps these tests fast.
+TWO_RANKS = ["prompts_per_step=2", "num_generations=2", "gradient_accumulation_steps=1",
+             "policy_options.cot_max_new_tokens=8"]
+
+
+@pytest.fixture
+def small_towers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig
+
+    from irisbench.dryrun import weightless
+
+    real = weightless.janus_config
+
+    def config(size: JanusSize) -> object:
+        h = size.hidden
+        return JanusConfig(text_config=real(size).text_config,
+                           vision_config=JanusVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                           image_size=16, patch_size=4, num_image_tokens=16,
+                                                           projection_dim=h),
+                           vq_config=JanusVQVAEConfig(embed_dim=8, num_embeddings=96, latent_channels=32,
+                                                      base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1,
+                                                      projection_dim=h, image_token_embed_dim=h),
+                           image_token_id=size.image_token_id, tie_word_embeddings=False)
+
+    monkeypatch.setattr(weightless, "janus_config", config)
 
 
 def _small_trainable() -> int:
@@ -118,7 +142,8 @@ def _small_trainable() -> int:
     return 2 * block + 64 + 2 * 102400 * 64
 
 
-def test_a_cpu_advantages_tensor_fails_the_fake_world_fsdp_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cpu_advantages_tensor_fails_the_fake_world_fsdp_dry_run(monkeypatch: pytest.MonkeyPatch,
+                                                                   small_towers: None) -> None:
     import irisbench.train.trainer as trainer
 
     monkeypatch.setattr(trainer.GRPOTrainer, "_compute_loss", _planted_compute_loss)
@@ -132,9 +157,7 @@ def test_a_cpu_advantages_tensor_fails_the_fake_world_fsdp_dry_run(monkeypatch: 
     assert not dist.is_initialized()  # the fake group is left on failure too
 
 
-def test_the_fake_world_shards_parameters_gradients_and_adamw_state_by_two() -> None:
-    from torch.distributed.tensor import DTensor  # noqa: F401  (the sharded run needs torch.distributed)
-
+def test_the_fake_world_shards_parameters_gradients_and_adamw_state_by_two(small_towers: None) -> None:
     cfg = resolve_config("janus-pro-1b-iris", TWO_RANKS)
     report = dry_run(cfg, decode_steps=1, size=SMALL, world=2, eval_batch=False)
     assert report["parallel"] == "fsdp" and report["world"] == 2 and report["grpo_step"]["rollouts"] == 2

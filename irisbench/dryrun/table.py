@@ -8,7 +8,8 @@ takes ``prompts_per_step / N`` prompts, as the trainer splits them. Where the pr
 largest accumulation that keeps whole groups and says so (the micro-batch is then the one the preset has
 at fewer GPUs). Where the fake world fails for another reason, the row comes from the single-process dry
 run by ``irisbench.dryrun.cost.per_gpu_memory``'s arithmetic (``"source": "arithmetic"``) and carries the
-failure; a device mismatch is never turned into a row: it fails the whole table.
+failure; a device mismatch is never turned into a row: it fails the whole table. Each row also carries the
+rank's FLOPs by phase and their roofline seconds on an H100 and an H200 (``irisbench.dryrun.cost.roofline``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from irisbench.dryrun.cost import fake_world_row, per_gpu_memory
+from irisbench.dryrun.cost import fake_world_row, per_gpu_memory, roofline
 from irisbench.train.config import TrainConfig
 
 
@@ -55,7 +56,8 @@ def fsdp_table(cfg: TrainConfig, worlds: list[int], *, single: dict[str, Any] | 
                          "fake_world_error": str(err), **note})
             continue
         rows.append({**fake_world_row(report), "gradient_accumulation_steps": accum, **note,
-                     "flops": report["flops_full"], "dry_run_s": round(time.perf_counter() - t, 1)})
+                     "flops": report["flops_full"], "roofline_s": roofline(report),
+                     "dry_run_s": round(time.perf_counter() - t, 1)})
     return rows
 
 
