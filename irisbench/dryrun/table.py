@@ -35,7 +35,9 @@ def fsdp_table(cfg: TrainConfig, worlds: list[int], *, single: dict[str, Any] | 
 
     rows = []
     for n in worlds:
-        if n < 1 or cfg.prompts_per_step % n:
+        if n < 1:
+            raise DryRunError(f"--world {n}: a world has at least one rank")
+        if cfg.prompts_per_step % n:
             rows.append({"gpus": n, "infeasible": f"prompts_per_step={cfg.prompts_per_step} does not divide over "
                                                   f"{n} ranks (each rank takes whole groups)"})
             continue
