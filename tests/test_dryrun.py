@@ -95,6 +95,8 @@ def test_cli_dryrun_bad_inputs_are_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "janus-pro" in result.output
     result = runner.invoke(app, ["dryrun", "--device", "tpu"])
     assert result.exit_code == 2 and "--device" in result.output
+    result = runner.invoke(app, ["dryrun", "-w", "2", "-w", "0"])
+    assert result.exit_code == 2 and "--world 0" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_device_cuda_without_a_gpu_outside_a_dry_run(tmp_path: Path) -> None:

@@ -213,6 +213,9 @@ def dryrun_cmd(
         from irisbench.dryrun.weightless import dry_run
         from irisbench.train.config import resolve_config
 
+        bad = [n for n in world if n < 1]
+        if bad:
+            raise UsageError(f"--world {bad[0]}: a world has at least one rank (e.g. -w 1 -w 2 -w 4 -w 8)")
         cfg = resolve_config(config, set_)
         report = dry_run(cfg, device=device, measure=memory, decode_steps=decode_steps or None, rows=rows or None)
         report["cost"] = cost(report, cfg)
