@@ -1,5 +1,10 @@
 """Per-GPU memory under FSDP2 and roofline times of a GRPO step, from a dry run's measured numbers.
 
+Two sources, each row saying which: ``fake_world_row`` reads a dry run that ran the step as rank 0 of a fake
+world of N ranks under FSDP2 (``"source": "fake-world"``: measured by ``FSDPMemTracker``, see
+``irisbench.dryrun.fake_world``); ``per_gpu_memory`` divides a single-process run by stated arithmetic
+(``"source": "arithmetic"``, below).
+
 Inputs (``irisbench.dryrun.weightless.dry_run``'s report, for the rollouts one rank takes): the update's peak memory
 by category (``param``: the policy and its KL reference, ``grad``, ``opt``: the AdamW moments, read from the objects;
 activations: ``act`` + ``temp`` of a ``MemTracker`` when one ran, else what the largest micro-batch saved for
