@@ -177,3 +177,24 @@ def test_the_fake_world_shards_parameters_gradients_and_adamw_state_by_two(small
     sampling = report["memory_bytes"]["fsdp_sampling"]
     # sampling runs inside gathered(): the whole policy (not the reference) on the rank, beside the shards
     assert sampling["unsharded_param"] >= 2 * parts["total"] and sampling["sharded_grad"] == mem["grad"]
+
+
+def test_the_table_keeps_whole_groups_and_reads_the_tracker_by_hand() -> None:
+    from irisbench.dryrun.cost import fake_world_row
+    from irisbench.dryrun.table import _accumulation, fsdp_table
+
+    assert (_accumulation(1, 2), _accumulation(4, 2), _accumulation(6, 4)) == (1, 2, 3)
+    cfg = resolve_config("janus-pro-1b-iris")  # 8 prompts per step: 3 ranks cannot take whole groups
+    assert "infeasible" in fsdp_table(cfg, [3])[0]
+    gb = 1e9
+    report = {"world": 4, "grpo_step": {"rollouts": 16, "micro_batch_rows": 8},
+              "shape": {"layers": 2, "batch_size": 3, "kv_width": 5, "image_len": 7},
+              "memory_bytes": {"fsdp_peak": {"sharded_param": 1 * gb, "unsharded_param": 2 * gb, "all_gather": 0.5 * gb,
+                                             "sharded_grad": 0.25 * gb, "optstate": 3 * gb, "activation": 4 * gb,
+                                             "temp": 1 * gb, "total": 11.75 * gb},
+                               "fsdp_sampling": {"sharded_param": 1 * gb, "unsharded_param": 6 * gb, "total": 7 * gb}}}
+    row = fake_world_row(report)
+    kv = 2 * 2 * 2 * 3 * 5 * 7 * 2  # K and V, layers, CFG rows, width, length, bf16
+    assert row["source"] == "fake-world" and row["gpus"] == 4
+    assert row["update"]["gathered"] == 2.5 and row["update"]["grads"] == 0.25 and row["update"]["adamw"] == 3.0
+    assert row["sampling"]["total"] == round((7 * gb + kv) / gb, 2) and row["peak"] == 11.75
