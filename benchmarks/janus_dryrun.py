@@ -1,20 +1,16 @@
-"""Memory per GPU and time of a Janus-Pro GRPO step from the real code (``irisbench.dryrun.weightless``), as JSON.
+"""Memory per GPU and time of a Janus-Pro GRPO step from the real code (``irisbench.dryrun``), as JSON.
 
 For Janus-Pro-1B and -7B (presets ``janus-pro-1b-iris`` / ``janus-pro-7b-iris``) and 1, 2, 4, 8 GPUs under
-FSDP2: one dry run of the rollouts *one rank* takes (``prompts_per_step / N`` prompts, the preset's
-gradient accumulation), which measures that rank's micro-batch activations (``MemTracker`` on meta) and
-FLOPs (``FlopCounterMode``); ``irisbench.dryrun.cost`` shards parameters, gradients and AdamW state by N
-and adds the gathered units and the KV cache. Beside each: what ``benchmarks/janus_memory.py`` (the paper
-formula) predicts. Then the one measured figure: a 1B GRPO step of the released recipe with 32 rollouts on
-one H200, before chunked logits (68.9 GB peak, 40-43 s), against the dry run of that step
-(``prompts_per_step=4``, ``logits_chunk=0``).
+FSDP2: each row is rank 0 of a fake world of N ranks running the trainer's ``parallel: fsdp`` path on meta
+parameters (``irisbench.dryrun.table.fsdp_table``: ``prompts_per_step / N`` prompts, the preset's gradient
+accumulation where it keeps whole groups), its memory by category from ``FSDPMemTracker`` and its FLOPs
+from ``FlopCounterMode``, with roofline times (``irisbench.dryrun.cost.roofline``). Beside each: what
+``benchmarks/janus_memory.py`` (the paper formula) predicts. Then the one measured figure: a 1B GRPO step of
+the released recipe with 32 rollouts on one H200, before chunked logits (68.9 GB peak, 40-43 s), against
+the fake-world dry run of that step (``prompts_per_step=4``, ``logits_chunk=0``, one rank).
 
-The fake world is arithmetic, not FSDP2 itself: ``fully_shard`` over a fake process group places its
-all-gather buffers on the mesh's device (cpu here), which meets the meta parameters, so each rank's
-memory is computed from the one-process measurement (the module doc of ``irisbench.dryrun.cost``).
-
-    python benchmarks/janus_dryrun.py                  # 1B and 7B (several minutes on a CPU)
-    python benchmarks/janus_dryrun.py --sizes 1b --gpus 1
+    python benchmarks/janus_dryrun.py                  # 1B and 7B (tens of minutes on a shared 2-core CPU)
+    python benchmarks/janus_dryrun.py --sizes 1b --gpus 4
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 MEASURED_H200 = {"rollouts": 32, "peak_gb": 68.9, "step_s": [40, 43], "logits": "whole (before chunking)"}
 
 
-def run(preset: str, overrides: list[str], decode_steps: int) -> dict[str, Any]:
-    from irisbench.dryrun.weightless import dry_run
-    from irisbench.train.config import resolve_config
-
-    cfg = resolve_config(preset, overrides)
-    return {"cfg": cfg, "report": dry_run(cfg, decode_steps=decode_steps, measure=True)}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import janus_memory
     import torch
 
-    from irisbench.dryrun.cost import per_gpu_memory, roofline
+    from irisbench.dryrun.table import fsdp_table
+    from irisbench.train.config import resolve_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["1b", "7b"])
@@ -56,45 +44,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cot = f"policy_options.cot_max_new_tokens={args.cot_tokens}"
-    out: dict[str, Any] = {"table": {}, "units": "GB (1e9 bytes) per GPU; seconds per GRPO step per rank"}
+    out: dict[str, Any] = {"table": {}, "units": "GB (1e9 bytes) per GPU; FLOPs per GRPO step per rank"}
     for s in args.sizes:
         preset = f"janus-pro-{s}-iris"
-        rows = []
-        for n in args.gpus:
-            base = _base(preset)
-            if base["prompts_per_step"] % n or (base["prompts_per_step"] // n) % base["gradient_accumulation_steps"]:
-                rows.append({"gpus": n, "infeasible": f"prompts_per_step={base['prompts_per_step']} over {n} ranks "
-                             f"with gradient_accumulation_steps={base['gradient_accumulation_steps']} splits a group"})
-                continue
-            t = time.perf_counter()
-            r = run(preset, [f"prompts_per_step={base['prompts_per_step'] // n}", cot], args.decode_steps)
-            rep = r["report"]
-            paper = janus_memory.predict(janus_memory.SIZES[f"janus-pro-{s}"], n, janus_memory.Recipe())
-            rows.append({"gpus": n, "rank_rollouts": rep["grpo_step"]["rollouts"],
-                         "micro_batch_rows": rep["grpo_step"]["micro_batch_rows"],
-                         "memory": _rounded(per_gpu_memory(rep, n)),
-                         "janus_memory_py_peak": paper["peak_gb"], "flops": rep["flops_full"],
-                         "time": roofline(rep), "dry_run_s": round(time.perf_counter() - t, 1)})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        rows = fsdp_table(resolve_config(preset, [cot]), args.gpus, decode_steps=args.decode_steps)
+        for row in rows:
+            if "infeasible" not in row:
+                paper = janus_memory.predict(janus_memory.SIZES[f"janus-pro-{s}"], row["gpus"], janus_memory.Recipe())
+                row["janus_memory_py_peak"] = paper["peak_gb"]
+            print(json.dumps(row), file=sys.stderr, flush=True)
         out["table"][preset] = rows
     if "1b" in args.sizes and not args.no_check:
-        r = run("janus-pro-1b-iris", ["prompts_per_step=4", "policy_options.logits_chunk=0", cot], args.decode_steps)
-        rep = r["report"]
+        cfg = resolve_config("janus-pro-1b-iris", ["prompts_per_step=4", "policy_options.logits_chunk=0", cot])
         out["check_h200_32_rollouts"] = {"measured": MEASURED_H200,
-                                         "dry_run_peak_gb": round(per_gpu_memory(rep, 1)["peak"], 2),
-                                         "dry_run_memory": _rounded(per_gpu_memory(rep, 1)),
-                                         "roofline": roofline(rep)}
+                                         "fake_world": fsdp_table(cfg, [1], decode_steps=args.decode_steps)[0]}
     return out
-
-
-def _rounded(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 2) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def _base(preset: str) -> dict[str, Any]:
-    from irisbench.train.config import resolve_config
-
-    return resolve_config(preset).to_dict()
 
 
 if __name__ == "__main__":

@@ -43,44 +43,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from irisbench.dryrun.sizes import JANUS_SIZES, JanusSize  # noqa: E402
+
 GB = 1e9
 BF16 = 2
 
 
-@dataclass(frozen=True)
-class JanusSize:
-    """The language model's sizes and the frozen towers' parameter count of one Janus-Pro release."""
-
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    mlp: int
-    vocab: int = 102400
-    codes: int = 16384
-    frozen_other: int = 0  # understanding tower + aligners + VQ model + image embedding/head (frozen)
-
-    def block_params(self) -> int:
-        h, kv = self.hidden, self.hidden * self.kv_heads // self.heads
-        return 2 * h * h + 2 * h * kv + 3 * h * self.mlp + 2 * h  # q, o; k, v; gate, up, down; two norms
-
-    def trainable(self) -> int:
-        """LLM blocks, final norm, token embeddings and an untied ``lm_head`` (IRIS trains these)."""
-        return self.layers * self.block_params() + self.hidden + 2 * self.vocab * self.hidden
-
-    def total(self) -> int:
-        return self.trainable() + self.frozen_other
-
-
-# Janus-Pro's released configs (deepseek-ai/Janus-Pro-{1B,7B} config.json language_config: 2048 x 24, 16 heads,
-# MLP 5632; 4096 x 30, 32 heads, MLP 11008). frozen_other: SigLIP-L/16 at 384 px (~303 M), the two aligners,
-# the VQ-16 model (~72 M) and the image embedding / head (generation_head vision_head hidden -> 16,384):
-# rounded estimates, a few percent of the total.
-SIZES = {
-    "janus-pro-1b": JanusSize("janus-pro-1b", 2048, 24, 16, 16, 5632, frozen_other=430_000_000),
-    "janus-pro-7b": JanusSize("janus-pro-7b", 4096, 30, 32, 32, 11008, frozen_other=500_000_000),
-}
+# the releases' shapes: one definition, the package's (irisbench/dryrun/sizes.py)
+SIZES = JANUS_SIZES
 
 
 @dataclass(frozen=True)
@@ -110,7 +80,7 @@ def predict(size: JanusSize, gpus: int, recipe: Recipe) -> dict[str, Any]:
     adamw = 2 * t * BF16 / gpus
     gathered = total * BF16 * (gpus - 1) / gpus  # the whole policy during sampling, beyond the own shard
     img_len = recipe.image_prompt + recipe.cot_tokens + recipe.image_tokens
-    kv_width = size.hidden * size.kv_heads // size.heads
+    kv_width = size.hidden * size.kv // size.heads
     kv_cache = 2 * size.layers * 2 * recipe.sample_batch * kv_width * img_len * BF16
     rows = max(1, recipe.rollouts // gpus // recipe.grad_accum)
     text_len = recipe.cot_prompt + recipe.cot_tokens
@@ -132,7 +102,7 @@ def predict(size: JanusSize, gpus: int, recipe: Recipe) -> dict[str, Any]:
 
 def lora_parameters(size: JanusSize, r: int = 16) -> int:
     """LoRA A (r x in) and B (out x r) of the seven projections of every decoder block (the -lora presets)."""
-    h, kv, m = size.hidden, size.hidden * size.kv_heads // size.heads, size.mlp
+    h, kv, m = size.hidden, size.hidden * size.kv // size.heads, size.mlp
     shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, m), (h, m), (m, h)]  # (in, out): q k v o gate up down
     return size.layers * sum(r * (i + o) for i, o in shapes)
 

@@ -95,6 +95,8 @@ def test_cli_dryrun_bad_inputs_are_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "janus-pro" in result.output
     result = runner.invoke(app, ["dryrun", "--device", "tpu"])
     assert result.exit_code == 2 and "--device" in result.output
+    result = runner.invoke(app, ["dryrun", "-w", "2", "-w", "0"])
+    assert result.exit_code == 2 and "--world 0" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_device_cuda_without_a_gpu_outside_a_dry_run(tmp_path: Path) -> None:
@@ -105,3 +107,94 @@ def test_device_cuda_without_a_gpu_outside_a_dry_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "-c", "janus-pro-1b-iris", "--device", "cuda", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "no CUDA GPU is visible" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+# FSDP2 over a fake world (irisbench.dryrun.fake_world): rank 0 of 2, the trainer's own shard() on meta. SMALL's
+# language model with small understanding and VQ towers (frozen, in FSDP's root unit) keeps these tests fast.
+TWO_RANKS = ["prompts_per_step=2", "num_generations=2", "gradient_accumulation_steps=1",
+             "policy_options.cot_max_new_tokens=8"]
+
+
+@pytest.fixture
+def small_towers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig
+
+    from irisbench.dryrun import weightless
+
+    real = weightless.janus_config
+
+    def config(size: JanusSize) -> object:
+        h = size.hidden
+        return JanusConfig(text_config=real(size).text_config,
+                           vision_config=JanusVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                           image_size=16, patch_size=4, num_image_tokens=16,
+                                                           projection_dim=h),
+                           vq_config=JanusVQVAEConfig(embed_dim=8, num_embeddings=96, latent_channels=32,
+                                                      base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1,
+                                                      projection_dim=h, image_token_embed_dim=h),
+                           image_token_id=size.image_token_id, tie_word_embeddings=False)
+
+    monkeypatch.setattr(weightless, "janus_config", config)
+
+
+def _small_trainable() -> int:
+    """SMALL's trainable parameters by hand: 2 blocks (q, k, v, o 64x64; gate, up 64x128, down 128x64; two
+    norms), the final norm, the 102,400 x 64 token embeddings and the untied lm_head."""
+    block = 4 * 64 * 64 + 3 * 64 * 128 + 2 * 64
+    return 2 * block + 64 + 2 * 102400 * 64
+
+
+def test_a_cpu_advantages_tensor_fails_the_fake_world_fsdp_dry_run(monkeypatch: pytest.MonkeyPatch,
+                                                                   small_towers: None) -> None:
+    import irisbench.train.trainer as trainer
+
+    monkeypatch.setattr(trainer.GRPOTrainer, "_compute_loss", _planted_compute_loss)
+    cfg = resolve_config("janus-pro-1b-iris", TWO_RANKS)
+    with pytest.raises(DryRunError) as err:
+        dry_run(cfg, decode_steps=1, measure=False, size=SMALL, world=2, eval_batch=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "FSDP2 rank 0 of 2" in msg and "device mismatch" in msg and "cpu" in msg
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # the fake group is left on failure too
+
+
+def test_the_fake_world_shards_parameters_gradients_and_adamw_state_by_two(small_towers: None) -> None:
+    cfg = resolve_config("janus-pro-1b-iris", TWO_RANKS)
+    report = dry_run(cfg, decode_steps=1, size=SMALL, world=2, eval_batch=False)
+    assert report["parallel"] == "fsdp" and report["world"] == 2 and report["grpo_step"]["rollouts"] == 2
+    mem, parts = report["memory_bytes"]["update"], report["parameters_by_part"]
+    trainable = _small_trainable()
+    assert parts["language_model"] + parts["embed_tokens"] + parts["lm_head"] == trainable
+    # every trainable tensor's first dimension is even: each rank holds exactly half, in bf16
+    assert mem["grad"] == 2 * trainable // 2
+    assert mem["opt"] == 2 * 2 * trainable // 2  # two AdamW moments
+    # the policy and its KL reference, sharded: half of 2 x 2 bytes x all parameters, less than one row of
+    # padding per odd-sized tensor on rank 0 (FSDP2 gives rank 0 the larger half)
+    assert 0 <= mem["param"] - 2 * parts["total"] < 4096
+    fsdp = report["memory_bytes"]["fsdp_peak"]
+    assert fsdp["sharded_param"] == mem["param"] and fsdp["optstate"] >= mem["opt"]
+    sampling = report["memory_bytes"]["fsdp_sampling"]
+    # sampling runs inside gathered(): the whole policy (not the reference) on the rank, beside the shards
+    assert sampling["unsharded_param"] >= 2 * parts["total"] and sampling["sharded_grad"] == mem["grad"]
+
+
+def test_the_table_keeps_whole_groups_and_reads_the_tracker_by_hand() -> None:
+    from irisbench.dryrun.cost import fake_world_row
+    from irisbench.dryrun.table import _accumulation, fsdp_table
+
+    assert (_accumulation(1, 2), _accumulation(4, 2), _accumulation(6, 4)) == (1, 2, 3)
+    cfg = resolve_config("janus-pro-1b-iris")  # 8 prompts per step: 3 ranks cannot take whole groups
+    assert "infeasible" in fsdp_table(cfg, [3])[0]
+    gb = 1e9
+    report = {"world": 4, "grpo_step": {"rollouts": 16, "micro_batch_rows": 8},
+              "shape": {"layers": 2, "batch_size": 3, "kv_width": 5, "image_len": 7},
+              "memory_bytes": {"fsdp_peak": {"sharded_param": 1 * gb, "unsharded_param": 2 * gb, "all_gather": 0.5 * gb,
+                                             "sharded_grad": 0.25 * gb, "optstate": 3 * gb, "activation": 4 * gb,
+                                             "temp": 1 * gb, "total": 11.75 * gb},
+                               "fsdp_sampling": {"sharded_param": 1 * gb, "unsharded_param": 6 * gb, "total": 7 * gb}}}
+    row = fake_world_row(report)
+    kv = 2 * 2 * 2 * 3 * 5 * 7 * 2  # K and V, layers, CFG rows, width, length, bf16
+    assert row["source"] == "fake-world" and row["gpus"] == 4
+    assert row["update"]["gathered"] == 2.5 and row["update"]["grads"] == 0.25 and row["update"]["adamw"] == 3.0
+    assert row["sampling"]["total"] == round((7 * gb + kv) / gb, 2) and row["peak"] == 11.75

@@ -19,7 +19,7 @@ def test_trainable_count_equals_an_untied_llama_of_the_released_sizes(name: str)
 
     s = SIZES[name]
     config = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, num_hidden_layers=s.layers,
-                         num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, intermediate_size=s.mlp,
+                         num_attention_heads=s.heads, num_key_value_heads=s.kv, intermediate_size=s.mlp,
                          tie_word_embeddings=False)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
@@ -33,7 +33,8 @@ def test_released_1b_count_by_hand() -> None:
 
 
 def test_prediction_arithmetic_by_hand() -> None:
-    s = JanusSize("toy", hidden=4, layers=2, heads=2, kv_heads=1, mlp=8, vocab=10, codes=6, frozen_other=100)
+    s = JanusSize("toy", hidden=4, layers=2, heads=2, kv_heads=1, mlp=8, pad_id=0, vocab=10, codes=6,
+                  frozen_other=100)
     # block: 2*16 (q, o) + 2*4*2 (k, v at width 2) + 3*32 + 8 = 32 + 16 + 96 + 8 = 152
     assert s.block_params() == 152
     assert s.trainable() == 2 * 152 + 4 + 2 * 10 * 4 == 388 and s.total() == 488
@@ -78,9 +79,9 @@ def test_lora_parameter_count_equals_peft_on_a_small_llama() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    s = JanusSize("toy", hidden=64, layers=3, heads=4, kv_heads=2, mlp=96, vocab=50)
+    s = JanusSize("toy", hidden=64, layers=3, heads=4, kv_heads=2, mlp=96, pad_id=0, vocab=50)
     config = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, num_hidden_layers=s.layers,
-                         num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, intermediate_size=s.mlp)
+                         num_attention_heads=s.heads, num_key_value_heads=s.kv, intermediate_size=s.mlp)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     with torch.random.fork_rng(devices=[]):
         model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules=targets))
@@ -100,3 +101,19 @@ def test_lora_prediction_drops_the_reference_and_shrinks_the_state() -> None:
     assert lora["activations"] > full["activations"]  # each adapter keeps its own fp32 input
     ckpt = predict_lora(s, 1, Recipe(checkpointing=True))
     assert ckpt["peak_gb"] < 80 < predict(s, 1, Recipe(checkpointing=True))["peak_gb"]
+
+
+@pytest.mark.parametrize("name", ["janus-pro-1b", "janus-pro-7b"])
+def test_the_formula_and_the_dry_run_share_one_shape(name: str) -> None:
+    """One ``JanusSize`` (irisbench/dryrun/sizes.py): the formula's trainable count is the dry run's built model's,
+    and its frozen-tower estimate is within 5% of the built towers."""
+    torch = pytest.importorskip("torch")
+    from irisbench.dryrun import weightless
+
+    assert JanusSize is weightless.JanusSize and SIZES is weightless.JANUS_SIZES
+    s = SIZES[name]
+    model = weightless.build_model(weightless.janus_config(s), "meta", torch.bfloat16)
+    lm = model.model.language_model
+    assert sum(p.numel() for p in lm.parameters()) + model.lm_head.weight.numel() == s.trainable()
+    built = sum(p.numel() for p in model.parameters())
+    assert abs(built - s.total()) < 0.05 * (built - s.trainable())

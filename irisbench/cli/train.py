@@ -221,6 +221,10 @@ def dryrun_cmd(
     rows: int = typer.Option(0, help="Rows of the evaluation batch (0: the policy's batch_size)."),
     memory: bool = typer.Option(False, help="Also track the update's activation and temporary peaks (MemTracker; "
                                             "minutes at full size)."),
+    world: list[int] = typer.Option([], "--world", "-w",
+                                    help="Also run the step as rank 0 of N GPUs under FSDP2 on a fake process group "
+                                         "(repeatable: -w 1 -w 2 -w 4 -w 8) and print per-GPU memory by category "
+                                         "(fsdp_memory_gb; about 3 minutes per N at full size)."),
 ) -> None:
     """Build the preset's full-size Janus-Pro without weights and run one evaluation batch and one GRPO step;
     print FLOPs, memory and roofline times as JSON. Any device mismatch in the code path fails it."""
@@ -230,9 +234,16 @@ def dryrun_cmd(
         from irisbench.dryrun.weightless import dry_run
         from irisbench.train.config import resolve_config
 
+        bad = [n for n in world if n < 1]
+        if bad:
+            raise UsageError(f"--world {bad[0]}: a world has at least one rank (e.g. -w 1 -w 2 -w 4 -w 8)")
         cfg = resolve_config(config, set_)
         report = dry_run(cfg, device=device, measure=memory, decode_steps=decode_steps or None, rows=rows or None)
         report["cost"] = cost(report, cfg)
+        if world:
+            from irisbench.dryrun.table import fsdp_table
+
+            report["fsdp_memory_gb"] = fsdp_table(cfg, list(world), single=report, decode_steps=decode_steps or None)
         print(json.dumps(report, indent=2, default=str))
 
     guard(body)

@@ -1,5 +1,10 @@
 """Per-GPU memory under FSDP2 and roofline times of a GRPO step, from a dry run's measured numbers.
 
+Two sources, each row saying which: ``fake_world_row`` reads a dry run that ran the step as rank 0 of a fake
+world of N ranks under FSDP2 (``"source": "fake-world"``: measured by ``FSDPMemTracker``, see
+``irisbench.dryrun.fake_world``); ``per_gpu_memory`` divides a single-process run by stated arithmetic
+(``"source": "arithmetic"``, below).
+
 Inputs (``irisbench.dryrun.weightless.dry_run``'s report, for the rollouts one rank takes): the update's peak memory
 by category (``param``: the policy and its KL reference, ``grad``, ``opt``: the AdamW moments, read from the objects;
 activations: ``act`` + ``temp`` of a ``MemTracker`` when one ran, else what the largest micro-batch saved for
@@ -42,10 +47,9 @@ def per_gpu_memory(report: dict[str, Any], gpus: int, act_scale: float = 1.0) ->
     unit = max(parts["embed_tokens"], parts["lm_head"]) * BF16
     update = (param + grad + opt) / gpus + act + (2 * unit if gpus > 1 else 0)
     policy_bytes = parts["total"] * BF16
-    # K and V, x2 rows for CFG
-    kv = 2 * shape["layers"] * 2 * shape["batch_size"] * shape["kv_width"] * shape["image_len"] * BF16
+    kv = kv_cache_bytes(shape)
     sampling = (param + grad + opt) / gpus + policy_bytes * (gpus - 1) / gpus + kv
-    return {"gpus": gpus, "activations": "MemTracker" if "act" in mem else "saved for backward",
+    return {"gpus": gpus, "source": "arithmetic", "activations": "MemTracker" if "act" in mem else "saved for backward",
             "params_and_reference": param / gpus / GB, "grads": grad / gpus / GB,
             "adamw": opt / gpus / GB, "activations_gb": act / GB, "gathered_units": (2 * unit if gpus > 1 else 0) / GB,
             "sampling_gathered": policy_bytes * (gpus - 1) / gpus / GB, "kv_cache": kv / GB,
@@ -92,6 +96,47 @@ def cost(report: dict[str, Any], cfg: TrainConfig, gpu_counts: tuple[int, ...] =
         out["memory_gb"].append({k: (round(v, 2) if isinstance(v, float) else v)
                                  for k, v in per_gpu_memory(report, n, 1.0 / n).items()})
     return out
+
+
+def kv_cache_bytes(shape: dict[str, Any]) -> int:
+    """The image loop's static KV cache: K and V x layers x 2 ``batch_size`` rows (CFG) x width x length, bf16."""
+    return 2 * shape["layers"] * 2 * shape["batch_size"] * shape["kv_width"] * shape["image_len"] * BF16
+
+
+def fake_world_row(report: dict[str, Any]) -> dict[str, Any]:
+    """GB per GPU by category from a fake-world dry run (``dry_run(..., world=N)``: rank 0 of N under FSDP2,
+    ``FSDPMemTracker`` over two steps, the second holding AdamW state and the last gradients).
+
+    ``update``: the tracker's peak, by its categories: ``sharded_params`` (the policy and its KL reference),
+    ``gathered`` (unsharded parameters and all-gather buffers), ``grads`` (sharded and unsharded),
+    ``adamw``, ``activations``, ``temp`` (backward temporaries, logits chunks), ``reduce_scatter``.
+    ``sampling``: what the rank holds inside the trainer's ``gathered`` block (the whole policy beside the
+    shards, the last step's gradients, AdamW state), measured, plus the static KV cache, by arithmetic
+    (``kv_cache_bytes``: the sampler runs on fake CUDA tensors, outside the tracker); the sampling loop's
+    own logits and temporaries are not counted. ``peak``: the larger of the two."""
+    peak, held = report["memory_bytes"]["fsdp_peak"], report["memory_bytes"]["fsdp_sampling"]
+
+    def cats(m: dict[str, int]) -> dict[str, float]:
+        return {"sharded_params": m.get("sharded_param", 0) / GB,
+                "gathered": (m.get("unsharded_param", 0) + m.get("all_gather", 0)) / GB,
+                "grads": (m.get("sharded_grad", 0) + m.get("unsharded_grad", 0)) / GB,
+                "adamw": m.get("optstate", 0) / GB, "activations": m.get("activation", 0) / GB,
+                "temp": m.get("temp", 0) / GB, "reduce_scatter": m.get("reduce_scatter", 0) / GB}
+
+    kv = kv_cache_bytes(report["shape"])
+    update, sampling = peak.get("total", 0), held.get("total", 0) + kv
+    step = report["grpo_step"]
+    row = {"gpus": report["world"], "source": "fake-world", "rank_rollouts": step["rollouts"],
+           "micro_batch_rows": step["micro_batch_rows"], "update": {**cats(peak), "total": update / GB},
+           "sampling": {**cats(held), "kv_cache_arithmetic": kv / GB, "total": sampling / GB},
+           "peak": max(update, sampling) / GB}
+    return _round(row)
+
+
+def _round(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _round(v) for k, v in d.items()}
+    return round(d, 2) if isinstance(d, float) else d
 
 
 def flops_full(report: dict[str, Any]) -> dict[str, int]:

@@ -36,8 +36,10 @@ Measured from the same run: FLOPs (``torch.utils.flop_counter.FlopCounterMode``:
 attention; elementwise work is not counted) split into sampling, teacher forcing (policy and reference)
 and backward; what the update holds (parameters of the policy and its reference, gradients, AdamW state:
 read from the objects after the step); with ``measure=True`` the activation and temporary peaks from
-``torch.distributed._tools.mem_tracker.MemTracker`` over the update (``_mem_tracker``: module statistics
-skipped where its stock hooks refuse, so only the global peak by category is read). Always measured: the
+``torch.distributed._tools.mem_tracker.MemTracker`` over the update (``irisbench.dryrun.fake_world.mem_tracker``:
+module statistics skipped where its stock hooks refuse, so only the global peak by category is read); with
+``world=N``, rank 0 of a fake world of N ranks under FSDP2 and its ``FSDPMemTracker``
+(``irisbench.dryrun.fake_world``). Always measured: the
 activations the teacher-forced pass saves for backward (``torch.autograd.graph.saved_tensors_hooks``;
 distinct storages, parameters excluded), the largest micro-batch's. ``irisbench.dryrun.cost`` turns
 them into per-GPU memory under FSDP2 and roofline times.
@@ -53,43 +55,20 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from irisbench.core.distributed import Dist
 from irisbench.core.errors import IrisbenchError
 from irisbench.dryrun.cost import flops_full
+from irisbench.dryrun.fake_world import fake_world, fsdp_tracker, local_bytes, mem_tracker, tracker_peak
+from irisbench.dryrun.sizes import JANUS_SIZES, JanusSize
 from irisbench.train.config import TrainConfig
 
 
 class DryRunError(IrisbenchError, RuntimeError):
     """The dry run found a bug (a device mismatch, a shape error) in the training code path."""
-
-
-@dataclass(frozen=True)
-class JanusSize:
-    """A Janus-Pro release's language-model shape and special token ids (its ``config.json``)."""
-
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    mlp: int
-    pad_id: int
-    vocab: int = 102400
-    bos_id: int = 100000
-    eos_id: int = 100001
-    boi_id: int = 100016
-    image_token_id: int = 100581
-
-
-# deepseek-ai/Janus-Pro-{1B,7B}: language_config 2048 x 24 (16 heads, MLP 5632) and 4096 x 30 (32 heads, MLP
-# 11008); the vision, aligner and VQ configs are transformers' Janus defaults (SigLIP-L/16 at 384 px, 576 image
-# tokens, a 16,384-entry VQ-16 codebook); the two releases pad with different ids.
-JANUS_SIZES = {
-    "janus-pro-1b": JanusSize("janus-pro-1b", 2048, 24, 16, 5632, pad_id=100002),
-    "janus-pro-7b": JanusSize("janus-pro-7b", 4096, 30, 32, 11008, pad_id=100015),
-}
 
 
 def size_for(model: str | None) -> JanusSize:
@@ -108,7 +87,7 @@ def janus_config(size: JanusSize) -> Any:
 
     text = LlamaConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.mlp,
                        num_hidden_layers=size.layers, num_attention_heads=size.heads,
-                       num_key_value_heads=size.heads, max_position_embeddings=16384, bos_token_id=size.bos_id,
+                       num_key_value_heads=size.kv, max_position_embeddings=16384, bos_token_id=size.bos_id,
                        eos_token_id=size.eos_id, pad_token_id=size.pad_id, tie_word_embeddings=False)
     vision = JanusVisionConfig(projection_dim=size.hidden)
     vq = JanusVQVAEConfig(projection_dim=size.hidden, image_token_embed_dim=size.hidden)
@@ -227,51 +206,6 @@ class _Flops:
             self.by_phase[name] += self.mode.get_total_flops() - before
 
 
-def _mem_tracker() -> Any:
-    """A ``MemTracker`` that also follows a module called again at the top level (the embeddings, once per
-    teacher-forced part) and frozen parameters: per-module statistics are skipped there (only the global peak
-    by category is read here)."""
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    class _Tracker(MemTracker):
-        def _track_module_params_and_buffers(self, module: Any, install_grad_hooks: bool = True) -> Any:
-            # frozen parameters take no gradient hook (register_hook refuses them): mark them as hooked
-            frozen = [p for p in module.parameters() if not p.requires_grad
-                      and self._param_to_grad_hook_handles.get(p, None) is None]
-            for p in frozen:
-                self._param_to_grad_hook_handles[p] = ()
-            try:
-                return super()._track_module_params_and_buffers(module, install_grad_hooks)
-            finally:
-                for p in frozen:
-                    del self._param_to_grad_hook_handles[p]
-
-        def _pre_fw_hook(self, module: Any, inputs: Any) -> None:
-            with contextlib.suppress(NotImplementedError):  # a repeated top-level call: no module statistics
-                super()._pre_fw_hook(module, inputs)
-
-        def _pre_bw_hook(self, module: Any, args: Any) -> None:
-            if module in self.memory_tracking:
-                super()._pre_bw_hook(module, args)
-
-        def _post_bw_hook(self, module: Any, args: Any) -> None:
-            if module in self.memory_tracking:
-                super()._post_bw_hook(module, args)
-
-    return _Tracker()
-
-
-def _tracker_peak(tracker: Any) -> dict[str, int]:
-    """Peak bytes by category of a ``MemTracker`` (summed over devices), plus ``total``."""
-    snap = tracker.get_tracker_snapshot("peak")
-    out: Counter[str] = Counter()
-    for dev_snap in snap.values():
-        for kind, nbytes in dev_snap.items():
-            key = str(getattr(kind, "value", kind)).lower()
-            out["total" if "total" in key else key] += int(nbytes)
-    return dict(out)
-
-
 _WHERE_PACKAGES = ("core", "train", "evaluation", "experiment", "cli", "policies")  # the dry run's own code is not
 
 
@@ -310,14 +244,18 @@ def _prompts(n: int) -> list[str]:
 
 
 def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, decode_steps: int | None = 2,
-            rows: int | None = None, size: JanusSize | None = None) -> dict[str, Any]:
+            rows: int | None = None, size: JanusSize | None = None, world: int = 0,
+            eval_batch: bool = True) -> dict[str, Any]:
     """One evaluation batch and one GRPO step of ``cfg`` on a weightless full-size Janus; a JSON-able report.
 
     ``device``: ``cuda`` (the sampling on fake CUDA tensors, the update on meta; see the module doc) or ``cpu``
     (both on fake CPU tensors: memory only, no device check). ``decode_steps``: decode steps run per sampling
     loop (``_short_loops``; None: all); ``rows``: the evaluation batch's rows (default the policy's
-    ``batch_size``); ``size``: a shape instead of the one the preset's model names (tests). Raises
-    ``DryRunError`` with one line on the first failure of the code path.
+    ``batch_size``); ``size``: a shape instead of the one the preset's model names (tests). ``world``: 0 (one
+    process, no sharding) or N: the step as rank 0 of a fake world of N ranks under FSDP2 (``parallel: fsdp``,
+    ``irisbench.dryrun.fake_world``; ``device`` cuda only), its memory by category from ``FSDPMemTracker``
+    (always measured). ``eval_batch``: False skips the evaluation batch. Raises ``DryRunError`` with one line on
+    the first failure of the code path.
     """
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -328,6 +266,15 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
 
     if device not in ("cuda", "cpu"):
         raise DryRunError(f"--device {device!r}: a dry run simulates cuda (fake CUDA tensors) or cpu")
+    if world and device != "cuda":
+        raise DryRunError(f"--device {device}: a fake world (--world) shards the update on meta; use --device cuda")
+    if world:
+        per_rank = cfg.prompts_per_step // world if cfg.prompts_per_step % world == 0 else 0
+        if not per_rank or per_rank % cfg.gradient_accumulation_steps:
+            raise DryRunError(f"prompts_per_step={cfg.prompts_per_step} over {world} ranks with "
+                              f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} would split a group "
+                              "(the trainer refuses it); set gradient_accumulation_steps or prompts_per_step")
+        cfg, measure = replace(cfg, parallel="fsdp"), True
     if cfg.policy != "janus-pro":
         raise DryRunError(f"policy {cfg.policy!r}: the dry run builds Janus-Pro models (policy: janus-pro)")
     size = size or size_for(cfg.model)
@@ -352,7 +299,8 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
     host = HostReads()
     flops = _Flops()
     report: dict[str, Any] = {"model": cfg.model, "size": size.name, "config_source": str(folder or "built-in"),
-                              "device": device, "dtype": str(dtype).replace("torch.", "")}
+                              "device": device, "dtype": str(dtype).replace("torch.", ""),
+                              "world": world, "parallel": cfg.parallel}
     t0 = time.perf_counter()
     with _explain("building the model"):
         sampler_model = build_model(config, device, dtype, fake)
@@ -363,12 +311,20 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
     sampler._generators = lambda seeds: [None] * len(seeds)
     policy = JanusPolicy(train_model, tokenizer, checkpoint=str(cfg.model), **options)
     sample_calls: list[dict[str, Any]] = []
+    last_rollout: list[Any] = [None]
+    tracking: list[Any] = [None]  # the update's memory tracker, once it runs
+    sampling_held: dict[str, int] = {}
 
     def sample(*args: Any, **kwargs: Any) -> Any:  # the trainer's rollouts come from the fake-cuda copy
         t = time.perf_counter()
+        if tracking[0] is not None and world:  # inside the trainer's gathered(): the whole policy on each rank
+            tracking[0].note_gathered()
+            for key, nbytes in tracker_peak(tracking[0], "current").items():
+                sampling_held[key] = max(sampling_held.get(key, 0), nbytes)
         with fake, flops.phase("sampling"), _short_loops(decode_steps, report):
             out = sampler.sample(*args, **kwargs)
         sample_calls.append({"rows": len(out), "s": round(time.perf_counter() - t, 2)})
+        last_rollout[0] = out
         return out
 
     policy.sample = sample  # a plain function (the trainer deep-copies the policy for its KL reference)
@@ -400,39 +356,61 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
         prompts = Path(tmp) / "prompts.txt"
         prompts.write_text("\n".join(_prompts(8)) + "\n", encoding="utf-8")
         cfg = replace(cfg, prompts_file=str(prompts))
-        with _explain("evaluation batch (fake cuda)"):
-            t1 = time.perf_counter()
-            eval_rollout = sample(_prompts(rows or sampler.batch_size), n=1, seed=0)
-            report["eval_batch"] = {"rows": len(eval_rollout), "tokens_per_row": int(eval_rollout.tokens.shape[1]),
-                                    "image_shape": list(eval_rollout.images[0].shape),
-                                    "s": round(time.perf_counter() - t1, 2)}
+        if eval_batch:
+            with _explain("evaluation batch (fake cuda)"):
+                t1 = time.perf_counter()
+                eval_rollout = sample(_prompts(rows or sampler.batch_size), n=1, seed=0)
+                report["eval_batch"] = {"rows": len(eval_rollout), "tokens_per_row": int(eval_rollout.tokens.shape[1]),
+                                        "image_shape": list(eval_rollout.images[0].shape),
+                                        "s": round(time.perf_counter() - t1, 2)}
         sample_calls.clear()
         trainer = GRPOTrainer(cfg, Path(tmp) / "run", progress=False, policy=policy, device="cpu")
         trainer.device = trainer.dist.device = str(policy.device)  # the policy's device, as on a GPU
-        with _explain("trainer set-up"):
-            trainer._setup()
-        update_mem = _mem_tracker() if measure else None
+        update_mem = None
         with contextlib.ExitStack() as stack:
-            if update_mem is not None:
+            if world:  # rank 0 of N: the trainer takes its share of the prompts and shards over the fake group
+                stack.enter_context(fake_world(world))
+                trainer.dist = Dist(rank=0, world_size=world, device=trainer.device)
+            with _explain("trainer set-up" + (f" (FSDP2, fake world of {world})" if world else "")):
+                trainer._setup()
+            if world:
+                update_mem = fsdp_tracker(trainer.policy.model, trainer.optimizer,
+                                          trainer.ref.model if trainer.ref is not None else None)
+            elif measure:
+                update_mem = mem_tracker()
                 update_mem.track_external(*[m for m in (trainer.policy.model, getattr(trainer.ref, "model", None))
                                             if m is not None], trainer.optimizer)
+            if update_mem is not None:
                 stack.enter_context(update_mem)
+                tracking[0] = update_mem
             stack.enter_context(_patched(JanusPolicy, "token_logits", token_logits))
             stack.enter_context(_patched(torch.Tensor, "backward", backward))
+            if device == "cuda":
+                stack.enter_context(_fused_attention())
             models = [trainer.policy.model] + ([trainer.ref.model] if trainer.ref is not None else [])
             param_storages = {p.untyped_storage()._cdata for m in models for p in m.parameters()}
             stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
-            with _explain("GRPO step 1 (rollout on fake cuda, update on meta)" if device == "cuda" else
-                          "GRPO step 1"):
-                t2 = time.perf_counter()
-                metrics = trainer.step(0)
-                report["grpo_step"] = {"s": round(time.perf_counter() - t2, 2), "sampling_calls": list(sample_calls),
-                                       "rollouts": sum(c["rows"] for c in sample_calls),
-                                       "micro_batch_rows": sum(c["rows"] for c in sample_calls)
-                                       // cfg.gradient_accumulation_steps,
-                                       "metrics": sorted(metrics)}
+            for step in range(2 if world else 1):  # under FSDP2, step 2 holds AdamW state and the last gradients
+                sample_calls.clear()
+                with _explain(f"GRPO step {step + 1} (rollout on fake cuda, update on meta"
+                              + (f", FSDP2 rank 0 of {world})" if world else ")") if device == "cuda"
+                              else "GRPO step 1"):
+                    t2 = time.perf_counter()
+                    metrics = trainer.step(step)
+                if step == 0:
+                    first_flops = Counter(flops.by_phase)
+            flops.by_phase = first_flops  # one step's FLOPs
+            report["grpo_step"] = {"s": round(time.perf_counter() - t2, 2), "sampling_calls": list(sample_calls),
+                                   "rollouts": sum(c["rows"] for c in sample_calls),
+                                   "micro_batch_rows": sum(c["rows"] for c in sample_calls)
+                                   // cfg.gradient_accumulation_steps,
+                                   "metrics": sorted(metrics), "steps_run": step + 1}
             report["memory_bytes"] = {"update": {**_held(trainer, update_mem), "saved_for_backward": saved_peak[0]}}
-        del trainer
+            if world:
+                report["memory_bytes"]["fsdp_peak"] = tracker_peak(update_mem)
+                report["memory_bytes"]["fsdp_sampling"] = dict(sampling_held)
+            del trainer, update_mem
+            tracking[0] = None
     report["flops"] = {k: int(v) for k, v in flops.by_phase.items()}
     report["flops_full"] = flops_full(report)
     text = config.text_config
@@ -440,7 +418,7 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
     report["shape"] = {
         "layers": text.num_hidden_layers, "batch_size": min(sampler.batch_size, rollouts),
         "kv_width": text.hidden_size * text.num_key_value_heads // text.num_attention_heads,
-        "prompt_len": max(len(p) for p in eval_rollout.extras["image_prompt_ids"]),
+        "prompt_len": max(len(p) for p in last_rollout[0].extras["image_prompt_ids"]),
         "cot_steps": sampler.cot_max_new_tokens if sampler.cot else 0, "image_steps": sampler.num_image_tokens,
         "sampling_batches": math.ceil(rollouts / sampler.batch_size)}
     report["shape"]["image_len"] = report["shape"]["prompt_len"] + report["shape"]["cot_steps"] + \
@@ -458,12 +436,12 @@ def _held(trainer: Any, tracker: Any) -> dict[str, int]:
 
     models = [trainer.policy.model] + ([trainer.ref.model] if trainer.ref is not None else [])
     params = {id(p): p for m in models for p in m.parameters()}.values()
-    out = {"param": sum(p.nbytes for p in params),
-           "grad": sum(p.grad.nbytes for p in params if p.grad is not None),
-           "opt": sum(t.nbytes for st in trainer.optimizer.state.values() for t in st.values()
+    out = {"param": sum(local_bytes(p) for p in params),
+           "grad": sum(local_bytes(p.grad) for p in params if p.grad is not None),
+           "opt": sum(local_bytes(t) for st in trainer.optimizer.state.values() for t in st.values()
                       if isinstance(t, torch.Tensor) and t.dim() > 0)}
     if tracker is not None:
-        peak = _tracker_peak(tracker)
+        peak = tracker_peak(tracker)
         out["act"] = peak.get("activation", 0)
         out["temp"] = peak.get("temp", 0)
     return out
@@ -527,6 +505,33 @@ def _short_loops(steps: int | None, report: dict[str, Any]) -> Iterator[None]:
     finally:
         for name, fn in real.items():
             setattr(janus_module, name, fn)
+
+
+@contextlib.contextmanager
+def _fused_attention() -> Iterator[None]:
+    """Attention on meta as a GPU computes it: SDPA on ``meta`` takes its math path, which saves the
+    query x key attention weights in fp32 for backward, while CUDA takes a fused kernel that saves only
+    its inputs, output and log-sum-exp (memory-efficient attention, the one that takes a mask, for bf16).
+    Here a meta call goes to that kernel's op (``aten._scaled_dot_product_efficient_attention``, which has
+    meta kernels), a boolean mask turned into an additive bias as SDPA does; other calls are unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    real = F.scaled_dot_product_attention
+
+    def sdpa(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0, is_causal: bool = False,
+             scale: float | None = None, enable_gqa: bool = False) -> Any:
+        if not q.is_meta or enable_gqa:
+            return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                        enable_gqa=enable_gqa)
+        bias = attn_mask
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~attn_mask, -math.inf)
+        return torch.ops.aten._scaled_dot_product_efficient_attention(
+            q, k, v, bias, q.requires_grad and torch.is_grad_enabled(), dropout_p, is_causal, scale=scale)[0]
+
+    with _patched(F, "scaled_dot_product_attention", sdpa):
+        yield
 
 
 @contextlib.contextmanager
