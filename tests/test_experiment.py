@@ -422,7 +422,7 @@ def test_cli_five_seeds_and_base_images(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert (seen[-1].base_images_per_prompt, seen[-1].eval_images_per_prompt) == (16, 2)
     bad = runner.invoke(app, [*args, "--base-images", "0"])
     assert bad.exit_code == 2 and "base_images_per_prompt (--base-images) must be a positive integer" in bad.output
-    assert "Traceback" not in bad.output and len(seen) == 2
+    assert "Traceback" not in bad.output and len(seen) == 3
 
 
 def test_a_resumed_folder_with_another_base_evaluation_is_refused(tmp_path: Path) -> None:

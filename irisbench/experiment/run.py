@@ -135,6 +135,12 @@ class ExperimentConfig:
     device: str | None = None  # every evaluation and training run (irisbench.core.devices; None: cuda when available)
     extended: bool = False  # the shapes world's extended run: EXTENDED_METHODS and EXTENDED_SUITES
 
+    def suites_to_run(self) -> tuple[str, ...]:
+        """``suites``, or where unset: GenEval in the shapes world's main job, both suites extended or textures."""
+        if self.suites is not None:
+            return self.suites
+        return MAIN_SUITES if self.world == "shapes" and not self.extended else EXTENDED_SUITES
+
     def check(self) -> None:
         """One-line ``UsageError`` for a config the experiment cannot run; fills the world's defaults."""
         from irisbench.world.textures import check_world
@@ -142,8 +148,7 @@ class ExperimentConfig:
         check_world(self.world, "--world")
         self.base = self.base or WORLD_BASES[self.world]
         self.methods = default_methods(self.world, self.extended) if self.methods is None else self.methods
-        if self.suites is None:
-            self.suites = MAIN_SUITES if self.world == "shapes" and not self.extended else EXTENDED_SUITES
+        self.suites = self.suites_to_run()
         if not self.methods:
             raise UsageError("the experiment needs at least one method")
         for label in self.methods:
@@ -239,7 +244,7 @@ def check_base_resume(out: Path, cfg: ExperimentConfig) -> None:
     base's scores, and every delta against them, would mix two evaluations."""
     from irisbench.core.runs import RUN_MARKER, RunDir
 
-    for suite, split in [(suite, TEST) for suite in cfg.suites] + ([(SEEN_SUITE, SEEN)] if cfg.seen else []):
+    for suite, split in [(suite, TEST) for suite in cfg.suites_to_run()] + ([(SEEN_SUITE, SEEN)] if cfg.seen else []):
         folder = out / "eval" / "base" / f"{suite}-{split}"
         if not (folder / RUN_MARKER).is_file():
             continue
