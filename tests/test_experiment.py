@@ -70,6 +70,7 @@ def test_experiment_runs_seeds_resumes_and_publishes(tiny_base: Path, tmp_path: 
     cfg = ExperimentConfig(methods={"iris-nsc": "iris-shapes", "null-random": "null-shapes"}, steps=2,
                            checkpoint_every=1, suites=("geneval", "compbench"), val_images_per_prompt=1,
                            base=str(tiny_base), eval_limit=6, eval_images_per_prompt=2, seeds=(0, 1),
+                           jobs=2, threads=1,  # two worker processes (irisbench.experiment.parallel)
                            train_overrides={"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 12})
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{README_BEGIN}\nOLD-BLOCK\n{README_END}\n\ntail\n")
@@ -423,6 +424,40 @@ def test_cli_five_seeds_and_base_images(monkeypatch: pytest.MonkeyPatch, tmp_pat
     bad = runner.invoke(app, [*args, "--base-images", "0"])
     assert bad.exit_code == 2 and "base_images_per_prompt (--base-images) must be a positive integer" in bad.output
     assert "Traceback" not in bad.output and len(seen) == 3
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_serial_numbers(tiny_base: Path, tmp_path: Path) -> None:
+    """jobs=2 (training and evaluations in two spawned processes) writes the same per-image records, training
+    metrics and seed deltas as jobs=1 at the same thread count; a failing unit stops the run in one line."""
+    def cfg(jobs: int, **kw: Any) -> ExperimentConfig:
+        overrides = {"prompts_per_step": 2, "num_generations": 2, "eval_prompts": 4, **kw}
+        return ExperimentConfig(methods={"null-random": "null-shapes"}, steps=2, checkpoint_every=1,
+                                suites=("geneval",), references=("random",), val_images_per_prompt=1,
+                                base=str(tiny_base), eval_limit=4, eval_images_per_prompt=1, base_images_per_prompt=2,
+                                seeds=(0, 1), jobs=jobs, threads=1, seen=False, train_overrides=overrides)
+
+    serial, parallel = run_experiment(tmp_path / "serial", cfg(1)), run_experiment(tmp_path / "parallel", cfg(2))
+    assert (tmp_path / "parallel" / "logs").is_dir() and not (tmp_path / "serial" / "logs").exists()
+    assert parallel["seed_deltas"] == serial["seed_deltas"] and parallel["selection"] == serial["selection"]
+    assert parallel["timing"]["jobs"] == 2 and serial["timing"]["jobs"] == 1
+    for label, folders in serial["evals"].items():
+        for key, folder in folders.items():
+            mine = pd.read_parquet(Path(folder) / "records.parquet").drop(columns=["image"], errors="ignore")
+            theirs = pd.read_parquet(Path(parallel["evals"][label][key]) / "records.parquet")
+            pd.testing.assert_frame_equal(mine, theirs.drop(columns=["image"], errors="ignore"))
+    for seed in (0, 1):
+        rows = [[json.loads(line) for line in (tmp_path / run / "train" / "null-random" / f"seed-{seed}" / "train"
+                                               / "metrics.jsonl").read_text().splitlines()] for run in ("serial",
+                                                                                                       "parallel")]
+        timings = ("t_", "s_per_step", "elapsed_s", "time")
+        assert [{k: v for k, v in r.items() if not k.startswith(timings)} for r in rows[0]] == \
+               [{k: v for k, v in r.items() if not k.startswith(timings)} for r in rows[1]]
+    from irisbench.core.errors import IrisbenchError
+
+    with pytest.raises(IrisbenchError, match="num_generations must be an integer >= 2"):  # raised in a worker
+        run_experiment(tmp_path / "bad", cfg(2, num_generations=1))
+    assert list((tmp_path / "bad" / "logs").glob("train_null-random_seed_*.log"))
 
 
 def test_a_resumed_folder_with_another_base_evaluation_is_refused(tmp_path: Path) -> None:

@@ -96,7 +96,10 @@ class ExperimentArgs(DeviceOption, SeedOption):
                                  "and seed; each checkpoint draws 2).", "--base-images")
     seen: bool = option(True, "Also score the base and each best-val checkpoint on GenEval's seen split "
                               "(RL-training texts) beside test (unseen texts).", "--seen/--no-seen")
-    threads: int | None = option(None, "torch threads (default: torch's; 1 is faster on a busy machine).")
+    threads: int | None = option(None, "torch threads of each process (default: torch's with one process, else the "
+                                       "usable cores shared out among --jobs).")
+    jobs: int | None = option(None, "Processes that run training seeds and evaluations side by side (default: one per "
+                                    "usable core on a CPU, one on a GPU). The scores do not depend on it.")
     extended: bool = option(False, "Shapes world: also train IRIS as released (iris-faithful) and score the "
                                    "CompBench-style suite, past the main job's 30 minutes; publish it with "
                                    "--publish-to results/experiment-extended.", "--extended")
@@ -119,8 +122,8 @@ def experiment_cmd(args: ExperimentArgs) -> None:
     def body() -> None:
         a = args
         cfg = ExperimentConfig(steps=a.steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
-                               seeds=parse_seeds(a.seeds), threads=a.threads, device=a.device, world=a.world,
-                               base_images_per_prompt=a.base_images, seen=a.seen, extended=a.extended)
+                               seeds=parse_seeds(a.seeds), threads=a.threads, jobs=a.jobs, device=a.device,
+                               world=a.world, base_images_per_prompt=a.base_images, seen=a.seen, extended=a.extended)
         if a.extended and a.world != "shapes":
             raise UsageError(f"--extended is the shapes world's extended run; --world {a.world} already trains "
                              "every method on both suites: leave --extended out")

@@ -52,13 +52,27 @@ Evaluations: ``(1 + references) x suites x splits`` for the base and references,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from irisbench.core.errors import UsageError
+from irisbench.experiment.config import (
+    DEFAULT_METHODS,
+    NULL_METHOD,
+    REFERENCE_POLICIES,
+    SEEN,
+    SEEN_SUITE,
+    TEST,
+    VAL,
+    WORLD_BASES,
+    ExperimentConfig,
+    null_methods,
+    parse_seeds,
+)
+from irisbench.experiment.parallel import run_units
 from irisbench.experiment.summary import (
     SEED_DELTAS,
     SEEN_UNSEEN,
@@ -71,172 +85,21 @@ from irisbench.experiment.summary import (
     summary_markdown,
     summary_table,
 )
+from irisbench.experiment.units import (
+    BEST,
+    LAST,
+    TrainUnit,
+    base_eval_tasks,
+    evaluate_checkpoints,
+    evaluate_task,
+    finished_run,
+    run_label,
+    selected_steps,
+    train,
+)
 
-REFERENCE_POLICIES = ("oracle", "random")
-BEST, LAST = "best val", "last"  # the checkpoint kinds
-VAL, TEST = "val", "test"
-# the RL-training texts' split (irisbench.world.prompts.seen_split): each seed's best-val checkpoint and the base are
-# also scored there, so a gain can be read on seen and on unseen (test) prompts
-SEEN, SEEN_SUITE = "seen", "geneval"
-# what changes with --world (irisbench.world.textures): the base, the default methods, where it is published
-WORLD_BASES = {"shapes": "shapes-base", "textures": "textures-base"}
-NULL_METHOD = "null-random"  # the null control every method's effect is stated against (summary: vs the null)
-# labels pandas.read_csv reads as missing (its default na_values): a method so named would vanish from the tidy tables
-NA_LABELS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
-DEFAULT_METHODS = {
-    # the main job (README's first command, <= 30 min on a quiet 2-core CPU): three training seeds of IRIS as coded,
-    # the external verifier and the null control (iris-shapes with a random reward), GenEval only; IRIS as released
-    # and the CompBench-style suite run with --extended (EXTENDED_METHODS, EXTENDED_SUITES); the shuffled-nsc null,
-    # sc and entropy (which collapsed in every earlier run) via --method
-    "shapes": {"iris-nsc": "iris-shapes", "verifier": "verifier-shapes", NULL_METHOD: "null-shapes"},
-    # the textures world asks whether IRIS still collapses once image tokens are genuinely uncertain
-    "textures": {"iris-nsc": "iris-shapes", "nsc-balanced": "nsc-balanced-shapes",
-                 "iris-faithful": "iris-shapes-faithful", "verifier": "verifier-shapes", NULL_METHOD: "null-shapes"},
-}
-# what --extended adds to the shapes world's main job (published in results/experiment-extended): IRIS as released
-# (beta, frozen image head), inserted after iris-nsc, and the CompBench-style suite (GenEval's own items under
-# T2I-CompBench's rules: a second set of scoring rules, not a second benchmark)
-EXTENDED_METHODS = {"shapes": {"iris-faithful": "iris-shapes-faithful"}}
-MAIN_SUITES, EXTENDED_SUITES = ("geneval",), ("geneval", "compbench")
-
-
-def default_methods(world: str, extended: bool) -> dict[str, str]:
-    """The methods ``irisbench experiment`` trains without ``--method`` (``extended``: with ``--extended``)."""
-    methods = dict(DEFAULT_METHODS[world])
-    extra = EXTENDED_METHODS.get(world, {}) if extended else {}
-    if not extra:
-        return methods
-    first, *rest = methods.items()
-    return dict([first, *extra.items(), *rest])
-
-
-@dataclass
-class ExperimentConfig:
-    methods: dict[str, str] | None = None  # label -> preset (None: DEFAULT_METHODS of the world)
-    steps: int = 40
-    checkpoint_every: int = 20
-    suites: tuple[str, ...] | None = None  # None: GenEval in the shapes main job, both suites extended or textures
-    splits: tuple[str, ...] = ("val", "test")
-    val_images_per_prompt: int = 2  # in-training val evaluations (checkpoint selection)
-    seed: int = 0  # evaluation seed: the base and every checkpoint draw the same sampling seeds (paired deltas)
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds: each method trains once per seed
-    train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to every method
-    references: tuple[str, ...] = REFERENCE_POLICIES
-    base: str | None = None  # a policy name or checkpoint folder (None: the world's shipped base)
-    world: str = "shapes"  # "shapes" or "textures" (irisbench.world.textures)
-    eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
-    threads: int | None = None  # torch threads (None: torch's default); 1 is faster on a busy machine
-    eval_images_per_prompt: int | None = 2  # 2 per prompt keeps each checkpoint's evaluation cheap on CPU
-    # the base is evaluated once and shared by every method and seed: more images per prompt make its own sampling
-    # error (carried into the across-seed intervals, irisbench.report.seeds) small; the references keep 2
-    base_images_per_prompt: int | None = 8
-    seen: bool = True  # also score the base and each best-val checkpoint on GenEval's seen split (RL-training texts)
-    device: str | None = None  # every evaluation and training run (irisbench.core.devices; None: cuda when available)
-    extended: bool = False  # the shapes world's extended run: EXTENDED_METHODS and EXTENDED_SUITES
-
-    def suites_to_run(self) -> tuple[str, ...]:
-        """``suites``, or where unset: GenEval in the shapes world's main job, both suites extended or textures."""
-        if self.suites is not None:
-            return self.suites
-        return MAIN_SUITES if self.world == "shapes" and not self.extended else EXTENDED_SUITES
-
-    def check(self) -> None:
-        """One-line ``UsageError`` for a config the experiment cannot run; fills the world's defaults."""
-        from irisbench.world.textures import check_world
-
-        check_world(self.world, "--world")
-        self.base = self.base or WORLD_BASES[self.world]
-        self.methods = default_methods(self.world, self.extended) if self.methods is None else self.methods
-        self.suites = self.suites_to_run()
-        if not self.methods:
-            raise UsageError("the experiment needs at least one method")
-        for label in self.methods:
-            if label.strip() in NA_LABELS:
-                raise UsageError(f"method label {label!r} reads as a missing value in the tidy tables (pandas' CSV "
-                                 f"reader): give it another name, e.g. --method {label.strip() or 'x'}-run=PRESET")
-        self.seeds = check_seeds(self.seeds)
-        from irisbench.train.config import load_preset
-
-        for preset in self.methods.values():  # an unknown or broken preset fails here, before the base is evaluated
-            load_preset(preset)
-        if TEST not in self.splits:
-            raise UsageError(f"splits {self.splits} must include {TEST!r}: checkpoints are reported on test")
-        for name in ("eval_images_per_prompt", "base_images_per_prompt", "val_images_per_prompt"):
-            n = getattr(self, name)
-            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-                flag = " (--base-images)" if name == "base_images_per_prompt" else ""
-                raise UsageError(f"{name}{flag} must be a positive integer, got {n!r}")
-        if "seed" in self.train_overrides:
-            raise UsageError("train_overrides must not set 'seed': the training seeds are ExperimentConfig.seeds")
-
-
-def null_methods(methods: dict[str, str], overrides: dict[str, Any] | None = None) -> list[str]:
-    """The labels of ``methods`` whose preset (with ``overrides``, the experiment's ``train_overrides``) is a
-    null control: every reward term in ``NULL_REWARDS``."""
-    from irisbench.train.config import TrainConfig, load_preset
-    from irisbench.train.rewards import NULL_REWARDS
-
-    out = []
-    for label, preset in methods.items():
-        reward = {"reward": TrainConfig.reward, **load_preset(preset), **(overrides or {})}["reward"]
-        names = [reward] if isinstance(reward, str) else list(reward)
-        if all(n in NULL_REWARDS for n in names):
-            out.append(label)
-    return out
-
-
-def check_seeds(seeds: Any) -> tuple[int, ...]:
-    """The training seeds as a tuple: non-empty, distinct, non-negative integers."""
-    if not isinstance(seeds, (list, tuple)):
-        raise UsageError(f"seeds must be a tuple of integers, got {seeds!r}")
-    values = tuple(seeds)
-    if not values:
-        raise UsageError("seeds: give at least one training seed")
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise UsageError(f"seeds: {s!r} is not a non-negative integer (seeds {list(values)})")
-    if len(set(values)) != len(values):
-        raise UsageError(f"seeds: {list(values)} has duplicates")
-    return values
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` -> ``(0, 1, 2)`` (the ``--seeds`` option); a one-line ``UsageError`` otherwise."""
-    items = [x.strip() for x in str(text).split(",")]
-    bad = next((x for x in items if not (x.isascii() and x.isdigit())), None)
-    if bad is not None:
-        what = "an empty item" if not bad else f"{bad!r} is not a non-negative integer"
-        raise UsageError(f"--seeds {text!r}: {what} (give a comma list such as 0,1,2)")
-    try:
-        return check_seeds(tuple(int(x) for x in items))
-    except UsageError as e:
-        raise UsageError(f"--seeds {text!r}: {str(e).removeprefix('seeds: ')}") from None
-
-
-def run_label(method: str, kind: str, seed: int, first_seed: int) -> str:
-    """The eval label of a checkpoint: ``iris-nsc (best val)`` for the first seed (the report's rows),
-    ``iris-nsc s1 (best val)`` for the others."""
-    return f"{method} ({kind})" if seed == first_seed else f"{method} s{seed} ({kind})"
-
-
-def train_folder(out: Path, method: str, seed: int) -> Path:
-    return out / "train" / method / f"seed-{seed}"
-
-
-def checkpoint_eval_folder(out: Path, method: str, seed: int, step: int) -> Path:
-    return out / "eval" / method / f"seed-{seed}" / f"step-{step}"
-
-
-def _eval(policy: str, suite: str, split: str, out: Path, cfg: ExperimentConfig, console: Console,
-          images_per_prompt: int | None) -> dict[str, Any]:
-    from irisbench.evaluation.evaluate import EvalOptions, evaluate
-
-    console.print(f"[bold]eval[/] {policy} on {suite}/{split} ({images_per_prompt or 'the suite default'} images per "
-                  "prompt)")
-    return evaluate(EvalOptions(policy=policy, suite=suite, split=split, seed=cfg.seed, limit=cfg.eval_limit,
-                                images_per_prompt=images_per_prompt, device=cfg.device), out)
-
+__all__ = ["DEFAULT_METHODS", "NULL_METHOD", "REFERENCE_POLICIES", "WORLD_BASES", "ExperimentConfig",
+           "check_base_resume", "finished_run", "null_methods", "parse_seeds", "run_experiment", "selected_steps"]
 
 def check_base_resume(out: Path, cfg: ExperimentConfig) -> None:
     """A resumed experiment folder whose base was evaluated at another number of images per prompt is refused
@@ -255,20 +118,6 @@ def check_base_resume(out: Path, cfg: ExperimentConfig) -> None:
                              f"{had} to resume this folder")
 
 
-def selected_steps(run: Path) -> tuple[int, int]:
-    """(best-val step, last step) of a training run among its in-training val evaluations (ties: earliest),
-    by ``irisbench.analysis.select_checkpoint``, the selection the analysis reports."""
-    from irisbench.analysis.record_frames import AnalysisError
-    from irisbench.analysis.selection import select_checkpoint
-
-    try:
-        best = select_checkpoint(run, "best-val", test_split=None)["step"]
-        last = select_checkpoint(run, "last", test_split=None)["step"]
-    except AnalysisError as e:
-        raise UsageError(f"{run}: no val evaluation to select a checkpoint with ({e})") from None
-    return best, last
-
-
 def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, console: Console | None = None,
                    publish_readme: Path | None = None, publish_folder: Path | None = None) -> dict[str, Any]:
     """Run (or resume) the experiment into ``out``; ``publish_readme``: also rewrite that README's block and
@@ -282,6 +131,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     cfg.check()
     nulls = null_methods(cfg.methods or {}, cfg.train_overrides)
     cfg.device = resolve_device(cfg.device)  # one line before anything is written; recorded in summary.json
+    cfg.resolve_jobs()
     console = console or Console()
     if cfg.threads:
         import torch
@@ -296,27 +146,28 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
         raise FileNotFoundError(f"the shipped {cfg.base} checkpoint is missing ({shipped}); reinstall irisbench")
     evals: Evals = {}
 
+    units = [TrainUnit(label, preset, seed) for label, preset in cfg.methods.items() for seed in cfg.seeds]
+    base_tasks = base_eval_tasks(out, cfg)
+    if cfg.jobs > 1:  # the heavy work side by side; the stages below then find it finished and collect it
+        console.rule(f"[bold]1-3. training and evaluations in {cfg.jobs} processes")
+        run_units([*units, *base_tasks], out, cfg, console)
+
     console.rule("[bold]1. base and reference policies")
-    # the base's deltas are read on test (and seen): there it draws base_images_per_prompt; its val columns only
-    # sit beside the first seed's val evaluation, at the checkpoints' count
-    for suite in cfg.suites:
-        for split in cfg.splits:
-            _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", (split,), cfg, console, suites=(suite,),
-                          images_per_prompt=cfg.base_images_per_prompt if split == TEST else None)
-    if cfg.seen:
-        _evaluate_all(evals, "base", cfg.base, out / "eval" / "base", (SEEN,), cfg, console,
-                      images_per_prompt=cfg.base_images_per_prompt, suites=(SEEN_SUITE,))
-    for ref in cfg.references:
-        _evaluate_all(evals, ref, ref, out / "eval" / ref, cfg.splits, cfg, console)
+    for task in base_tasks:
+        evaluate_task(task, cfg, console, evals=evals)
 
     console.rule(f"[bold]2. GRPO training (seeds {', '.join(map(str, cfg.seeds))})")
     train_runs: TrainRuns = {}
-    for label, preset in cfg.methods.items():
-        for seed in cfg.seeds:
-            train_runs.setdefault(label, {})[seed] = _train(label, preset, seed, out, cfg, console)
+    for unit in units:
+        train_runs.setdefault(unit.method, {})[unit.seed] = train(unit, out, cfg, console)
 
     console.rule("[bold]3. selected (best val) and last checkpoints on test")
-    selection, seed_evals = _evaluate_checkpoints(evals, train_runs, out, cfg, console)
+    selection: dict[str, dict[str, dict[str, int]]] = {}
+    seed_evals = []
+    for unit in units:
+        chosen, unit_evals = evaluate_checkpoints(evals, unit, train_runs[unit.method][unit.seed], out, cfg, console)
+        selection.setdefault(unit.method, {})[f"seed-{unit.seed}"] = chosen
+        seed_evals += unit_evals
 
     console.rule("[bold]4. seed-level deltas and 5. analysis and report")
     from irisbench.report import RunRef, build_report
@@ -346,7 +197,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     report = build_report(refs, out / "report", base="base", title=f"IRIS on the {cfg.world} world")
     s_verdicts = seed_verdicts(entries)
     elapsed = time.perf_counter() - started
-    timing = log_invocation(out, elapsed, cfg.threads)
+    timing = log_invocation(out, elapsed, cfg.threads, cfg.jobs)
     summary = {"config": asdict(cfg), "selection": selection, "evals": {k: {s: str(p) for s, p in d.items()}
                                                                         for k, d in evals.items()},
                "train_runs": {m: {f"seed-{s}": str(p) for s, p in d.items()} for m, d in train_runs.items()},
@@ -373,91 +224,6 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
         publish_to(publish_folder, md, report, train_runs, out, evals, runs=runs)
         console.print(f"published: {publish_folder}")
     return summary
-
-
-def _evaluate_all(evals: Evals, label: str, policy: str, root: Path, splits: tuple[str, ...],
-                  cfg: ExperimentConfig, console: Console, *, images_per_prompt: int | None = None,
-                  suites: tuple[str, ...] | None = None) -> None:
-    """Evaluate ``policy`` on every suite (``suites``, default ``cfg.suites``) x ``splits`` into
-    ``root/<suite>-<split>``, recorded under ``label``, at ``images_per_prompt`` (None:
-    ``cfg.eval_images_per_prompt``, the checkpoints' and references')."""
-    for suite in suites or cfg.suites:
-        for split in splits:
-            folder = root / f"{suite}-{split}"
-            _eval(policy, suite, split, folder, cfg, console, images_per_prompt or cfg.eval_images_per_prompt)
-            evals.setdefault(label, {})[f"{suite}/{split}"] = folder
-
-
-def _train(label: str, preset: str, seed: int, out: Path, cfg: ExperimentConfig, console: Console) -> Path:
-    """Train ``label`` with training seed ``seed`` (skipped when that run already finished); its folder."""
-    from irisbench.core.runs import RUN_MARKER
-    from irisbench.train.config import resolve_config
-    from irisbench.train.trainer import GRPOTrainer
-
-    overrides = {"policy": cfg.base, "steps": cfg.steps, "checkpoint_every": cfg.checkpoint_every,
-                 "eval_every": cfg.checkpoint_every, "eval_split": VAL,
-                 "eval_images_per_prompt": cfg.val_images_per_prompt,
-                 **({"num_threads": cfg.threads} if cfg.threads else {}), **cfg.train_overrides, "seed": seed}
-    run = train_folder(out, label, seed)
-    if (run.parent / RUN_MARKER).is_file():
-        raise UsageError(f"{run.parent} is a training run of the layout without seeds: use a new experiment folder")
-    train_cfg = resolve_config(preset, overrides)
-    if finished_run(run, train_cfg.to_dict(), train_cfg.steps):
-        console.print(f"[bold]train[/] {label} ({preset}) seed {seed}: finished, skipped")
-        return run
-    console.print(f"[bold]train[/] {label} ({preset}) seed {seed}")
-    GRPOTrainer(train_cfg, run, progress=True, device=cfg.device).train()
-    return run
-
-
-def finished_run(run: Path, config: dict[str, Any], steps: int) -> bool:
-    """Whether ``run`` is a training run of this very ``config`` whose checkpoint of step ``steps`` is complete
-    and, where it evaluates in training, whose evaluation of that step finished (then the trainer has nothing
-    left to do; a changed config is left to the trainer, which refuses it)."""
-    from irisbench.core.runs import NotARunError, RunDir
-    from irisbench.train.checkpoints import complete_checkpoints
-    from irisbench.train.trainer import eval_finished
-
-    try:
-        rundir = RunDir.open(run)
-    except NotARunError:
-        return False
-    if rundir.kind != "train" or rundir.config_changes(config):
-        return False
-    ckpts = complete_checkpoints(run)
-    if not ckpts or ckpts[-1][0] != steps:
-        return False
-    return not config.get("eval_every") or eval_finished(run, config.get("eval_split", VAL), steps)
-
-
-def _evaluate_checkpoints(evals: Evals, train_runs: TrainRuns, out: Path, cfg: ExperimentConfig,
-                          console: Console) -> tuple[dict[str, dict[str, dict[str, int]]], list[Any]]:
-    """Per method and seed: the best-val checkpoint on every suite's test split (the first seed's on every
-    split), the last one on test where it is another step (else the same folders). Returns the selection
-    ``{method: {"seed-<s>": {"best_val_step", "last_step"}}}`` and the ``SeedEval`` of every checkpoint."""
-    from irisbench.report.seeds import SeedEval
-
-    first = cfg.seeds[0]
-    selection: dict[str, dict[str, dict[str, int]]] = {}
-    seed_evals: list[SeedEval] = []
-    for method, runs in train_runs.items():
-        for seed, run in runs.items():
-            best, last = selected_steps(run)
-            selection.setdefault(method, {})[f"seed-{seed}"] = {"best_val_step": best, "last_step": last}
-            for kind, step, splits in ((BEST, best, cfg.splits if seed == first else (TEST,)), (LAST, last, (TEST,))):
-                label = run_label(method, kind, seed, first)
-                if kind == LAST and last == best:  # the fixed-step result is the selected checkpoint's
-                    evals[label] = {k: v for k, v in evals[run_label(method, BEST, seed, first)].items()
-                                    if k.endswith(f"/{TEST}")}
-                else:
-                    _evaluate_all(evals, label, str(run / "checkpoints" / f"step-{step}"),
-                                  checkpoint_eval_folder(out, method, seed, step), splits, cfg, console)
-                    if kind == BEST and cfg.seen:
-                        _evaluate_all(evals, label, str(run / "checkpoints" / f"step-{step}"),
-                                      checkpoint_eval_folder(out, method, seed, step), (SEEN,), cfg, console,
-                                      suites=(SEEN_SUITE,))
-                seed_evals.append(SeedEval(method, kind, seed, step, label, dict(evals[label])))
-    return selection, seed_evals
 
 
 def _report_labels(cfg: ExperimentConfig) -> set[str]:

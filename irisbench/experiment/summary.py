@@ -29,11 +29,11 @@ Evals = dict[str, dict[str, Path]]  # label -> {"suite/split": eval folder}
 TrainRuns = dict[str, dict[int, Path]]  # method -> {training seed: run folder}
 
 
-def log_invocation(out: Path, seconds: float, threads: int | None) -> dict[str, Any]:
-    """Append this invocation (wall seconds, CPU, torch threads, ISA overrides) to ``invocations.jsonl`` and
-    return it with the totals over every invocation that got this far. A resumed experiment's wall time is
-    the sum; an invocation stopped before its summary is not in the file (its training and evaluations are
-    kept and not redone, so its time is missing from the total)."""
+def log_invocation(out: Path, seconds: float, threads: int | None, jobs: int = 1) -> dict[str, Any]:
+    """Append this invocation (wall seconds, CPU, processes and torch threads each, ISA overrides) to
+    ``invocations.jsonl`` and return it with the totals over every invocation that got this far. A resumed
+    experiment's wall time is the sum; an invocation stopped before its summary is not in the file (its
+    training and evaluations are kept and not redone, so its time is missing from the total)."""
     import torch
 
     from irisbench.core.provenance import cpu_model, isa_overrides
@@ -41,7 +41,7 @@ def log_invocation(out: Path, seconds: float, threads: int | None) -> dict[str, 
     path = out / INVOCATIONS
     rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1), "cpu": cpu_model(),
            "capability": str(torch.backends.cpu.get_cpu_capability()),
-           "threads": threads or torch.get_num_threads(),
+           "threads": threads or torch.get_num_threads(), "jobs": jobs,
            "isa_env": isa_overrides()}
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -56,6 +56,8 @@ def _timing_line(elapsed: float, timing: dict[str, Any] | None) -> str:
     isa = ", ".join(f"{k}={v}" for k, v in timing["isa_env"].items())
     where = (f"{timing['cpu']}, ATen capability {timing['capability']}{f' ({isa})' if isa else ''}, "
              f"{timing['threads']} torch thread{'s' if timing['threads'] != 1 else ''}")
+    if timing.get("jobs", 1) > 1:
+        where += f" in each of {timing['jobs']} processes"
     line = f"Wall time: {elapsed / 60:.1f} min on {where}"
     if timing["invocations"] > 1:
         line += (f"; {timing['total_seconds'] / 60:.1f} min over the {timing['invocations']} invocations that "
