@@ -45,6 +45,11 @@ The experiment writes only into its folder (default ``results/runs/experiment[-<
 DIR``) publishes the same tables and the summary into DIR without touching the README (extended runs such as the
 released recipe's, ``results/released-recipe/``).
 
+Stages 1-3 are units of work (``irisbench.experiment.units``: one evaluation; one training run with its
+checkpoints' evaluations). With ``jobs`` > 1 (the default on a multi-core CPU: one process per usable core, one
+torch thread each) they run side by side first (``irisbench.experiment.parallel``), and the stages then find them
+finished and collect them; the numbers are a serial run's at the same thread count.
+
 Evaluations: ``(1 + references) x suites x splits`` for the base and references, then per method
 ``suites x (1 val + S best-val test + up to S last test)`` for S seeds (last only where it is not the best).
 """
