@@ -17,9 +17,12 @@ Run folder::
     results.jsonl                       GenEval runs: the official evaluator's per-image output
 
 ``results.json`` is declared once, as the ``Results`` TypedDict; a new key is one line there (and the
-writer that fills it). It is validated on read (``read_results``): a missing or wrong-typed field is one line
-naming the file and the dotted field; a file written by a newer irisbench (a higher ``schema_version``) is
-refused. Files written before the version existed have no ``schema_version`` and read as version 1.
+writer that fills it: the runner, or an image source's ``count_fields``, ``irisbench.evaluation.eval_plan``).
+Writing refuses a top-level or ``counts`` key that is not declared (``CLOSED_SCHEMAS``), so the declaration is
+the one place the document's keys are listed; ``scores`` stays open (an aggregation adds its own figures). It is
+validated on read (``read_results``): a missing or wrong-typed field is one line naming the file and the dotted
+field; a file written by a newer irisbench (a higher ``schema_version``) is refused. Files written before the
+version existed have no ``schema_version`` and read as version 1.
 
 The resume rule: re-running into a folder skips every image already recorded. A resumed evaluation may change
 its config only where ``check_config_change`` allows: the ``metrics`` block (CLIP score, FID, KID; the images
@@ -153,6 +156,10 @@ class Results(_ResultsRequired, total=False):
     failures: dict[str, Any]
 
 
+# The schemas whose every key is declared: writing an undeclared key into them is refused (``write_results``)
+CLOSED_SCHEMAS: tuple[type, ...] = (Results, Counts)
+
+
 def _is_typeddict(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, dict) and hasattr(hint, "__required_keys__")
 
@@ -186,10 +193,11 @@ def _type_name(hint: Any) -> str:
             type(None): "null"}.get(typing.get_origin(hint) or hint, str(hint))
 
 
-def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, required: bool = True) -> None:
+def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, required: bool = True,
+                 closed: bool = False) -> None:
     """``doc`` against a TypedDict: required keys present (unless ``required=False``), every declared key of the
-    declared type (nested TypedDicts checked in turn); undeclared keys are let through. One
-    ``ResultsSchemaError`` line names the file and the dotted field."""
+    declared type (nested TypedDicts checked in turn); undeclared keys are let through, except, with ``closed``,
+    in the ``CLOSED_SCHEMAS``. One ``ResultsSchemaError`` line names the file and the dotted field."""
     if not isinstance(doc, dict):
         raise ResultsSchemaError(f"{where}: {prefix.rstrip('.') or 'the document'} must be a JSON object, got "
                                  f"{type(doc).__name__}")
@@ -197,6 +205,10 @@ def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, requir
     for key in sorted(schema.__required_keys__) if required else ():
         if key not in doc:
             raise ResultsSchemaError(f"{where}: missing field {prefix + key!r}")
+    undeclared = sorted(k for k in doc if k not in hints) if closed and schema in CLOSED_SCHEMAS else []
+    if undeclared:
+        raise ResultsSchemaError(f"{where}: field {prefix + undeclared[0]!r} is not declared ({RESULTS}'s keys are "
+                                 f"declared in irisbench.evaluation.eval_run.{schema.__name__}: add it there)")
     for key, hint in hints.items():
         if key not in doc:
             continue
@@ -205,17 +217,19 @@ def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, requir
             raise ResultsSchemaError(f"{where}: field {prefix + key!r} must be {_type_name(hint)}, got "
                                      f"{type(value).__name__} {value!r:.60}")
         if _is_typeddict(hint):
-            check_schema(value, hint, where, f"{prefix}{key}.", required=required)
+            check_schema(value, hint, where, f"{prefix}{key}.", required=required, closed=closed)
         elif typing.get_origin(hint) is dict and _is_typeddict(typing.get_args(hint)[1]):
             for k, v in value.items():
-                check_schema(v, typing.get_args(hint)[1], where, f"{prefix}{key}.{k}.", required=required)
+                check_schema(v, typing.get_args(hint)[1], where, f"{prefix}{key}.{k}.", required=required,
+                             closed=closed)
 
 
-def validate_results(doc: Any, where: str | Path, *, partial: bool = False) -> Results:
+def validate_results(doc: Any, where: str | Path, *, partial: bool = False, closed: bool = False) -> Results:
     """``doc`` as ``Results`` if it follows the schema of this version (or an older one), else one line.
 
     ``partial``: only ``scores.overall`` is required (the readers of score curves accept hand-made files that
-    hold just the scores); every field present must still have its declared type."""
+    hold just the scores); every field present must still have its declared type. ``closed``: keys that are
+    not declared are refused too (what ``write_results`` asks)."""
     where = str(where)
     if isinstance(doc, dict) and "schema_version" in doc:
         version = doc["schema_version"]
@@ -224,7 +238,7 @@ def validate_results(doc: Any, where: str | Path, *, partial: bool = False) -> R
         if version > SCHEMA_VERSION:
             raise ResultsSchemaError(f"{where}: schema_version {version} was written by a newer irisbench (this one "
                                      f"reads up to {SCHEMA_VERSION}); upgrade irisbench to read it")
-    check_schema(doc, Results, where, required=not partial)
+    check_schema(doc, Results, where, required=not partial, closed=closed)
     if partial:
         scores = doc.get("scores")
         if not isinstance(scores, dict) or "overall" not in scores:
@@ -450,8 +464,9 @@ class EvalRun:
             raise error(str(e)) from None
 
     def write_results(self, results: Mapping[str, Any]) -> Results:
-        """Write ``results.json`` atomically, stamped with ``SCHEMA_VERSION`` and checked against the schema."""
-        doc = validate_results({"schema_version": SCHEMA_VERSION, **results}, self.results_path)
+        """Write ``results.json`` atomically, stamped with ``SCHEMA_VERSION`` and checked against the schema,
+        every key declared."""
+        doc = validate_results({"schema_version": SCHEMA_VERSION, **results}, self.results_path, closed=True)
         atomic_write_json(self.results_path, doc)
         return doc
 
