@@ -316,6 +316,20 @@ def wise_image_relpath(prompt_id: int) -> str:
 # --------------------------------------------------------------------------------------------- the run
 
 
+class _InRun:
+    """A file of the run folder as a read-only attribute: ``run.records_path`` is ``run.path / RECORDS``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @typing.overload
+    def __get__(self, run: None, owner: type | None = None) -> _InRun: ...
+    @typing.overload
+    def __get__(self, run: EvalRun, owner: type | None = None) -> Path: ...
+    def __get__(self, run: EvalRun | None, owner: type | None = None) -> Path | _InRun:
+        return self if run is None else run.path / self.name
+
+
 class EvalRun:
     """One evaluation run folder. ``EvalRun(path)`` names it; ``open_or_create`` makes or resumes it."""
 
@@ -363,29 +377,12 @@ class EvalRun:
         return self.dir.lock()
 
     # -- what the folder holds --------------------------------------------------------------------------
-    @property
-    def marker_path(self) -> Path:
-        return self.path / RUN_MARKER
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def records_path(self) -> Path:
-        return self.path / RECORDS
-
-    @property
-    def parquet_path(self) -> Path:
-        return self.path / RECORDS_PARQUET
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / RESULTS
-
-    @property
-    def geneval_results_path(self) -> Path:
-        return self.path / GENEVAL_RESULTS
+    marker_path = _InRun(RUN_MARKER)
+    config_path = _InRun(CONFIG_FILE)
+    records_path = _InRun(RECORDS)
+    parquet_path = _InRun(RECORDS_PARQUET)
+    results_path = _InRun(RESULTS)
+    geneval_results_path = _InRun(GENEVAL_RESULTS)
 
     def shard_path(self, rank: int) -> Path:
         return self.path / f"{SHARD_PREFIX}{rank}.jsonl"
