@@ -17,7 +17,8 @@ Run folder::
     results.jsonl                       GenEval runs: the official evaluator's per-image output
 
 ``results.json`` is declared once, as the ``Results`` TypedDict; a new key is one line there (and the
-writer that fills it: the runner, or an image source's ``count_fields``, ``irisbench.evaluation.eval_plan``).
+writer that fills it: the runner, an image source's ``count_fields`` (``irisbench.evaluation.eval_plan``), or, for a
+key the results repeat from the run's config, the config and ``CONFIG_IN_RESULTS``).
 Writing refuses a top-level or ``counts`` key that is not declared (``CLOSED_SCHEMAS``), so the declaration is
 the one place the document's keys are listed; ``scores`` stays open (an aggregation adds its own figures). It is
 validated on read (``read_results``): a missing or wrong-typed field is one line naming the file and the dotted
@@ -154,6 +155,16 @@ class Results(_ResultsRequired, total=False):
     metrics: dict[str, Any]
     metrics_error: str
     failures: dict[str, Any]
+
+
+# The keys results.json repeats from the run's config, as the config has them (``results_from_config``): every
+# writer takes them from there, so such a key is added to the config and named here, once.
+CONFIG_IN_RESULTS = ("suite", "label", "world", "split", "policy", "prompts", "images_per_prompt", "seed")
+
+
+def results_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``CONFIG_IN_RESULTS`` keys the config has, for a results document."""
+    return {k: config[k] for k in CONFIG_IN_RESULTS if k in config}
 
 
 # The schemas whose every key is declared: writing an undeclared key into them is refused (``write_results``)

@@ -41,7 +41,12 @@ from irisbench.evaluation.eval_plan import (
     external_plan,
     generated_plan,
 )
-from irisbench.evaluation.eval_run import EvalRun, image_relpath, save_png  # noqa: F401  (save_png: old path)
+from irisbench.evaluation.eval_run import (  # noqa: F401  (save_png: old path)
+    EvalRun,
+    image_relpath,
+    results_from_config,
+    save_png,
+)
 from irisbench.scorers.contract import Scorer
 
 # How a suite's record of one image is made: (key, prompt item, the source's fields, the scorer's fields, the
@@ -143,16 +148,10 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         generated = len(records) - len(done)  # images made (or, from a folder, read and scored) by this call
         external = opts.images is not None
         results = {
-            "suite": suite.name,
+            **results_from_config(config),
             "protocol": suite.protocol,
-            "world": world,
-            "split": split,
-            "policy": plan.policy_info,
             "scorer": scorer.describe(),
-            "prompts": prompt_prov,
             **({"limit": prompt_prov["limit"]} if "limit" in prompt_prov else {}),
-            "images_per_prompt": n,
-            "seed": opts.seed,
             "counts": {**counts, "resumed": len(done), ("scored_now" if external else "generated_now"): generated,
                        "processes": world_size,
                        **plan.source.count_fields()},

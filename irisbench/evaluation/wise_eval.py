@@ -16,11 +16,18 @@ has a parsed score (docs/protocols.md §3; otherwise the missing and failed ids 
 protocol: "WISE (GPT-4o legacy)" (WiScore) or "WISE_Verified" (binary score), labelled as such; the two are
 never mixed. The overall CI combines the per-category bootstrap replicates with the same weights.
 
-The run goes through the same pieces as the other suites: ``EvalRun`` (``irisbench.evaluation.eval_run``) owns its
-folder, records, results schema and resume rule (here: the judge's URL, model and retries may change,
-``check_judge_change``); the judge is a scorer (``irisbench.scorers.wise_judge.WiseJudgeScorer``); the scores are
-the suite's declared aggregation (``WISE_METRIC_LIST``, ``irisbench.evaluation.aggregation``). The options WISE does
-not read are refused by the command line with one line (``irisbench.cli.eval``, each option's ``not_for``).
+The run goes through the same pieces as the other suites: the evaluation loop
+(``irisbench.evaluation.evaluate.produce_and_score``) asks an image source for the images (``WisePolicySource``,
+``WiseFolderSource``), saves them, has the scorer judge them and appends WISE's records (``wise_record``), with the
+progress bar of every eval; ``EvalRun`` (``irisbench.evaluation.eval_run``) owns the folder, records, results
+schema and resume rule (here: the judge's URL, model and retries may change, ``check_judge_change``); the judge is
+a scorer (``irisbench.scorers.wise_judge.WiseJudgeScorer``); the scores are the suite's declared aggregation
+(``WISE_METRIC_LIST``, ``irisbench.evaluation.aggregation``). The options WISE does not read are refused by the
+command line with one line (``irisbench.cli.eval``, each option's ``not_for``).
+
+A generated image is saved before it is judged, so a judge that fails leaves it in the run: the next call judges
+it again without drawing it again. Judge calls run ``judge_workers`` at a time within a batch: ``batch_size``
+images when generating, ``max(16, 4 * judge_workers)`` when judging a folder.
 
 Departures: failed judge answers (after the retries) are recorded and listed, never scored 0; a folder of
 images may be partial only with ``allow_missing`` (the missing ids are then listed and no overall is given).
@@ -40,7 +47,7 @@ import numpy as np
 
 from irisbench.evaluation.aggregation import aggregate, summarize_wise  # noqa: F401  (summarize_wise: old path)
 from irisbench.evaluation.eval_plan import Key, sampling_config
-from irisbench.evaluation.eval_run import EvalRun, changed_config_keys, wise_image_relpath
+from irisbench.evaluation.eval_run import EvalRun, changed_config_keys, results_from_config, wise_image_relpath
 from irisbench.evaluation.evaluate import RecordMaker, produce_and_score
 from irisbench.policies.base import derive_seed
 from irisbench.protocols.wise import (
@@ -441,18 +448,13 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
                 key = " @ ".join(str(r[k]) for k in ("judge_model", "judge_url") if r.get(k))
                 judges[key] = judges.get(key, 0) + 1
         results = {
-            "suite": "wise",
+            **results_from_config(config),
             "protocol": f"wise-{opts.protocol}",
-            "label": label,
             "world": "open",
             "split": "user",
-            "policy": policy_desc,
             "judge": scorer.describe(),
             "judged_by": judges,  # items per judge (model @ URL): more than one after --allow-config-change
             **({"config_changes": changed} if changed else {}),
-            "prompts": prov,
-            "images_per_prompt": 1,
-            "seed": opts.seed,
             "counts": counts,
             "scores": aggregate(WISE_METRIC_LIST[opts.protocol], records, n_resamples=opts.n_resamples,
                                 seed=opts.seed),
