@@ -98,8 +98,7 @@ class PolicyOptions(Options):
 
 @dataclass(kw_only=True)
 class SeedOption(Options):
-    seed: int | None = option(0, "Base seed; every random draw derives from it (an image's seed: from it, the prompt "
-                                 "and the sample).")
+    seed: int | None = option(0, "Base seed; every random draw derives from it.")
 
 
 @dataclass(kw_only=True)
