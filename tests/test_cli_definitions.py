@@ -20,11 +20,15 @@ import irisbench.cli.train as cli_train
 from irisbench.cli import app
 from irisbench.cli.options import (
     DEVICE_HELP,
+    ConfigOptions,
     DeviceOption,
     MetricFlags,
     Options,
     PolicyOptions,
+    ProgressOption,
+    ResamplesOption,
     SamplingOptions,
+    ScorerOptionFlag,
     SeedOption,
     command,
     given,
@@ -35,14 +39,18 @@ runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = typer.main.get_command(app)
 ARGS = {"eval": cli_eval.EvalArgs, "metrics": cli_eval.MetricsArgs, "probe": cli_analysis.ProbeArgs,
-        "train": cli_train.TrainArgs, "pretrain": cli_train.PretrainArgs, "experiment": cli_train.ExperimentArgs}
+        "train": cli_train.TrainArgs, "pretrain": cli_train.PretrainArgs, "experiment": cli_train.ExperimentArgs,
+        "analyze": cli_analysis.AnalyzeArgs, "pretrain-clip": cli_train.PretrainClipArgs,
+        "dryrun": cli_train.DryrunArgs}
 SHARED = {"policy": PolicyOptions, "model": PolicyOptions, "seed": SeedOption, "cfg": SamplingOptions,
           "temperature": SamplingOptions, "top_k": SamplingOptions, "device": DeviceOption}
 # which command takes which shared option
 TAKES = {"eval": ("policy", "model", "seed", "cfg", "temperature", "top_k", "device"),
          "probe": ("policy", "model", "seed", "cfg", "temperature", "top_k", "device"),
          "train": ("policy", "model", "seed", "cfg", "temperature", "top_k", "device"),
-         "experiment": ("seed", "device"), "pretrain": ("device",), "metrics": ("device",)}
+         "experiment": ("seed", "device"), "pretrain": ("device",), "metrics": ("device",),
+         "analyze": ("seed",), "pretrain-clip": ("seed",)}
+# dryrun's --device is its own (where fake tensors are made), not the shared one: it is in no row above
 
 # every flag each command had before its options became dataclasses (names and defaults kept; probe's --policy
 # default moved from "shapes-base" to "not given", which still means shapes-base)
@@ -69,7 +77,17 @@ FLAGS_BEFORE = {
                    "--seed": 0, "--seeds": "0,1,2", "--base-images": 8, "--seen": True, "--no-seen": True,
                    "--threads": None, "--extended": False, "--publish": False, "--no-publish": False,
                    "--publish-readme": False, "--no-publish-readme": False, "--publish-to": None, "--device": None},
+    "analyze": {"--out": None, "--n-resamples": 2000, "--seed": 0, "--plots": True, "--no-plots": True},
+    "pretrain-clip": {"--out": None, "--steps": None, "--batch-size": None, "--seed": 0, "--progress": True,
+                      "--no-progress": True},
+    "dryrun": {"--config": "janus-pro-1b-iris", "-c": "janus-pro-1b-iris", "--set": [], "-s": [], "--device": "cuda",
+               "--decode-steps": 2, "--rows": 0, "--memory": False, "--no-memory": False, "--world": [], "-w": []},
 }
+# the options several commands share beside the ones above, and the commands that take each (group, command)
+SHARED_MORE = {"scorer_option": (ScorerOptionFlag, [("eval",), ("scorers", "check")]),
+               "config": (ConfigOptions, [("train",), ("dryrun",)]), "set_": (ConfigOptions, [("train",), ("dryrun",)]),
+               "progress": (ProgressOption, [("train",), ("pretrain",), ("pretrain-clip",)]),
+               "n_resamples": (ResamplesOption, [("probe",), ("analyze",)])}
 
 
 def params(name: str) -> dict[str, typer.core.click.Parameter]:
@@ -108,15 +126,49 @@ def test_a_shared_option_is_the_same_on_every_command_that_takes_it(shared: str)
         assert {s for s in SHARED if s in params(name)} == set(taken), name
 
 
+@pytest.mark.parametrize("name", sorted(SHARED_MORE))
+def test_the_other_shared_options_are_one_definition_each(name: str) -> None:
+    options, takers = SHARED_MORE[name]
+    field = next(f for f in options.cli_fields() if f.name == name)
+    for path in takers:
+        cmd = GROUP
+        for part in path:
+            cmd = cmd.commands[part]
+        p = next(p for p in cmd.params if p.name == name)
+        assert p.help == field.metadata["help"], path
+        assert p.opts == list(field.metadata["decls"] or ["--" + name.replace("_", "-")]), path
+
+
+def test_scorers_check_and_analyze_read_their_flags(monkeypatch, tmp_path: Path) -> None:
+    import irisbench.scorers.weights as weights
+
+    seen: list = []
+    monkeypatch.setattr(weights, "check_scorers", lambda names, options: seen.append((names, options)) or [])
+    result = runner.invoke(app, ["scorers", "check", "--scorer", "compbench-real", "--scorer-option",
+                                 "detector_model=/m", "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(["compbench-real"], {"detector_model": "/m"})] and result.output.strip() == "[]"
+    import irisbench.analysis as analysis
+
+    got: dict = {}
+    monkeypatch.setattr(analysis, "analyze_runs", lambda named, target, **kw: got.update(named=named, **kw) or
+                        {"tables": {}, "notes": []})
+    result = runner.invoke(app, ["analyze", f"a={tmp_path}", "--seed", "3", "--n-resamples", "10", "--no-plots",
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert got == {"named": {"a": str(tmp_path)}, "n_resamples": 10, "seed": 3, "make_plots": False}
+
+
 @pytest.mark.parametrize("name", sorted(FLAGS_BEFORE))
 def test_commands_keep_their_flags_and_defaults(name: str) -> None:
     by_flag = {o: p for p in params(name).values() for o in (*p.opts, *p.secondary_opts)}
     for flag, default in FLAGS_BEFORE[name].items():
         assert flag in by_flag, (name, flag)
         assert by_flag[flag].default == default, (name, flag)
-    required = {"metrics": ["RUN", "--metrics", "clip"]}.get(name, [])
+    required, named = {"metrics": (["RUN", "--metrics", "clip"], {"run", "metrics"}),
+                       "analyze": (["RUN"], {"runs"})}.get(name, ([], set()))
     defaults = parse(name, required)  # what the body sees when nothing else is given
-    assert defaults.given == ({"run", "metrics"} if required else frozenset())
+    assert defaults.given == named
     assert getattr(defaults, "seed", 0) == (None if name == "train" else 0)  # train: the config's
 
 

@@ -12,32 +12,41 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from irisbench.cli.options import DeviceOption, PolicyOptions, SamplingOptions, SeedOption, command, option
+from irisbench.cli.options import (
+    DeviceOption,
+    PolicyOptions,
+    ResamplesOption,
+    SamplingOptions,
+    SeedOption,
+    command,
+    option,
+)
 from irisbench.cli.shared import Command, app, console, default_out, guard, refuse_run_folder
 from irisbench.core.errors import UsageError, parse_named
 
 
-@app.command("analyze", cls=Command)
-def analyze_cmd(
-    runs: list[str] = typer.Argument(..., help="Eval or training run folders, as NAME=PATH or PATH."),
-    out: Path = typer.Option(None, help="Analysis folder (default: a new folder under results/runs/)."),
-    n_resamples: int = typer.Option(2000, help="Bootstrap resamples for every interval."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
-    plots: bool = typer.Option(True, help="Write PNG plots."),
-) -> None:
+@dataclass(kw_only=True)
+class AnalyzeArgs(ResamplesOption, SeedOption):
+    runs: list[str] = option(..., "Eval or training run folders, as NAME=PATH or PATH.", argument=True)
+    out: Path | None = option(None, "Analysis folder (default: a new folder under results/runs/).")
+    plots: bool = option(True, "Write PNG plots.")
+
+
+@command("analyze", AnalyzeArgs)
+def analyze_cmd(args: AnalyzeArgs) -> None:
     """Self-uncertainty vs quality: correlations, within-prompt concordance, best-of-N by self-certainty,
     diversity, training dynamics and val-based checkpoint selection, as tidy tables and plots."""
 
     def body() -> None:
         from irisbench.analysis import analyze_runs
 
-        refuse_run_folder(out, "analyze")
+        refuse_run_folder(args.out, "analyze")
         named = {}
-        for item in runs:
+        for item in args.runs:
             name, path = parse_named(item)
             named[name or Path(path).name] = path
-        target = out or default_out("analysis")
-        summary = analyze_runs(named, target, n_resamples=n_resamples, seed=seed, make_plots=plots)
+        target = args.out or default_out("analysis")
+        summary = analyze_runs(named, target, n_resamples=args.n_resamples, seed=args.seed, make_plots=args.plots)
         table = Table(title="tables written")
         table.add_column("table")
         table.add_column("rows", justify="right")
@@ -81,7 +90,7 @@ def report_cmd(
 
 
 @dataclass(kw_only=True)
-class ProbeArgs(DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
+class ProbeArgs(ResamplesOption, DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
     suite: str = option("geneval", "Suite whose prompts to probe.")
     split: str | None = option(None, "Split of the suite's prompts (default: val in the shapes world, never test for "
                                      "choosing a method; the suite's own elsewhere).")
@@ -94,7 +103,6 @@ class ProbeArgs(DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
     clip_model: str | None = option(None, "CLIP for rho(adv, clip) and the clip reward (default: the shipped "
                                           "shapes-clip in the shapes world; an open_clip backbone elsewhere).")
     clip_pretrained: str | None = option(None, "Local weights (.safetensors) of --clip-model.")
-    n_resamples: int = option(2000, "Bootstrap resamples for the intervals.")
     out: Path | None = option(None, "Output folder (default: a new folder under results/runs/).")
 
 

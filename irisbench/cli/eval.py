@@ -26,6 +26,7 @@ from irisbench.cli.options import (
     MetricFlags,
     PolicyOptions,
     SamplingOptions,
+    ScorerOptionFlag,
     SeedOption,
     command,
     option,
@@ -39,7 +40,7 @@ GENERATES = "every prompt's image is generated"
 
 
 @dataclass(kw_only=True)
-class EvalArgs(MetricFlags, DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
+class EvalArgs(ScorerOptionFlag, MetricFlags, DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
     """``eval``'s options: the shared ones (``irisbench.cli.options``) and its own."""
 
     suite: str | None = option(None, "Suite name (see `irisbench suites ls`) or a suite YAML file (default: geneval; "
@@ -66,8 +67,6 @@ class EvalArgs(MetricFlags, DeviceOption, SamplingOptions, SeedOption, PolicyOpt
     no_save_images: bool = option(False, "Do not write the images (as PNG) into the run folder.",
                                   "--no-save-images",
                                   not_for={WISE: "the judge reads the images saved in the run folder"})
-    scorer_option: list[str] = option([], "KEY=VALUE for the suite's scorer, e.g. detector_model=DIR (repeatable).",
-                                      not_for={WISE: "its judge is set with --judge and --judge-model"})
     out: Path | None = option(None, "Run folder (default: a new folder under results/runs/). Re-running into the "
                                     "same folder resumes.")
     allow_config_change: bool = option(False, "Resume with changes that leave the images alone (--metrics; wise: "

@@ -7,10 +7,17 @@ and calls the command's body with the constructed dataclass. The options that se
 defined here once, in small dataclasses that a command's options inherit:
 
 - ``PolicyOptions``: ``--policy``, ``--model`` (eval, probe, train);
-- ``SeedOption``: ``--seed`` (eval, probe, train, experiment);
+- ``SeedOption``: ``--seed`` (eval, probe, train, experiment, pretrain-clip, analyze);
 - ``SamplingOptions``: ``--cfg``, ``--temperature``, ``--top-k`` (eval, probe, train);
 - ``DeviceOption``: ``--device`` (eval, probe, metrics, train, pretrain, experiment);
-- ``MetricFlags``: ``--metrics`` and the CLIP, FID and preference options (eval, metrics).
+- ``MetricFlags``: ``--metrics`` and the CLIP, FID and preference options (eval, metrics);
+- ``ScorerOptionFlag``: ``--scorer-option`` (eval, scorers check);
+- ``ConfigOptions``: ``--config``, ``--set`` (train, dryrun);
+- ``ProgressOption``: ``--progress/--no-progress`` (train, pretrain, pretrain-clip);
+- ``ResamplesOption``: ``--n-resamples`` (probe, analyze).
+
+``dryrun``'s ``--device`` is not ``DeviceOption``: it names where fake tensors are made (cuda without a GPU), not
+a device to run on. ``report`` and the ``suites`` commands take none of these.
 
 A field may say where it does not apply (``not_for``: a context name and the reason); a command asks
 ``refused`` for the options the user gave in such a context and prints one line (``eval`` does: the
@@ -91,7 +98,7 @@ class PolicyOptions(Options):
 
 @dataclass(kw_only=True)
 class SeedOption(Options):
-    seed: int | None = option(0, "Base seed; each image's seed derives from it, the prompt and sample.")
+    seed: int | None = option(0, "Base seed; every random draw derives from it.")
 
 
 @dataclass(kw_only=True)
@@ -107,6 +114,30 @@ class SamplingOptions(Options):
 @dataclass(kw_only=True)
 class DeviceOption(Options):
     device: str | None = option(None, DEVICE_HELP, not_for={WISE_IMAGES: NO_MODEL})
+
+
+@dataclass(kw_only=True)
+class ScorerOptionFlag(Options):
+    scorer_option: list[str] = option([], "KEY=VALUE for the suite's scorer, e.g. detector_model=DIR (repeatable).",
+                                      not_for={WISE: "its judge is set with --judge and --judge-model"})
+
+
+@dataclass(kw_only=True)
+class ConfigOptions(Options):
+    config: str = option("iris-shapes", "A training preset (see irisbench train --list-presets) or a YAML config "
+                                        "file.", "--config", "-c")
+    set_: list[str] = option([], "Override a field: key=value (repeatable); a dotted key sets one entry, e.g. "
+                                 "policy_options.max_plan_tokens=1.", "--set", "-s")
+
+
+@dataclass(kw_only=True)
+class ProgressOption(Options):
+    progress: bool = option(True, "Show a progress bar.")
+
+
+@dataclass(kw_only=True)
+class ResamplesOption(Options):
+    n_resamples: int = option(2000, "Bootstrap resamples for every interval.")
 
 
 NO_METRICS = "WISE computes no CLIP score, FID or KID"

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from irisbench.cli.options import ScorerOptionFlag, command, option
 from irisbench.cli.shared import Command, app, console, err, guard, scorers_app, suites_app
 from irisbench.core.errors import parse_key_values
 
@@ -205,24 +207,26 @@ def suites_build(
     guard(body)
 
 
-@scorers_app.command("check", cls=Command)
-def scorers_check(
-    scorer: list[str] = typer.Option([], help="Scorer to check (repeatable; default: geneval-mask2former, "
-                                              "compbench-real and the preference models pickscore, hpsv2)."),
-    scorer_option: list[str] = typer.Option([], help="KEY=VALUE as given to eval, e.g. "
-                                                     "detector_model=/models/mask2former (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+@dataclass(kw_only=True)
+class ScorersCheckArgs(ScorerOptionFlag):
+    scorer: list[str] = option([], "Scorer to check (repeatable; default: geneval-mask2former, compbench-real and "
+                                   "the preference models pickscore, hpsv2).")
+    as_json: bool = option(False, "Print JSON.", "--json")
+
+
+@command("check", ScorersCheckArgs, on=scorers_app)
+def scorers_check(args: ScorersCheckArgs) -> None:
     """Which local weights each real-model scorer would load, and whether they are there (nothing is loaded or
     downloaded). Exits 1 when something is missing."""
 
     def body() -> list[Any]:
         from irisbench.scorers.weights import check_scorers
 
-        return check_scorers(scorer or None, parse_key_values(scorer_option, "--scorer-option", numbers=False))
+        return check_scorers(args.scorer or None, parse_key_values(args.scorer_option, "--scorer-option",
+                                                                   numbers=False))
 
     found = guard(body)
-    if as_json:
+    if args.as_json:
         from irisbench.scorers.weights import as_dicts
 
         console.print_json(json.dumps(as_dicts(found)))

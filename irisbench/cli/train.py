@@ -9,21 +9,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.table import Table
 
-from irisbench.cli.options import DeviceOption, PolicyOptions, SamplingOptions, SeedOption, command, option
-from irisbench.cli.shared import Command, app, claim_out, console, default_out, guard
+from irisbench.cli.options import (
+    ConfigOptions,
+    DeviceOption,
+    PolicyOptions,
+    ProgressOption,
+    SamplingOptions,
+    SeedOption,
+    command,
+    option,
+)
+from irisbench.cli.shared import claim_out, console, default_out, guard
 from irisbench.core import distributed
 from irisbench.core.errors import UsageError, parse_key_value, parse_named
 
 
 @dataclass(kw_only=True)
-class PretrainArgs(DeviceOption):
+class PretrainArgs(ProgressOption, DeviceOption):
     out: Path | None = option(None, "Output folder (default: a new folder under results/runs/); re-running resumes.")
     set_: list[str] = option([], "Override a PretrainConfig field: key=value (dotted keys reach into mapping "
                                  "fields).", "--set", "-s")
-    progress: bool = option(True, "Show a progress bar.")
     world: str = option("shapes", "shapes (flat colours, lossless tokenizer) or textures (per-patch shading, lossy "
                                   "tokenizer): starts from that world's shipped recipe.")
     threads: int | None = option(None, "torch threads (default: the recipe's 1, the fastest on a busy machine; on a "
@@ -55,22 +62,23 @@ def pretrain_cmd(args: PretrainArgs) -> None:
     guard(body)
 
 
-@app.command("pretrain-clip", cls=Command)
-def pretrain_clip_cmd(
-    out: Path = typer.Option(None, help="Output folder (default: a new folder under results/runs/)."),
-    steps: int = typer.Option(None, help="Training steps (default: the shipped model's recipe)."),
-    batch_size: int = typer.Option(None, help="Batch size (default: the shipped model's recipe)."),
-    seed: int = typer.Option(0, help="Seed."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-) -> None:
+@dataclass(kw_only=True)
+class PretrainClipArgs(ProgressOption, SeedOption):
+    out: Path | None = option(None, "Output folder (default: a new folder under results/runs/).")
+    steps: int | None = option(None, "Training steps (default: the shipped model's recipe).")
+    batch_size: int | None = option(None, "Batch size (default: the shipped model's recipe).")
+
+
+@command("pretrain-clip", PretrainClipArgs)
+def pretrain_clip_cmd(args: PretrainClipArgs) -> None:
     """Train a small CLIP contrastively on rendered shapes scenes and captions (the shipped shapes-clip)."""
 
     def body() -> None:
         from irisbench.metrics.shapes_clip_train import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, train_shapes_clip
 
-        target = out or default_out("shapes-clip")
-        result = train_shapes_clip(steps or DEFAULT_STEPS, batch_size or DEFAULT_BATCH_SIZE, seed, target,
-                                   progress=progress)
+        target = args.out or default_out("shapes-clip")
+        result = train_shapes_clip(args.steps or DEFAULT_STEPS, args.batch_size or DEFAULT_BATCH_SIZE, args.seed,
+                                   target, progress=args.progress)
         console.print(f"shapes CLIP written to {target}")
         if isinstance(result, dict):
             console.print_json(json.dumps(result, default=str))
@@ -156,15 +164,11 @@ def experiment_cmd(args: ExperimentArgs) -> None:
 
 
 @dataclass(kw_only=True)
-class TrainArgs(DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
-    config: str = option("iris-shapes", "A preset name (see --list-presets) or a YAML config file.", "--config", "-c")
-    set_: list[str] = option([], "Override a field: key=value (repeatable); a dotted key sets one entry, e.g. "
-                                 "policy_options.max_plan_tokens=1.", "--set", "-s")
+class TrainArgs(ProgressOption, ConfigOptions, DeviceOption, SamplingOptions, SeedOption, PolicyOptions):
     out: Path | None = option(None, "Run folder (default: a new folder under results/runs/). Re-running into it "
                                     "resumes from the last checkpoint.")
     allow_config_change: bool = option(False, "Resume even if the config differs from the saved one.")
     list_presets: bool = option(False, "List the config presets and exit.", "--list-presets")
-    progress: bool = option(True, "Show a progress bar.")
 
     def overrides(self) -> dict[str, Any]:
         """The config fields set by the shared flags (--policy, --model, --seed, --cfg, --temperature, --top-k);
@@ -213,22 +217,22 @@ def train_cmd(args: TrainArgs) -> None:
     guard(body)
 
 
-@app.command("dryrun", cls=Command)
-def dryrun_cmd(
-    config: str = typer.Option("janus-pro-1b-iris", "--config", "-c",
-                               help="A Janus-Pro training preset or YAML config (its model folder need not exist)."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: key=value (repeatable)."),
-    device: str = typer.Option("cuda", help="cuda (sampling on fake CUDA tensors, the update on meta) or cpu."),
-    decode_steps: int = typer.Option(2, help="Decode steps run per sampling loop (0: all; a full 1B rollout takes "
-                                             "most of an hour on a CPU); the rest is padded with stub tokens."),
-    rows: int = typer.Option(0, help="Rows of the evaluation batch (0: the policy's batch_size)."),
-    memory: bool = typer.Option(False, help="Also track the update's activation and temporary peaks (MemTracker; "
-                                            "minutes at full size)."),
-    world: list[int] = typer.Option([], "--world", "-w",
-                                    help="Also run the step as rank 0 of N GPUs under FSDP2 on a fake process group "
-                                         "(repeatable: -w 1 -w 2 -w 4 -w 8) and print per-GPU memory by category "
-                                         "(fsdp_memory_gb; about 3 minutes per N at full size)."),
-) -> None:
+@dataclass(kw_only=True)
+class DryrunArgs(ConfigOptions):
+    # not DeviceOption: where the fake tensors are made (cuda needs no GPU here), not a device to run on
+    device: str = option("cuda", "cuda (sampling on fake CUDA tensors, the update on meta) or cpu.")
+    decode_steps: int = option(2, "Decode steps run per sampling loop (0: all; a full 1B rollout takes most of an hour "
+                                  "on a CPU); the rest is padded with stub tokens.")
+    rows: int = option(0, "Rows of the evaluation batch (0: the policy's batch_size).")
+    memory: bool = option(False, "Also track the update's activation and temporary peaks (MemTracker; minutes at "
+                                 "full size).")
+    world: list[int] = option([], "Also run the step as rank 0 of N GPUs under FSDP2 on a fake process group "
+                                  "(repeatable: -w 1 -w 2 -w 4 -w 8) and print per-GPU memory by category "
+                                  "(fsdp_memory_gb; about 3 minutes per N at full size).", "--world", "-w")
+
+
+@command("dryrun", DryrunArgs, defaults={"config": "janus-pro-1b-iris"})
+def dryrun_cmd(args: DryrunArgs) -> None:
     """Build the preset's full-size Janus-Pro without weights and run one evaluation batch and one GRPO step;
     print FLOPs, memory and roofline times as JSON. Any device mismatch in the code path fails it."""
 
@@ -237,16 +241,18 @@ def dryrun_cmd(
         from irisbench.dryrun.weightless import dry_run
         from irisbench.train.config import resolve_config
 
-        bad = [n for n in world if n < 1]
+        bad = [n for n in args.world if n < 1]
         if bad:
             raise UsageError(f"--world {bad[0]}: a world has at least one rank (e.g. -w 1 -w 2 -w 4 -w 8)")
-        cfg = resolve_config(config, set_)
-        report = dry_run(cfg, device=device, measure=memory, decode_steps=decode_steps or None, rows=rows or None)
+        cfg = resolve_config(args.config, args.set_)
+        decode_steps = args.decode_steps or None
+        report = dry_run(cfg, device=args.device, measure=args.memory, decode_steps=decode_steps,
+                         rows=args.rows or None)
         report["cost"] = cost(report, cfg)
-        if world:
+        if args.world:
             from irisbench.dryrun.table import fsdp_table
 
-            report["fsdp_memory_gb"] = fsdp_table(cfg, list(world), single=report, decode_steps=decode_steps or None)
+            report["fsdp_memory_gb"] = fsdp_table(cfg, list(args.world), single=report, decode_steps=decode_steps)
         print(json.dumps(report, indent=2, default=str))
 
     guard(body)

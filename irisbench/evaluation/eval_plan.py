@@ -7,19 +7,31 @@ suite/world/split, the prompt's index in the full prompt set, sample), never fro
 ``external_plan`` reads a folder in any official layout (``irisbench.evaluation.layouts``: GenEval, T2I-CompBench, or
 another eval run), names its prompt set, checks its coverage (missing, extra, misnamed, unreadable images)
 and reads its images through ``FolderSource``. ``irisbench.evaluation.evaluate`` runs either plan.
+
+An image source (``ImageSource``: these two, and WISE's in ``irisbench.evaluation.wise_eval``) is what the
+evaluation loop (``irisbench.evaluation.evaluate.produce_and_score``) asks for images, and it declares what the
+run records about it: its config fields (the sampling settings, or the folder and its coverage check) and its
+fields of ``results.json``'s ``counts`` (a folder's coverage check). The plan carries the suite's scorer entry,
+looked up once.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from irisbench.evaluation.eval_run import RESULTS, EvalError, EvalRun
 from irisbench.policies.base import derive_seed
+from irisbench.scorers.contract import ImageInput
 
-__all__ = ["EvalError", "EvalOptions", "EvalPlan", "external_plan", "generated_plan", "scorer_entry"]
+__all__ = ["EvalError", "EvalOptions", "EvalPlan", "ImageSource", "check_weights", "external_plan", "generated_plan",
+           "scorer_entry"]
+
+Key = tuple[int, int]  # (prompt_index, sample_index): a record's key
+Items = Sequence[dict] | Mapping[int, dict]  # the prompts, by prompt_index
 
 
 @dataclass
@@ -87,28 +99,53 @@ def limit_items(items: list[dict], prov: dict[str, Any], opts: EvalOptions) -> t
     return out, chosen
 
 
+class ImageSource(Protocol):
+    """Where an evaluation's images come from, and what the run records about it."""
+
+    present: Mapping[Key, Path] | None  # the keys a folder has images for; None: every key (a policy draws them)
+
+    def produce(self, batch: Sequence[Key], items: Items) -> list[tuple[ImageInput, dict, Path | None]]:
+        """Per key of ``batch``: the image, the record fields the source adds (``seed``...), and the file it was
+        read from (None for a drawn image)."""
+        ...
+
+    def config_fields(self) -> dict[str, Any]:
+        """What the run's config records about the images' source (compared on resume)."""
+        ...
+
+    def count_fields(self) -> dict[str, Any]:
+        """What the source adds to ``results.json``'s ``counts`` (keys declared in ``eval_run.Counts``)."""
+        ...
+
+
+def sampling_config(opts: Any) -> dict[str, Any]:
+    """The ``sampling`` config block of a policy source: the options that change the images."""
+    return {"sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k}}
+
+
 @dataclass
 class EvalPlan:
-    """What an evaluation scores: the prompts, where the images come from, and the config to record."""
+    """What an evaluation scores: the prompts, where the images come from, and the suite's scorer."""
 
     suite: Any
     world: str
     items: list[dict]
     prompt_prov: dict[str, Any]
     n: int
-    source: Any  # PolicySource | FolderSource
+    source: ImageSource
     policy_info: dict[str, Any]
-    config_extra: dict[str, Any]
-    counts_extra: dict[str, Any]
+    entry: Any  # the suite's scorer for this world (``irisbench.core.registry.SCORERS`` entry), looked up once
 
 
 class PolicySource:
     """Images drawn by a policy; each image's seed from (base seed, suite/world/split, source prompt, sample)."""
 
+    present = None
+
     def __init__(self, policy: Any, opts: EvalOptions, seed_key: str, source_index: list[int] | None):
         self.policy, self.opts, self.seed_key, self.source_index = policy, opts, seed_key, source_index
 
-    def produce(self, batch: list[tuple[int, int]], items: list[dict]) -> list[tuple[Any, dict, Path | None]]:
+    def produce(self, batch: Sequence[Key], items: Items) -> list[tuple[ImageInput, dict, Path | None]]:
         src = self.source_index
         seeds = [derive_seed(self.opts.seed, self.seed_key, src[i] if src else i, j) for i, j in batch]
         rollout = self.policy.sample([items[i]["prompt"] for i, _ in batch], n=1, seed=seeds, cfg=self.opts.cfg,
@@ -118,15 +155,28 @@ class PolicySource:
         return [(rollout.images[r], {"seed": seeds[r], "plan": rollout.plans[r] if rollout.plans else "",
                                      **rollout.token_summary(r)}, None) for r in range(len(batch))]
 
+    def config_fields(self) -> dict[str, Any]:
+        return sampling_config(self.opts)
+
+    def count_fields(self) -> dict[str, Any]:
+        return {}
+
 
 class FolderSource:
     """Images read from a folder (``irisbench.evaluation.layouts``); generation fields carried over from a source
-    run."""
+    run. ``info`` describes the folder, ``check`` its coverage (recorded in the config and the counts)."""
 
-    def __init__(self, root: Path, present: dict[tuple[int, int], Path], carry: dict[tuple[int, int], dict]):
-        self.root, self.present, self.carry = root, present, carry
+    def __init__(self, root: Path, present: dict[Key, Path], carry: dict[Key, dict], info: dict[str, Any],
+                 check: dict[str, Any]):
+        self.root, self.present, self.carry, self.info, self.check = root, present, carry, info, check
 
-    def produce(self, batch: list[tuple[int, int]], items: list[dict]) -> list[tuple[Any, dict, Path | None]]:
+    def config_fields(self) -> dict[str, Any]:
+        return {"images": self.info, "image_check": self.check}
+
+    def count_fields(self) -> dict[str, Any]:
+        return {"image_check": self.check}
+
+    def produce(self, batch: Sequence[Key], items: Items) -> list[tuple[ImageInput, dict, Path | None]]:
         from irisbench.evaluation.layouts import load_rgb
 
         empty = {"seed": None, "plan": "", **NO_TOKENS}
@@ -148,19 +198,25 @@ def generated_plan(opts: EvalOptions, policy: Any, device: str) -> EvalPlan:
     from irisbench.suites import load_suite, resolve_prompts
 
     suite = load_suite(opts.suite or "geneval")
+    entry, known_world = None, None
     if policy is None:
-        # check the scorer before loading a (possibly large) model
-        entry = POLICIES.get(opts.policy) if opts.policy in POLICIES else None
+        # check the scorer (and its weights) before loading a (possibly large) model
+        registered = POLICIES.get(opts.policy) if opts.policy in POLICIES else None
         if opts.policy in NEEDS_MODEL and not opts.model:
             raise EvalError(f"policy {opts.policy!r} needs --model (a model id or a local folder)")
-        if entry is not None and entry.world is not None:
-            scorer_entry(suite, entry.world, opts.scorer_options or {})
+        if registered is not None and registered.world is not None:
+            known_world = registered.world
+            entry = scorer_entry(suite, known_world)
+            check_weights(entry, opts.scorer_options)
         policy = load_policy(opts.policy, opts.model, device=device)
     world = policy.world
-    scorer_entry(suite, world)
+    checked = entry is not None and world == known_world
+    if not checked:  # the policy's world was not known before it was loaded
+        entry = scorer_entry(suite, world)
     items, prompt_prov = resolve_prompts(suite, world, opts.split, opts.prompts_file)
     items, source_index = limit_items(items, prompt_prov, opts)
-    scorer_entry(suite, world, opts.scorer_options or {})  # its weights, before any image is generated
+    if not checked:
+        check_weights(entry, opts.scorer_options)  # before any image is generated
     n = suite.images_per_prompt if opts.images_per_prompt is None else opts.images_per_prompt
     if n < 1:
         raise EvalError(f"images per prompt must be >= 1, got {n}")
@@ -169,8 +225,7 @@ def generated_plan(opts: EvalOptions, policy: Any, device: str) -> EvalPlan:
         check([it["prompt"] for it in items])
     seed_key = f"{suite.name}/{world}/{prompt_prov['split']}"
     return EvalPlan(suite, world, items, prompt_prov, n, PolicySource(policy, opts, seed_key, source_index),
-                 policy.describe(), {"sampling": {"cfg": opts.cfg, "temperature": opts.temperature,
-                                                  "top_k": opts.top_k}}, {})
+                    policy.describe(), entry)
 
 
 def external_plan(opts: EvalOptions) -> EvalPlan:
@@ -201,7 +256,8 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
     ctx = layouts.LayoutContext(suite, world, suite_items, opts.images_per_prompt, opts.category)
     read = layouts.read_layout(root, ctx, layout)
     world = read.info.get("world") or world
-    scorer_entry(suite, world, opts.scorer_options or {})  # before any image is read
+    entry = scorer_entry(suite, world)
+    check_weights(entry, opts.scorer_options)  # before any image is read
     prov: dict[str, Any] = {"source": "images", "layout": layout, "folder": str(root.resolve()), "world": world}
     if layout == "geneval":
         prov.update(geneval_folder_prompts(suite, world, read.items, opts))
@@ -248,8 +304,7 @@ def external_plan(opts: EvalOptions) -> EvalPlan:
     check = {**problems, "missing": expected_missing, "allow_missing": opts.allow_missing}
     if any(problems.values()):
         check["first"] = coverage.summary(items)
-    return EvalPlan(suite, world, limited, prov, n, FolderSource(root, present, carry), info,
-                 {"images": info, "image_check": check}, {"image_check": check})
+    return EvalPlan(suite, world, limited, prov, n, FolderSource(root, present, carry, info, check), info, entry)
 
 
 def geneval_folder_prompts(suite: Any, world: str, items: list[dict], opts: EvalOptions) -> dict[str, Any]:
@@ -324,11 +379,10 @@ def missing_from(items: list[dict], full: list[dict]) -> list[int] | None:
     return [k for k in range(len(full)) if k not in taken]
 
 
-def scorer_entry(suite: Any, world: str, options: dict[str, Any] | None = None) -> Any:
-    """The suite's scorer for ``world``; with ``options`` (``--scorer-option``), also the weights check of
-    ``irisbench scorers check`` (``scorers.weights.require_weights``): missing weights are one line, up front."""
+def scorer_entry(suite: Any, world: str) -> Any:
+    """The suite's scorer for ``world`` (an ``irisbench.core.registry.SCORERS`` entry); one line if the suite has
+    none there or it is not built."""
     from irisbench.core.registry import SCORERS
-    from irisbench.scorers.weights import require_weights
 
     scorer_name = suite.scorer.get(world)
     if scorer_name is None:
@@ -340,6 +394,12 @@ def scorer_entry(suite: Any, world: str, options: dict[str, Any] | None = None) 
             f"({entry.summary}), which is not built yet. Shapes-world policies (oracle, random, "
             "shapes-base) can be evaluated now."
         )
-    if options is not None:
-        require_weights(scorer_name, options)
     return entry
+
+
+def check_weights(entry: Any, options: dict[str, Any] | None) -> None:
+    """The weights check of ``irisbench scorers check`` for the scorer ``entry`` with its ``--scorer-option``s
+    (``scorers.weights.require_weights``): missing weights are one line, up front."""
+    from irisbench.scorers.weights import require_weights
+
+    require_weights(entry.name, options or {})

@@ -17,9 +17,13 @@ Run folder::
     results.jsonl                       GenEval runs: the official evaluator's per-image output
 
 ``results.json`` is declared once, as the ``Results`` TypedDict; a new key is one line there (and the
-writer that fills it). It is validated on read (``read_results``): a missing or wrong-typed field is one line
-naming the file and the dotted field; a file written by a newer irisbench (a higher ``schema_version``) is
-refused. Files written before the version existed have no ``schema_version`` and read as version 1.
+writer that fills it: the runner, an image source's ``count_fields`` (``irisbench.evaluation.eval_plan``), or, for a
+key the results repeat from the run's config, the config and ``CONFIG_IN_RESULTS``).
+Writing refuses a top-level or ``counts`` key that is not declared (``CLOSED_SCHEMAS``), so the declaration is
+the one place the document's keys are listed; ``scores`` stays open (an aggregation adds its own figures). It is
+validated on read (``read_results``): a missing or wrong-typed field is one line naming the file and the dotted
+field; a file written by a newer irisbench (a higher ``schema_version``) is refused. Files written before the
+version existed have no ``schema_version`` and read as version 1.
 
 The resume rule: re-running into a folder skips every image already recorded. A resumed evaluation may change
 its config only where ``check_config_change`` allows: the ``metrics`` block (CLIP score, FID, KID; the images
@@ -153,6 +157,20 @@ class Results(_ResultsRequired, total=False):
     failures: dict[str, Any]
 
 
+# The keys results.json repeats from the run's config, as the config has them (``results_from_config``): every
+# writer takes them from there, so such a key is added to the config and named here, once.
+CONFIG_IN_RESULTS = ("suite", "label", "world", "split", "policy", "prompts", "images_per_prompt", "seed")
+
+
+def results_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``CONFIG_IN_RESULTS`` keys the config has, for a results document."""
+    return {k: config[k] for k in CONFIG_IN_RESULTS if k in config}
+
+
+# The schemas whose every key is declared: writing an undeclared key into them is refused (``write_results``)
+CLOSED_SCHEMAS: tuple[type, ...] = (Results, Counts)
+
+
 def _is_typeddict(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, dict) and hasattr(hint, "__required_keys__")
 
@@ -186,10 +204,11 @@ def _type_name(hint: Any) -> str:
             type(None): "null"}.get(typing.get_origin(hint) or hint, str(hint))
 
 
-def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, required: bool = True) -> None:
+def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, required: bool = True,
+                 closed: bool = False) -> None:
     """``doc`` against a TypedDict: required keys present (unless ``required=False``), every declared key of the
-    declared type (nested TypedDicts checked in turn); undeclared keys are let through. One
-    ``ResultsSchemaError`` line names the file and the dotted field."""
+    declared type (nested TypedDicts checked in turn); undeclared keys are let through, except, with ``closed``,
+    in the ``CLOSED_SCHEMAS``. One ``ResultsSchemaError`` line names the file and the dotted field."""
     if not isinstance(doc, dict):
         raise ResultsSchemaError(f"{where}: {prefix.rstrip('.') or 'the document'} must be a JSON object, got "
                                  f"{type(doc).__name__}")
@@ -197,6 +216,10 @@ def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, requir
     for key in sorted(schema.__required_keys__) if required else ():
         if key not in doc:
             raise ResultsSchemaError(f"{where}: missing field {prefix + key!r}")
+    undeclared = sorted(k for k in doc if k not in hints) if closed and schema in CLOSED_SCHEMAS else []
+    if undeclared:
+        raise ResultsSchemaError(f"{where}: field {prefix + undeclared[0]!r} is not declared ({RESULTS}'s keys are "
+                                 f"declared in irisbench.evaluation.eval_run.{schema.__name__}: add it there)")
     for key, hint in hints.items():
         if key not in doc:
             continue
@@ -205,17 +228,19 @@ def check_schema(doc: Any, schema: type, where: str, prefix: str = "", *, requir
             raise ResultsSchemaError(f"{where}: field {prefix + key!r} must be {_type_name(hint)}, got "
                                      f"{type(value).__name__} {value!r:.60}")
         if _is_typeddict(hint):
-            check_schema(value, hint, where, f"{prefix}{key}.", required=required)
+            check_schema(value, hint, where, f"{prefix}{key}.", required=required, closed=closed)
         elif typing.get_origin(hint) is dict and _is_typeddict(typing.get_args(hint)[1]):
             for k, v in value.items():
-                check_schema(v, typing.get_args(hint)[1], where, f"{prefix}{key}.{k}.", required=required)
+                check_schema(v, typing.get_args(hint)[1], where, f"{prefix}{key}.{k}.", required=required,
+                             closed=closed)
 
 
-def validate_results(doc: Any, where: str | Path, *, partial: bool = False) -> Results:
+def validate_results(doc: Any, where: str | Path, *, partial: bool = False, closed: bool = False) -> Results:
     """``doc`` as ``Results`` if it follows the schema of this version (or an older one), else one line.
 
     ``partial``: only ``scores.overall`` is required (the readers of score curves accept hand-made files that
-    hold just the scores); every field present must still have its declared type."""
+    hold just the scores); every field present must still have its declared type. ``closed``: keys that are
+    not declared are refused too (what ``write_results`` asks)."""
     where = str(where)
     if isinstance(doc, dict) and "schema_version" in doc:
         version = doc["schema_version"]
@@ -224,7 +249,7 @@ def validate_results(doc: Any, where: str | Path, *, partial: bool = False) -> R
         if version > SCHEMA_VERSION:
             raise ResultsSchemaError(f"{where}: schema_version {version} was written by a newer irisbench (this one "
                                      f"reads up to {SCHEMA_VERSION}); upgrade irisbench to read it")
-    check_schema(doc, Results, where, required=not partial)
+    check_schema(doc, Results, where, required=not partial, closed=closed)
     if partial:
         scores = doc.get("scores")
         if not isinstance(scores, dict) or "overall" not in scores:
@@ -302,6 +327,20 @@ def wise_image_relpath(prompt_id: int) -> str:
 # --------------------------------------------------------------------------------------------- the run
 
 
+class _InRun:
+    """A file of the run folder as a read-only attribute: ``run.records_path`` is ``run.path / RECORDS``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @typing.overload
+    def __get__(self, run: None, owner: type | None = None) -> _InRun: ...
+    @typing.overload
+    def __get__(self, run: EvalRun, owner: type | None = None) -> Path: ...
+    def __get__(self, run: EvalRun | None, owner: type | None = None) -> Path | _InRun:
+        return self if run is None else run.path / self.name
+
+
 class EvalRun:
     """One evaluation run folder. ``EvalRun(path)`` names it; ``open_or_create`` makes or resumes it."""
 
@@ -349,29 +388,12 @@ class EvalRun:
         return self.dir.lock()
 
     # -- what the folder holds --------------------------------------------------------------------------
-    @property
-    def marker_path(self) -> Path:
-        return self.path / RUN_MARKER
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def records_path(self) -> Path:
-        return self.path / RECORDS
-
-    @property
-    def parquet_path(self) -> Path:
-        return self.path / RECORDS_PARQUET
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / RESULTS
-
-    @property
-    def geneval_results_path(self) -> Path:
-        return self.path / GENEVAL_RESULTS
+    marker_path = _InRun(RUN_MARKER)
+    config_path = _InRun(CONFIG_FILE)
+    records_path = _InRun(RECORDS)
+    parquet_path = _InRun(RECORDS_PARQUET)
+    results_path = _InRun(RESULTS)
+    geneval_results_path = _InRun(GENEVAL_RESULTS)
 
     def shard_path(self, rank: int) -> Path:
         return self.path / f"{SHARD_PREFIX}{rank}.jsonl"
@@ -450,8 +472,9 @@ class EvalRun:
             raise error(str(e)) from None
 
     def write_results(self, results: Mapping[str, Any]) -> Results:
-        """Write ``results.json`` atomically, stamped with ``SCHEMA_VERSION`` and checked against the schema."""
-        doc = validate_results({"schema_version": SCHEMA_VERSION, **results}, self.results_path)
+        """Write ``results.json`` atomically, stamped with ``SCHEMA_VERSION`` and checked against the schema,
+        every key declared."""
+        doc = validate_results({"schema_version": SCHEMA_VERSION, **results}, self.results_path, closed=True)
         atomic_write_json(self.results_path, doc)
         return doc
 

@@ -10,7 +10,11 @@ The run folder (records, images, ``results.json``, the resume rules) is ``irisbe
 beside it this flow writes the suite's official layout (hard links, ``irisbench.evaluation.layouts``) and official
 score files (GenEval's per-image output, T2I-CompBench's ``vqa_result.json`` per category).
 
-What is scored (options, prompts, the image source) is planned by ``irisbench.evaluation.eval_plan``. Images made
+What is scored (options, prompts, the image source) is planned by ``irisbench.evaluation.eval_plan``. Every suite,
+WISE included (``irisbench.evaluation.wise_eval``), draws or reads its images and scores them through one loop,
+``produce_and_score``: an image source's ``produce``, the images saved into the run, the scorer (the scorer contract,
+``irisbench.scorers.contract``), one record per image, a progress bar. What differs per suite is handed to it: where
+its images go in the run folder and how its records look (``suite_record`` here, ``wise_record`` for WISE). Images made
 elsewhere (``EvalOptions.images``: a GenEval or T2I-CompBench folder, or another run) go through the same
 records and summaries; the policy is recorded as "external" and their seeds as null.
 ``limit_per_tag`` (the CLI's ``--limit``) keeps the first N prompts of every tag; each image's seed still
@@ -22,14 +26,32 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from irisbench.core.records import RecordWriter
 from irisbench.evaluation.aggregation import aggregate
-from irisbench.evaluation.eval_plan import EvalError, EvalOptions, external_plan, generated_plan, scorer_entry
-from irisbench.evaluation.eval_run import EvalRun, image_relpath, save_png  # noqa: F401  (save_png: old path)
+from irisbench.evaluation.eval_plan import (
+    EvalError,
+    EvalOptions,
+    ImageSource,
+    Items,
+    Key,
+    external_plan,
+    generated_plan,
+)
+from irisbench.evaluation.eval_run import (  # noqa: F401  (save_png: old path)
+    EvalRun,
+    image_relpath,
+    results_from_config,
+    save_png,
+)
 from irisbench.scorers.contract import Scorer
+
+# How a suite's record of one image is made: (key, prompt item, the source's fields, the scorer's fields, the
+# image's path in the run or None, the per-image metrics) -> the record
+RecordMaker = Callable[[Key, dict, dict, dict, "str | None", dict], dict]
 
 
 def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress: bool = True,
@@ -53,7 +75,6 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     else:
         plan = generated_plan(opts, policy, device)
     suite, world, items, prompt_prov, n = plan.suite, plan.world, plan.items, plan.prompt_prov, plan.n
-    entry = scorer_entry(suite, world)
     split = prompt_prov["split"]
     metrics = None
     if opts.metrics is not None and opts.metrics.names:
@@ -72,8 +93,8 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         "prompts": prompt_prov,
         "images_per_prompt": n,
         "seed": opts.seed,
-        **plan.config_extra,
-        "scorer": entry.name,
+        **plan.source.config_fields(),
+        "scorer": plan.entry.name,
         **({"scorer_options": opts.scorer_options} if opts.scorer_options else {}),
         "save_images": opts.save_images,
         **({"metrics": {"names": list(opts.metrics.names), "clip_model": opts.metrics.clip_model,
@@ -95,10 +116,10 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
     ranks.barrier()
     if rank != 0:
         run = EvalRun.open(out)
-    scorer = _make_scorer(entry, opts.scorer_options or {})
+    scorer = _make_scorer(plan.entry, opts.scorer_options or {})
     started = time.perf_counter()
     lock = run.lock() if rank == 0 else contextlib.nullcontext()
-    available = getattr(plan.source, "present", None)
+    available = plan.source.present
     with lock:
         if rank == 0:
             run.merge_shards()  # shards a crashed multi-process run left behind
@@ -109,8 +130,9 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
             mine = [(i, j) for i in range(rank, len(items), world_size) for j in range(n)
                     if available is None or (i, j) in available]
             pending = [key for key in mine if key not in done and not writer.done(key)]
-            _generate(plan.source, scorer, items, pending, writer, run, opts,
-                      progress and rank == 0, len(mine) - len(pending), metrics)
+            produce_and_score(plan.source, scorer, items, pending, writer, run, batch_size=opts.batch_size,
+                              progress=progress and rank == 0, resumed=len(mine) - len(pending),
+                              image_relpath=image_relpath if opts.save_images else None, metrics=metrics)
         ranks.barrier()
         if rank != 0:
             ranks.barrier()
@@ -126,19 +148,13 @@ def evaluate(opts: EvalOptions, out: str | Path, *, policy: Any = None, progress
         generated = len(records) - len(done)  # images made (or, from a folder, read and scored) by this call
         external = opts.images is not None
         results = {
-            "suite": suite.name,
+            **results_from_config(config),
             "protocol": suite.protocol,
-            "world": world,
-            "split": split,
-            "policy": plan.policy_info,
             "scorer": scorer.describe(),
-            "prompts": prompt_prov,
             **({"limit": prompt_prov["limit"]} if "limit" in prompt_prov else {}),
-            "images_per_prompt": n,
-            "seed": opts.seed,
             "counts": {**counts, "resumed": len(done), ("scored_now" if external else "generated_now"): generated,
                        "processes": world_size,
-                       **plan.counts_extra},
+                       **plan.source.count_fields()},
             "scores": summarize(suite, records, n_resamples=opts.n_resamples, seed=opts.seed),
             "official": official,
             "timing": {"seconds": round(elapsed, 3),
@@ -198,52 +214,72 @@ def _make_scorer(entry: Any, options: dict[str, Any]) -> Scorer:
     return scorer
 
 
-def _generate(source, scorer, items, pending, writer, run: EvalRun, opts: EvalOptions, progress: bool,
-              resumed: int, metrics: Any = None) -> None:
+def produce_and_score(source: ImageSource, scorer: Scorer, items: Items, pending: Sequence[Key],
+                      writer: RecordWriter, run: EvalRun, *, batch_size: int, progress: bool, resumed: int,
+                      image_relpath: Callable[[int, int], str] | None = image_relpath,
+                      make_record: RecordMaker | None = None, metrics: Any = None) -> None:
+    """The evaluation loop of every suite: per batch of ``pending`` keys, the source's images, saved into the run
+    (at ``image_relpath(prompt_index, sample_index)``; None: not saved), scored, and one record each appended.
+
+    A scorer that reads files (``reads_files``: the WISE judge) is given each image's file, the saved one or the
+    one it was read from, so it sees the bytes on disk; other scorers are given the pixels. ``make_record``
+    (default ``suite_record``) builds each record; ``metrics`` adds per-image metrics (CLIP score...)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from irisbench.core.progress import progress_bar
 
+    make_record = make_record or suite_record
+    reads_files = getattr(scorer, "reads_files", False)
     total = len(pending) + resumed
     with progress_bar(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=not progress, label="eval") as bar:
         task = bar.add_task("eval", total=total, completed=resumed)
-        for start in range(0, len(pending), opts.batch_size):
-            batch = pending[start : start + opts.batch_size]
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
             rows = source.produce(batch, items)
+            saved: list[str | None] = []
+            for (i, j), (image, _, src) in zip(batch, rows, strict=True):
+                rel = image_relpath(i, j) if image_relpath is not None else None
+                if rel is not None:  # before scoring: a judge that fails leaves the image for the next call
+                    run.save_image(src if src is not None else image, rel)
+                saved.append(rel)
             images = [image for image, _, _ in rows]
-            scores = scorer.score(images, [items[i] for i, _ in batch])
+            if reads_files:
+                given = [run.image_path(rel) if rel is not None else src if src is not None else image
+                         for rel, (image, _, src) in zip(saved, rows, strict=True)]
+            else:
+                given = images
+            scores = scorer.score(given, [items[i] for i, _ in batch])
             extras = metrics.per_image(images, [items[i]["prompt"] for i, _ in batch]) \
                 if metrics is not None else [{} for _ in batch]
-            records = []
-            for row, ((i, j), s) in enumerate(zip(batch, scores, strict=True)):
-                image, fields, src = rows[row]
-                rel = None
-                if opts.save_images:
-                    rel = image_relpath(i, j)
-                    run.save_image(src if src is not None else image, rel)
-                item = items[i]
-                extra = {k: v for k, v in s.items() if k not in ("detections", "reason", "correct", "score")}
-                fields = dict(fields)
-                records.append({
-                    "prompt_index": i,
-                    "sample_index": j,
-                    "seed": fields.pop("seed", None),
-                    "tag": item["tag"],
-                    "prompt": item["prompt"],
-                    "metadata": json.dumps(item),
-                    "correct": s.get("correct"),
-                    "score": float(s["score"]) if "score" in s else float(bool(s.get("correct"))),
-                    "reason": s.get("reason", ""),
-                    "detections": json.dumps(s.get("detections", [])),
-                    "image": rel,
-                    "plan": fields.pop("plan", ""),
-                    **fields,
-                    **extra,
-                    **extras[row],
-                })
-            writer.append(records)
+            writer.append([make_record(key, items[key[0]], rows[k][1], s, saved[k], extras[k])
+                           for k, (key, s) in enumerate(zip(batch, scores, strict=True))])
             bar.advance(task, len(batch))
+
+
+def suite_record(key: Key, item: dict, fields: dict, s: dict, image: str | None, extra: dict) -> dict:
+    """A GenEval or T2I-CompBench record: the prompt, the scorer's verdict, the source's fields (seed, plan,
+    token statistics), the image's path in the run, and the per-image metrics."""
+    i, j = key
+    fields = dict(fields)
+    scorer_extra = {k: v for k, v in s.items() if k not in ("detections", "reason", "correct", "score")}
+    return {
+        "prompt_index": i,
+        "sample_index": j,
+        "seed": fields.pop("seed", None),
+        "tag": item["tag"],
+        "prompt": item["prompt"],
+        "metadata": json.dumps(item),
+        "correct": s.get("correct"),
+        "score": float(s["score"]) if "score" in s else float(bool(s.get("correct"))),
+        "reason": s.get("reason", ""),
+        "detections": json.dumps(s.get("detections", [])),
+        "image": image,
+        "plan": fields.pop("plan", ""),
+        **fields,
+        **scorer_extra,
+        **extra,
+    }
 
 
 def summarize(suite: Any, records: list[dict], *, n_resamples: int, seed: int) -> dict[str, Any]:

@@ -16,11 +16,18 @@ has a parsed score (docs/protocols.md §3; otherwise the missing and failed ids 
 protocol: "WISE (GPT-4o legacy)" (WiScore) or "WISE_Verified" (binary score), labelled as such; the two are
 never mixed. The overall CI combines the per-category bootstrap replicates with the same weights.
 
-The run goes through the same pieces as the other suites: ``EvalRun`` (``irisbench.evaluation.eval_run``) owns its
-folder, records, results schema and resume rule (here: the judge's URL, model and retries may change,
-``check_judge_change``); the judge is a scorer (``irisbench.scorers.wise_judge.WiseJudgeScorer``); the scores are
-the suite's declared aggregation (``WISE_METRIC_LIST``, ``irisbench.evaluation.aggregation``). The options WISE does
-not read are refused by the command line with one line (``irisbench.cli.eval``, each option's ``not_for``).
+The run goes through the same pieces as the other suites: the evaluation loop
+(``irisbench.evaluation.evaluate.produce_and_score``) asks an image source for the images (``WisePolicySource``,
+``WiseFolderSource``), saves them, has the scorer judge them and appends WISE's records (``wise_record``), with the
+progress bar of every eval; ``EvalRun`` (``irisbench.evaluation.eval_run``) owns the folder, records, results
+schema and resume rule (here: the judge's URL, model and retries may change, ``check_judge_change``); the judge is
+a scorer (``irisbench.scorers.wise_judge.WiseJudgeScorer``); the scores are the suite's declared aggregation
+(``WISE_METRIC_LIST``, ``irisbench.evaluation.aggregation``). The options WISE does not read are refused by the
+command line with one line (``irisbench.cli.eval``, each option's ``not_for``).
+
+A generated image is saved before it is judged, so a judge that fails leaves it in the run: the next call judges
+it again without drawing it again. Judge calls run ``judge_workers`` at a time within a batch: ``batch_size``
+images when generating, ``max(16, 4 * judge_workers)`` when judging a folder.
 
 Departures: failed judge answers (after the retries) are recorded and listed, never scored 0; a folder of
 images may be partial only with ``allow_missing`` (the missing ids are then listed and no overall is given).
@@ -31,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,10 @@ from typing import Any
 import numpy as np
 
 from irisbench.evaluation.aggregation import aggregate, summarize_wise  # noqa: F401  (summarize_wise: old path)
-from irisbench.evaluation.eval_run import EvalRun, changed_config_keys, wise_image_relpath
+from irisbench.evaluation.eval_plan import Key, sampling_config
+from irisbench.evaluation.eval_run import EvalRun, changed_config_keys, results_from_config, wise_image_relpath
+from irisbench.evaluation.evaluate import RecordMaker, produce_and_score
+from irisbench.policies.base import derive_seed
 from irisbench.protocols.wise import (
     LEGACY_LABEL,
     PNG_SIGNATURE,
@@ -49,6 +59,7 @@ from irisbench.protocols.wise import (
     load_wise_prompts,
     wise_categories,
 )
+from irisbench.scorers.contract import ImageInput
 from irisbench.scorers.wise_judge import WiseJudgeScorer
 from irisbench.suites import MetricSpec
 
@@ -257,26 +268,98 @@ def check_judge_change(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changed
 
 
+# ------------------------------------------------------------------------------------- image sources
+
+
+class WisePolicySource:
+    """One image per WISE prompt drawn by the policy, seeded ``derive_seed(seed, "wise", prompt_id, 0)`` (whatever
+    the batch); an image an earlier call saved in the run (its judging failed) is read back, not drawn again."""
+
+    present = None
+
+    def __init__(self, policy: Any, opts: WiseOptions, run: EvalRun) -> None:
+        self.policy, self.opts, self.run = policy, opts, run
+
+    def produce(self, batch: Sequence[Key], items: Mapping[int, dict]) -> list[tuple[ImageInput, dict, Path | None]]:
+        seeds = {pid: derive_seed(self.opts.seed, "wise", pid, 0) for pid, _ in batch}
+        saved = {pid: self.run.image_path(wise_image_relpath(pid)) for pid, _ in batch}
+        draw = [pid for pid, _ in batch if not saved[pid].is_file()]
+        drawn: dict[int, Any] = {}
+        if draw:
+            rollout = self.policy.sample([items[pid]["Prompt"] for pid in draw], n=1, seed=[seeds[pid] for pid in draw],
+                                         cfg=self.opts.cfg, temperature=self.opts.temperature, top_k=self.opts.top_k)
+            if len(rollout) != len(draw):
+                raise WiseDataError(f"policy returned {len(rollout)} samples for {len(draw)} requests")
+            drawn = dict(zip(draw, rollout.images, strict=True))
+        return [(drawn[pid], {"seed": seeds[pid]}, None) if pid in drawn else
+                (saved[pid], {"seed": seeds[pid]}, saved[pid]) for pid, _ in batch]
+
+    def config_fields(self) -> dict[str, Any]:
+        return sampling_config(self.opts)
+
+    def count_fields(self) -> dict[str, Any]:
+        return {}
+
+
+class WiseFolderSource:
+    """WISE images given as a folder ``<dir>/{prompt_id}.png`` (``read_wise_folder``): each judged as the file it
+    is, recorded by its path, with no seed."""
+
+    def __init__(self, found: Sequence[tuple[dict, int, Path]], opts: WiseOptions) -> None:
+        self.present = {(item["prompt_id"], j): path for item, j, path in found}
+        self.opts = opts
+
+    def produce(self, batch: Sequence[Key], items: Mapping[int, dict]) -> list[tuple[ImageInput, dict, Path | None]]:
+        return [(self.present[key], {"seed": None, "image": str(self.present[key])}, self.present[key])
+                for key in batch]
+
+    def config_fields(self) -> dict[str, Any]:
+        # every WISE run has recorded the sampling block (all None for a folder): kept, so those runs resume
+        return sampling_config(self.opts)
+
+    def count_fields(self) -> dict[str, Any]:
+        return {}
+
+
+def wise_record(protocol: str, judge_desc: dict[str, Any]) -> RecordMaker:
+    """WISE's record of one image (for ``produce_and_score``): its prompt id as ``prompt_index``, its category as
+    ``tag``, the judge's fields (``WiseJudgeScorer``) and which judge gave them."""
+
+    def make(key: Key, item: dict, fields: dict, s: dict, image: str | None, extra: dict) -> dict:
+        pid = key[0]
+        return {
+            "prompt_index": pid, "sample_index": 0, "tag": category_of(pid, protocol), "prompt": item["Prompt"],
+            "Category": item["Category"], "seed": fields.get("seed"),
+            "image": image if image is not None else fields["image"],
+            **s,
+            "judge_model": judge_desc.get("model", judge_desc["kind"]), "judge_url": judge_desc.get("url"),
+        }
+
+    return make
+
+
 # ------------------------------------------------------------------------------------------ the run
 
 
 def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
-                  sleep: Callable[[float], None] | None = None, on_start: Callable[[], None] | None = None) -> dict:
+                  sleep: Callable[[float], None] | None = None, on_start: Callable[[], None] | None = None,
+                  progress: bool = True) -> dict:
     """Generate (or read) one image per WISE prompt, judge each, write records and results; resumable.
 
-    The run folder, its records, images, results (the ``Results`` schema) and the resume rule are
-    ``EvalRun``'s, as for the other suites; the judge is a scorer (``WiseJudgeScorer``) and the scores are
-    the suite's declared aggregation (``WISE_METRIC_LIST``). Failed judge calls are retried ``opts.retries``
-    times in all, waiting ``opts.backoff`` seconds after the first failure, doubling up to
-    ``opts.backoff_max`` (through ``sleep``, default ``time.sleep``), then recorded as failures. Re-running
-    into the same folder judges what failed and what is missing, nothing else. A run with failures is not
-    complete (``counts["complete"]`` is False; ``results["failures"]`` gives their number and the first cause;
-    the command line exits 1 unless ``--allow-failures``)."""
+    The evaluation loop is every suite's (``irisbench.evaluation.evaluate.produce_and_score``): an image source
+    (``WisePolicySource`` or ``WiseFolderSource``), the judge as the scorer (``WiseJudgeScorer``), WISE's records
+    (``wise_record``); the run folder, its records, images, results (the ``Results`` schema) and the resume rule
+    are ``EvalRun``'s, and the scores are the suite's declared aggregation (``WISE_METRIC_LIST``). Failed judge
+    calls are retried ``opts.retries`` times in all, waiting ``opts.backoff`` seconds after the first failure,
+    doubling up to ``opts.backoff_max`` (through ``sleep``, default ``time.sleep``), then recorded as failures.
+    Re-running into the same folder judges what failed and what is missing, nothing else (a generated image
+    already saved is judged again, not drawn again). A run with failures is not complete
+    (``counts["complete"]`` is False; ``results["failures"]`` gives their number and the first cause; the
+    command line exits 1 unless ``--allow-failures``)."""
     from irisbench.core.devices import device_record, resolve_device
     from irisbench.core.provenance import env_info
     from irisbench.core.retry import Backoff
     from irisbench.core.stats import count_check
-    from irisbench.policies.base import derive_seed
 
     if opts.images is not None and opts.device is not None:
         raise WiseDataError("--device does not apply to --suite wise --images: the folder's images are judged, no "
@@ -285,6 +368,8 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
     device = None if opts.images is not None else resolve_device(opts.device)
     if on_start is not None:  # the command's run header, once the options are known to be usable
         on_start()
+    if opts.batch_size < 1:
+        raise WiseDataError(f"--batch-size must be >= 1, got {opts.batch_size}")
     backoff = Backoff(attempts=opts.retries, first_wait=opts.backoff, max_wait=opts.backoff_max, sleep=sleep)
     label = LEGACY_LABEL if opts.protocol == "legacy" else VERIFIED_LABEL
     prompts, prov = load_prompts(opts.prompts, opts.protocol, opts.limit)
@@ -296,16 +381,18 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
         raise WiseDataError(f"--judge-workers must be >= 1, got {opts.judge_workers}")
     scorer = WiseJudgeScorer(judge, opts.protocol, opts.retries, workers=opts.judge_workers, backoff=backoff,
                              description=judge_desc)
-    given: dict[int, Path] = {}
+    run = EvalRun(out)
+    source: WisePolicySource | WiseFolderSource
     if opts.images is not None:
         if policy is not None or opts.model:
             raise WiseDataError("--images scores a folder made elsewhere: give no --policy model with it")
         others = set()
         if opts.limit is not None:
             others = {p["prompt_id"] for p in load_prompts(opts.prompts, opts.protocol)[0]} - set(by_id)
-        given = {it["prompt_id"]: path for it, _, path in
-                 read_wise_folder(opts.images, prompts, allow_missing=opts.allow_missing, other_ids=others)}
+        source = WiseFolderSource(read_wise_folder(opts.images, prompts, allow_missing=opts.allow_missing,
+                                                   other_ids=others), opts)
         policy_desc: dict[str, Any] = {"name": "external", "images": str(Path(opts.images).resolve())}
+        batch_size = max(16, opts.judge_workers * 4)  # no model: the judge's chunk
     else:
         if policy is None:
             from irisbench.policies import load_policy
@@ -315,6 +402,8 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
         if check is not None:
             check([p["Prompt"] for p in prompts])
         policy_desc = policy.describe()
+        source = WisePolicySource(policy, opts, run)
+        batch_size = opts.batch_size
     config = {
         "command": "eval",
         "suite": "wise",
@@ -324,7 +413,7 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
         "prompts": prov,
         "images_per_prompt": 1,
         "seed": opts.seed,
-        "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k},
+        **source.config_fields(),
         "judge": judge_desc,
         "allow_missing": opts.allow_missing,
     }
@@ -332,43 +421,23 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
                                           {**env_info(), **(device_record(device) if device is not None else {})},
                                           allow_config_change=opts.allow_config_change,
                                           check_change=check_judge_change)
+    keys = [(pid, 0) for pid in sorted(by_id)] if source.present is None else sorted(source.present)
     with run.lock():
         earlier = run.read_records()
         failed_before = [r for r in earlier if not r.get("ok")]
         if failed_before:  # judged again below: their failure records make way for the new ones
             run.rewrite_records([r for r in earlier if r.get("ok")], complete=False)
-        done = {r["prompt_id"] for r in earlier if r.get("ok")}
-        if opts.images is None:  # generate what is not on disk yet (images first: judging can resume apart)
-            todo = [pid for pid in by_id if pid not in done and not run.image_path(wise_image_relpath(pid)).is_file()]
-            for start in range(0, len(todo), opts.batch_size):
-                batch = todo[start:start + opts.batch_size]
-                seeds = [derive_seed(opts.seed, "wise", pid, 0) for pid in batch]
-                rollout = policy.sample([by_id[pid]["Prompt"] for pid in batch], n=1, seed=seeds, cfg=opts.cfg,
-                                        temperature=opts.temperature, top_k=opts.top_k)
-                for pid, image in zip(batch, rollout.images, strict=True):
-                    run.save_image(image, wise_image_relpath(pid))
-            given = {pid: run.image_path(wise_image_relpath(pid)) for pid in by_id}
-        pending = [pid for pid in sorted(given) if pid not in done]
+        done = run.done_keys()
+        pending = [key for key in keys if key not in done]
         with run.writer() as writer:
-            step = max(16, opts.judge_workers * 4)
-            for start in range(0, len(pending), step):
-                chunk = pending[start:start + step]
-                judged = scorer.score([given[pid] for pid in chunk], [by_id[pid] for pid in chunk])
-                rows = []
-                for pid, rec in zip(chunk, judged, strict=True):
-                    rows.append({
-                        "prompt_index": pid, "sample_index": 0, "tag": category_of(pid, opts.protocol),
-                        "prompt": by_id[pid]["Prompt"], "Category": by_id[pid]["Category"],
-                        "seed": None if opts.images else derive_seed(opts.seed, "wise", pid, 0),
-                        "image": wise_image_relpath(pid) if opts.images is None else str(given[pid]),
-                        **rec,
-                        "judge_model": judge_desc.get("model", judge_desc["kind"]), "judge_url": judge_desc.get("url"),
-                    })
-                writer.append(rows)
+            produce_and_score(source, scorer, by_id, pending, writer, run, batch_size=batch_size, progress=progress,
+                              resumed=len(keys) - len(pending),
+                              image_relpath=None if opts.images else lambda pid, _: wise_image_relpath(pid),
+                              make_record=wise_record(opts.protocol, judge_desc))
         records = run.read_records(sort=True)
         failed = [r for r in records if not r.get("ok")]
         counts = count_check(len(prompts), len(records))
-        counts.update(judged=len(records) - len(failed), failed=len(failed), missing_images=len(prompts) - len(given),
+        counts.update(judged=len(records) - len(failed), failed=len(failed), missing_images=len(prompts) - len(keys),
                       rejudged=len(failed_before), judged_now=len(pending))
         counts["complete"] = counts["complete"] and not failed
         if counts["complete"] or (opts.allow_missing and not failed):
@@ -379,18 +448,13 @@ def evaluate_wise(opts: WiseOptions, out: str | Path, *, policy: Any = None,
                 key = " @ ".join(str(r[k]) for k in ("judge_model", "judge_url") if r.get(k))
                 judges[key] = judges.get(key, 0) + 1
         results = {
-            "suite": "wise",
+            **results_from_config(config),
             "protocol": f"wise-{opts.protocol}",
-            "label": label,
             "world": "open",
             "split": "user",
-            "policy": policy_desc,
             "judge": scorer.describe(),
             "judged_by": judges,  # items per judge (model @ URL): more than one after --allow-config-change
             **({"config_changes": changed} if changed else {}),
-            "prompts": prov,
-            "images_per_prompt": 1,
-            "seed": opts.seed,
             "counts": counts,
             "scores": aggregate(WISE_METRIC_LIST[opts.protocol], records, n_resamples=opts.n_resamples,
                                 seed=opts.seed),

@@ -2,14 +2,17 @@
 
 A scorer turns a batch of images and their prompt items into one dict per image, the per-image fields the
 suite's rules and aggregation read (``correct`` and ``detections`` for GenEval, ``score`` for T2I-CompBench,
-the judge's numbers for WISE). The evaluation runner (``irisbench.evaluation.evaluate`` and, for WISE,
-``irisbench.evaluation.wise_eval``) calls every scorer the same way: ``scorer.score(images, items)``, and
-records ``scorer.describe()`` in ``results.json``.
+the judge's numbers for WISE). The evaluation loop of every suite, WISE included
+(``irisbench.evaluation.evaluate.produce_and_score``), calls every scorer the same way: ``scorer.score(images,
+items)``, and records ``scorer.describe()`` in ``results.json``.
 
 Images are HxWx3 uint8 arrays; a scorer that sends files elsewhere (the WISE judge) also takes the path of a
-PNG file, whose bytes it sends unchanged. Implemented by ``scorers.shapes.ShapesGenEvalScorer``,
-``scorers.shapes_compbench.ShapesCompBenchScorer``, ``scorers.geneval_real.Mask2FormerScorer``,
-``scorers.compbench_scorer.CompBenchScorer`` and ``scorers.wise_judge.WiseJudgeScorer``.
+PNG file, whose bytes it sends unchanged, and says so with a true ``reads_files`` attribute: the loop then gives
+it each image's file (the one saved in the run, or the one it was read from).
+
+Implemented by ``scorers.shapes.ShapesGenEvalScorer``, ``scorers.shapes_compbench.ShapesCompBenchScorer``,
+``scorers.geneval_real.Mask2FormerScorer``, ``scorers.compbench_scorer.CompBenchScorer`` and
+``scorers.wise_judge.WiseJudgeScorer``.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class WiseJudgeScorer:
     """Scores WISE prompts' images with a judge; ``describe()`` is the judge's description (never its key)."""
 
     name = "wise-judge"
+    reads_files = True  # the evaluation loop gives it each image's file: the judge is sent the bytes on disk
 
     def __init__(self, judge: Any, protocol: str, retries: int, *, workers: int = 1, backoff: Backoff | None = None,
                  description: dict[str, Any] | None = None) -> None:
