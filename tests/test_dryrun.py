@@ -159,6 +159,17 @@ def test_a_cpu_advantages_tensor_fails_the_fake_world_fsdp_dry_run(monkeypatch: 
     assert not dist.is_initialized()  # the fake group is left on failure too
 
 
+def test_a_sharded_preset_dry_runs_as_one_process_and_under_a_fake_world(small_towers: None) -> None:
+    """janus-pro-7b-iris says parallel: fsdp; one process without a group holds the whole model (no mesh to
+    shard over without a GPU), and the fake world runs its sharded step."""
+    cfg = resolve_config("janus-pro-7b-iris", ONE_GROUP + ["policy_options.cot_max_new_tokens=8"])
+    assert cfg.parallel == "fsdp"
+    single = dry_run(cfg, decode_steps=1, measure=False, size=SMALL, eval_batch=False)
+    assert single["parallel"] == "ddp" and "FSDP2" in single["note"] and single["grpo_step"]["rollouts"] == 2
+    sharded = dry_run(cfg, decode_steps=1, size=SMALL, world=1, eval_batch=False)
+    assert sharded["parallel"] == "fsdp" and sharded["world"] == 1 and "note" not in sharded
+
+
 def test_the_fake_world_shards_parameters_gradients_and_adamw_state_by_two(small_towers: None) -> None:
     cfg = resolve_config("janus-pro-1b-iris", TWO_RANKS)
     report = dry_run(cfg, decode_steps=1, size=SMALL, world=2, eval_batch=False)

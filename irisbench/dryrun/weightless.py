@@ -275,6 +275,9 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
                               f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} would split a group "
                               "(the trainer refuses it); set gradient_accumulation_steps or prompts_per_step")
         cfg, measure = replace(cfg, parallel="fsdp"), True
+    sharded_preset = not world and cfg.parallel == "fsdp"
+    if sharded_preset:  # one process holds the whole model; sharding needs a group: the fake world's (--world N)
+        cfg = replace(cfg, parallel="ddp")
     if cfg.policy != "janus-pro":
         raise DryRunError(f"policy {cfg.policy!r}: the dry run builds Janus-Pro models (policy: janus-pro)")
     size = size or size_for(cfg.model)
@@ -300,7 +303,10 @@ def dry_run(cfg: TrainConfig, *, device: str = "cuda", measure: bool = False, de
     flops = _Flops()
     report: dict[str, Any] = {"model": cfg.model, "size": size.name, "config_source": str(folder or "built-in"),
                               "device": device, "dtype": str(dtype).replace("torch.", ""),
-                              "world": world, "parallel": cfg.parallel}
+                              "world": world, "parallel": cfg.parallel,
+                              **({"note": "the preset shards with FSDP2 (parallel: fsdp); this single-process run "
+                                          "holds the whole model, and --world N runs the sharded step"}
+                                 if sharded_preset else {})}
     t0 = time.perf_counter()
     with _explain("building the model"):
         sampler_model = build_model(config, device, dtype, fake)
