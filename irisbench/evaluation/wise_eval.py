@@ -271,7 +271,20 @@ def check_judge_change(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------- image sources
 
 
-class WisePolicySource:
+class _WiseSource:
+    """What both WISE image sources record: the sampling block (all None for a folder; every WISE run has
+    recorded it, so those runs resume) and no counts of their own."""
+
+    opts: WiseOptions
+
+    def config_fields(self) -> dict[str, Any]:
+        return sampling_config(self.opts)
+
+    def count_fields(self) -> dict[str, Any]:
+        return {}
+
+
+class WisePolicySource(_WiseSource):
     """One image per WISE prompt drawn by the policy, seeded ``derive_seed(seed, "wise", prompt_id, 0)`` (whatever
     the batch); an image an earlier call saved in the run (its judging failed) is read back, not drawn again."""
 
@@ -294,14 +307,8 @@ class WisePolicySource:
         return [(drawn[pid], {"seed": seeds[pid]}, None) if pid in drawn else
                 (saved[pid], {"seed": seeds[pid]}, saved[pid]) for pid, _ in batch]
 
-    def config_fields(self) -> dict[str, Any]:
-        return sampling_config(self.opts)
 
-    def count_fields(self) -> dict[str, Any]:
-        return {}
-
-
-class WiseFolderSource:
+class WiseFolderSource(_WiseSource):
     """WISE images given as a folder ``<dir>/{prompt_id}.png`` (``read_wise_folder``): each judged as the file it
     is, recorded by its path, with no seed."""
 
@@ -312,13 +319,6 @@ class WiseFolderSource:
     def produce(self, batch: Sequence[Key], items: Mapping[int, dict]) -> list[tuple[ImageInput, dict, Path | None]]:
         return [(self.present[key], {"seed": None, "image": str(self.present[key])}, self.present[key])
                 for key in batch]
-
-    def config_fields(self) -> dict[str, Any]:
-        # every WISE run has recorded the sampling block (all None for a folder): kept, so those runs resume
-        return sampling_config(self.opts)
-
-    def count_fields(self) -> dict[str, Any]:
-        return {}
 
 
 def wise_record(protocol: str, judge_desc: dict[str, Any]) -> RecordMaker:
