@@ -558,6 +558,34 @@ def test_cli_world_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert out == Path("results/runs/experiment-textures") and cfg.base == "textures-base"
     bad = runner.invoke(app, ["experiment", "--world", "tiles"])
     assert bad.exit_code == 2 and "--world must be one of shapes, textures" in bad.output and len(seen) == 1
+    janus = runner.invoke(app, ["experiment", "--arch", "janus"])
+    assert janus.exit_code == 0, janus.output
+    out, cfg = seen[-1]
+    assert out == Path("results/runs/experiment-janus") and cfg.base == "janus-shapes" and cfg.name == "janus"
+    for flags, fix in ((["--world", "textures"], "--world textures"), (["--extended"], "--extended")):
+        refused = runner.invoke(app, ["experiment", "--arch", "janus", *flags])
+        assert refused.exit_code == 2 and f"through the Janus path: leave {fix} out" in refused.output
+    unknown = runner.invoke(app, ["experiment", "--arch", "gpt"])
+    assert unknown.exit_code == 2 and "--arch 'gpt': choose one of shapes-lm, janus" in unknown.output
+    assert len(seen) == 2
+
+
+def test_the_janus_path_trains_its_own_presets_from_the_shipped_janus() -> None:
+    """--arch janus: the shipped tiny Janus as the base, and IRIS, the verifier and the null as the Janus-path
+    presets, which differ from the shapes LM's only in the policy they train (and what it freezes)."""
+    from irisbench.experiment.config import DEFAULT_METHODS, NULL_METHOD, null_methods
+    from irisbench.train.config import load_preset
+
+    cfg = ExperimentConfig(arch="janus")
+    cfg.check()
+    assert cfg.base == "janus-shapes" and cfg.suites == ("geneval",)
+    assert list(cfg.methods) == list(DEFAULT_METHODS["shapes"])
+    assert null_methods(cfg.methods) == [NULL_METHOD]
+    for label, preset in cfg.methods.items():
+        janus, lm = load_preset(preset), load_preset(DEFAULT_METHODS["shapes"][label])
+        assert janus["policy"] == "janus-shapes" and janus["reward"] == lm["reward"]
+        assert {k for k in janus.keys() | lm.keys() if janus.get(k) != lm.get(k)} <= {
+            "policy", "cfg", "lr", "freeze", "description"}
 
 
 def test_cli_publishes_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

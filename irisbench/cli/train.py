@@ -92,6 +92,9 @@ class ExperimentArgs(DeviceOption, SeedOption):
                                     "results/runs/experiment, or results/runs/experiment-WORLD).")
     world: str = option("shapes", "shapes, or textures (per-patch shading, lossy tokenizer: image tokens are "
                                   "genuinely uncertain); sets the base, the default methods and the README block.")
+    arch: str = option("shapes-lm", "The model trained: shapes-lm (the world's shipped base), or janus (the shipped "
+                                    "tiny transformers Janus, janus-shapes, through the Janus-Pro code path: IRIS, "
+                                    "verifier and null-random as janus-shapes-*; shapes world only).")
     steps: int = option(40, "GRPO steps per method.")
     checkpoint_every: int = option(20, "Checkpoint (and val evaluation) interval.")
     method: list[str] = option([], "LABEL=PRESET to train (repeatable; default: iris-nsc, verifier, null-random "
@@ -112,7 +115,7 @@ class ExperimentArgs(DeviceOption, SeedOption):
                                    "CompBench-style suite, past the main job's 30 minutes; publish it with "
                                    "--publish-to results/experiment-extended.", "--extended")
     publish: bool = option(False, "Also rewrite the experiment block of ./README.md and publish the tidy tables and "
-                                  "plots under results/experiment[-WORLD]/ (tracked files; run from the repository "
+                                  "plots under results/experiment[-WORLD or -janus]/ (tracked files; run from the repository "
                                   "root). Without it the experiment writes only into --out.",
                            "--publish/--no-publish", "--publish-readme/--no-publish-readme")
     publish_to: Path | None = option(None, "Also publish the tidy tables, per-image records, curve.csv, plots and "
@@ -131,7 +134,7 @@ def experiment_cmd(args: ExperimentArgs) -> None:
         a = args
         cfg = ExperimentConfig(steps=a.steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
                                seeds=parse_seeds(a.seeds), threads=a.threads, jobs=a.jobs, device=a.device,
-                               world=a.world, base_images_per_prompt=a.base_images, seen=a.seen, extended=a.extended)
+                               world=a.world, arch=a.arch, base_images_per_prompt=a.base_images, seen=a.seen, extended=a.extended)
         if a.extended and a.world != "shapes":
             raise UsageError(f"--extended is the shapes world's extended run; --world {a.world} already trains "
                              "every method on both suites: leave --extended out")
@@ -148,14 +151,14 @@ def experiment_cmd(args: ExperimentArgs) -> None:
         cfg.check()  # one line for a bad --world or method list, before anything is written
         target = None
         if a.publish:
-            target, begin = Path("README.md"), readme_markers(cfg.world)[0]
+            target, begin = Path("README.md"), readme_markers(cfg.name)[0]
             if not target.is_file() or begin not in target.read_text(encoding="utf-8"):
                 raise UsageError(f"--publish rewrites the {begin} block of ./README.md, which "
                                  f"{'has no such block' if target.is_file() else 'does not exist here'}: run from "
                                  "the repository root, or leave --publish out")
         if a.publish_to is not None and a.publish_to.exists() and not a.publish_to.is_dir():
             raise UsageError(f"--publish-to {a.publish_to}: exists and is not a folder; give a folder path")
-        folder = Path("results/runs") / ("experiment" if cfg.world == "shapes" else f"experiment-{cfg.world}")
+        folder = Path("results/runs") / ("experiment" if cfg.name == "shapes" else f"experiment-{cfg.name}")
         run_experiment(a.out or folder, cfg, console=console, publish_readme=target, publish_folder=a.publish_to)
 
     guard(body)

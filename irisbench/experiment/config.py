@@ -40,6 +40,13 @@ DEFAULT_METHODS = {
 # (beta, frozen image head), inserted after iris-nsc, and the CompBench-style suite (GenEval's own items under
 # T2I-CompBench's rules: a second set of scoring rules, not a second benchmark)
 EXTENDED_METHODS = {"shapes": {"iris-faithful": "iris-shapes-faithful"}}
+# the model the methods train (irisbench.train.pretrain.ARCHS): "shapes-lm" (the shipped bases above) or "janus"
+# (the shipped tiny transformers Janus, janus-shapes, trained through JanusPolicy as Janus-Pro is: CoT plan then
+# CFG image tokens, the image rows frozen); the Janus path has the shapes world only and publishes beside the
+# shapes LM's main job (README block and results/experiment-janus)
+ARCHS = ("shapes-lm", "janus")
+JANUS_BASE = "janus-shapes"
+JANUS_METHODS = {"iris-nsc": "janus-shapes-iris", "verifier": "janus-shapes-verifier", NULL_METHOD: "janus-shapes-null"}
 MAIN_SUITES, EXTENDED_SUITES = ("geneval",), ("geneval", "compbench")
 
 
@@ -67,6 +74,7 @@ class ExperimentConfig:
     references: tuple[str, ...] = REFERENCE_POLICIES
     base: str | None = None  # a policy name or checkpoint folder (None: the world's shipped base)
     world: str = "shapes"  # "shapes" or "textures" (irisbench.world.textures)
+    arch: str = "shapes-lm"  # the model trained (ARCHS): "janus" sets the base and methods of the Janus path
     eval_limit: int | None = None  # smoke runs only: the first N prompts of each split
     threads: int | None = None  # torch threads (None: torch's default); 1 is faster on a busy machine
     eval_images_per_prompt: int | None = 2  # 2 per prompt keeps each checkpoint's evaluation cheap on CPU
@@ -86,11 +94,25 @@ class ExperimentConfig:
             return self.suites
         return MAIN_SUITES if self.world == "shapes" and not self.extended else EXTENDED_SUITES
 
+    @property
+    def name(self) -> str:
+        """What names the experiment's README block and published folder: the world, or "janus" for the Janus
+        path (irisbench.experiment.summary.readme_markers, published_folder)."""
+        return "janus" if self.arch == "janus" else self.world
+
     def check(self) -> None:
         """One-line ``UsageError`` for a config the experiment cannot run; fills the world's defaults."""
         from irisbench.world.textures import check_world
 
         check_world(self.world, "--world")
+        if self.arch not in ARCHS:
+            raise UsageError(f"--arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
+        if self.arch == "janus" and (self.world != "shapes" or self.extended):
+            raise UsageError("--arch janus runs the shapes world's main job through the Janus path: leave "
+                             f"{'--extended' if self.extended else f'--world {self.world}'} out")
+        if self.arch == "janus":
+            self.base = self.base or JANUS_BASE
+            self.methods = dict(JANUS_METHODS) if self.methods is None else self.methods
         self.base = self.base or WORLD_BASES[self.world]
         self.methods = default_methods(self.world, self.extended) if self.methods is None else self.methods
         self.suites = self.suites_to_run()

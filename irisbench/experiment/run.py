@@ -6,7 +6,8 @@ every other method's effect can be stated against what an uninformative reward d
 seeds) and scores GenEval; ``extended`` (``--extended``) adds IRIS as released (``iris-shapes-faithful``) and
 the CompBench-style suite, past the main job's 30-minute budget; ``world="textures"``
 (``irisbench.world.textures``) trains those four plus ``nsc-balanced`` from its own base on both suites
-(``DEFAULT_METHODS``). The second null, ``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
+(``DEFAULT_METHODS``); ``arch="janus"`` (``--arch janus``) trains IRIS, the verifier and the null through the Janus
+path (the shipped tiny transformers Janus, ``JANUS_METHODS``) on the shapes world's main job. The second null, ``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
 ``sc`` and ``entropy`` are left out of the defaults to keep three training seeds in the main job's budget;
 ``methods`` (``--method LABEL=PRESET``) adds any preset.
 
@@ -199,7 +200,8 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     analysis = _analyse(evals, train_runs, out, cfg)
     shown = _report_labels(cfg)
     refs = [RunRef(lab, str(path)) for lab, d in evals.items() if lab in shown for path in d.values()]
-    report = build_report(refs, out / "report", base="base", title=f"IRIS on the {cfg.world} world")
+    report = build_report(refs, out / "report", base="base", title=f"IRIS on the {cfg.world} world"
+                          + (" (Janus path)" if cfg.arch == "janus" else ""))
     s_verdicts = seed_verdicts(entries)
     elapsed = time.perf_counter() - started
     timing = log_invocation(out, elapsed, cfg.threads, cfg.jobs)
@@ -224,7 +226,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     runs = {ev.label: {"method": ev.method, "checkpoint": ev.checkpoint, "training_seed": ev.seed, "step": ev.step}
             for ev in seed_evals}
     if publish_readme is not None:
-        publish(publish_readme, md, report, train_runs, out, evals, world=cfg.world, runs=runs)
+        publish(publish_readme, md, report, train_runs, out, evals, world=cfg.name, runs=runs)
     if publish_folder is not None:
         publish_to(publish_folder, md, report, train_runs, out, evals, runs=runs)
         console.print(f"published: {publish_folder}")

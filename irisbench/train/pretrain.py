@@ -55,7 +55,7 @@ ARCHS = ("shapes-lm", "janus")
 ARCH_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-lm": {},
     "janus": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256, "batch_size": 32,
-              "cot_rows": 8, "plan_weight": 0.5, "steps": 700, "lr": 2e-3, "precision": "fp32"},
+              "cot_rows": 8, "plan_weight": 0.5, "steps": 2400, "lr": 2e-3, "precision": "fp32"},
 }
 
 
