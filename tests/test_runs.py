@@ -126,6 +126,24 @@ def test_open_or_create_resumes_and_refuses_config_change_with_diff(tmp_path):
     assert len(old) == 1 and yaml.safe_load(old[0].read_text()) == CONFIG
 
 
+def test_resumable_keys_change_on_resume_and_the_others_still_refuse(tmp_path):
+    """A key named ``resumable`` (how a run executes, e.g. its thread count) may change on resume: config.yaml
+    takes the new value, the old file is kept and resumes.jsonl logs the change; any other change still refuses."""
+    path = tmp_path / "r"
+    RunDir.open_or_create(path, "train", dict(CONFIG, num_threads=2), ENV)
+    run = RunDir.open_or_create(path, "train", dict(CONFIG, num_threads=1), ENV, resumable={"num_threads"})
+    assert run.config == dict(CONFIG, num_threads=1)
+    assert [yaml.safe_load(p.read_text()) for p in path.glob("config.*.yaml")] == [dict(CONFIG, num_threads=2)]
+    log = [json.loads(line) for line in (path / "resumes.jsonl").read_text().splitlines()]
+    assert log[-1]["config_changes"] == ["  ~ num_threads: 2 -> 1"]
+    with pytest.raises(ValueError) as e:
+        RunDir.open_or_create(path, "train", dict(CONFIG, num_threads=4, seed=1), ENV, resumable={"num_threads"})
+    assert "seed: 0 -> 1" in str(e.value) and "num_threads" not in str(e.value)
+    with pytest.raises(ValueError, match="num_threads: 1 -> 4"):
+        RunDir.open_or_create(path, "train", dict(CONFIG, num_threads=4), ENV)
+    assert RunDir.open(path).config == dict(CONFIG, num_threads=1)
+
+
 def test_config_and_env_refuse_nan(tmp_path):
     with pytest.raises(ValueError, match=r"env\.x is nan"):
         RunDir.create(tmp_path / "r", kind="eval", config=CONFIG, env={"x": float("nan")})

@@ -127,6 +127,12 @@ def test_resume_with_a_different_config_is_refused(tiny_policy_dir: Path, tmp_pa
     assert "lr" in str(e.value) and "0.001" in str(e.value)
     GRPOTrainer(_cfg(tiny_policy_dir, "steps=2", "lr=5e-4"), run, progress=False, allow_config_change=True).train()
     assert [r["step"] for r in read_metrics(run)] == [1, 2]
+    # the thread count says how the run executes, not what it trains: it resumes (the change logged)
+    GRPOTrainer(_cfg(tiny_policy_dir, "steps=3", "lr=5e-4", "num_threads=2"), run, progress=False,
+                allow_config_change=True).train()
+    GRPOTrainer(_cfg(tiny_policy_dir, "steps=3", "lr=5e-4", "num_threads=1"), run, progress=False).train()
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
+    assert "num_threads: 2 -> 1" in (run / "resumes.jsonl").read_text().splitlines()[-1]
 
 
 _CHILD = """

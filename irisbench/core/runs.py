@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,11 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         elif _portable(a[k]) != _portable(b[k]):
             lines.append(f"  ~ {k}: {a[k]!r} -> {b[k]!r}")
     return lines
+
+
+def _without(config: Mapping[str, Any], keys: Collection[str]) -> dict[str, Any]:
+    """``config`` without its top-level ``keys``."""
+    return {k: v for k, v in config.items() if k not in keys}
 
 
 def _yaml_dump(config: Mapping[str, Any]) -> str:
@@ -191,12 +196,13 @@ class RunDir:
 
     @classmethod
     def open_or_create(cls, path: str | Path, kind: str, config: Mapping[str, Any], env: Mapping[str, Any], *,
-                       allow_config_change: bool = False) -> RunDir:
+                       allow_config_change: bool = False, resumable: Collection[str] = ()) -> RunDir:
         """Resume the run at ``path`` if it is one, else create it.
 
         On resume the kind must match and the saved config must equal ``config`` (compared as they read
         back from YAML); otherwise a ``ValueError`` lists the changed keys. With ``allow_config_change`` the
-        new config replaces ``config.yaml`` and the old one is kept as ``config.<time>.yaml``. Each resume
+        new config replaces ``config.yaml`` and the old one is kept as ``config.<time>.yaml``; keys in
+        ``resumable`` (how the run executes, e.g. its thread count) may change without it, the same way. Each resume
         appends ``{"time", "env", "config_changes"}`` to ``resumes.jsonl``; ``env.json`` keeps the creator's.
         Take ``lock()`` right after, before writing anything else.
         """
@@ -209,9 +215,10 @@ class RunDir:
         if run.kind != kind:
             raise UsageError(f"{path} is a run of kind {run.kind!r}, not {kind!r}")
         diff = run.config_changes(config)
-        if diff and not allow_config_change:
+        blocking = config_diff(_without(run.config, resumable), _without(_normalise_config(config), resumable))
+        if blocking and not allow_config_change:
             raise UsageError(f"the config differs from the one saved in {path / CONFIG_FILE}:\n"
-                             + "\n".join(diff)
+                             + "\n".join(blocking)
                              + "\nuse a new run folder, or allow the change explicitly (allow_config_change)")
         if diff:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")

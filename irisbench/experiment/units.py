@@ -19,10 +19,9 @@ from rich.console import Console
 from irisbench.core.errors import UsageError
 from irisbench.experiment.config import SEEN, SEEN_SUITE, TEST, VAL, ExperimentConfig
 from irisbench.experiment.summary import Evals
+from irisbench.train.config import EXECUTION_FIELDS
 
 BEST, LAST = "best val", "last"  # the checkpoint kinds
-# TrainConfig fields that say how a run executes, not what it trains: a finished run is finished whatever they were
-EXECUTION_FIELDS = ("num_threads",)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,11 @@ from irisbench.train.rewards import GROUP_REWARDS, build_reward
 from irisbench.train.sharding import PARALLEL_MODES
 from irisbench.train.tracking import report_to_names
 
+# TrainConfig fields that say how a run executes, not what it trains: a run resumes with them changed (the change is
+# logged in resumes.jsonl; floating-point sums at another thread count may differ in the last bits from there on),
+# and a finished run is finished whatever they were
+EXECUTION_FIELDS = frozenset({"num_threads"})
+
 
 @dataclass
 class TrainConfig:

@@ -65,7 +65,7 @@ from irisbench.core.errors import IrisbenchError
 from irisbench.core.uncertainty import modality_means
 from irisbench.evaluation.eval_run import EvalRun
 from irisbench.policies.base import TEXT, Rollout, TokenLogits, TrainablePolicy, derive_seed
-from irisbench.train.config import TrainConfig
+from irisbench.train.config import EXECUTION_FIELDS, TrainConfig
 
 METRICS_DIR = "train"
 TIMING_KEYS = ("s_per_step", "t_sample", "t_reward", "t_forward", "t_backward", "t_optimizer", "elapsed_s", "time")
@@ -197,7 +197,8 @@ class GRPOTrainer:
         if self.dist.main:
             env = {**env_info(), **device_record(self.device)}
             self.run = RunDir.open_or_create(self.out, kind="train", config=cfg.to_dict(), env=env,
-                                             allow_config_change=self.allow_config_change)
+                                             allow_config_change=self.allow_config_change,
+                                             resumable=EXECUTION_FIELDS)
         self.dist.barrier()
         if not self.dist.main:
             from irisbench.core.runs import RunDir
