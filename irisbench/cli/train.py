@@ -115,8 +115,8 @@ class ExperimentArgs(DeviceOption, SeedOption):
                                    "CompBench-style suite, past the main job's 30 minutes; publish it with "
                                    "--publish-to results/experiment-extended.", "--extended")
     publish: bool = option(False, "Also rewrite the experiment block of ./README.md and publish the tidy tables and "
-                                  "plots under results/experiment[-WORLD or -janus]/ (tracked files; run from the repository "
-                                  "root). Without it the experiment writes only into --out.",
+                                  "plots under results/experiment[-WORLD or -janus]/ (tracked files; run from the "
+                                  "repository root). Without it the experiment writes only into --out.",
                            "--publish/--no-publish", "--publish-readme/--no-publish-readme")
     publish_to: Path | None = option(None, "Also publish the tidy tables, per-image records, curve.csv, plots and "
                                            "summary.md into this folder, the README left alone (an extended run, "
@@ -134,7 +134,8 @@ def experiment_cmd(args: ExperimentArgs) -> None:
         a = args
         cfg = ExperimentConfig(steps=a.steps, checkpoint_every=a.checkpoint_every, seed=a.seed,
                                seeds=parse_seeds(a.seeds), threads=a.threads, jobs=a.jobs, device=a.device,
-                               world=a.world, arch=a.arch, base_images_per_prompt=a.base_images, seen=a.seen, extended=a.extended)
+                               world=a.world, arch=a.arch, base_images_per_prompt=a.base_images, seen=a.seen,
+                               extended=a.extended)
         if a.extended and a.world != "shapes":
             raise UsageError(f"--extended is the shapes world's extended run; --world {a.world} already trains "
                              "every method on both suites: leave --extended out")

@@ -6,8 +6,9 @@ every other method's effect can be stated against what an uninformative reward d
 seeds) and scores GenEval; ``extended`` (``--extended``) adds IRIS as released (``iris-shapes-faithful``) and
 the CompBench-style suite, past the main job's 30-minute budget; ``world="textures"``
 (``irisbench.world.textures``) trains those four plus ``nsc-balanced`` from its own base on both suites
-(``DEFAULT_METHODS``); ``arch="janus"`` (``--arch janus``) trains IRIS, the verifier and the null through the Janus
-path (the shipped tiny transformers Janus, ``JANUS_METHODS``) on the shapes world's main job. The second null, ``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
+(``DEFAULT_METHODS``); ``arch="janus"`` (``--arch janus``) trains IRIS, the verifier and the null through the
+Janus path (the shipped tiny transformers Janus, ``JANUS_METHODS``) on the shapes world's main job. The second null,
+``null-shuffled-shapes`` (``nsc`` permuted within each group), Intuitor's
 ``sc`` and ``entropy`` are left out of the defaults to keep three training seeds in the main job's budget;
 ``methods`` (``--method LABEL=PRESET``) adds any preset.
 
