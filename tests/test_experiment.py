@@ -711,3 +711,40 @@ def test_publish_to_writes_the_tables_and_summary_into_the_folder(tmp_path: Path
     assert summary.startswith("SUMMARY-TEXT\n") and "(./curve.csv)" in summary and "(./seed_deltas.csv)" in summary
     assert set(paths) == {"curve", "seed_deltas", "summary"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "results"]  # nothing else written (no README)
+
+
+def test_code_changed_under_a_running_experiment_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    """The sources' fingerprint follows every file's bytes; an experiment whose sources change after its start
+    stops at its next stage with one line (nothing run, nothing lost), and a worker given another start-time
+    fingerprint refuses its unit before doing anything."""
+    import irisbench.core.provenance
+    import irisbench.experiment.run
+    import irisbench.experiment.units
+    from irisbench.core.provenance import code_fingerprint
+    from irisbench.experiment.parallel import run_unit
+    from irisbench.experiment.units import EvalTask
+
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    before = code_fingerprint(package)
+    assert code_fingerprint(package) == before
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(package) != before
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    assert code_fingerprint(package) == before
+
+    # the experiment takes its start-time value from provenance; every later check sees the update
+    monkeypatch.setattr(irisbench.core.provenance, "code_fingerprint", lambda: "at start")
+    monkeypatch.setattr(irisbench.experiment.units, "code_fingerprint", lambda: "after an update")
+    cfg = ExperimentConfig(methods={"null-random": "null-shapes"}, jobs=1, device="cpu")
+    with pytest.raises(UsageError, match="source files changed while this experiment ran .* run the same command "
+                                         "again to resume"):
+        irisbench.experiment.run.run_experiment(tmp_path / "exp", cfg)
+    assert not (tmp_path / "exp" / "eval").exists() and not (tmp_path / "exp" / "train").exists()
+    task = EvalTask("base", "random", "geneval", "val", tmp_path / "w" / "eval", None)
+    with pytest.raises(UsageError, match="source files changed while this experiment ran"):
+        run_unit(task, tmp_path / "w", cfg, "at start")
+    assert not (tmp_path / "w").exists()

@@ -9,6 +9,7 @@ device details are added only when the caller has already imported torch.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
 import socket
@@ -40,6 +41,19 @@ def _git_info(repo: Path) -> dict[str, Any]:
 
 # environment variables that change which instructions the math libraries use (timings depend on them)
 ISA_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def code_fingerprint(package: Path = PACKAGE) -> str:
+    """sha256 over the package's Python sources (each file's path and bytes, in path order): a long job that
+    imports modules as it goes (each stage, each worker process) compares it with its start-time value, so
+    code changed under it is refused in one line instead of old and new modules meeting (~10 ms here)."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def isa_overrides() -> dict[str, str]:

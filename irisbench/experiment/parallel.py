@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from irisbench.experiment.config import ExperimentConfig
-from irisbench.experiment.units import EvalTask, TrainUnit, evaluate_checkpoints, evaluate_task, train
+from irisbench.experiment.units import EvalTask, TrainUnit, check_code, evaluate_checkpoints, evaluate_task, train
 
 Unit = EvalTask | TrainUnit
 LOGS = "logs"
@@ -35,10 +35,12 @@ def log_path(out: Path, unit: Unit) -> Path:
     return out / LOGS / (re.sub(r"[^A-Za-z0-9.-]+", "_", unit.describe()).strip("_") + ".log")
 
 
-def run_unit(unit: Unit, out: Path, cfg: ExperimentConfig) -> float:
-    """Run one unit in this (worker) process, its output appended to its log; its wall seconds."""
+def run_unit(unit: Unit, out: Path, cfg: ExperimentConfig, code: str) -> float:
+    """Run one unit in this (worker) process, its output appended to its log; its wall seconds. ``code``: the
+    experiment's ``code_fingerprint`` at its start (a worker importing changed sources refuses to run)."""
     import torch
 
+    check_code(code)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     path = log_path(out, unit)
@@ -54,14 +56,14 @@ def run_unit(unit: Unit, out: Path, cfg: ExperimentConfig) -> float:
     return time.perf_counter() - started
 
 
-def run_units(units: Sequence[Unit], out: Path, cfg: ExperimentConfig, console: Console) -> None:
+def run_units(units: Sequence[Unit], out: Path, cfg: ExperimentConfig, console: Console, code: str) -> None:
     """Run ``units`` in ``cfg.jobs`` spawned processes (spawn: no torch state or open run lock is inherited)."""
     context = multiprocessing.get_context("spawn")
     done = 0
     console.print(f"{len(units)} units of work in {cfg.jobs} processes, {cfg.threads} torch thread(s) each; "
                   f"their logs: {out / LOGS}")
     with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=context) as pool:
-        futures: dict[Future[float], Unit] = {pool.submit(run_unit, unit, out, cfg): unit for unit in units}
+        futures: dict[Future[float], Unit] = {pool.submit(run_unit, unit, out, cfg, code): unit for unit in units}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -13,7 +13,9 @@ Janus path (the shipped tiny transformers Janus, ``JANUS_METHODS``) on the shape
 ``methods`` (``--method LABEL=PRESET``) adds any preset.
 
 Stages, each resumable (re-running skips finished work: a finished training run is not opened again,
-an unfinished one resumes from its last checkpoint, evaluations from their last record):
+an unfinished one resumes from its last checkpoint, evaluations from their last record; each stage and each worker
+first checks that irisbench's sources are those the experiment started with, ``units.check_code``, and stops in
+one line where they changed under it):
 
 1. evaluate the shipped base on every suite x split (on test and on GenEval's seen split at
    ``base_images_per_prompt``, 8 images per prompt: it is evaluated once and shared by every method and seed, so
@@ -97,6 +99,7 @@ from irisbench.experiment.units import (
     LAST,
     TrainUnit,
     base_eval_tasks,
+    check_code,
     evaluate_checkpoints,
     evaluate_task,
     finished_run,
@@ -131,6 +134,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     publish beside it (``summary.publish``); ``publish_folder``: also publish the tables, plots,
     ``curve.csv`` and ``summary.md`` into that folder, the README left alone (``summary.publish_to``)."""
     from irisbench.core.devices import resolve_device
+    from irisbench.core.provenance import code_fingerprint
     from irisbench.core.records import atomic_write_json, atomic_write_text
     from irisbench.policies.shapes_lm import SHIPPED_BASES
 
@@ -144,6 +148,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
         import torch
 
         torch.set_num_threads(cfg.threads)
+    code = code_fingerprint()  # each stage and worker checks it: no run mixes two versions of the code
     out = Path(out)
     check_base_resume(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,17 +162,20 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
     base_tasks = base_eval_tasks(out, cfg)
     if cfg.jobs > 1:  # the heavy work side by side; the stages below then find it finished and collect it
         console.rule(f"[bold]1-3. training and evaluations in {cfg.jobs} processes")
-        run_units([*units, *base_tasks], out, cfg, console)
+        run_units([*units, *base_tasks], out, cfg, console, code)
 
+    check_code(code)
     console.rule("[bold]1. base and reference policies")
     for task in base_tasks:
         evaluate_task(task, cfg, console, evals=evals)
 
+    check_code(code)
     console.rule(f"[bold]2. GRPO training (seeds {', '.join(map(str, cfg.seeds))})")
     train_runs: TrainRuns = {}
     for unit in units:
         train_runs.setdefault(unit.method, {})[unit.seed] = train(unit, out, cfg, console)
 
+    check_code(code)
     console.rule("[bold]3. selected (best val) and last checkpoints on test")
     selection: dict[str, dict[str, dict[str, int]]] = {}
     seed_evals = []
@@ -176,6 +184,7 @@ def run_experiment(out: str | Path, cfg: ExperimentConfig | None = None, *, cons
         selection.setdefault(unit.method, {})[f"seed-{unit.seed}"] = chosen
         seed_evals += unit_evals
 
+    check_code(code)
     console.rule("[bold]4. seed-level deltas and 5. analysis and report")
     from irisbench.report import RunRef, build_report
     from irisbench.report.null_control import null_comparisons, write_null_csv

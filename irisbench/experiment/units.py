@@ -17,11 +17,21 @@ from typing import Any
 from rich.console import Console
 
 from irisbench.core.errors import UsageError
+from irisbench.core.provenance import code_fingerprint
 from irisbench.experiment.config import SEEN, SEEN_SUITE, TEST, VAL, ExperimentConfig
 from irisbench.experiment.summary import Evals
 from irisbench.train.config import EXECUTION_FIELDS
 
 BEST, LAST = "best val", "last"  # the checkpoint kinds
+
+
+def check_code(started_with: str) -> None:
+    """A one-line ``UsageError`` when irisbench's sources changed since the experiment started
+    (``code_fingerprint``): its stages and worker processes import modules as they go, and old and new ones must not
+    meet in one run (nor one experiment's units be made by two versions of the code)."""
+    if code_fingerprint() != started_with:
+        raise UsageError("irisbench's source files changed while this experiment ran (an update or a checkout): "
+                         "what finished is kept; run the same command again to resume with the code as it is now")
 
 
 @dataclass(frozen=True)
