@@ -751,3 +751,15 @@ def test_code_changed_under_a_running_experiment_is_refused_in_one_line(monkeypa
     with pytest.raises(UsageError, match="source files changed while this experiment ran"):
         run_unit(task, tmp_path / "w", cfg, "at start")
     assert not (tmp_path / "w").exists()
+
+
+def test_the_wall_time_line_says_the_seconds_summary_json_logs() -> None:
+    """summary.md's wall time is the logged (0.1 s) seconds, so the two never round to different minutes: 44.96 s
+    is logged as 45.0 s, 0.75 min, which the line gives as 0.8 (the unrounded 44.96 s would read 0.7)."""
+    from irisbench.experiment.summary import _timing_line
+
+    timing = {"seconds": 45.0, "total_seconds": 45.0, "invocations": 1, "cpu": "Some CPU", "capability": "AVX2",
+              "isa_env": {}, "threads": 1, "jobs": 2}
+    assert _timing_line(44.96, timing) == ("Wall time: 0.8 min on Some CPU, ATen capability AVX2, 1 torch thread in "
+                                          "each of 2 processes.")
+    assert _timing_line(44.96, None) == "Wall time: 0.7 min."
