@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from irisbench.core.errors import UsageError
+from irisbench.train.pretrain import ARCHS
 
 REFERENCE_POLICIES = ("oracle", "random")
 VAL, TEST = "val", "test"
@@ -40,11 +41,10 @@ DEFAULT_METHODS = {
 # (beta, frozen image head), inserted after iris-nsc, and the CompBench-style suite (GenEval's own items under
 # T2I-CompBench's rules: a second set of scoring rules, not a second benchmark)
 EXTENDED_METHODS = {"shapes": {"iris-faithful": "iris-shapes-faithful"}}
-# the model the methods train (irisbench.train.pretrain.ARCHS): "shapes-lm" (the shipped bases above) or "janus"
-# (the shipped tiny transformers Janus, janus-shapes, trained through JanusPolicy as Janus-Pro is: CoT plan then
-# CFG image tokens, the image rows frozen); the Janus path has the shapes world only and publishes beside the
-# shapes LM's main job (README block and results/experiment-janus)
-ARCHS = ("shapes-lm", "janus")
+# the model the methods train (ARCHS, pretrain's): "shapes-lm" (the shipped bases above) or "janus" (the shipped
+# tiny transformers Janus, janus-shapes, trained through JanusPolicy as Janus-Pro is: CoT plan then CFG image
+# tokens, the image rows frozen); the Janus path has the shapes world only and publishes beside the shapes LM's
+# main job (README block and results/experiment-janus)
 JANUS_BASE = "janus-shapes"
 JANUS_METHODS = {"iris-nsc": "janus-shapes-iris", "verifier": "janus-shapes-verifier", NULL_METHOD: "janus-shapes-null"}
 MAIN_SUITES, EXTENDED_SUITES = ("geneval",), ("geneval", "compbench")
