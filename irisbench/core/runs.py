@@ -215,7 +215,7 @@ class RunDir:
         if run.kind != kind:
             raise UsageError(f"{path} is a run of kind {run.kind!r}, not {kind!r}")
         diff = run.config_changes(config)
-        blocking = config_diff(_without(run.config, resumable), _without(_normalise_config(config), resumable))
+        blocking = run.config_changes(config, ignoring=resumable)
         if blocking and not allow_config_change:
             raise UsageError(f"the config differs from the one saved in {path / CONFIG_FILE}:\n"
                              + "\n".join(blocking)
@@ -253,9 +253,10 @@ class RunDir:
         except (OSError, yaml.YAMLError) as e:
             raise UsageError(f"{p}: cannot read the run's config ({e})") from None
 
-    def config_changes(self, config: Mapping[str, Any]) -> list[str]:
-        """How ``config`` differs from the saved one (``config_diff`` lines; empty when they are equal)."""
-        return config_diff(self.config, _normalise_config(config))
+    def config_changes(self, config: Mapping[str, Any], ignoring: Collection[str] = ()) -> list[str]:
+        """How ``config`` differs from the saved one (``config_diff`` lines; empty when they are equal), its
+        top-level keys in ``ignoring`` left out."""
+        return config_diff(_without(self.config, ignoring), _without(_normalise_config(config), ignoring))
 
     @property
     def env(self) -> dict:

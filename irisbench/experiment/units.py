@@ -142,9 +142,7 @@ def finished_run(run: Path, config: dict[str, Any], steps: int) -> bool:
         rundir = RunDir.open(run)
     except NotARunError:
         return False
-    saved = rundir.config
-    config = {**config, **{k: saved[k] for k in EXECUTION_FIELDS if k in saved and k in config}}
-    if rundir.kind != "train" or rundir.config_changes(config):
+    if rundir.kind != "train" or rundir.config_changes(config, ignoring=EXECUTION_FIELDS):
         return False
     ckpts = complete_checkpoints(run)
     if not ckpts or ckpts[-1][0] != steps:
